@@ -1,0 +1,301 @@
+"""One application-facing stream endpoint: a TCP connection plus an optional stream transform.
+
+The transform is what TCP-ENO negotiated (RFC 8547 section 4.5): when a TEP is agreed, the
+byte stream between the TCB and the application is handed to that TEP (tcpcrypt, RFC 8548),
+otherwise it stays plain.  This module only knows the transform through the small
+:class:`StreamTransform` protocol below, so the TCP layers never import tcpcrypt.
+
+Sans-IO: an Endpoint never touches a socket or a clock; the stack core calls it with ``now``
+and collects the segments its connection wants to send.  Application-visible happenings are
+queued as events (:class:`Established`, :class:`Data`, :class:`Eof`, :class:`Closed`) that
+the asyncio edge (tcpstack/streams.py) or a test drains with :meth:`Endpoint.next_event`.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .errors import ConnectionAbortedLocallyError, TcpStackError
+from .events import ConnectionEstablished, ConnectionTerminated, DataReceived, EndOfStream
+
+if TYPE_CHECKING:
+    from .connection import TCPConnection
+    from .stack import StackCore
+
+log = logging.getLogger(__name__)
+
+
+class StreamTransform(Protocol):
+    """A TEP's view of the byte stream (tcpcrypt.session.TcpcryptSession implements it)."""
+
+    established: bool
+    eof_received: bool
+
+    def start(self) -> bytes: ...
+    def send(self, data: bytes | memoryview) -> bytes: ...
+    def close(self) -> bytes: ...
+    def receive(self, data: bytes | memoryview) -> tuple[bytes, bytes]: ...
+    def peer_fin(self) -> None: ...
+    def info(self) -> dict[str, Any]: ...
+
+
+class SecurityProvider(Protocol):
+    """Hands the stack ENO negotiators and, once the handshake is over, stream transforms."""
+
+    def negotiator(self, *, active: bool, local: tuple[str, int], remote: tuple[str, int],
+                   options: dict[str, Any]) -> Any: ...
+
+    def transform(self, negotiator: Any, *, local: tuple[str, int], remote: tuple[str, int],
+                  options: dict[str, Any]) -> StreamTransform | None: ...
+
+
+# --- application events ------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Established:
+    """The stream is ready: TCP handshake done and, when encrypted, keys in place."""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Data:
+    data: bytes
+
+
+@dataclass(slots=True)
+class Eof:
+    """The peer will send no more (TCP FIN; with tcpcrypt, a frame with FINp, RFC 8548 3.7)."""
+
+
+@dataclass(slots=True)
+class Closed:
+    """The end of the endpoint for the application; error is None for a clean close."""
+    error: BaseException | None
+
+
+Event = Established | Data | Eof | Closed
+
+
+class Endpoint:
+    """An application's stream over one TCP connection (and, maybe, a transform)."""
+
+    def __init__(self, core: "StackCore", conn: "TCPConnection", local: tuple[str, int],
+                 remote: tuple[str, int], *, negotiator: Any = None,
+                 options: dict[str, Any] | None = None, listener: Any = None) -> None:
+        self.core = core
+        self.conn = conn
+        self.local = local
+        self.remote = remote
+        self.negotiator = negotiator
+        self.options = options or {}
+        self.listener = listener
+        self.transform: StreamTransform | None = None
+        self.events: deque[Event] = deque()
+        self.handler: Any = None          # set by the asyncio edge; gets ready notifications
+        self._pending = bytearray()       # bytes for the TCB that did not fit its send buffer
+        self._plain_hold = bytearray()    # app bytes written before ENO's outcome was known
+        self._eof_requested = False       # the application shut down writing
+        self._fin_queued = False          # shutdown_write() reached the TCB
+        self._established = False
+        self._eof_emitted = False
+        self._closed = False
+        self.info: dict[str, Any] = {"encrypted": False, "tcpcrypt_session_id": None,
+                                     "tcpcrypt": None}
+
+    # --- application side ------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def established(self) -> bool:
+        return self._established
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes accepted from the application that the TCB has not taken yet."""
+        return len(self._pending)
+
+    def send(self, data: bytes | memoryview, now: float) -> None:
+        """Queue application bytes (plaintext).  Never blocks; the edge applies backpressure
+        with :attr:`write_buffer_size`."""
+        if self._closed:
+            raise ConnectionAbortedLocallyError(f"connection to {self.remote} is closed")
+        if self._eof_requested:
+            raise TcpStackError(f"cannot write to {self.remote} after write_eof()")
+        if not data:
+            return
+        if self.transform is not None:
+            data = self.transform.send(data)
+        elif self.negotiator is not None and not self._established:
+            # ENO still negotiating: whether these bytes go out plain or through a TEP is
+            # only known at the end of the handshake (RFC 8547 4.6).  Keep them aside.
+            self._plain_hold += data
+            return
+        self._queue(data)
+        self.core._after_app_call(self, now)
+
+    def shutdown_write(self, now: float) -> None:
+        """Half-close: everything queued is sent, then FIN (tcpcrypt: a FINp frame first)."""
+        if self._eof_requested or self._closed:
+            return
+        self._eof_requested = True
+        if self.transform is not None:
+            self._queue(self.transform.close())
+        self._flush(now)
+        self.core._after_app_call(self, now)
+
+    def abort(self, now: float, error: BaseException | None = None) -> None:
+        """RST the connection (RFC 9293 3.10.5 ABORT) and report `error` (or an abort)."""
+        if self._closed:
+            return
+        self.conn.abort(now)
+        self._emit_closed(error if error is not None else
+                          ConnectionAbortedLocallyError(f"connection to {self.remote} aborted"))
+        self.core._after_app_call(self, now)
+
+    def pause_reading(self) -> None:
+        self.conn.pause_reading()
+
+    def resume_reading(self, now: float) -> None:
+        self.conn.resume_reading()
+        self.core._after_app_call(self, now)
+
+    def next_event(self) -> Event | None:
+        return self.events.popleft() if self.events else None
+
+    def stats(self) -> dict[str, Any]:
+        s = self.conn.stats
+        d = {k: getattr(s, k) for k in s.__dataclass_fields__} if hasattr(s, "__dataclass_fields__") \
+            else dict(vars(s))
+        d["state"] = self.conn.state.name
+        d["local"] = self.local
+        d["remote"] = self.remote
+        d.update({k: v for k, v in self.info.items() if k != "tcpcrypt"})
+        if self.info.get("tcpcrypt"):
+            d.update({f"tcpcrypt_{k}": v for k, v in self.info["tcpcrypt"].items()})
+        return d
+
+    # --- stack side ------------------------------------------------------------------
+
+    def _queue(self, data: bytes | memoryview) -> None:
+        if not data:
+            return
+        if not self._pending:
+            n = self.conn.send(data)
+            if n == len(data):
+                return
+            data = memoryview(data)[n:]
+        self._pending += data
+
+    def _flush(self, now: float) -> None:
+        """Move pending bytes into the TCB's send buffer; queue FIN when all is in."""
+        pending = self._pending
+        if pending:
+            n = self.conn.send(pending)
+            if n:
+                del pending[:n]
+        if (self._eof_requested and not pending and not self._fin_queued
+                and (self.transform is None or self.transform.established)):
+            self._fin_queued = True
+            self.conn.shutdown_write(now)
+
+    def _process(self, now: float) -> None:
+        """Translate the TCB's events into application events (called by the stack core)."""
+        conn = self.conn
+        while True:
+            ev = conn.next_event()
+            if ev is None:
+                break
+            if self._closed:
+                continue
+            if isinstance(ev, DataReceived):
+                self._on_data(ev.data, now)
+            elif isinstance(ev, ConnectionEstablished):
+                self._on_tcp_established(now)
+            elif isinstance(ev, EndOfStream):
+                self._on_peer_fin(now)
+            elif isinstance(ev, ConnectionTerminated):
+                self._emit_closed(ev.error)
+        if not self._closed and conn.send_buffer_free:
+            self._flush(now)
+
+    def _on_tcp_established(self, now: float) -> None:
+        if self.negotiator is not None:
+            try:
+                self.transform = self.core.security.transform(
+                    self.negotiator, local=self.local, remote=self.remote, options=self.options)
+            except Exception as exc:  # EncryptionRequiredError and friends: fail loudly
+                self._fail(exc, now)
+                return
+            if self.transform is not None:
+                self.info["encrypted"] = True
+                self._queue(self.transform.start())
+            held = self._plain_hold
+            if held:
+                self._plain_hold = bytearray()
+                self._queue(self.transform.send(bytes(held)) if self.transform else held)
+            if self.transform is not None and not self.transform.established:
+                return
+        self._mark_established()
+
+    def _mark_established(self) -> None:
+        self._established = True
+        if self.transform is not None:
+            self.info.update(self.transform.info())
+        self.events.append(Established(dict(self.info)))
+        if self.listener is not None:
+            self.listener._on_established(self)
+
+    def _on_data(self, data: bytes, now: float) -> None:
+        tr = self.transform
+        if tr is None:
+            self.events.append(Data(data))
+            return
+        try:
+            plaintext, out = tr.receive(data)
+        except Exception as exc:
+            # RFC 8548 / issue: a forged or corrupt frame aborts the connection (RST) and the
+            # application gets the error; nothing unauthenticated is delivered.
+            self._fail(exc, now)
+            return
+        if out:
+            self._queue(out)
+        if not self._established and tr.established:
+            self._mark_established()
+        if plaintext:
+            self.events.append(Data(plaintext))
+        if tr.eof_received and not self._eof_emitted:
+            self._eof_emitted = True
+            self.events.append(Eof())
+        if self._eof_requested and not self._fin_queued:
+            self._flush(now)
+
+    def _on_peer_fin(self, now: float) -> None:
+        tr = self.transform
+        if tr is not None:
+            try:
+                tr.peer_fin()
+            except Exception as exc:
+                self._fail(exc, now)
+                return
+        if not self._eof_emitted:
+            self._eof_emitted = True
+            self.events.append(Eof())
+
+    def _fail(self, exc: BaseException, now: float) -> None:
+        log.warning("aborting connection %s -> %s: %s", self.local, self.remote, exc)
+        self.conn.abort(now)
+        self._emit_closed(exc)
+
+    def _emit_closed(self, error: BaseException | None) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pending.clear()
+        self.events.append(Closed(error))
+        if self.listener is not None:
+            self.listener._on_closed(self)

@@ -1,0 +1,470 @@
+"""The stack core: one host's TCP/IP above a link, sans-IO (no sockets, no clock, no loop).
+
+Implements:
+  - demultiplexing by 4-tuple, listeners with a bounded accept backlog and a bound on
+    half-open connections (RFC 9293 3.10.7.2, RFC 4987 3.1);
+  - segments to no connection answered with RST (RFC 9293 3.10.7.1), rate limited;
+  - ISNs per RFC 6528 (keyed hash of the 4-tuple plus a 4 us clock), timestamp offsets
+    per connection (RFC 7323 5.4 / 7.1), ephemeral ports (RFC 6056 "algorithm 1"-like);
+  - ICMP/ICMPv6 echo reply, and ICMP errors routed to their connection
+    (RFC 1122 4.2.3.9, RFC 5927, RFC 1191 / RFC 8201 PMTU);
+  - a timer heap so the earliest deadline over all connections is O(log n) to find.
+
+A driver (the asyncio edge, the simulator, a test) feeds :meth:`receive_packet`, calls
+:meth:`handle_timer` at :meth:`next_timer`, and sends what :meth:`packets_to_send` returns.
+This is exactly the SimHost interface of tcpstack/sim.py.
+"""
+from __future__ import annotations
+
+import hashlib
+import heapq
+import ipaddress
+import itertools
+import logging
+import os
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from . import icmp as icmp_mod
+from .config import TCPConfig
+from .connection import TCPConnection, TCPState
+from .endpoint import Endpoint, SecurityProvider
+from .errors import HostUnreachableError, ParseError, TcpStackError
+from .ip import IPv4Header, parse_ip
+from .segment import ACK, RST, SYN, TCPSegment
+from .tcp import build_ip_tcp, parse_tcp
+
+log = logging.getLogger(__name__)
+
+IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_ICMPV6 = 58
+
+Addr = tuple[str, int]
+_counter = itertools.count()   # tie-breaker for the timer heap
+
+
+@dataclass
+class StackConfig:
+    mtu: int = 1500
+    ttl: int = 64
+    tcp: TCPConfig = field(default_factory=TCPConfig)
+    ephemeral_ports: tuple[int, int] = (32768, 60999)   # Linux's default range
+    syn_backlog: int = 1024          # half-open connections per listener (RFC 4987 3.1)
+    rst_rate: float = 200.0          # RSTs per second to unknown segments (token bucket)
+    icmp_rate: float = 200.0         # ICMP messages per second
+    answer_ping: bool = True
+
+
+@dataclass
+class StackStats:
+    packets_in: int = 0
+    packets_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    malformed: int = 0               # failed to parse (counted, dropped)
+    not_for_us: int = 0              # destination address is not ours
+    unknown_protocol: int = 0
+    no_connection: int = 0           # TCP segment matching no TCB nor listener
+    rst_sent: int = 0
+    rst_rate_limited: int = 0
+    syn_dropped_backlog: int = 0     # SYN dropped: listener's half-open or accept queue full
+    icmp_echo_replies: int = 0
+    icmp_errors_in: int = 0
+    icmp_rate_limited: int = 0
+    connections_opened: int = 0
+    connections_accepted: int = 0
+
+
+class _TokenBucket:
+    __slots__ = ("rate", "burst", "tokens", "last")
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(rate / 10, 1.0)
+        self.tokens = self.burst
+        self.last = 0.0
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class Listener:
+    """A passive OPEN on (address, port): the accept queue of established endpoints."""
+
+    def __init__(self, core: "StackCore", addr: bytes | None, port: int, backlog: int,
+                 options: dict[str, Any]) -> None:
+        self.core = core
+        self.addr = addr                  # packed address, or None for every address
+        self.port = port
+        self.backlog = max(1, backlog)
+        self.options = options
+        self.accept_queue: deque[Endpoint] = deque()
+        self.half_open = 0                # handshakes (TCP or tcpcrypt) not finished yet
+        self.handler: Any = None          # the edge's server object (gets ready notices)
+        self.closed = False
+
+    def accept(self) -> Endpoint | None:
+        return self.accept_queue.popleft() if self.accept_queue else None
+
+    def close(self) -> None:
+        """Stop listening; endpoints not yet accepted are reset (like close(2) on a socket)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.core._listeners.pop((self.addr, self.port), None)
+        while self.accept_queue:
+            ep = self.accept_queue.popleft()
+            ep.abort(self.core.now)
+
+    # called by Endpoint
+    def _on_established(self, ep: Endpoint) -> None:
+        self.half_open -= 1
+        ep.listener = None
+        if self.closed:
+            ep.abort(self.core.now)
+            return
+        self.accept_queue.append(ep)
+        self.core.stats.connections_accepted += 1
+        self.core._ready_listeners.append(self)
+
+    def _on_closed(self, ep: Endpoint) -> None:
+        self.half_open -= 1
+        ep.listener = None
+
+
+class StackCore:
+    """A host: addresses, connections, listeners.  Sans-IO."""
+
+    def __init__(self, addresses: Iterable[str], config: StackConfig | None = None, *,
+                 security: SecurityProvider | None = None, now: float = 0.0,
+                 secret: bytes | None = None, rng: random.Random | None = None) -> None:
+        self.config = config or StackConfig()
+        self.addresses = [ipaddress.ip_address(a) for a in addresses]
+        self._local = {a.packed for a in self.addresses}
+        self.security = security
+        self.now = now
+        self._secret = secret if secret is not None else os.urandom(32)   # RFC 6528 3
+        self._rng = rng or random.Random(int.from_bytes(os.urandom(8), "big"))
+        self._conns: dict[tuple[bytes, int, bytes, int], Endpoint] = {}
+        self._listeners: dict[tuple[bytes | None, int], Listener] = {}
+        self._out: list[bytes] = []
+        self._timers: list[tuple[float, int, Endpoint]] = []
+        self._timer_of: dict[int, float] = {}            # id(endpoint) -> deadline in heap
+        self._ready: list[Endpoint] = []                 # endpoints with new app events
+        self._ready_listeners: list[Listener] = []
+        self._rst_bucket = _TokenBucket(self.config.rst_rate)
+        self._icmp_bucket = _TokenBucket(self.config.icmp_rate)
+        self.stats = StackStats()
+        self.on_packet: Callable[[str, bytes, float], None] | None = None   # capture hook
+        self.ident = self._rng.randrange(1 << 16)
+
+    # --- driver interface (SimHost) ------------------------------------------------------
+
+    def packets_to_send(self) -> list[bytes]:
+        out, self._out = self._out, []
+        return out
+
+    def next_timer(self) -> float | None:
+        heap = self._timers
+        while heap:
+            deadline, _, ep = heap[0]
+            if self._timer_of.get(id(ep)) == deadline:
+                return deadline
+            heapq.heappop(heap)       # stale entry
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        self.now = now
+        heap = self._timers
+        while heap and heap[0][0] <= now:
+            deadline, _, ep = heapq.heappop(heap)
+            if self._timer_of.get(id(ep)) != deadline:
+                continue
+            del self._timer_of[id(ep)]
+            ep.conn.handle_timer(now)
+            self._service(ep, now)
+
+    def receive_packet(self, packet: bytes | memoryview, now: float) -> None:
+        """One IP datagram from the link.  Malformed input is counted and dropped."""
+        self.now = now
+        st = self.stats
+        st.packets_in += 1
+        st.bytes_in += len(packet)
+        if self.on_packet is not None:
+            self.on_packet("in", bytes(packet), now)
+        try:
+            hdr, payload = parse_ip(packet)
+        except ParseError as exc:
+            st.malformed += 1
+            log.debug("dropping malformed IP packet: %s", exc)
+            return
+        if hdr.dst not in self._local:
+            st.not_for_us += 1
+            return
+        v4 = isinstance(hdr, IPv4Header)
+        proto = hdr.proto if v4 else hdr.next_header
+        try:
+            if getattr(hdr, "is_fragment", False):
+                st.malformed += 1      # TODO-free: fragments are not reassembled yet (counted)
+                return
+            if proto == IPPROTO_TCP:
+                self._receive_tcp(hdr, payload, now)
+            elif proto == (IPPROTO_ICMP if v4 else IPPROTO_ICMPV6):
+                self._receive_icmp(hdr, payload, now, v6=not v4)
+            else:
+                st.unknown_protocol += 1
+        except ParseError as exc:
+            st.malformed += 1
+            log.debug("dropping malformed packet from %s: %s", _fmt(hdr.src), exc)
+
+    # --- application interface -----------------------------------------------------------
+
+    def listen(self, port: int, addr: str | None = None, *, backlog: int = 128,
+               options: dict[str, Any] | None = None) -> Listener:
+        packed = ipaddress.ip_address(addr).packed if addr else None
+        if packed is not None and packed not in self._local:
+            raise TcpStackError(f"cannot listen on {addr}: not an address of this stack")
+        if port == 0:
+            port = self._free_port(None, None)
+        key = (packed, port)
+        if key in self._listeners:
+            raise TcpStackError(f"address already in use: {addr or '*'}:{port}")
+        lst = Listener(self, packed, port, backlog, options or {})
+        self._listeners[key] = lst
+        return lst
+
+    def connect(self, host: str, port: int, now: float, *, local_addr: str | None = None,
+                local_port: int = 0, options: dict[str, Any] | None = None) -> Endpoint:
+        """Active OPEN (RFC 9293 3.10.1): returns the endpoint; its SYN is queued."""
+        self.now = now
+        raddr = ipaddress.ip_address(host)
+        laddr = ipaddress.ip_address(local_addr) if local_addr else self._source_for(raddr)
+        rp, lp = raddr.packed, laddr.packed
+        if not local_port:
+            local_port = self._free_port(lp, (rp, port))
+        elif (lp, local_port, rp, port) in self._conns:
+            raise TcpStackError(f"address in use: {laddr}:{local_port} -> {raddr}:{port}")
+        options = options or {}
+        local, remote = (str(laddr), local_port), (str(raddr), port)
+        negotiator = self._negotiator(True, local, remote, options)
+        conn = TCPConnection(local_port, port, iss=self._isn(lp, local_port, rp, port, now),
+                             config=self._tcp_config(laddr), now=now, eno=negotiator,
+                             ts_offset=self._ts_offset(lp, local_port, rp, port))
+        ep = Endpoint(self, conn, local, remote, negotiator=negotiator, options=options)
+        ep._key = (lp, local_port, rp, port)  # type: ignore[attr-defined]
+        self._conns[ep._key] = ep  # type: ignore[attr-defined]
+        self.stats.connections_opened += 1
+        conn.connect(now)
+        self._service(ep, now)
+        return ep
+
+    def pop_ready(self) -> list[Endpoint]:
+        """Endpoints that queued application events since the last call."""
+        r, self._ready = self._ready, []
+        return r
+
+    def pop_ready_listeners(self) -> list[Listener]:
+        r, self._ready_listeners = self._ready_listeners, []
+        return r
+
+    def endpoints(self) -> list[Endpoint]:
+        return list(self._conns.values())
+
+    def close(self, now: float) -> None:
+        """Abort every connection and stop listening."""
+        for lst in list(self._listeners.values()):
+            lst.close()
+        for ep in list(self._conns.values()):
+            ep.abort(now)
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _after_app_call(self, ep: Endpoint, now: float) -> None:
+        self.now = now
+        self._service(ep, now)
+
+    def _service(self, ep: Endpoint, now: float) -> None:
+        """After any input to a connection: app events, outgoing segments, its timer."""
+        conn = ep.conn
+        ep._process(now)
+        segs = conn.segments_to_send(now)
+        if segs:
+            lp, rp = ep._key[0], ep._key[2]  # type: ignore[attr-defined]
+            ttl = self.config.ttl
+            out = self._out
+            for seg in segs:
+                out.append(build_ip_tcp(seg, lp, rp, ttl=ttl))
+            self.stats.packets_out += len(segs)
+        if ep.events and ep not in self._ready:
+            self._ready.append(ep)
+        if conn.is_terminated:
+            self._conns.pop(ep._key, None)  # type: ignore[attr-defined]
+            self._timer_of.pop(id(ep), None)
+            if not ep.closed:
+                ep._emit_closed(None)
+                if ep not in self._ready:
+                    self._ready.append(ep)
+            return
+        deadline = conn.next_timer()
+        key = id(ep)
+        if deadline is None:
+            self._timer_of.pop(key, None)
+        elif self._timer_of.get(key) != deadline:
+            self._timer_of[key] = deadline
+            heapq.heappush(self._timers, (deadline, next(_counter), ep))
+
+    def _receive_tcp(self, hdr: Any, payload: memoryview, now: float) -> None:
+        seg = parse_tcp(payload, hdr.src, hdr.dst)
+        key = (hdr.dst, seg.dst_port, hdr.src, seg.src_port)
+        ep = self._conns.get(key)
+        if ep is not None:
+            ep.conn.receive(seg, now)
+            self._service(ep, now)
+            return
+        flags = seg.flags
+        lst = self._listeners.get((hdr.dst, seg.dst_port)) or self._listeners.get((None, seg.dst_port))
+        if lst is not None and flags & (SYN | ACK | RST) == SYN:
+            self._accept_syn(lst, hdr, seg, now)
+            return
+        self.stats.no_connection += 1
+        if not flags & RST:
+            self._send_rst_for(hdr, seg, now)
+
+    def _accept_syn(self, lst: Listener, hdr: Any, seg: TCPSegment, now: float) -> None:
+        # RFC 9293 3.10.7.2 (LISTEN, SYN); bounded half-open and accept queues (RFC 4987).
+        if lst.half_open >= self.config.syn_backlog or len(lst.accept_queue) >= lst.backlog:
+            self.stats.syn_dropped_backlog += 1
+            return
+        local = (_fmt(hdr.dst), seg.dst_port)
+        remote = (_fmt(hdr.src), seg.src_port)
+        negotiator = self._negotiator(False, local, remote, lst.options)
+        lp, rp = hdr.dst, hdr.src
+        conn = TCPConnection(seg.dst_port, seg.src_port,
+                             iss=self._isn(lp, seg.dst_port, rp, seg.src_port, now),
+                             config=self._tcp_config(ipaddress.ip_address(lp)), now=now,
+                             eno=negotiator,
+                             ts_offset=self._ts_offset(lp, seg.dst_port, rp, seg.src_port))
+        ep = Endpoint(self, conn, local, remote, negotiator=negotiator,
+                      options=dict(lst.options), listener=lst)
+        ep._key = (lp, seg.dst_port, rp, seg.src_port)  # type: ignore[attr-defined]
+        self._conns[ep._key] = ep  # type: ignore[attr-defined]
+        lst.half_open += 1
+        conn.accept_syn(seg, now)
+        self._service(ep, now)
+
+    def _send_rst_for(self, hdr: Any, seg: TCPSegment, now: float) -> None:
+        """RFC 9293 3.10.7.1: the reset for a segment that matches no connection."""
+        if not self._rst_bucket.take(now):
+            self.stats.rst_rate_limited += 1
+            return
+        if seg.flags & ACK:
+            rst = TCPSegment(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
+        else:
+            rst = TCPSegment(seg.dst_port, seg.src_port, 0, (seg.seq + seg.seg_len) & 0xFFFFFFFF,
+                             RST | ACK, 0)
+        self._out.append(build_ip_tcp(rst, hdr.dst, hdr.src, ttl=self.config.ttl))
+        self.stats.rst_sent += 1
+        self.stats.packets_out += 1
+
+    def _receive_icmp(self, hdr: Any, payload: memoryview, now: float, *, v6: bool) -> None:
+        msg = icmp_mod.parse_icmp(payload, hdr.src, hdr.dst, v6=v6)
+        echo_request = icmp_mod.ICMP6_ECHO_REQUEST if v6 else icmp_mod.ICMP_ECHO_REQUEST
+        if msg.type == echo_request:
+            if not self.config.answer_ping:
+                return
+            if not self._icmp_bucket.take(now):
+                self.stats.icmp_rate_limited += 1
+                return
+            self._out.append(icmp_mod.build_icmp_echo_reply(msg, hdr.dst, hdr.src, v6=v6,
+                                                            ttl=self.config.ttl))
+            self.stats.icmp_echo_replies += 1
+            self.stats.packets_out += 1
+            return
+        quoted = icmp_mod.quoted_tcp_ports_seq(msg)
+        if quoted is None:
+            return
+        self.stats.icmp_errors_in += 1
+        src, dst, sport, dport, seq = quoted
+        ep = self._conns.get((src, sport, dst, dport))
+        if ep is None:
+            return
+        conn = ep.conn
+        # RFC 5927 4.1 / RFC 5961-style check: the quoted sequence number must be in flight.
+        if not _seq_in(seq, conn.snd_una, conn.snd_nxt):
+            return
+        if icmp_mod.is_packet_too_big(msg):
+            if msg.mtu:
+                conn.set_path_mtu(msg.mtu)
+        else:
+            hard = icmp_mod.is_hard_error(msg)
+            conn.icmp_error(HostUnreachableError(
+                f"ICMP {icmp_mod.describe(msg)} from {_fmt(hdr.src)} for {ep.remote}"), now, hard=hard)
+        self._service(ep, now)
+
+    def _negotiator(self, active: bool, local: Addr, remote: Addr, options: dict[str, Any]) -> Any:
+        if self.security is None or options.get("encrypt") is False:
+            return None
+        return self.security.negotiator(active=active, local=local, remote=remote, options=options)
+
+    def _tcp_config(self, laddr: Any) -> TCPConfig:
+        cfg = self.config.tcp
+        # MSS = MTU - IP header - TCP header (RFC 9293 3.7.1; RFC 8200 for v6's 40 bytes).
+        mss = self.config.mtu - (40 if laddr.version == 4 else 60)
+        if cfg.mss != mss:
+            from dataclasses import replace
+            cfg = replace(cfg, mss=mss)
+            self.config.tcp = cfg
+        return cfg
+
+    def _isn(self, lp: bytes, lport: int, rp: bytes, rport: int, now: float) -> int:
+        # RFC 6528 3: ISN = M + F(localip, localport, remoteip, remoteport, secretkey),
+        # M a 4-microsecond timer, F a keyed PRF (BLAKE2s keyed with the stack secret).
+        f = hashlib.blake2s(lp + lport.to_bytes(2, "big") + rp + rport.to_bytes(2, "big"),
+                            key=self._secret, digest_size=4).digest()
+        return (int(now * 250_000) + int.from_bytes(f, "big")) & 0xFFFFFFFF
+
+    def _ts_offset(self, lp: bytes, lport: int, rp: bytes, rport: int) -> int:
+        # RFC 7323 7.1: a per-connection random offset for TSval (here a keyed hash).
+        f = hashlib.blake2s(b"ts" + lp + lport.to_bytes(2, "big") + rp + rport.to_bytes(2, "big"),
+                            key=self._secret, digest_size=4).digest()
+        return int.from_bytes(f, "big")
+
+    def _free_port(self, lp: bytes | None, remote: tuple[bytes, int] | None) -> int:
+        lo, hi = self.config.ephemeral_ports
+        n = hi - lo + 1
+        start = self._rng.randrange(n)
+        for i in range(n):
+            port = lo + (start + i) % n
+            if remote is None:
+                if (None, port) not in self._listeners and not any(
+                        k[1] == port for k in self._listeners):
+                    return port
+            elif (lp, port, remote[0], remote[1]) not in self._conns and \
+                    (None, port) not in self._listeners and (lp, port) not in self._listeners:
+                return port
+        raise TcpStackError("no free ephemeral port")
+
+    def _source_for(self, raddr: Any) -> Any:
+        for a in self.addresses:
+            if a.version == raddr.version:
+                return a
+        raise TcpStackError(f"no local IPv{raddr.version} address to reach {raddr}")
+
+
+def _seq_in(seq: int, lo: int, hi: int) -> bool:
+    """lo <= seq < hi modulo 2**32, or seq == lo when nothing is in flight."""
+    return (seq - lo) & 0xFFFFFFFF <= (hi - lo) & 0xFFFFFFFF
+
+
+def _fmt(packed: bytes) -> str:
+    return str(ipaddress.ip_address(packed))
+

@@ -1,0 +1,497 @@
+"""The asyncio edge: drive a StackCore from a link and the event loop, and give applications
+asyncio's own StreamReader/StreamWriter (open_connection / start_server, drop-in).
+
+Nothing here knows TCP rules; it moves packets between a link and the sans-IO core, keeps
+one loop timer armed at the core's earliest deadline, and adapts Endpoint events to an
+asyncio.Transport so asyncio.StreamReaderProtocol works unchanged (drain() backpressure via
+pause_writing/resume_writing, reading flow control via pause_reading/resume_reading).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Callable, Iterable, Protocol
+
+from .endpoint import Closed, Data, Endpoint, Eof, Established, SecurityProvider
+from .stack import Listener, StackConfig, StackCore
+
+log = logging.getLogger(__name__)
+
+_DEFAULT_LIMIT = 2 ** 16
+
+
+class Link(Protocol):
+    """Where IP packets come from and go to (a TUN device, an in-memory pipe)."""
+
+    def start(self, on_packets: Callable[[list[bytes]], None]) -> None: ...
+    def send(self, packet: bytes) -> None: ...
+    def close(self) -> None: ...
+
+
+class MemoryLink:
+    """One end of an in-memory point-to-point link between two Stacks on the same loop."""
+
+    def __init__(self) -> None:
+        self.peer: MemoryLink | None = None
+        self._on_packets: Callable[[list[bytes]], None] | None = None
+        self._queue: list[bytes] = []
+        self._scheduled = False
+        self.filter: Callable[[bytes], bytes | None] | None = None   # tests: drop/alter packets
+        self.closed = False
+
+    @classmethod
+    def pair(cls) -> tuple["MemoryLink", "MemoryLink"]:
+        a, b = cls(), cls()
+        a.peer, b.peer = b, a
+        return a, b
+
+    def start(self, on_packets: Callable[[list[bytes]], None]) -> None:
+        self._on_packets = on_packets
+
+    def send(self, packet: bytes) -> None:
+        peer = self.peer
+        if self.closed or peer is None or peer.closed:
+            return
+        if self.filter is not None:
+            packet = self.filter(packet)  # type: ignore[assignment]
+            if packet is None:
+                return
+        peer._queue.append(packet)
+        if not peer._scheduled:
+            peer._scheduled = True
+            asyncio.get_running_loop().call_soon(peer._deliver)
+
+    def _deliver(self) -> None:
+        self._scheduled = False
+        batch, self._queue = self._queue, []
+        if batch and self._on_packets is not None and not self.closed:
+            self._on_packets(batch)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Stack:
+    """A userspace TCP/IP host on an asyncio loop.
+
+    >>> stack = Stack(link, ["10.0.0.2"])
+    >>> reader, writer = await stack.open_connection("10.0.0.1", 80)
+    """
+
+    def __init__(self, link: Link, addresses: Iterable[str], config: StackConfig | None = None,
+                 *, security: SecurityProvider | None | str = "default",
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop or asyncio.get_running_loop()
+        if security == "default":
+            from tcpcrypt.provider import TcpcryptProvider   # the default: encrypt when possible
+            security = TcpcryptProvider()
+        self.core = StackCore(addresses, config, security=security,  # type: ignore[arg-type]
+                              now=self.loop.time())
+        self.link = link
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._flush_scheduled = False
+        self._closed = False
+        link.start(self._on_packets)
+
+    @property
+    def addresses(self) -> list[str]:
+        return [str(a) for a in self.core.addresses]
+
+    # --- applications ----------------------------------------------------------------
+
+    async def open_connection(self, host: str, port: int, *, limit: int = _DEFAULT_LIMIT,
+                              local_addr: tuple[str, int] | None = None,
+                              encrypt: bool = True, require_encryption: bool = False,
+                              app_aware: int = 0, **options: Any
+                              ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """asyncio.open_connection() over this stack.  With a security provider (the default),
+        TCP-ENO is offered and tcpcrypt used when the peer agrees; `require_encryption`
+        fails the connect with EncryptionRequiredError instead of falling back."""
+        loop = self.loop
+        reader = asyncio.StreamReader(limit=limit, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+        opts = dict(options, encrypt=encrypt, require_encryption=require_encryption,
+                    app_aware=app_aware)
+        ep = self.core.connect(host, port, loop.time(),
+                               local_addr=local_addr[0] if local_addr else None,
+                               local_port=local_addr[1] if local_addr else 0, options=opts)
+        transport = _StreamTransport(self, ep, protocol)
+        self._kick()
+        try:
+            await transport._connected
+        except BaseException:
+            if not ep.closed:
+                ep.abort(loop.time())
+                self._kick()
+            raise
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        return reader, writer
+
+    async def start_server(self, client_connected_cb: Callable[..., Any],
+                           host: str | None = None, port: int = 0, *,
+                           limit: int = _DEFAULT_LIMIT, backlog: int = 100,
+                           start_serving: bool = True, encrypt: bool = True,
+                           require_encryption: bool = False, app_aware: int = 0,
+                           **options: Any) -> "Server":
+        """asyncio.start_server() over this stack."""
+        opts = dict(options, encrypt=encrypt, require_encryption=require_encryption,
+                    app_aware=app_aware)
+        listener = self.core.listen(port, host, backlog=backlog, options=opts)
+        server = Server(self, listener, client_connected_cb, limit)
+        if start_serving:
+            server._start()
+        return server
+
+    def connections(self) -> list[Endpoint]:
+        return self.core.endpoints()
+
+    def stats(self) -> dict[str, Any]:
+        return dict(vars(self.core.stats))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.core.close(self.loop.time())
+        self._flush()
+        if self._timer is not None:
+            self._timer.cancel()
+        self.link.close()
+
+    # --- driving the core ----------------------------------------------------------------
+
+    def _on_packets(self, packets: list[bytes]) -> None:
+        core = self.core
+        now = self.loop.time()
+        for p in packets:
+            core.receive_packet(p, now)
+        self._flush()
+
+    def _kick(self) -> None:
+        """Something changed from the application side: flush soon (coalesces writes)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        core = self.core
+        # Application events may trigger more output (e.g. a callback writing), so loop.
+        for _ in range(64):
+            ready = core.pop_ready()
+            listeners = core.pop_ready_listeners()
+            for ep in ready:
+                tr = ep.handler
+                if tr is not None:
+                    tr._dispatch()
+            for lst in listeners:
+                if lst.handler is not None:
+                    lst.handler._accept_ready()
+            packets = core.packets_to_send()
+            if packets:
+                send = self.link.send
+                for p in packets:
+                    send(p)
+            if not ready and not listeners and not packets:
+                break
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        deadline = self.core.next_timer()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None and not self._closed:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.core.handle_timer(self.loop.time())
+        self._flush()
+
+
+class _StreamTransport(asyncio.Transport):
+    """asyncio.Transport over an Endpoint."""
+
+    def __init__(self, stack: Stack, ep: Endpoint, protocol: asyncio.BaseProtocol) -> None:
+        super().__init__()
+        self._stack = stack
+        self._ep = ep
+        self._protocol = protocol
+        self._connected: asyncio.Future[None] = stack.loop.create_future()
+        self._closing = False
+        self._lost = False
+        self._paused_writing = False
+        self._reading = True
+        self._high = 64 * 1024
+        self._low = 16 * 1024
+        ep.handler = self
+        self._dispatch()
+
+    # events from the endpoint
+    def _dispatch(self) -> None:
+        ep = self._ep
+        proto = self._protocol
+        while True:
+            ev = ep.next_event()
+            if ev is None:
+                break
+            if isinstance(ev, Data):
+                if not self._closing:
+                    proto.data_received(ev.data)  # type: ignore[attr-defined]
+            elif isinstance(ev, Established):
+                if not self._connected.done():
+                    self._connected.set_result(None)
+                    proto.connection_made(self)
+            elif isinstance(ev, Eof):
+                if not self._closing:
+                    keep_open = proto.eof_received()  # type: ignore[attr-defined]
+                    if not keep_open:
+                        self.close()
+            elif isinstance(ev, Closed):
+                self._on_closed(ev.error)
+        self._check_write_buffer()
+
+    def _on_closed(self, error: BaseException | None) -> None:
+        if not self._connected.done():
+            self._connected.set_exception(error or ConnectionError(
+                f"connection to {self._ep.remote} closed during the handshake"))
+            self._connected.exception()  # mark retrieved: open_connection re-raises it
+            self._lost = True
+            return
+        if not self._lost:
+            self._lost = True
+            self._protocol.connection_lost(error)
+
+    def _check_write_buffer(self) -> None:
+        size = self._ep.write_buffer_size
+        if not self._paused_writing and size > self._high:
+            self._paused_writing = True
+            self._protocol.pause_writing()
+        elif self._paused_writing and size <= self._low:
+            self._paused_writing = False
+            self._protocol.resume_writing()
+        if self._closing and not self._lost and size == 0 and self._ep._fin_queued:
+            self._lost = True
+            self._stack.loop.call_soon(self._protocol.connection_lost, None)
+
+    # asyncio.WriteTransport
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing:
+            raise RuntimeError("write() after close()")
+        if self._ep.closed:
+            return  # like asyncio's socket transports: writes after a reset are dropped
+        self._ep.send(data, self._stack.loop.time())
+        self._check_write_buffer()
+        self._stack._kick()
+
+    def writelines(self, list_of_data: Iterable[bytes]) -> None:
+        self.write(b"".join(list_of_data))
+
+    def write_eof(self) -> None:
+        self._ep.shutdown_write(self._stack.loop.time())
+        self._stack._kick()
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        return self._ep.write_buffer_size
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (self._low, self._high)
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        if not high >= low >= 0:
+            raise ValueError(f"high ({high!r}) must be >= low ({low!r}) must be >= 0")
+        self._high, self._low = high, low
+        self._check_write_buffer()
+
+    def abort(self) -> None:
+        self._closing = True
+        if not self._ep.closed:
+            self._ep.abort(self._stack.loop.time())
+        self._stack._kick()
+
+    # asyncio.BaseTransport
+    def close(self) -> None:
+        """Flush what is buffered, then FIN (tcpcrypt: FINp frame first); the TCB finishes the
+        close on its own, like the kernel does after close(2)."""
+        if self._closing:
+            return
+        self._closing = True
+        ep = self._ep
+        if ep.closed:
+            if not self._lost:
+                self._lost = True
+                self._stack.loop.call_soon(self._protocol.connection_lost, None)
+            return
+        ep.shutdown_write(self._stack.loop.time())
+        self._check_write_buffer()
+        self._stack._kick()
+
+    def is_closing(self) -> bool:
+        return self._closing or self._ep.closed
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        ep = self._ep
+        if name == "peername":
+            return ep.remote
+        if name == "sockname":
+            return ep.local
+        if name == "tcp_stats":
+            return ep.stats()
+        if name == "endpoint":
+            return ep
+        return ep.info.get(name, default)
+
+    # asyncio.ReadTransport
+    def is_reading(self) -> bool:
+        return self._reading
+
+    def pause_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._ep.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._reading:
+            self._reading = True
+            self._ep.resume_reading(self._stack.loop.time())
+            self._stack._kick()
+
+
+class Server:
+    """What start_server() returns: close(), wait_closed(), serve_forever(), async with."""
+
+    def __init__(self, stack: Stack, listener: Listener, cb: Callable[..., Any], limit: int) -> None:
+        self._stack = stack
+        self._listener = listener
+        self._cb = cb
+        self._limit = limit
+        self._serving = False
+        self._closed = False
+        self._closed_fut: asyncio.Future[None] = stack.loop.create_future()
+        self._serving_forever: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        listener.handler = self
+
+    @property
+    def sockets(self) -> tuple[()]:
+        return ()
+
+    @property
+    def port(self) -> int:
+        return self._listener.port
+
+    @property
+    def address(self) -> tuple[str | None, int]:
+        lst = self._listener
+        import ipaddress
+        return (str(ipaddress.ip_address(lst.addr)) if lst.addr else None, lst.port)
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._stack.loop
+
+    def is_serving(self) -> bool:
+        return self._serving and not self._closed
+
+    def _start(self) -> None:
+        self._serving = True
+        self._accept_ready()
+
+    async def start_serving(self) -> None:
+        self._start()
+
+    def _accept_ready(self) -> None:
+        if not self._serving or self._closed:
+            return
+        loop = self._stack.loop
+        while True:
+            ep = self._listener.accept()
+            if ep is None:
+                break
+            reader = asyncio.StreamReader(limit=self._limit, loop=loop)
+            protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
+            transport = _StreamTransport(self._stack, ep, protocol)
+            if not transport._connected.done():
+                transport._connected.set_result(None)
+                protocol.connection_made(transport)
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+            res = self._cb(reader, writer)
+            if asyncio.iscoroutine(res):
+                task = loop.create_task(res)
+                self._tasks.add(task)
+                task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("client_connected_cb raised", exc_info=task.exception())
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._serving = False
+        self._listener.close()
+        if self._serving_forever is not None and not self._serving_forever.done():
+            self._serving_forever.cancel()
+        self._closed_fut.set_result(None)
+        self._stack._kick()
+
+    def close_clients(self) -> None:
+        for ep in self._stack.core.endpoints():
+            if ep.handler is not None and ep.local[1] == self._listener.port:
+                ep.handler.close()
+
+    def abort_clients(self) -> None:
+        for ep in self._stack.core.endpoints():
+            if ep.handler is not None and ep.local[1] == self._listener.port:
+                ep.handler.abort()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed_fut)
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def serve_forever(self) -> None:
+        if self._serving_forever is not None:
+            raise RuntimeError("serve_forever() is already running")
+        if self._closed:
+            raise RuntimeError("server is closed")
+        self._start()
+        self._serving_forever = self._stack.loop.create_future()
+        try:
+            await self._serving_forever
+        except asyncio.CancelledError:
+            try:
+                self.close()
+                await self.wait_closed()
+            finally:
+                raise
+        finally:
+            self._serving_forever = None
+
+    async def __aenter__(self) -> "Server":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.close()
+        await self.wait_closed()
+

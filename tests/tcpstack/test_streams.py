@@ -1,0 +1,176 @@
+"""asyncio streams over two stacks joined by an in-memory link: the drop-in API.
+
+These run on the real event loop (the link delivers with call_soon, so no real delay);
+protocol timing is tested on the sans-IO core with the virtual clock elsewhere.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+
+import pytest
+
+from tcpstack.errors import ConnectionRefusedByPeerError
+from tcpstack.streams import MemoryLink, Stack
+
+A, B = "10.0.0.1", "10.0.0.2"
+
+
+def make_pair(security_a="default", security_b="default"):
+    la, lb = MemoryLink.pair()
+    return Stack(la, [A], security=security_a), Stack(lb, [B], security=security_b), la, lb
+
+
+async def echo_server(stack, port=7):
+    async def handle(reader, writer):
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+    return await stack.start_server(handle, B, port)
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+async def test_echo_roundtrip_and_extra_info(encrypted):
+    sa, sb, *_ = make_pair()
+    server = await echo_server(sb)
+    reader, writer = await sa.open_connection(B, 7, encrypt=encrypted)
+    assert writer.get_extra_info("peername") == (B, 7)
+    host, port = writer.get_extra_info("sockname")
+    assert host == A and 32768 <= port <= 60999
+    sid = writer.get_extra_info("tcpcrypt_session_id")
+    if encrypted:
+        assert isinstance(sid, bytes) and len(sid) >= 33
+        info = writer.get_extra_info("tcpcrypt")
+        assert info["role"] == "A"
+    else:
+        assert sid is None
+    writer.write(b"hello, world\n")
+    assert await reader.readline() == b"hello, world\n"
+    writer.close()
+    await writer.wait_closed()
+    server.close()
+    await server.wait_closed()
+    sa.close(); sb.close()
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+async def test_bulk_both_directions_with_half_close(encrypted):
+    """2 MB each way; the client half-closes, the server keeps sending, then closes."""
+    sa, sb, *_ = make_pair()
+    up = os.urandom(2 << 20)
+    down = os.urandom(2 << 20)
+    got_up = asyncio.get_running_loop().create_future()
+
+    async def handle(reader, writer):
+        data = await reader.read()            # until the client's EOF (half-close)
+        got_up.set_result(data)
+        writer.write(down)                    # still writable after the peer's FIN
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    server = await sb.start_server(handle, B, 8080)
+    reader, writer = await sa.open_connection(B, 8080, encrypt=encrypted)
+    writer.write(up)
+    await writer.drain()
+    writer.write_eof()
+    received = await reader.read()
+    assert hashlib.sha256(await got_up).digest() == hashlib.sha256(up).digest()
+    assert hashlib.sha256(received).digest() == hashlib.sha256(down).digest()
+    writer.close()
+    await writer.wait_closed()
+    server.close()
+    sa.close(); sb.close()
+
+
+async def test_connection_refused_on_closed_port():
+    sa, sb, *_ = make_pair()
+    with pytest.raises(ConnectionRefusedError) as ei:
+        await sa.open_connection(B, 9)
+    assert isinstance(ei.value, ConnectionRefusedByPeerError)
+    assert sb.core.stats.rst_sent == 1
+    sa.close(); sb.close()
+
+
+async def test_drain_applies_backpressure_when_peer_does_not_read():
+    sa, sb, *_ = make_pair()
+    readers = []
+
+    async def handle(reader, writer):
+        readers.append((reader, writer))       # never reads
+
+    server = await sb.start_server(handle, B, 5000)
+    reader, writer = await sa.open_connection(B, 5000, encrypt=False)
+    chunk = b"x" * 65536
+    sent = 0
+    with pytest.raises(asyncio.TimeoutError):
+        async with asyncio.timeout(0.5):
+            while True:
+                writer.write(chunk)
+                sent += len(chunk)
+                await writer.drain()
+    # The peer's window and our buffers are bounded: drain() must have blocked well before
+    # an unbounded amount was accepted.
+    assert sent < 16 << 20
+    assert writer.transport.get_write_buffer_size() > 0
+    writer.transport.abort()
+    server.close()
+    sa.close(); sb.close()
+
+
+async def test_server_context_manager_and_serve_forever_cancel():
+    sa, sb, *_ = make_pair()
+    async with await echo_server(sb, 7) as server:
+        task = asyncio.ensure_future(server.serve_forever())
+        await asyncio.sleep(0)
+        assert server.is_serving()
+        r, w = await sa.open_connection(B, 7)
+        w.write(b"ping")
+        assert await r.readexactly(4) == b"ping"
+        w.close()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert not server.is_serving()
+    sa.close(); sb.close()
+
+
+async def test_require_encryption_against_plain_peer_fails_clearly():
+    from tcpcrypt.errors import EncryptionRequiredError
+    sa, sb, *_ = make_pair(security_b=None)      # B speaks no ENO: plain TCP only
+    await echo_server(sb)
+    with pytest.raises(EncryptionRequiredError, match="did not negotiate"):
+        await sa.open_connection(B, 7, require_encryption=True)
+    # without the requirement the same peer gives a plain connection
+    r, w = await sa.open_connection(B, 7)
+    assert w.get_extra_info("tcpcrypt_session_id") is None
+    w.write(b"x")
+    assert await r.readexactly(1) == b"x"
+    w.close()
+    sa.close(); sb.close()
+
+
+async def test_uvloop_runs_the_same_exchange():
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main():
+        sa, sb, *_ = make_pair()
+        await echo_server(sb)
+        r, w = await sa.open_connection(B, 7)
+        w.write(b"over uvloop")
+        data = await r.readexactly(11)
+        sid = w.get_extra_info("tcpcrypt_session_id")
+        w.close()
+        sa.close(); sb.close()
+        return data, sid
+
+    loop = uvloop.new_event_loop()
+    try:
+        data, sid = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: loop.run_until_complete(main()))
+    finally:
+        loop.close()
+    assert data == b"over uvloop" and sid is not None
