@@ -1,0 +1,130 @@
+"""tcpcrypt encryption frames (RFC 8548 sections 3.6, 4.2, 4.2.1, 4.2.2, 4.2.3).
+
+    frame     = control(1) | clen(2, big-endian) | ciphertext(clen)
+    control   = cres(7 bits, zero when sending, ignored when receiving) | rekey(bit 0)
+    plaintext = flags(1) [| urgent(2) when URGp] | data
+    flags     = fres(6 bits, zero / ignored) | URGp(bit 1) | FINp(bit 0)
+    AAD       = control | clen                                     (4.2.2)
+    frame_ID  = zero bytes | offset(8, big-endian), ae_nonce_len long (4.2.3)
+    N         = frame_ID XOR NR,  traffic key = K(ae_key_len) | NR(ae_nonce_len)  (3.6, Figure 4)
+
+``offset`` is the byte offset of the frame's first byte in the sender's TCP data stream
+(3.6: "the offset in the framing stream, not the plaintext application stream"), i.e. it
+counts every byte the host sent on the connection, the Init1/Init2 message included.
+
+The hot path encrypts in place into one preallocated buffer (AEAD ``encrypt_into``) and
+decrypts straight into the caller's output buffer (``decrypt_into``).
+"""
+from __future__ import annotations
+
+import logging
+import struct
+
+from cryptography.exceptions import InvalidTag
+
+from .errors import TcpcryptIntegrityError
+from .suites import TAG_LEN, AEADSuite
+
+log = logging.getLogger(__name__)
+
+CONTROL_REKEY = 0x01      # control bit 0 (4.2)
+FLAG_FINP = 0x01          # flags bit 0 (4.2.1)
+FLAG_URGP = 0x02          # flags bit 1 (4.2.1)
+FRAME_HEADER_LEN = 3      # control + clen
+MAX_CLEN = 0xFFFF         # 3.6: ciphertext length < 2**16
+
+_CLEN = struct.Struct(">H")
+_HDR = struct.Struct(">BH")
+
+
+class FrameKey:
+    """One traffic key k_ab[j] or k_ba[j]: the AEAD object (built once) and the nonce randomizer."""
+    __slots__ = ("aead", "nr_hi", "nr_lo", "generation", "suite")
+
+    def __init__(self, suite: AEADSuite, traffic_key: bytes, generation: int) -> None:
+        if len(traffic_key) != suite.key_len + suite.nonce_len:
+            raise ValueError("traffic key length does not match the AEAD")
+        self.suite = suite
+        self.aead = suite.new(traffic_key[:suite.key_len])
+        nr = traffic_key[suite.key_len:]
+        # frame_ID is ae_nonce_len - 8 zero bytes then the 8-byte offset: only the low 8 bytes
+        # of NR are ever XORed with anything.
+        self.nr_hi = nr[:-8]
+        self.nr_lo = int.from_bytes(nr[-8:], "big")
+        self.generation = generation
+
+    def nonce(self, offset: int) -> bytes:
+        """N = frame_ID XOR NR (3.6)."""
+        return self.nr_hi + (self.nr_lo ^ offset).to_bytes(8, "big")
+
+
+def frame_len(data_len: int, urgent: bool = False) -> int:
+    """Bytes on the wire for one frame carrying data_len application bytes."""
+    return FRAME_HEADER_LEN + (3 if urgent else 1) + data_len + TAG_LEN
+
+
+def seal_into(key: FrameKey, buf: memoryview, pos: int, offset: int, data: bytes | memoryview,
+              flags: int = 0, rekey: bool = False, urgent: int | None = None) -> int:
+    """Write one frame at buf[pos:]; return the position after it.
+
+    buf must be writable and hold frame_len(len(data), urgent is not None) bytes from pos.
+    The plaintext is laid out where its ciphertext goes and encrypted in place.
+    """
+    if urgent is not None:
+        flags |= FLAG_URGP
+        hlen = 3
+    else:
+        flags &= ~FLAG_URGP
+        hlen = 1
+    n = len(data)
+    plen = hlen + n
+    clen = plen + TAG_LEN
+    if clen > MAX_CLEN:
+        raise ValueError(f"frame too large: clen {clen} must be < 2**16 (RFC 8548 3.6)")
+    control = CONTROL_REKEY if rekey else 0
+    _HDR.pack_into(buf, pos, control, clen)
+    p = pos + FRAME_HEADER_LEN
+    buf[p] = flags
+    if urgent is not None:
+        _CLEN.pack_into(buf, p + 1, urgent)
+    buf[p + hlen:p + plen] = data
+    key.aead.encrypt_into(key.nonce(offset), buf[p:p + plen], buf[pos:p], buf[p:p + clen])
+    return p + clen
+
+
+def seal(key: FrameKey, offset: int, data: bytes | memoryview = b"", flags: int = 0,
+         rekey: bool = False, urgent: int | None = None) -> bytes:
+    """One frame as bytes (convenience form of seal_into)."""
+    buf = bytearray(frame_len(len(data), urgent is not None))
+    seal_into(key, memoryview(buf), 0, offset, data, flags, rekey, urgent)
+    return bytes(buf)
+
+
+def open_into(key: FrameKey, offset: int, control: int, clen: int, ciphertext: memoryview,
+              out: memoryview) -> None:
+    """Authenticate and decrypt one frame's ciphertext into out (len clen - TAG_LEN).
+
+    The AAD is rebuilt from the received control byte (reserved bits included, as sent) and
+    clen (4.2.2).  A tag failure raises TcpcryptIntegrityError (3.6: abort, error distinct
+    from end-of-file); out then holds garbage that the caller must discard.
+    """
+    try:
+        key.aead.decrypt_into(key.nonce(offset), ciphertext, _HDR.pack(control, clen), out)
+    except InvalidTag:
+        raise TcpcryptIntegrityError(
+            f"encryption frame at stream offset {offset} failed authentication "
+            f"(generation {key.generation})") from None
+
+
+def open_frame(key: FrameKey, offset: int, frame: bytes | memoryview) -> tuple[int, int, int | None, bytes]:
+    """Decrypt one complete frame: (control, flags, urgent or None, data).  For tests and tools."""
+    mv = memoryview(frame)
+    control, clen = _HDR.unpack_from(mv, 0)
+    if len(mv) != FRAME_HEADER_LEN + clen or clen < TAG_LEN + 1:
+        raise ValueError("not exactly one well-formed frame")
+    out = bytearray(clen - TAG_LEN)
+    open_into(key, offset, control, clen, mv[FRAME_HEADER_LEN:], memoryview(out))
+    flags = out[0]
+    if flags & FLAG_URGP:
+        return control, flags, _CLEN.unpack_from(out, 1)[0], bytes(out[3:])
+    return control, flags, None, bytes(out[1:])
