@@ -189,8 +189,8 @@ def is_tcpcrypt_tep(tep: int) -> bool:
 
 
 # Largest application chunk per frame: clen = len(plaintext) + TAG_LEN must be < 2**16
-# (RFC 8548 3.6), plaintext = flags(1) [+ urgent(2)] + data.
-MAX_FRAME_DATA = (1 << 16) - 1 - TAG_LEN - 3
+# (RFC 8548 3.6), plaintext = flags(1) + data (we never send URGp).
+MAX_FRAME_DATA = (1 << 16) - 1 - TAG_LEN - 1
 
 
 @dataclass(frozen=True)
