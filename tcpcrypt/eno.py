@@ -286,7 +286,7 @@ class ENONegotiator:
                  "respond", "validate", "drop_after_syn_retransmits",
                  "active", "done", "result", "disabled_reason",
                  "local_payload", "peer_payload", "peer_global", "peer_offers",
-                 "_pending", "_received_ack", "_syn_sent")
+                 "_pending", "_received_ack")
 
     def __init__(self, offers: Sequence[TEPOffer], *, active: bool, app_aware: int = 0,
                  mandatory_app_aware: bool = False, passive_role_bit: int | None = None,
