@@ -45,7 +45,7 @@ authority here.)  The z bits are sent as 0 and ignored on receipt (reported in
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from tcpstack.segment import ACK, RST, SYN
