@@ -161,6 +161,10 @@ class SessionCache:
         """The session takes its ticket (by the identifier half this host sent)."""
         return self._pending.pop((peer, tep, bytes(local_half)), None)
 
+    def pending(self, peer: Hashable, tep: int, local_half: bytes) -> ResumptionTicket | None:
+        """The ticket waiting under this identifier half, left in place (for validation)."""
+        return self._pending.get((peer, tep, bytes(local_half)))
+
     def _after_take(self, chain: _Chain, keep_chain: bool) -> None:
         if keep_chain:
             self._chains.move_to_end(chain.peer)

@@ -127,6 +127,35 @@ def make_responder(config: TcpcryptConfig, cache: SessionCache | None, peer: Has
     return respond
 
 
+def make_validator(config: TcpcryptConfig, cache: SessionCache | None, peer: Hashable
+                   ) -> Callable[[Any, Any], bool]:
+    """TCP-ENO's validate(a_sub, b_sub) hook (RFC 8547 4.5 rules 2-3) for tcpcrypt TEPs.
+
+    A pair where host B sent v = 0 is fresh key exchange: valid.  A pair where B sent a
+    resumption suboption is valid only if A sent one too (9..17 bytes each) and the two
+    identifier halves are the halves of the resume[i] this host holds a ticket for (taken by
+    make_offers or make_responder).  3.5: an active opener that receives "an identifier-half
+    that does not match ... MUST ignore that suboption".
+    """
+    def validate(a_sub: Any, b_sub: Any) -> bool:
+        b_data = bytes(b_sub.data)
+        if a_sub.tep != b_sub.tep or b_sub.tep not in TEPS:
+            return a_sub.tep == b_sub.tep
+        if not b_data:
+            return True
+        a_data = bytes(a_sub.data)
+        if cache is None or not (_MIN_RESUME_DATA <= len(a_data) <= _MAX_RESUME_DATA
+                                 and _MIN_RESUME_DATA <= len(b_data) <= _MAX_RESUME_DATA):
+            return False
+        a_half, b_half = a_data[:_MIN_RESUME_DATA], b_data[:_MIN_RESUME_DATA]
+        for mine, theirs in ((a_half, b_half), (b_half, a_half)):
+            t = cache.pending(peer, b_sub.tep, mine)
+            if t is not None and t.peer_half == theirs:
+                return True
+        return False
+    return validate
+
+
 # --- the session -----------------------------------------------------------------------------
 
 _WAIT_INIT1 = "wait-init1"
@@ -189,7 +218,8 @@ class TcpcryptSession:
         peer_data = bytes(result.peer_data)
         # 3.4: the session ID starts with the byte B sent: TEP identifier and "v" bit.
         b_data = local_data if self.role == "B" else peer_data
-        self._tep_byte = self.tep | (_V_BIT if b_data else 0)
+        tep_byte = getattr(result, "tep_byte", -1)
+        self._tep_byte = tep_byte if tep_byte >= 0 else self.tep | (_V_BIT if b_data else 0)
 
         # Claim every ticket our own SYN proposed (3.5): one may be used now, the others are
         # consumed anyway ("used (successfully or not)").

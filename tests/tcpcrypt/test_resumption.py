@@ -217,3 +217,54 @@ def test_cache_is_bounded():
     assert len(c._pending) == 2
     c.flush()
     assert len(c) == 0 and not c._pending
+
+
+# --- with the real TCP-ENO negotiator (RFC 8547) ---------------------------------------------
+
+def eno_connect(cfg, ca, cb, tamper=None):
+    """Three-way handshake of two ENONegotiators, then the two tcpcrypt sessions (or None)."""
+    from tcpcrypt.eno import ENONegotiator
+    from tcpcrypt.session import make_validator
+    from tcpstack.segment import ACK, SYN
+    na = ENONegotiator(make_offers(cfg, ca, PEER_OF_A), active=True,
+                       validate=make_validator(cfg, ca, PEER_OF_A))
+    nb = ENONegotiator([TEPOffer(t) for t in cfg.teps], active=False,
+                       respond=make_responder(cfg, cb, PEER_OF_B),
+                       validate=make_validator(cfg, cb, PEER_OF_B))
+    nb.on_receive(SYN, na.syn_options())
+    synack = nb.syn_options()
+    if tamper:
+        synack = tamper(synack)
+    na.on_receive(SYN | ACK, synack)
+    nb.on_receive(ACK, na.nonsyn_options())
+    if na.result is None or nb.result is None:
+        return None, None
+    return (TcpcryptSession(na.result, cfg, ca, PEER_OF_A),
+            TcpcryptSession(nb.result, cfg, cb, PEER_OF_B))
+
+
+def test_fresh_then_resumed_through_eno():
+    ca, cb = SessionCache(), SessionCache()
+    a, b = eno_connect(CFG, ca, cb)
+    assert a.role == "A" and b.role == "B" and not a.resumed
+    handshake(a, b)
+    assert a.session_id == b.session_id and a.session_id[0] == TEP_CURVE25519
+    a2, b2 = eno_connect(CFG, ca, cb)
+    assert a2.resumed and b2.resumed and a2.session_id == b2.session_id
+    assert a2.session_id[0] == TEP_CURVE25519 | 0x80
+    assert pump(a2, b2, a2.send(b"resumed via ENO")) == b"resumed via ENO"
+
+
+def test_mismatched_half_disables_eno():
+    """3.5: A MUST ignore a resumption suboption whose identifier half does not match; here
+    it was the only suboption, so TCP-ENO and tcpcrypt are disabled."""
+    ca, cb = SessionCache(), SessionCache()
+    handshake(*eno_connect(CFG, ca, cb))
+
+    def tamper(opts):
+        (payload,) = opts
+        p = bytearray(payload)
+        p[-10] ^= 1                      # inside the 9-byte identifier half (8-byte nonce after)
+        return (bytes(p),)
+    a, b = eno_connect(CFG, ca, cb, tamper)
+    assert a is None
