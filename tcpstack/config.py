@@ -1,0 +1,43 @@
+"""Per-connection TCP configuration (the knobs of one TCB, tcpstack/connection.py).
+
+Defaults follow the RFCs where they give a value (RFC 6298 2.1 initial RTO, 2.5 maximum
+RTO; RFC 9293 3.8.3 R2 retries; RFC 1122 4.2.3.6 keepalive idle >= 2 h; RFC 9293 3.3.2
+MSL) and Linux where the RFC leaves a choice (200 ms minimum RTO, 40 ms delayed ACK).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TCPConfig:
+    mss: int = 1460                  # MSS we advertise (stack derives it from MTU)
+    send_buffer: int = 1 << 20       # bytes the app may queue unsent+unacked
+    recv_buffer: int = 1 << 20       # receive buffer = max advertised window (bytes)
+    window_scaling: bool = True      # RFC 7323 2
+    timestamps: bool = True          # RFC 7323 3
+    sack: bool = True                # RFC 2018
+    nodelay: bool = False            # True disables Nagle (RFC 896 / RFC 9293 3.7.4)
+    delayed_ack: bool = True         # RFC 9293 3.8.6.3 / RFC 5681 4.2
+    delayed_ack_timeout: float = 0.040
+    rto_initial: float = 1.0         # RFC 6298 2.1
+    rto_min: float = 0.2             # Linux's minimum; RFC 6298 2.4 says 1 s SHOULD; configurable
+    rto_max: float = 60.0            # RFC 6298 2.5
+    syn_retries: int = 6             # then ConnectionTimeoutError
+    retries: int = 15                # data retransmissions before ConnectionTimeoutError (RFC 9293 3.8.3 R2)
+    user_timeout: float | None = None  # RFC 9293 3.8.3 / RFC 5482: give up after this long without progress
+    msl: float = 30.0                # TIME_WAIT lasts 2*msl (RFC 9293 3.4.2)
+    fin_wait_2_timeout: float = 60.0
+    keepalive: bool = False          # RFC 9293 3.8.4, RFC 1122 4.2.3.6
+    keepalive_idle: float = 7200.0
+    keepalive_interval: float = 75.0
+    keepalive_count: int = 9
+    congestion_control: str = "cubic"   # falls back to "newreno" if "cubic" is not registered
+    max_ooo_segments: int = 1024     # bound on out-of-order queue entries (bytes bounded by recv window)
+    # --- additions beyond the team contract ---
+    challenge_ack_limit: int = 10    # RFC 5961 7: at most this many challenge ACKs ...
+    challenge_ack_interval: float = 5.0  # ... per this many seconds (per connection)
+    sws_override: float = 0.2        # RFC 9293 3.8.6.2.1 override timeout (0.1 - 1 s)
+    dupthresh: int = 3               # RFC 5681 3.2 / RFC 6675 DupThresh
+    ip_header_size: int = 20         # IP header bytes counted by set_path_mtu (40 for IPv6)
+    persist_max: float = 60.0        # cap of the persist (zero-window probe) backoff

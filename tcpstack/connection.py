@@ -1,0 +1,1530 @@
+"""One TCP connection (a TCB) as a sans-IO state machine.
+
+Implements RFC 9293 3.3-3.10 (all eleven states, the OPEN/SEND/CLOSE/ABORT calls, SEGMENT
+ARRIVES 3.10.7 with the acceptability table of 3.10.7.4, timeouts 3.10.8), RFC 7323 (window
+scaling 2, timestamps/RTTM/PAWS 3-5), RFC 2018 (SACK), RFC 5961 (challenge ACKs for RST 3.2,
+SYN 4 and blind data injection 5, throttled per 7), RFC 6298 (retransmission timer, Karn),
+RFC 5681 / RFC 6582 / RFC 6675 (fast retransmit, NewReno and SACK-based loss recovery with a
+pipe estimate; the window arithmetic lives in tcpstack/congestion.py), RFC 3042 (limited
+transmit, through the pipe estimate), RFC 9293 3.7.4 (Nagle), 3.8.6 (SWS avoidance on both
+sides, persist timer, delayed ACKs), 3.8.4 / RFC 1122 4.2.3.6 (keepalive), RFC 1122 4.2.3.9
+(ICMP errors), RFC 8547 (TCP-ENO options carried for a negotiator; never interpreted here).
+
+Nothing here touches a socket or a clock: the owner feeds segments, application calls and
+the time ``now``; it drains segments (:meth:`segments_to_send`), events (:meth:`next_event`)
+and asks for the next deadline (:meth:`next_timer`).
+
+Sequence numbers are kept *unwrapped* (see tcpstack/seqnum.py): snd_una, snd_nxt, rcv_nxt...
+are plain ints that grow past 2**32; wire values are ``v & 0xFFFFFFFF``.  ``snd_nxt`` is the
+highest sequence number sent plus one (it never moves back; retransmissions are tracked with
+``_rxt_nxt``, RFC 6675's HighRxt + 1).
+
+Option-space choice (RFC 9293 3.1 allows 40 option bytes): a SYN carries MSS, SACK-permitted,
+timestamps, window scale and the ENO negotiator's payloads.  If they do not fit, timestamps
+are dropped first, then SACK-permitted, then window scaling (ENO, the reason the option space
+ran out, is kept: encryption matters more than these optimisations).
+"""
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .config import TCPConfig
+from .congestion import CongestionControl, make_congestion_control
+from .errors import (ConnectionAbortedLocallyError, ConnectionRefusedByPeerError,
+                     ConnectionResetByPeerError, ConnectionTimeoutError)
+from .events import (ConnectionEstablished, ConnectionTerminated, DataReceived, EndOfStream,
+                     Event)
+from .reassembly import ReassemblyQueue
+from .rtt import RTTEstimator
+from .sack import SackScoreboard
+from .segment import ACK, FIN, PSH, RST, SYN, URG, TCPSegment
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger(__name__)
+
+MASK = 0xFFFFFFFF
+HALF = 0x80000000
+TS_OVERHEAD = 12          # NOP NOP TS(10): what timestamps cost every segment (RFC 7323 3.2)
+DEFAULT_PEER_MSS = 536    # RFC 9293 3.7.1 / RFC 1122 4.2.2.6 when no MSS option arrives
+PAWS_IDLE = 24 * 86400.0  # RFC 7323 5.5: TS.Recent is invalid after 24 days idle
+MIN_MSS = 64
+
+
+class ENOHandshake(Protocol):
+    """What the TCB needs of a TCP-ENO negotiator (RFC 8547; tcpcrypt/eno.py implements it)."""
+
+    active: bool
+
+    def syn_options(self) -> tuple[bytes, ...]: ...
+    def nonsyn_options(self) -> tuple[bytes, ...]: ...
+    def on_receive(self, flags: int, eno: tuple[bytes, ...]) -> None: ...
+    def on_syn_retransmit(self, attempt: int) -> None: ...
+
+
+class TCPState(enum.Enum):
+    """RFC 9293 3.3.2."""
+    CLOSED = "CLOSED"
+    LISTEN = "LISTEN"
+    SYN_SENT = "SYN-SENT"
+    SYN_RECEIVED = "SYN-RECEIVED"
+    ESTABLISHED = "ESTABLISHED"
+    FIN_WAIT_1 = "FIN-WAIT-1"
+    FIN_WAIT_2 = "FIN-WAIT-2"
+    CLOSE_WAIT = "CLOSE-WAIT"
+    CLOSING = "CLOSING"
+    LAST_ACK = "LAST-ACK"
+    TIME_WAIT = "TIME-WAIT"
+
+
+CLOSED = TCPState.CLOSED
+LISTEN = TCPState.LISTEN
+SYN_SENT = TCPState.SYN_SENT
+SYN_RECEIVED = TCPState.SYN_RECEIVED
+ESTABLISHED = TCPState.ESTABLISHED
+FIN_WAIT_1 = TCPState.FIN_WAIT_1
+FIN_WAIT_2 = TCPState.FIN_WAIT_2
+CLOSE_WAIT = TCPState.CLOSE_WAIT
+CLOSING = TCPState.CLOSING
+LAST_ACK = TCPState.LAST_ACK
+TIME_WAIT = TCPState.TIME_WAIT
+
+# States in which we may send data / in which received text is processed (RFC 9293 3.10.7.4).
+_SEND_STATES = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
+_RECV_TEXT_STATES = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
+_SYNCHRONIZED = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSING, LAST_ACK,
+                           TIME_WAIT})
+_APP_SEND_STATES = frozenset({SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT})
+
+
+@dataclass(slots=True)
+class ConnectionStats:
+    """Counters and gauges of one connection (gauges refreshed when ``conn.stats`` is read)."""
+    segs_in: int = 0
+    segs_out: int = 0
+    bytes_in: int = 0            # payload octets received (including duplicates)
+    bytes_out: int = 0           # payload octets sent (including retransmissions)
+    retransmits: int = 0         # segments retransmitted, for any reason
+    fast_retransmits: int = 0    # RFC 5681 3.2 fast retransmits (one per recovery episode)
+    timeouts: int = 0            # RTO expirations (RFC 6298 5.4-5.6)
+    sack_retransmits: int = 0    # retransmissions chosen from the SACK scoreboard (RFC 6675)
+    retransmitted_bytes: int = 0
+    dupacks_in: int = 0
+    ooo_segments: int = 0        # segments queued out of order
+    bytes_acked: int = 0         # our octets the peer acknowledged
+    bytes_received: int = 0      # in-order octets delivered (RCV.NXT advance)
+    dropped_segments: int = 0    # unacceptable / invalid segments dropped
+    paws_drops: int = 0
+    challenge_acks: int = 0
+    challenge_acks_throttled: int = 0
+    rst_in: int = 0
+    rst_out: int = 0
+    zero_window_probes: int = 0
+    keepalive_probes: int = 0
+    recoveries: int = 0          # fast-recovery episodes
+    srtt: float | None = None
+    rttvar: float | None = None
+    rto: float = 0.0
+    cwnd: int = 0
+    ssthresh: int = 0
+    pipe: int = 0
+    snd_wnd: int = 0
+    rcv_wnd: int = 0
+    mss: int = 0
+    peer_mss: int = 0
+    wscale_snd: int = 0
+    wscale_rcv: int = 0
+    sack_ok: bool = False
+    ts_ok: bool = False
+    congestion_control: str = ""
+
+
+def _r4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+class TCPConnection:
+    """A TCB.  See the module docstring; public methods are the team contract."""
+
+    def __init__(self, local_port: int, remote_port: int, *, iss: int, config: TCPConfig,
+                 now: float, eno: "ENOHandshake | None" = None, ts_offset: int = 0) -> None:
+        self.local_port = local_port
+        self.remote_port = remote_port
+        self.config = config
+        self.eno = eno
+        self.state = CLOSED
+        self._now = now
+        self._ts_offset = ts_offset & MASK
+        self._stats = ConnectionStats()
+        self._events: deque[Event] = deque()
+        self._out: list[TCPSegment] = []
+        self._terminated = False
+        self._terminal_error: BaseException | None = None
+        self._terminated_reported = False
+        self._passive = False
+
+        # --- send sequence space (RFC 9293 3.3.1), unwrapped ---
+        iss &= MASK
+        self.iss = iss
+        self.snd_una = iss
+        self.snd_nxt = iss
+        self.snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = iss
+        self.max_snd_wnd = 0
+        self.snd_wscale = 0          # shift applied to the peer's window field
+        # --- receive sequence space ---
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_adv = 0             # right edge we advertised: never moves left (3.8.6.2.2)
+        self.rcv_wscale = 0          # our shift (what we sent in the SYN)
+        self._rcv_wscale_offer = self._choose_wscale() if config.window_scaling else None
+
+        # --- negotiated options ---
+        self.peer_mss = DEFAULT_PEER_MSS
+        self._pmtu_mss: int | None = None
+        self.sack_ok = False
+        self.ts_ok = False
+        self.ts_recent = 0
+        self._ts_recent_age = now
+        self.last_ack_sent = 0
+        self._syn_opts: tuple[bool, bool, bool] = (False, False, False)  # (ws, sackok, ts) sent
+        self._syn_want: tuple[bool, bool, bool] = (False, False, False)
+        self._negotiated = False
+        self._syn_window = 0
+        self._mss_hdr = config.mss   # max TCP payload + options per segment
+        self.snd_mss = config.mss    # payload bytes per full segment (without TS)
+        self._rcv_mss = min(config.mss, DEFAULT_PEER_MSS)
+
+        # --- send buffer: octets from _buf_seq on (unacked then unsent) ---
+        self._sndbuf = bytearray()
+        self._buf_seq = iss + 1
+        self._fin_queued = False     # CLOSE called: FIN after the queued data
+        self._fin_seq = -1           # sequence number of our FIN once queued
+        self._write_shut = False
+
+        # --- receive side ---
+        self._ooo = ReassemblyQueue(config.max_ooo_segments)
+        self._rcv_fin_seq: int | None = None   # a FIN seen out of order at this seq
+        self._fin_received = False
+        self._paused = False
+        self._rbuf: list[bytes] = []
+        self._rbuf_len = 0
+        self._eof_deferred = False
+        self._ack_now = False
+        self._unacked_bytes = 0      # in-order octets received since our last ACK
+
+        # --- RTT / RTO (RFC 6298) and congestion control ---
+        self._rtt = RTTEstimator(config.rto_initial, config.rto_min, config.rto_max)
+        self.cc: CongestionControl = self._make_cc(config.mss, now)
+        self._rtt_seq: int | None = None   # Karn timing of one segment (no timestamps)
+        self._rtt_time = 0.0
+        self._rtx_count = 0          # consecutive RTO expirations without progress
+        self._syn_attempts = 0
+        self._syn_time = now
+        self._stall_since = now
+        self._last_send = now
+        self._last_recv = now
+
+        # --- loss recovery (RFC 5681, 6582, 6675) ---
+        self.dupacks = 0
+        self._in_recovery = False    # fast recovery
+        self._in_loss = False        # recovery after an RTO (go-back-N over the holes)
+        self._recover = iss          # RecoveryPoint (RFC 6675) / recover (RFC 6582), +1
+        self._rxt_nxt = iss          # one past the highest retransmitted octet (HighRxt+1)
+        self._lost_floor = iss       # octets below this are considered lost (first hole)
+        self._first_partial = True
+        self._fast_pending = False   # the next retransmission is the fast retransmit
+        self._sb = SackScoreboard()
+
+        # --- timers: absolute deadlines or None ---
+        self._t_rtx: float | None = None
+        self._t_persist: float | None = None
+        self._t_delack: float | None = None
+        self._t_keepalive: float | None = None
+        self._t_close: float | None = None     # TIME_WAIT 2*MSL or FIN_WAIT_2 timeout
+        self._t_sws: float | None = None
+        self._persisting = False
+        self._persist_backoff = 0
+        self._persist_unanswered = 0
+        self._sws_force = False
+        self._ka_probes = 0
+        self._soft_error: BaseException | None = None
+        self._chack_count = 0
+        self._chack_start = -1e18
+
+    # ------------------------------------------------------------------ helpers
+
+    def _choose_wscale(self) -> int:
+        # RFC 7323 2.3: the smallest shift that lets the whole buffer be advertised (<= 14).
+        shift = 0
+        while (self.config.recv_buffer >> shift) > 0xFFFF and shift < 14:
+            shift += 1
+        return shift
+
+    def _make_cc(self, mss: int, now: float) -> CongestionControl:
+        try:
+            return make_congestion_control(self.config.congestion_control, mss, now)
+        except ValueError:
+            return make_congestion_control("newreno", mss, now)
+
+    def _ts(self, now: float) -> int:
+        """RFC 7323 5.4 / 7.1: 1 ms timestamp clock with a per-connection offset."""
+        return (int(now * 1000) + self._ts_offset) & MASK
+
+    def __repr__(self) -> str:
+        return (f"<TCPConnection {self.local_port}->{self.remote_port} {self.state.name} "
+                f"una={self.snd_una & MASK} nxt={self.snd_nxt & MASK} rcv={self.rcv_nxt & MASK}>")
+
+    @property
+    def stats(self) -> ConnectionStats:
+        s = self._stats
+        r = self._rtt
+        s.srtt = r.srtt
+        s.rttvar = r.rttvar
+        s.rto = r.rto
+        s.cwnd = self.cc.cwnd
+        s.ssthresh = self.cc.ssthresh
+        s.pipe = self._pipe()
+        s.snd_wnd = self.snd_wnd
+        s.rcv_wnd = max(0, self.rcv_adv - self.rcv_nxt)
+        s.mss = self.snd_mss
+        s.peer_mss = self.peer_mss
+        s.wscale_snd = self.snd_wscale
+        s.wscale_rcv = self.rcv_wscale
+        s.sack_ok = self.sack_ok
+        s.ts_ok = self.ts_ok
+        s.congestion_control = self.cc.name
+        return s
+
+    @property
+    def rto(self) -> float:
+        return self._rtt.rto
+
+    @property
+    def is_terminated(self) -> bool:
+        return self._terminated
+
+    @property
+    def send_buffer_used(self) -> int:
+        return len(self._sndbuf)
+
+    @property
+    def send_buffer_free(self) -> int:
+        if self._write_shut or self.state not in _APP_SEND_STATES:
+            return 0
+        free = self.config.send_buffer - len(self._sndbuf)
+        return free if free > 0 else 0
+
+    @property
+    def in_recovery(self) -> bool:
+        return self._in_recovery or self._in_loss
+
+    # ------------------------------------------------------------------ user calls
+
+    def connect(self, now: float) -> None:
+        """Active OPEN (RFC 9293 3.10.1): send SYN, enter SYN-SENT."""
+        if self.state is not CLOSED or self._terminated:
+            raise ConnectionAbortedLocallyError("connect() on a connection that is not fresh")
+        self._now = now
+        self.state = SYN_SENT
+        self._choose_syn_options(peer=None)
+        self.snd_nxt = self.iss + 1
+        self._syn_time = now
+        self._emit_syn(now)
+        self._t_rtx = now + self._rtt.rto
+
+    def accept_syn(self, syn: TCPSegment, now: float) -> None:
+        """Passive OPEN: this SYN arrived for a listener (RFC 9293 3.10.7.2)."""
+        if self.state not in (CLOSED, LISTEN) or self._terminated:
+            raise ConnectionAbortedLocallyError("accept_syn() on a connection that is not fresh")
+        self._now = now
+        self._passive = True
+        self._stats.segs_in += 1
+        self._last_recv = now
+        self.irs = syn.seq & MASK
+        self.rcv_nxt = self.irs + 1
+        self.peer_mss = syn.mss if syn.mss else DEFAULT_PEER_MSS
+        if syn.tsval is not None:
+            self.ts_recent = syn.tsval
+            self._ts_recent_age = now
+        if self.eno is not None and self.eno.active:
+            # Before building the SYN-ACK, so it can depend on the peer's SYN (RFC 8547).
+            self.eno.on_receive(syn.flags, syn.eno)
+        self._choose_syn_options(peer=syn)
+        self.state = SYN_RECEIVED
+        self.snd_nxt = self.iss + 1
+        self._syn_time = now
+        self._emit_syn(now)                       # fixes the options we offer ...
+        self._finish_negotiation(syn)             # ... so the outcome is known now
+        self._t_rtx = now + self._rtt.rto
+
+    def send(self, data: bytes | memoryview) -> int:
+        """SEND (RFC 9293 3.10.2): queue up to send_buffer_free octets; returns how many."""
+        if self._write_shut or self.state not in _APP_SEND_STATES:
+            err = self._terminal_error
+            if isinstance(err, ConnectionError):
+                raise type(err)(f"cannot send: {err}")
+            raise ConnectionAbortedLocallyError(
+                f"cannot send on {self.local_port}->{self.remote_port}: "
+                + ("writing was shut down" if self._write_shut else f"state {self.state.name}"))
+        n = len(data)
+        free = self.config.send_buffer - len(self._sndbuf)
+        if n > free:
+            n = free if free > 0 else 0
+            if n == 0:
+                return 0
+            data = memoryview(data)[:n]
+        self._sndbuf += data
+        return n
+
+    def shutdown_write(self, now: float) -> None:
+        """CLOSE (RFC 9293 3.10.4): FIN after everything queued; half-close."""
+        self._now = now
+        if self._write_shut:
+            return
+        st = self.state
+        if st in (CLOSED, LISTEN):
+            return
+        self._write_shut = True
+        self._fin_queued = True
+        self._fin_seq = self._buf_seq + len(self._sndbuf)
+        if st is ESTABLISHED:
+            self.state = FIN_WAIT_1
+        elif st is CLOSE_WAIT:
+            self.state = LAST_ACK
+        # SYN-SENT / SYN-RECEIVED: the FIN waits for ESTABLISHED (3.10.4; for SYN-SENT we
+        # keep the connection instead of deleting it, so queued data still goes out).
+
+    def abort(self, now: float) -> None:
+        """ABORT (RFC 9293 3.10.5): RST if synchronized, CLOSED."""
+        self._now = now
+        if self._terminated:
+            return
+        if self.state in (SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT):
+            self._send_rst(self.snd_nxt, now)
+        self._terminate(ConnectionAbortedLocallyError(
+            f"connection {self.local_port}->{self.remote_port} aborted locally"))
+
+    def pause_reading(self) -> None:
+        self._paused = True
+
+    def resume_reading(self) -> None:
+        if not self._paused:
+            return
+        self._paused = False
+        if self._rbuf:
+            data = b"".join(self._rbuf) if len(self._rbuf) > 1 else self._rbuf[0]
+            self._rbuf = []
+            self._rbuf_len = 0
+            self._events.append(DataReceived(data))
+        if self._eof_deferred:
+            self._eof_deferred = False
+            self._events.append(EndOfStream())
+        # RFC 9293 3.8.6.2.2: a window update once the window opens by >= min(buf/2, MSS).
+        if self.state in _SYNCHRONIZED and self.state is not TIME_WAIT:
+            edge = self.rcv_nxt + self.config.recv_buffer
+            if edge - self.rcv_adv >= min(self.config.recv_buffer // 2, self._rcv_mss):
+                self._ack_now = True
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def icmp_error(self, error: BaseException, now: float, *, hard: bool) -> None:
+        """RFC 1122 4.2.3.9 / RFC 5461: a hard error during SYN-SENT aborts; otherwise the
+        error is remembered and reported if the connection later times out."""
+        self._now = now
+        if self._terminated:
+            return
+        if hard and self.state is SYN_SENT:
+            self._terminate(error)
+        else:
+            self._soft_error = error
+
+    def set_path_mtu(self, mtu: int) -> None:
+        """PMTUD (RFC 1191 / RFC 8201): lower the effective MSS; resend what was in flight
+        at the new size (not a congestion signal)."""
+        mss = mtu - self.config.ip_header_size - 20
+        if mss < MIN_MSS:
+            mss = MIN_MSS
+        if self._pmtu_mss is not None and mss >= self._pmtu_mss:
+            return
+        old = self._mss_hdr
+        self._pmtu_mss = mss
+        self._update_mss()
+        if self._mss_hdr < old and self.snd_nxt > self.snd_una and self.state in _SEND_STATES:
+            self._in_recovery = False
+            self._in_loss = True
+            self._recover = self.snd_nxt
+            self._rxt_nxt = self.snd_una
+            self._rtt_seq = None
+
+    # ------------------------------------------------------------------ option negotiation
+
+    def _choose_syn_options(self, peer: TCPSegment | None) -> None:
+        """Which of WS / SACK-permitted / TS go in our SYN or SYN-ACK (RFC 7323 2.2, 3.2;
+        RFC 2018 2: in a SYN-ACK only if the peer's SYN carried them)."""
+        cfg = self.config
+        ws = cfg.window_scaling and (peer is None or peer.wscale is not None)
+        sackok = cfg.sack and (peer is None or peer.sack_permitted)
+        ts = cfg.timestamps and (peer is None or peer.tsval is not None)
+        self._syn_want = (ws, sackok, ts)
+        self._syn_opts = (ws, sackok, ts)
+
+    @staticmethod
+    def _syn_option_len(ws: bool, sackok: bool, ts: bool, eno: tuple[bytes, ...]) -> int:
+        n = 4 + (4 if ws else 0) + (12 if ts else (4 if sackok else 0))
+        for e in eno:
+            n += _r4(2 + len(e))
+        return n
+
+    def _fit_syn_options(self, ws: bool, sackok: bool, ts: bool,
+                         eno: tuple[bytes, ...]) -> tuple[bool, bool, bool]:
+        # Drop order when over 40 bytes: TS, then SACK-permitted, then WS (module docstring).
+        if self._syn_option_len(ws, sackok, ts, eno) > 40:
+            ts = False
+        if self._syn_option_len(ws, sackok, ts, eno) > 40:
+            sackok = False
+        if self._syn_option_len(ws, sackok, ts, eno) > 40:
+            ws = False
+        return ws, sackok, ts
+
+    def _finish_negotiation(self, syn: TCPSegment) -> None:
+        """Both SYNs known: fix WS / SACK / TS / MSS for the connection's life."""
+        self._negotiated = True
+        ws, sackok, ts = self._syn_opts
+        cfg = self.config
+        if ws and syn.wscale is not None:
+            self.snd_wscale = min(syn.wscale, 14)       # RFC 7323 2.3
+            self.rcv_wscale = self._rcv_wscale_offer or 0
+        else:
+            self.snd_wscale = 0
+            self.rcv_wscale = 0
+        self.sack_ok = sackok and syn.sack_permitted and cfg.sack
+        self.ts_ok = ts and syn.tsval is not None and cfg.timestamps
+        if self.ts_ok:
+            self.ts_recent = syn.tsval or 0
+            self._ts_recent_age = self._now
+        self.peer_mss = syn.mss if syn.mss else DEFAULT_PEER_MSS
+        self._update_mss()
+        self._rcv_mss = min(self.config.mss - (TS_OVERHEAD if self.ts_ok else 0),
+                            DEFAULT_PEER_MSS)
+
+    def _update_mss(self) -> None:
+        # RFC 9293 3.7.1: Eff.snd.MSS = min(SendMSS, MMS_S) minus the TCP options we carry.
+        m = min(self.peer_mss, self.config.mss)
+        if self._pmtu_mss is not None and self._pmtu_mss < m:
+            m = self._pmtu_mss
+        if m < MIN_MSS:
+            m = MIN_MSS
+        self._mss_hdr = m
+        self.snd_mss = max(m - (TS_OVERHEAD if self.ts_ok else 0), 1)
+        self.cc.set_mss(self.snd_mss)
+
+    # ------------------------------------------------------------------ segment building
+
+    def _window_field(self) -> int:
+        """The window to advertise (scaled field), applying receiver SWS avoidance (RFC 9293
+        3.8.6.2.2) and never moving the right edge left (3.8.6.2.2, RFC 7323 2.4)."""
+        rcv_nxt = self.rcv_nxt
+        free = self.config.recv_buffer - self._rbuf_len
+        edge = rcv_nxt + (free if free > 0 else 0)
+        adv = self.rcv_adv
+        if adv < rcv_nxt:
+            adv = rcv_nxt
+        if edge > adv:
+            buf = self.config.recv_buffer
+            thresh = self._rcv_mss if self._rcv_mss < buf >> 1 else buf >> 1
+            if edge - adv >= thresh:
+                adv = edge
+        shift = self.rcv_wscale
+        wnd = adv - rcv_nxt
+        field = wnd >> shift
+        if field > 0xFFFF:
+            field = 0xFFFF
+        elif rcv_nxt + (field << shift) < adv:
+            field += 1      # round up rather than shrink the edge
+            if field > 0xFFFF:
+                field = 0xFFFF
+        edge2 = rcv_nxt + (field << shift)
+        self.rcv_adv = edge2 if edge2 > self.rcv_adv else self.rcv_adv
+        return field
+
+    def _build(self, seq: int, flags: int, payload: bytes | memoryview = b"", *,
+               now: float, syn: bool = False) -> TCPSegment:
+        tsval = None
+        tsecr = 0
+        mss = None
+        wscale = None
+        sackok = False
+        sack: tuple[tuple[int, int], ...] = ()
+        eno: tuple[bytes, ...] = ()
+        ack = 0
+        if syn:
+            if self.eno is not None and self.eno.active:
+                eno = self.eno.syn_options()
+            if not self._negotiated:
+                self._syn_opts = self._fit_syn_options(*self._syn_want, eno)
+            ws, sackok, ts = self._syn_opts
+            mss = self.config.mss
+            if ws:
+                wscale = self._rcv_wscale_offer
+            if ts:
+                tsval = self._ts(now)
+                tsecr = self.ts_recent if flags & ACK else 0
+            free = self.config.recv_buffer - self._rbuf_len
+            window = free if free < 0xFFFF else 0xFFFF     # RFC 7323 2.2: never scaled in SYNs
+            if flags & ACK:
+                self.rcv_adv = max(self.rcv_adv, self.rcv_nxt + window)
+            else:
+                self._syn_window = window
+        else:
+            window = self._window_field() if flags & ACK else 0
+            if self.ts_ok:
+                tsval = self._ts(now)
+                tsecr = self.ts_recent
+            if self.eno is not None and self.eno.active:
+                eno = self.eno.nonsyn_options()
+            if self.sack_ok and self._ooo and flags & ACK:
+                room = 40 - (TS_OVERHEAD if self.ts_ok else 0)
+                for e in eno:
+                    room -= _r4(2 + len(e))
+                n = (room - 4) // 8
+                if n > 0:
+                    sack = tuple((s & MASK, e & MASK) for s, e in self._ooo.sack_blocks(min(n, 4)))
+        if flags & ACK:
+            ack = self.rcv_nxt & MASK
+            self.last_ack_sent = self.rcv_nxt
+            self._ack_now = False
+            self._t_delack = None
+            self._unacked_bytes = 0
+        st = self._stats
+        st.segs_out += 1
+        if payload:
+            st.bytes_out += len(payload)
+        if payload:
+            self._last_send = now
+        return TCPSegment(self.local_port, self.remote_port, seq & MASK, ack, flags, window,
+                          payload, mss=mss, wscale=wscale, sack_permitted=sackok,
+                          sack_blocks=sack, tsval=tsval, tsecr=tsecr, eno=eno)
+
+    def _emit_syn(self, now: float) -> None:
+        flags = SYN | ACK if self.state is SYN_RECEIVED else SYN
+        self._out.append(self._build(self.iss, flags, now=now, syn=True))
+
+    def _send_ack(self, now: float) -> None:
+        self._out.append(self._build(self.snd_nxt, ACK, now=now))
+
+    def _challenge_ack(self, now: float) -> None:
+        """RFC 5961 3.2 / 4.2 / 5.2 challenge ACK, throttled per RFC 5961 7."""
+        cfg = self.config
+        if now - self._chack_start >= cfg.challenge_ack_interval:
+            self._chack_start = now
+            self._chack_count = 0
+        if self._chack_count >= cfg.challenge_ack_limit:
+            self._stats.challenge_acks_throttled += 1
+            return
+        self._chack_count += 1
+        self._stats.challenge_acks += 1
+        self._send_ack(now)
+
+    def _send_rst(self, seq: int, now: float) -> None:
+        self._out.append(TCPSegment(self.local_port, self.remote_port, seq & MASK, 0, RST, 0))
+        self._stats.rst_out += 1
+        self._stats.segs_out += 1
+
+    # ------------------------------------------------------------------ termination
+
+    def _terminate(self, error: BaseException | None) -> None:
+        if self._terminated:
+            return
+        self.state = CLOSED
+        self._terminated = True
+        self._terminal_error = error
+        self._t_rtx = self._t_persist = self._t_delack = self._t_keepalive = None
+        self._t_close = self._t_sws = None
+        self._ack_now = False
+        if not self._terminated_reported:
+            self._terminated_reported = True
+            self._events.append(ConnectionTerminated(error))
+
+    def _report_closed(self) -> None:
+        """Both directions closed cleanly (entering TIME-WAIT, or LAST-ACK -> CLOSED)."""
+        if not self._terminated_reported:
+            self._terminated_reported = True
+            self._events.append(ConnectionTerminated(None))
+
+    def _enter_time_wait(self, now: float) -> None:
+        self.state = TIME_WAIT
+        self._t_rtx = self._t_persist = self._t_keepalive = self._t_sws = None
+        self._t_close = now + 2 * self.config.msl      # RFC 9293 3.4.2
+        self._report_closed()
+
+    def _timeout_error(self, what: str) -> BaseException:
+        if self._soft_error is not None:
+            return self._soft_error
+        return ConnectionTimeoutError(
+            f"connection {self.local_port}->{self.remote_port} timed out ({what})")
+
+    # ------------------------------------------------------------------ SEGMENT ARRIVES
+
+    def receive(self, seg: TCPSegment, now: float) -> None:
+        """RFC 9293 3.10.7: process one arriving segment, whatever the state."""
+        self._now = now
+        st = self._stats
+        st.segs_in += 1
+        plen = len(seg.payload)
+        if plen:
+            st.bytes_in += plen
+        state = self.state
+        if state is CLOSED or state is LISTEN:
+            # 3.10.7.1: a segment for a closed TCB is answered with a reset.
+            st.dropped_segments += 1
+            if not seg.flags & RST and state is CLOSED:
+                self._reset_for(seg)
+            return
+        try:
+            if state is SYN_SENT:
+                self._receive_syn_sent(seg, now)
+            else:
+                self._receive_other(seg, now)
+        except Exception:      # never raise on peer input; count and drop
+            log.exception("internal error processing %r on %r", seg, self)
+            st.dropped_segments += 1
+
+    def _reset_for(self, seg: TCPSegment) -> None:
+        if seg.flags & ACK:
+            self._out.append(TCPSegment(self.local_port, self.remote_port, seg.ack, 0, RST, 0))
+        else:
+            self._out.append(TCPSegment(self.local_port, self.remote_port, 0,
+                                        (seg.seq + seg.seg_len) & MASK, RST | ACK, 0))
+        self._stats.rst_out += 1
+
+    def _receive_syn_sent(self, seg: TCPSegment, now: float) -> None:
+        """RFC 9293 3.10.7.3."""
+        st = self._stats
+        flags = seg.flags
+        ack_ok = False
+        ack = 0
+        if flags & ACK:
+            ack = self.snd_una + (((seg.ack - self.snd_una) + HALF) & MASK) - HALF
+            if ack <= self.iss or ack > self.snd_nxt:
+                st.dropped_segments += 1
+                if not flags & RST:
+                    self._send_rst(seg.ack, now)
+                return
+            ack_ok = True
+        if flags & RST:
+            st.rst_in += 1
+            if ack_ok:
+                self._terminate(ConnectionRefusedByPeerError(
+                    f"connection {self.local_port}->{self.remote_port} refused"))
+            else:
+                st.dropped_segments += 1
+            return
+        if not flags & SYN:
+            st.dropped_segments += 1
+            return
+        self._last_recv = now
+        self.irs = seg.seq & MASK
+        self.rcv_nxt = self.irs + 1
+        self._finish_negotiation(seg)
+        self._negotiated = True
+        self.rcv_adv = self.rcv_nxt + self._syn_window
+        if self.eno is not None and self.eno.active:
+            self.eno.on_receive(flags, seg.eno)
+        if ack_ok:
+            # Our SYN is acknowledged: ESTABLISHED.
+            self.snd_una = ack
+            self._handshake_rtt(seg, now)
+            self.snd_wnd = seg.window            # RFC 7323 2.2: the SYN-ACK window is unscaled
+            self.max_snd_wnd = self.snd_wnd
+            self.snd_wl1 = self.irs
+            self.snd_wl2 = ack
+            self._t_rtx = None
+            self._rtx_count = 0
+            self._established(now)
+            self._send_ack(now)                  # the third segment (ENO options ride on it)
+            if seg.payload or flags & FIN:
+                # Data (or FIN) on a SYN-ACK: process it as text (3.10.7.3, "sixth").
+                self._process_text(seg, self.irs, now)
+        else:
+            # Simultaneous open (3.10.7.3): SYN-RECEIVED, send SYN-ACK.
+            self.state = SYN_RECEIVED
+            self.snd_wnd = seg.window
+            self.snd_wl1 = self.irs
+            self.snd_wl2 = self.snd_una
+            self._emit_syn(now)
+            self._t_rtx = now + self._rtt.rto
+
+    def _handshake_rtt(self, seg: TCPSegment, now: float) -> None:
+        if self.ts_ok and seg.tsecr:
+            r = ((self._ts(now) - seg.tsecr) & MASK) / 1000.0
+            if r < 600:
+                self._rtt.sample(r)
+                return
+        if self._syn_attempts == 0:              # Karn: only an unretransmitted SYN
+            self._rtt.sample(now - self._syn_time)
+        else:
+            # RFC 6298 5.7: the SYN timed out and no sample: RTO = 3 s for the data phase.
+            self._rtt.reset_to(max(3.0, self.config.rto_min))
+
+    def _established(self, now: float) -> None:
+        self.state = ESTABLISHED
+        self.cc = self._make_cc(self.snd_mss, now)
+        self._stall_since = now
+        self._recover = self.snd_una
+        self._rxt_nxt = self.snd_una
+        self._lost_floor = self.snd_una
+        self._events.append(ConnectionEstablished())
+        if self._fin_queued:
+            self.state = FIN_WAIT_1
+        if self.config.keepalive:
+            self._t_keepalive = now + self.config.keepalive_idle
+
+    def _receive_other(self, seg: TCPSegment, now: float) -> None:
+        """RFC 9293 3.10.7.4 (SYN-RECEIVED and the synchronized states)."""
+        st = self._stats
+        flags = seg.flags
+        state = self.state
+        rcv_nxt = self.rcv_nxt
+        seq = rcv_nxt + (((seg.seq - rcv_nxt) + HALF) & MASK) - HALF
+        payload = seg.payload
+        plen = len(payload)
+        seglen = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+
+        # RFC 7323 5.3 R1: PAWS, before the sequence-number check.  RFC 7323 3.2: once
+        # timestamps are in use, a non-RST segment without one is dropped.
+        if self.ts_ok and not flags & RST:
+            tsval = seg.tsval
+            if tsval is None:
+                st.dropped_segments += 1
+                return
+            if (tsval - self.ts_recent) & MASK >= HALF and tsval != self.ts_recent:
+                if now - self._ts_recent_age > PAWS_IDLE:
+                    self.ts_recent = tsval          # R1: TS.Recent too old to trust
+                else:
+                    st.paws_drops += 1
+                    st.dropped_segments += 1
+                    self._send_ack(now)
+                    return
+
+        # SYN in a synchronized state (RFC 5961 4.2, RFC 9293 3.10.7.4 "fourth"): challenge
+        # ACK irrespective of the sequence number.  A retransmitted SYN in SYN-RECEIVED gets
+        # our SYN-ACK again.
+        if flags & SYN:
+            if state is SYN_RECEIVED and seg.seq & MASK == self.irs and not flags & (ACK | RST):
+                self._emit_syn(now)
+                return
+            if not flags & RST:
+                st.dropped_segments += 1
+                self._challenge_ack(now)
+                return
+
+        # Segment acceptability (3.10.7.4 "first", the four-case table).
+        wnd = self.rcv_adv - rcv_nxt
+        if wnd < 0:
+            wnd = 0
+        if seglen == 0:
+            ok = seq == rcv_nxt if wnd == 0 else rcv_nxt <= seq < rcv_nxt + wnd
+        elif wnd == 0:
+            ok = False
+        else:
+            end = seq + seglen - 1
+            ok = (rcv_nxt <= seq < rcv_nxt + wnd) or (rcv_nxt <= end < rcv_nxt + wnd)
+        zero_window_allowance = False
+        if not ok:
+            if wnd == 0 and seq == rcv_nxt and not flags & RST:
+                # "special allowance ... to accept valid ACKs, URGs, and RSTs": process the
+                # ACK field, drop the text (a zero-window probe), answer with an ACK.
+                zero_window_allowance = True
+            else:
+                st.dropped_segments += 1
+                if not flags & RST:
+                    self._send_ack(now)
+                    if state is TIME_WAIT and flags & FIN:
+                        # The peer's FIN again: ACK it and restart 2 MSL (3.10.7.4 "eighth").
+                        self._t_close = now + 2 * self.config.msl
+                return
+
+        # "second, check the RST bit" with RFC 5961 3.2.
+        if flags & RST:
+            st.rst_in += 1
+            if seq != rcv_nxt:
+                self._challenge_ack(now)
+                return
+            if state is SYN_RECEIVED:
+                if self._passive:
+                    self._terminate(ConnectionResetByPeerError(
+                        f"connection {self.local_port}->{self.remote_port} reset in SYN-RECEIVED"))
+                else:
+                    self._terminate(ConnectionRefusedByPeerError(
+                        f"connection {self.local_port}->{self.remote_port} refused"))
+            elif state is TIME_WAIT:
+                self._terminate(None)
+            else:
+                self._terminate(ConnectionResetByPeerError(
+                    f"connection {self.local_port}->{self.remote_port} reset by peer"))
+            return
+
+        self._last_recv = now
+        self._ka_probes = 0
+        if self._t_keepalive is not None:
+            self._t_keepalive = now + self.config.keepalive_idle
+
+        # RFC 7323 4.3: TS.Recent update.
+        if self.ts_ok and seg.tsval is not None and seq <= self.last_ack_sent:
+            if (seg.tsval - self.ts_recent) & MASK < HALF:
+                self.ts_recent = seg.tsval
+                self._ts_recent_age = now
+
+        if self.eno is not None and self.eno.active:
+            self.eno.on_receive(flags, seg.eno)
+
+        # "fifth, check the ACK field".
+        if not flags & ACK:
+            st.dropped_segments += 1
+            return
+        snd_una = self.snd_una
+        ack = snd_una + (((seg.ack - snd_una) + HALF) & MASK) - HALF
+        if state is SYN_RECEIVED:
+            if not (snd_una < ack <= self.snd_nxt):
+                st.dropped_segments += 1
+                self._send_rst(seg.ack, now)
+                return
+            self.snd_una = ack
+            self._handshake_rtt(seg, now)
+            self.snd_wnd = seg.window << self.snd_wscale
+            self.max_snd_wnd = self.snd_wnd
+            self.snd_wl1 = seq
+            self.snd_wl2 = ack
+            self._t_rtx = None
+            self._rtx_count = 0
+            self._established(now)
+            state = self.state
+        else:
+            # RFC 5961 5.2: (SND.UNA - MAX.SND.WND) <= SEG.ACK <= SND.NXT, else ACK and drop.
+            if ack > self.snd_nxt or ack < snd_una - self.max_snd_wnd:
+                st.dropped_segments += 1
+                self._send_ack(now)
+                return
+            self._process_ack(seg, seq, ack, plen, now)
+            if self._terminated:
+                return
+            state = self.state
+
+        # "sixth, check the URG bit": urgent data is delivered inline (RFC 6093); nothing
+        # to do beyond accepting the pointer.
+        # "seventh, process the segment text" and "eighth, check the FIN bit".
+        if zero_window_allowance:
+            if plen or flags & FIN:
+                self._send_ack(now)
+            return
+        if state is TIME_WAIT:
+            if flags & FIN:
+                # A retransmitted FIN: acknowledge it and restart the 2 MSL timeout.
+                self._send_ack(now)
+                self._t_close = now + 2 * self.config.msl
+            return
+        if plen or flags & FIN:
+            if state in _RECV_TEXT_STATES:
+                self._process_text(seg, seq, now)
+            elif plen:
+                # Text after the peer's FIN (CLOSE-WAIT, CLOSING, LAST-ACK): ignored.
+                st.dropped_segments += 1
+
+    # ------------------------------------------------------------------ ACK processing
+
+    def _process_ack(self, seg: TCPSegment, seq: int, ack: int, plen: int, now: float) -> None:
+        snd_una = self.snd_una
+        cfg = self.config
+        window = seg.window << self.snd_wscale
+        newly_sacked = 0
+        if self.sack_ok and seg.sack_blocks:
+            newly_sacked = self._sb.update(
+                [(snd_una + (((s - snd_una) + HALF) & MASK) - HALF,
+                  snd_una + (((e - snd_una) + HALF) & MASK) - HALF) for s, e in seg.sack_blocks],
+                snd_una, self.snd_nxt)
+        flight = self.snd_nxt - snd_una
+        if self._persisting or self._persist_unanswered:
+            self._persist_unanswered = 0
+        if ack > snd_una:
+            acked = ack - snd_una
+            pipe_before = self._pipe()
+            self._stats.bytes_acked += acked
+            # Drop acknowledged octets from the send buffer.
+            buf_end = self._buf_seq + len(self._sndbuf)
+            upto = ack if ack < buf_end else buf_end
+            n = upto - self._buf_seq
+            if n > 0:
+                del self._sndbuf[:n]
+                self._buf_seq = upto
+            self.snd_una = ack
+            self._rtx_count = 0
+            self._stall_since = now
+            # RTT measurement: RFC 7323 4 (timestamps) else Karn's timed segment.
+            rtt = None
+            if self.ts_ok and seg.tsecr:
+                r = ((self._ts(now) - seg.tsecr) & MASK) / 1000.0
+                if r < 600:
+                    rtt = r
+            elif self._rtt_seq is not None and ack > self._rtt_seq:
+                rtt = now - self._rtt_time
+                self._rtt_seq = None
+            if rtt is not None:
+                self._rtt.sample(rtt)
+            if self._sb:
+                self._sb.advance(ack)
+            restart_timer = True
+            if self._in_recovery:
+                if ack >= self._recover:
+                    # RFC 6582 3.2 step 6 / RFC 6675: full ACK ends recovery.
+                    self._in_recovery = False
+                    self.dupacks = 0
+                    self.cc.on_recovery_exit(now)
+                else:
+                    # Partial ACK (RFC 6582 3.2 step 5).
+                    self.cc.on_recovery_ack(acked, now)
+                    if not self.sack_ok:
+                        self._lost_floor = ack + self.snd_mss
+                        self._rxt_nxt = ack
+                        segs = acked // self.snd_mss
+                        self.dupacks = max(0, self.dupacks - max(0, segs - 1))
+                        restart_timer = self._first_partial   # "Impatient" variant
+                        self._first_partial = False
+                    else:
+                        self._lost_floor = max(self._lost_floor, ack + 1)
+            else:
+                self.dupacks = 0
+                self.cc.on_ack(acked, rtt, now, pipe_before)
+                if self._in_loss and ack >= self._recover:
+                    self._in_loss = False
+            if self._rxt_nxt < ack:
+                self._rxt_nxt = ack
+            # RFC 6298 5.2 / 5.3.
+            if self.snd_una >= self.snd_nxt:
+                self._t_rtx = None
+            elif restart_timer:
+                self._t_rtx = now + self._rtt.rto
+            self._fin_acked_transitions(now)
+        elif ack == snd_una and flight > 0:
+            # Duplicate ACK? RFC 5681 2 (no SACK) / RFC 6675 2 (SACK: new SACK information).
+            if self.sack_ok:
+                dup = newly_sacked > 0
+            else:
+                dup = (plen == 0 and not seg.flags & (SYN | FIN) and window == self.snd_wnd)
+            if dup:
+                self._stats.dupacks_in += 1
+                self.dupacks += 1
+                if self._in_recovery:
+                    if self.sack_ok:
+                        pass   # pipe falls through the scoreboard; nothing else to do
+                elif not self._in_loss and snd_una >= self._recover:
+                    if self.dupacks >= cfg.dupthresh or (
+                            self.sack_ok and self._sb and
+                            (self._sb.lost_boundary(cfg.dupthresh, self.snd_mss) or 0) > snd_una):
+                        self._enter_recovery(now)
+        # Window update (3.10.7.4 "fifth", ESTABLISHED): SND.WL1/WL2 rule.
+        if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
+            if ack >= self.snd_una:
+                self.snd_wnd = window
+                if window > self.max_snd_wnd:
+                    self.max_snd_wnd = window
+                self.snd_wl1 = seq
+                self.snd_wl2 = ack
+                if window and self._persisting:
+                    self._persisting = False
+                    self._t_persist = None
+                    self._persist_backoff = 0
+                    if self.snd_nxt > self.snd_una:
+                        self._t_rtx = now + self._rtt.rto
+
+    def _enter_recovery(self, now: float) -> None:
+        """RFC 5681 3.2 steps 2-4 / RFC 6582 3.2 step 2 / RFC 6675 5 (4.1-4.3)."""
+        self._in_recovery = True
+        self._recover = self.snd_nxt
+        self._first_partial = True
+        self.cc.on_congestion_event(now, self.snd_nxt - self.snd_una)
+        self._rxt_nxt = self.snd_una
+        self._lost_floor = self.snd_una + self.snd_mss
+        self._fast_pending = True
+        self._rtt_seq = None
+        self._stats.recoveries += 1
+
+    def _fin_acked_transitions(self, now: float) -> None:
+        if not self._fin_queued or self.snd_una <= self._fin_seq:
+            return
+        state = self.state
+        if state is FIN_WAIT_1:
+            self.state = FIN_WAIT_2
+            self._t_close = now + self.config.fin_wait_2_timeout
+        elif state is CLOSING:
+            self._enter_time_wait(now)
+        elif state is LAST_ACK:
+            self._terminate(None)
+
+    # ------------------------------------------------------------------ receive text
+
+    def _process_text(self, seg: TCPSegment, seq: int, now: float) -> None:
+        """3.10.7.4 "seventh" and "eighth": queue/deliver text, then the FIN."""
+        st = self._stats
+        payload = seg.payload
+        plen = len(payload)
+        fin = bool(seg.flags & FIN)
+        if seg.flags & SYN:
+            seq += 1
+        rcv_nxt = self.rcv_nxt
+        right = self.rcv_adv if self.rcv_adv > rcv_nxt else rcv_nxt
+        # Trim to the window: octets below RCV.NXT and beyond the right edge.
+        start = 0
+        if seq < rcv_nxt:
+            start = rcv_nxt - seq
+            if start > plen:
+                start = plen
+        end = plen
+        if seq + plen > right:
+            end = right - seq
+            if end < start:
+                end = start
+            fin = False                 # the FIN lies beyond the window: not accepted
+        fin_seq = seq + plen
+        if start or end != plen:
+            payload = memoryview(payload)[start:end]
+            seq += start
+        n = end - start
+        if self._fin_received:
+            n = 0
+            fin = False
+        immediate = False
+        if n:
+            if n > self._rcv_mss:
+                self._rcv_mss = min(n, self.config.mss)
+            if seq == rcv_nxt:
+                if self._ooo:
+                    immediate = True            # filling (part of) a hole: ACK now (RFC 5681 4.2)
+                    self._ooo.add(seq, payload)
+                    chunks, new_nxt = self._ooo.pop_ready(rcv_nxt)
+                    self._deliver_chunks(chunks)
+                    st.bytes_received += new_nxt - rcv_nxt
+                    self.rcv_nxt = new_nxt
+                else:
+                    self._deliver(payload)
+                    st.bytes_received += n
+                    self.rcv_nxt = rcv_nxt + n
+                    self._unacked_bytes += n
+            else:
+                # Out of order: queue, and send an immediate (duplicate) ACK with SACK
+                # blocks (RFC 5681 4.2, RFC 2018 4).
+                st.ooo_segments += 1
+                self._ooo.add(seq, payload)
+                immediate = True
+        elif plen and not fin:
+            # Entirely duplicate text: ACK at once (it may be a lost-ACK retransmission).
+            immediate = True
+        if fin:
+            if self._rcv_fin_seq is None or fin_seq < self._rcv_fin_seq:
+                self._rcv_fin_seq = fin_seq
+        if self._rcv_fin_seq is not None and self.rcv_nxt == self._rcv_fin_seq \
+                and not self._fin_received:
+            self._ooo.clear()
+            self._receive_fin(now)
+            immediate = True
+        elif fin:
+            immediate = True
+        if immediate:
+            self._out.append(self._build(self.snd_nxt, ACK, now=now))
+        elif self._unacked_bytes:
+            # Delayed ACK (RFC 9293 3.8.6.3, RFC 5681 4.2): ACK at least every second
+            # full-sized segment, and within delayed_ack_timeout.
+            if not self.config.delayed_ack or self._unacked_bytes >= 2 * self._rcv_mss:
+                self._ack_now = True
+            elif self._t_delack is None:
+                self._t_delack = now + self.config.delayed_ack_timeout
+
+    def _deliver(self, data: bytes | memoryview) -> None:
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        if self._paused:
+            self._rbuf.append(data)
+            self._rbuf_len += len(data)
+        else:
+            self._events.append(DataReceived(data))
+
+    def _deliver_chunks(self, chunks: list[bytes]) -> None:
+        if not chunks:
+            return
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._deliver(data)
+
+    def _receive_fin(self, now: float) -> None:
+        """3.10.7.4 "eighth, check the FIN bit"."""
+        self._fin_received = True
+        self.rcv_nxt += 1
+        if self._paused and self._rbuf:
+            self._eof_deferred = True
+        else:
+            self._events.append(EndOfStream())
+        state = self.state
+        if state is ESTABLISHED or state is SYN_RECEIVED:
+            self.state = CLOSE_WAIT
+        elif state is FIN_WAIT_1:
+            if self._fin_queued and self.snd_una > self._fin_seq:
+                self._enter_time_wait(now)
+            else:
+                self.state = CLOSING
+        elif state is FIN_WAIT_2:
+            self._enter_time_wait(now)
+
+    # ------------------------------------------------------------------ sending
+
+    def _pipe(self) -> int:
+        """RFC 6675 SetPipe(): octets estimated in flight (4: IsLost, HighRxt)."""
+        flight = self.snd_nxt - self.snd_una
+        if not (self._in_recovery or self._in_loss or self.dupacks or self._sb):
+            return flight
+        snd_una = self.snd_una
+        lost_end = self._lost_end()
+        if self.sack_ok:
+            sb = self._sb
+            lost = sb.hole_bytes(snd_una, lost_end) if lost_end > snd_una else 0
+            rxt = sb.hole_bytes(snd_una, self._rxt_nxt) if self._rxt_nxt > snd_una else 0
+            pipe = flight - sb.sacked - lost + rxt
+        else:
+            lost = min(lost_end, self.snd_nxt) - snd_una if lost_end > snd_una else 0
+            rxt = self._rxt_nxt - snd_una if self._rxt_nxt > snd_una else 0
+            sacked = self.dupacks * self.snd_mss      # each dupack: a segment left the network
+            if sacked > flight - lost:
+                sacked = flight - lost
+            pipe = flight - sacked - lost + rxt
+        return pipe if pipe > 0 else 0
+
+    def _lost_end(self) -> int:
+        """Every unSACKed octet below this is deemed lost (RFC 6675 IsLost / after RTO)."""
+        if self._in_loss:
+            return self._recover
+        if self._in_recovery:
+            lf = self._lost_floor
+            if self.sack_ok:
+                b = self._sb.lost_boundary(self.config.dupthresh, self.snd_mss)
+                if b is not None and b > lf:
+                    return b
+            return lf
+        return self.snd_una
+
+    def _next_rtx(self) -> tuple[int, int] | None:
+        """RFC 6675 NextSeg() rule 1 (and the hole-filling after an RTO, 5.1)."""
+        lo = self._rxt_nxt if self._rxt_nxt > self.snd_una else self.snd_una
+        hi = self._lost_end()
+        if hi > self.snd_nxt:
+            hi = self.snd_nxt
+        if lo >= hi:
+            return None
+        if self.sack_ok and self._sb:
+            return self._sb.next_hole(lo, hi)
+        return lo, hi
+
+    def _segment_for(self, seq: int, limit: int, now: float, *, rtx: bool) -> TCPSegment:
+        """Build the segment carrying [seq, limit) (data and possibly our FIN)."""
+        buf_seq = self._buf_seq
+        data_end = buf_seq + len(self._sndbuf)
+        flags = ACK
+        dend = limit if limit < data_end else data_end
+        if dend > seq:
+            payload: bytes = bytes(memoryview(self._sndbuf)[seq - buf_seq:dend - buf_seq])
+        else:
+            payload = b""
+        if self._fin_queued and limit > self._fin_seq and seq <= self._fin_seq:
+            flags |= FIN
+        if dend >= data_end and payload:
+            flags |= PSH
+        return self._build(seq, flags, payload, now=now)
+
+    def _seg_payload_room(self) -> int:
+        """Payload room of a data segment given the options it will carry."""
+        room = self.snd_mss
+        extra = 0
+        if self.eno is not None and self.eno.active:
+            for e in self.eno.nonsyn_options():
+                extra += _r4(2 + len(e))
+        if self.sack_ok and self._ooo:
+            base = 40 - (TS_OVERHEAD if self.ts_ok else 0) - extra
+            n = min(len(self._ooo), 4, (base - 4) // 8)
+            if n > 0:
+                extra += 4 + 8 * n
+        room -= extra
+        return room if room > 1 else 1
+
+    def segments_to_send(self, now: float) -> list[TCPSegment]:
+        """Everything to transmit now: queued control segments, retransmissions, new data
+        (within min(cwnd, snd_wnd) by pipe, RFC 6675 5), FIN, and a pending ACK."""
+        self._now = now
+        out = self._out
+        self._out = []
+        if self.state in _SEND_STATES and not self._terminated:
+            self._send_data(out, now)
+        if self._ack_now and not self._terminated and self.state in _SYNCHRONIZED:
+            out.append(self._build(self.snd_nxt, ACK, now=now))
+        return out
+
+    def _send_data(self, out: list[TCPSegment], now: float) -> None:
+        cfg = self.config
+        mss = self.snd_mss
+        st = self._stats
+        sent_any = False
+        snd_una = self.snd_una
+        if self.snd_nxt == snd_una and now - self._last_send > self._rtt.rto \
+                and self.state is not SYN_RECEIVED:
+            # RFC 5681 4.1: restart window after an idle period longer than the RTO.
+            if self._has_unsent():
+                self.cc.on_idle_restart(now, self._rtt.rto)
+        if self.snd_nxt == snd_una:
+            self._stall_since = now
+        # --- retransmissions (fast recovery / SACK holes / after RTO) ---
+        if self._in_recovery or self._in_loss:
+            while True:
+                h = self._next_rtx()
+                if h is None:
+                    break
+                cwnd = self.cc.cwnd
+                if not self._fast_pending and cwnd - self._pipe() < mss:
+                    break
+                a, b = h
+                room = self._seg_payload_room()
+                lim = a + room if a + room < b else b
+                seg = self._segment_for(a, lim, now, rtx=True)
+                out.append(seg)
+                sent_any = True
+                st.retransmits += 1
+                st.retransmitted_bytes += lim - a
+                if self._fast_pending:
+                    st.fast_retransmits += 1
+                    self._fast_pending = False
+                elif self.sack_ok and self._in_recovery:
+                    st.sack_retransmits += 1
+                self._rxt_nxt = lim
+                self._rtt_seq = None            # Karn
+        # --- new data ---
+        fin_queued = self._fin_queued
+        while True:
+            snd_nxt = self.snd_nxt
+            data_end = self._buf_seq + len(self._sndbuf)
+            unsent = data_end - snd_nxt
+            fin_pending = fin_queued and snd_nxt <= self._fin_seq
+            if unsent <= 0:
+                if fin_pending and snd_nxt == self._fin_seq:
+                    # FIN alone (all data already sent).
+                    if self.cc.cwnd - self._pipe() <= 0 and snd_nxt > self.snd_una:
+                        break
+                    out.append(self._segment_for(snd_nxt, snd_nxt + 1, now, rtx=False))
+                    self.snd_nxt = snd_nxt + 1
+                    sent_any = True
+                break
+            wnd_room = self.snd_una + self.snd_wnd - snd_nxt
+            if wnd_room <= 0:
+                break
+            room = self._seg_payload_room()
+            seglen = room if room < unsent else unsent
+            if seglen > wnd_room:
+                seglen = wnd_room
+            cw_room = self.cc.cwnd - self._pipe()
+            if seglen > cw_room:
+                break                           # congestion-window limited: wait for ACKs
+            if seglen < room:
+                # Less than a full segment: Nagle (3.7.4) and sender SWS (3.8.6.2.1).
+                if seglen == unsent:
+                    # Everything queued fits: (b) "pushed" data; Nagle holds it while
+                    # data is unacknowledged, unless nodelay or the FIN follows it.
+                    if (snd_nxt > self.snd_una and not cfg.nodelay and not fin_queued
+                            and not self._sws_force):
+                        break
+                elif not (seglen >= self.max_snd_wnd // 2 and self.max_snd_wnd > 0) \
+                        and not self._sws_force:
+                    # Window-limited small segment: wait (override timer, 3.8.6.2.1).
+                    if self._t_sws is None:
+                        self._t_sws = now + cfg.sws_override
+                    break
+            end = snd_nxt + seglen
+            with_fin = fin_pending and end == self._fin_seq
+            seg = self._segment_for(snd_nxt, end + (1 if with_fin else 0), now, rtx=False)
+            out.append(seg)
+            sent_any = True
+            if self._rtt_seq is None and not self.ts_ok:
+                self._rtt_seq = snd_nxt            # time this segment (RFC 6298 / Karn)
+                self._rtt_time = now
+            self.snd_nxt = end + (1 if with_fin else 0)
+            if with_fin:
+                break
+        self._sws_force = False
+        if sent_any:
+            self._t_sws = None
+            self._t_delack = None
+        # --- timers (RFC 6298 5.1; persist 3.8.6.1) ---
+        if self.snd_nxt > self.snd_una:
+            if self._t_rtx is None and not self._persisting:
+                self._t_rtx = now + self._rtt.rto
+        else:
+            self._t_rtx = None
+        if (self.snd_wnd == 0 and self.snd_nxt == self.snd_una and self._has_unsent()
+                and not self._persisting):
+            self._persisting = True
+            self._persist_backoff = 0
+            self._t_persist = now + self._persist_interval()
+
+    def _has_unsent(self) -> bool:
+        if self._buf_seq + len(self._sndbuf) > self.snd_nxt:
+            return True
+        return self._fin_queued and self.snd_nxt <= self._fin_seq
+
+    def _persist_interval(self) -> float:
+        t = self._rtt.rto * (1 << min(self._persist_backoff, 20))
+        return t if t < self.config.persist_max else self.config.persist_max
+
+    # ------------------------------------------------------------------ timers
+
+    def next_timer(self) -> float | None:
+        best: float | None = None
+        for t in (self._t_rtx, self._t_persist, self._t_delack, self._t_keepalive,
+                  self._t_close, self._t_sws):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
+
+    def handle_timer(self, now: float) -> None:
+        """Fire every timer whose deadline is <= now (RFC 9293 3.10.8 and friends)."""
+        self._now = now
+        if self._terminated:
+            return
+        if self._t_close is not None and now >= self._t_close:
+            self._t_close = None
+            if self.state is TIME_WAIT:
+                self._terminate(None)           # 2*MSL elapsed
+                return
+            if self.state is FIN_WAIT_2:
+                if now - self._last_recv >= self.config.fin_wait_2_timeout:
+                    self._terminate(self._timeout_error("FIN-WAIT-2"))
+                    return
+                self._t_close = self._last_recv + self.config.fin_wait_2_timeout
+        if self._t_rtx is not None and now >= self._t_rtx:
+            self._t_rtx = None
+            self._on_rto(now)
+            if self._terminated:
+                return
+        if self._t_persist is not None and now >= self._t_persist:
+            self._t_persist = None
+            self._on_persist(now)
+            if self._terminated:
+                return
+        if self._t_delack is not None and now >= self._t_delack:
+            self._t_delack = None
+            if self._unacked_bytes:
+                self._ack_now = True
+        if self._t_sws is not None and now >= self._t_sws:
+            self._t_sws = None
+            self._sws_force = True
+        if self._t_keepalive is not None and now >= self._t_keepalive:
+            self._on_keepalive(now)
+
+    def _on_rto(self, now: float) -> None:
+        st = self._stats
+        cfg = self.config
+        state = self.state
+        if state is SYN_SENT or state is SYN_RECEIVED:
+            if self._syn_attempts >= cfg.syn_retries:
+                self._terminate(self._timeout_error(f"no answer to SYN after {self._syn_attempts} retries"))
+                return
+            self._syn_attempts += 1
+            st.timeouts += 1
+            st.retransmits += 1
+            self._rtt.back_off()
+            if state is SYN_SENT and self.eno is not None:
+                self.eno.on_syn_retransmit(self._syn_attempts)
+            self._emit_syn(now)
+            self._t_rtx = now + self._rtt.rto
+            return
+        if self.snd_nxt <= self.snd_una or state not in _SEND_STATES:
+            return
+        if self.snd_wnd == 0 and self.snd_nxt - self.snd_una <= 1:
+            # Zero window: this is the persist timer's job (3.8.6.1).
+            self._persisting = True
+            self._t_persist = now
+            return
+        if self._rtx_count >= cfg.retries or (
+                cfg.user_timeout is not None and now - self._stall_since >= cfg.user_timeout):
+            self._terminate(self._timeout_error(f"{self._rtx_count} retransmissions unanswered"))
+            return
+        self._rtx_count += 1
+        st.timeouts += 1
+        flight = self.snd_nxt - self.snd_una
+        if self._rtx_count == 1:
+            # RFC 5681 3.1 eq. (4): only for the first timeout of this segment.
+            self.cc.on_rto(now, self._pipe() or flight)
+        # RFC 6675 5.1: expunge the scoreboard, leave fast recovery, RecoveryPoint = HighData.
+        self._sb.clear()
+        self._in_recovery = False
+        self._fast_pending = False
+        self._in_loss = True
+        self._recover = self.snd_nxt
+        self._rxt_nxt = self.snd_una
+        self.dupacks = 0
+        self._rtt_seq = None                      # Karn
+        self._rtt.back_off()                      # RFC 6298 5.5
+        # RFC 6298 5.4: retransmit the earliest unacknowledged segment now.
+        a = self.snd_una
+        room = self._seg_payload_room()
+        lim = a + room if room < flight else self.snd_nxt
+        seg = self._segment_for(a, lim, now, rtx=True)
+        self._out.append(seg)
+        st.retransmits += 1
+        st.retransmitted_bytes += lim - a
+        self._rxt_nxt = lim
+        t = now + self._rtt.rto                   # RFC 6298 5.6
+        if cfg.user_timeout is not None:
+            t = min(t, self._stall_since + cfg.user_timeout)
+        self._t_rtx = t
+
+    def _on_persist(self, now: float) -> None:
+        """3.8.6.1: probe a zero window with one octet (new, or the one already probed)."""
+        if self.state not in _SEND_STATES or not self._persisting:
+            self._persisting = False
+            return
+        if self.snd_wnd > 0:
+            self._persisting = False
+            return
+        if self._persist_unanswered >= self.config.retries:
+            self._terminate(self._timeout_error("zero-window probes unanswered"))
+            return
+        a = self.snd_una
+        if self.snd_nxt == a:
+            if not self._has_unsent():
+                self._persisting = False
+                return
+            self.snd_nxt = a + 1
+        self._out.append(self._segment_for(a, a + 1, now, rtx=False))
+        self._stats.zero_window_probes += 1
+        self._persist_unanswered += 1
+        self._persist_backoff += 1
+        self._t_persist = now + self._persist_interval()
+
+    def _on_keepalive(self, now: float) -> None:
+        """RFC 9293 3.8.4 / RFC 1122 4.2.3.6: probe an idle connection."""
+        cfg = self.config
+        if self.state not in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_2) or not cfg.keepalive:
+            self._t_keepalive = None
+            return
+        if self.snd_nxt > self.snd_una or self._has_unsent():
+            # Not idle: retransmission handles a dead peer.
+            self._t_keepalive = now + cfg.keepalive_idle
+            return
+        if self._ka_probes >= cfg.keepalive_count:
+            self._terminate(self._timeout_error(f"{self._ka_probes} keepalive probes unanswered"))
+            return
+        self._ka_probes += 1
+        self._stats.keepalive_probes += 1
+        # SEG.SEQ = SND.NXT - 1, no data: the peer must answer with an ACK.
+        self._out.append(self._build(self.snd_nxt - 1, ACK, now=now))
+        self._t_keepalive = now + cfg.keepalive_interval
