@@ -549,23 +549,36 @@ class TcpcryptSession:
         if self.eof_received:
             raise TcpcryptProtocolError("data after the FINp frame (RFC 8548 3.7)")
         src = memoryview(src_obj)
+        # Walk the headers first: nothing to allocate or decrypt until a frame is complete
+        # (the common case when segments are much smaller than frames).
+        complete = 0
+        unpack = _FHDR.unpack_from
+        while n - complete >= FRAME_HEADER_LEN:
+            clen = unpack(src, complete)[1]
+            if clen <= TAG_LEN:
+                src.release()
+                raise TcpcryptProtocolError(f"frame clen {clen} too short for any plaintext")
+            if complete + FRAME_HEADER_LEN + clen > n:
+                break
+            complete += FRAME_HEADER_LEN + clen
+        if complete == 0:
+            src.release()
+            if src_obj is not self._rx:
+                self._rx = bytearray(src_obj)
+            return b""
         # Plaintext is never longer than the ciphertext; one byte of headroom lets each frame
         # decrypt so that its flags byte lands on the byte before its data (saved/restored).
-        res = bytearray(n + 1)
+        res = bytearray(complete + 1)
         omv = memoryview(res)
         w = 1
         pos = 0
         base = self._rx_offset
         try:
-            while n - pos >= FRAME_HEADER_LEN:
+            while pos < complete:
                 if self.eof_received:
                     raise TcpcryptProtocolError("data after the FINp frame (RFC 8548 3.7)")
-                control, clen = _FHDR.unpack_from(src, pos)
-                if clen <= TAG_LEN:
-                    raise TcpcryptProtocolError(f"frame clen {clen} too short for any plaintext")
+                control, clen = unpack(src, pos)
                 end = pos + FRAME_HEADER_LEN + clen
-                if end > n:
-                    break
                 rekey = control & CONTROL_REKEY    # cres bits: ignored, but authenticated as sent
                 key = self._next_rx_key() if rekey else self._rx_key
                 plen = clen - TAG_LEN
@@ -602,7 +615,10 @@ class TcpcryptSession:
             self._rx = bytearray(src_obj[pos:])
         if self.eof_received and self._rx:
             raise TcpcryptProtocolError("data after the FINp frame (RFC 8548 3.7)")
-        return bytes(res[1:w]) if w > 1 else b""
+        if w == 1:
+            return b""
+        with memoryview(res) as m:
+            return bytes(m[1:w])
 
     def _on_peer_rekey(self, key: FrameKey, out: list[bytes]) -> None:
         """3.8: a frame with rekey = 1 authenticated: advance the remote generation and, if it
