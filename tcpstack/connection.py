@@ -197,6 +197,7 @@ class TCPConnection:
         self._syn_want: tuple[bool, bool, bool] = (False, False, False)
         self._negotiated = False
         self._syn_window = 0
+        self._eno_extra = 4
         self._mss_hdr = config.mss   # max TCP payload + options per segment
         self.snd_mss = config.mss    # payload bytes per full segment (without TS)
         self._rcv_mss = min(config.mss, DEFAULT_PEER_MSS)
@@ -590,6 +591,7 @@ class TCPConnection:
                 tsecr = self.ts_recent
             if self.eno is not None and self.eno.active:
                 eno = self.eno.nonsyn_options()
+                self._eno_extra = sum(_r4(2 + len(e)) for e in eno)
             if self.sack_ok and self._ooo and flags & ACK:
                 room = 40 - (TS_OVERHEAD if self.ts_ok else 0)
                 for e in eno:
@@ -1247,10 +1249,9 @@ class TCPConnection:
     def _seg_payload_room(self) -> int:
         """Payload room of a data segment given the options it will carry."""
         room = self.snd_mss
-        extra = 0
-        if self.eno is not None and self.eno.active:
-            for e in self.eno.nonsyn_options():
-                extra += _r4(2 + len(e))
+        # ENO options are not asked for here (the negotiator may count calls): assume the
+        # size of the last non-SYN ENO options sent (normally one empty option, 4 bytes).
+        extra = self._eno_extra if self.eno is not None and self.eno.active else 0
         if self.sack_ok and self._ooo:
             base = 40 - (TS_OVERHEAD if self.ts_ok else 0) - extra
             n = min(len(self._ooo), 4, (base - 4) // 8)
