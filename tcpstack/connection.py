@@ -1016,9 +1016,11 @@ class TCPConnection:
             self._fin_acked_transitions(now)
         elif ack == snd_una and flight > 0:
             # Duplicate ACK? RFC 5681 2 (no SACK) / RFC 6675 2 (SACK: new SACK information).
-            if self.sack_ok:
+            if self.sack_ok and seg.sack_blocks:
                 dup = newly_sacked > 0
             else:
+                # (also SACK connections whose ACKs arrive without SACK blocks, e.g. a
+                # middlebox strips them: fall back to the RFC 5681 definition)
                 dup = (plen == 0 and not seg.flags & (SYN | FIN) and window == self.snd_wnd)
             if dup:
                 self._stats.dupacks_in += 1
