@@ -10,7 +10,7 @@ bits, no resumption, no caching.
 Per-connection options (from open_connection / start_server keyword arguments):
   encrypt            -- False: do not offer ENO at all (plain TCP)
   require_encryption -- fail with EncryptionRequiredError instead of falling back
-  app_aware          -- the two "aa" bits of the global suboption (RFC 8547 4.2)
+  app_aware          -- the application-aware "a" bit of the global suboption (RFC 8547 4.2)
   mandatory_app_aware-- disable ENO unless the peer set a = 1 (RFC 8547 4.6 rule 3)
   resume             -- False: neither offer nor accept resumption (RFC 8548 3.5 policy 1)
   cache_secrets      -- False: cache no session secret from this connection (policy 2)
@@ -23,7 +23,7 @@ from typing import Any
 from .eno import ENONegotiator, TEPOffer
 from .errors import EncryptionRequiredError
 from .resumption import SessionCache
-from .session import TcpcryptSession, make_offers, make_responder
+from .session import TcpcryptSession, make_offers, make_responder, make_validator
 from .suites import TcpcryptConfig
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,11 @@ class TcpcryptProvider:
                    options: dict[str, Any]) -> ENONegotiator:
         cfg = self._config_for(options)
         peer = remote[0]
+        # validate: RFC 8548 3.5 -- an active opener MUST ignore a resumption suboption whose
+        # identifier half does not match the one it proposed.
         kwargs = dict(app_aware=int(options.get("app_aware", 0)),
-                      mandatory_app_aware=bool(options.get("mandatory_app_aware", False)))
+                      mandatory_app_aware=bool(options.get("mandatory_app_aware", False)),
+                      validate=make_validator(cfg, self.cache, peer))
         if active:
             offers = make_offers(cfg, self.cache, peer)
             return ENONegotiator(offers, active=True, **kwargs)

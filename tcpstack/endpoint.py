@@ -245,7 +245,9 @@ class Endpoint:
     def _mark_established(self) -> None:
         self._established = True
         if self.transform is not None:
-            self.info.update(self.transform.info())
+            tinfo = dict(self.transform.info())
+            self.info["tcpcrypt_session_id"] = tinfo.get("session_id")
+            self.info["tcpcrypt"] = tinfo
         self.events.append(Established(dict(self.info)))
         if self.listener is not None:
             self.listener._on_established(self)
