@@ -1021,7 +1021,8 @@ class TCPConnection:
             else:
                 # (also SACK connections whose ACKs arrive without SACK blocks, e.g. a
                 # middlebox strips them: fall back to the RFC 5681 definition)
-                dup = (plen == 0 and not seg.flags & (SYN | FIN) and window == self.snd_wnd)
+                dup = (plen == 0 and not seg.flags & (SYN | FIN) and window == self.snd_wnd
+                       and window > 0 and not self._persisting)   # not a zero-window probe's ACK
             if dup:
                 self._stats.dupacks_in += 1
                 self.dupacks += 1
