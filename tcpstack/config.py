@@ -37,6 +37,7 @@ class TCPConfig:
     # --- additions beyond the team contract ---
     challenge_ack_limit: int = 10    # RFC 5961 7: at most this many challenge ACKs ...
     challenge_ack_interval: float = 5.0  # ... per this many seconds (per connection)
+    oow_ack_interval: float = 0.5    # min gap between ACKs answering unacceptable pure ACKs
     sws_override: float = 0.2        # RFC 9293 3.8.6.2.1 override timeout (0.1 - 1 s)
     dupthresh: int = 3               # RFC 5681 3.2 / RFC 6675 DupThresh
     ip_header_size: int = 20         # IP header bytes counted by set_path_mtu (40 for IPv6)

@@ -122,6 +122,7 @@ class ConnectionStats:
     paws_drops: int = 0
     challenge_acks: int = 0
     challenge_acks_throttled: int = 0
+    oow_acks_throttled: int = 0  # ACKs not sent for unacceptable pure ACKs (rate limit)
     rst_in: int = 0
     rst_out: int = 0
     zero_window_probes: int = 0
@@ -258,6 +259,7 @@ class TCPConnection:
         self._soft_error: BaseException | None = None
         self._chack_count = 0
         self._chack_start = -1e18
+        self._last_oow_ack = -1e18
 
     # ------------------------------------------------------------------ helpers
 
@@ -635,6 +637,17 @@ class TCPConnection:
         self._stats.challenge_acks += 1
         self._send_ack(now)
 
+    def _oow_ack(self, now: float, seglen: int) -> None:
+        """The ACK answering an unacceptable segment (3.10.7.4).  For segments without
+        data it is rate limited (as Linux's tcp_invalid_ratelimit), so two stacks cannot
+        ping-pong ACKs and a reordered pure ACK does not become a spurious duplicate ACK."""
+        if seglen == 0:
+            if now - self._last_oow_ack < self.config.oow_ack_interval:
+                self._stats.oow_acks_throttled += 1
+                return
+            self._last_oow_ack = now
+        self._send_ack(now)
+
     def _send_rst(self, seq: int, now: float) -> None:
         self._out.append(TCPSegment(self.local_port, self.remote_port, seq & MASK, 0, RST, 0))
         self._stats.rst_out += 1
@@ -813,7 +826,7 @@ class TCPConnection:
                 else:
                     st.paws_drops += 1
                     st.dropped_segments += 1
-                    self._send_ack(now)
+                    self._oow_ack(now, seglen)
                     return
 
         # SYN in a synchronized state (RFC 5961 4.2, RFC 9293 3.10.7.4 "fourth"): challenge
@@ -848,7 +861,7 @@ class TCPConnection:
             else:
                 st.dropped_segments += 1
                 if not flags & RST:
-                    self._send_ack(now)
+                    self._oow_ack(now, seglen)
                     if state is TIME_WAIT and flags & FIN:
                         # The peer's FIN again: ACK it and restart 2 MSL (3.10.7.4 "eighth").
                         self._t_close = now + 2 * self.config.msl
@@ -913,7 +926,7 @@ class TCPConnection:
             # RFC 5961 5.2: (SND.UNA - MAX.SND.WND) <= SEG.ACK <= SND.NXT, else ACK and drop.
             if ack > self.snd_nxt or ack < snd_una - self.max_snd_wnd:
                 st.dropped_segments += 1
-                self._send_ack(now)
+                self._oow_ack(now, seglen)
                 return
             self._process_ack(seg, seq, ack, plen, now)
             if self._terminated:

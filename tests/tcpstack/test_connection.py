@@ -435,3 +435,47 @@ def test_eno_syn_retransmit_hook_and_option_space():
     for s in syns:
         assert s.eno == (b"\x01" * 20,) and s.tsval is None and s.sack_permitted
         assert s.mss == 1460 and s.wscale == 5
+
+
+def test_unacceptable_pure_acks_are_answered_at_most_every_half_second():
+    h = _established()
+    a = h.a
+    ts = a._ts(h.now)
+    old = TCPSegment(PORT_A, PORT_B, (a.snd_nxt - 5000) & 0xFFFFFFFF, a.rcv_nxt & 0xFFFFFFFF,
+                     ACK, 1000, tsval=ts)
+    assert len(h.inject("b", old)) == 1
+    assert h.inject("b", old) == []
+    assert h.b.stats.oow_acks_throttled == 1
+    h.run_for(0.5)
+    assert len(h.inject("b", old)) == 1
+    # Segments with data are always answered (they are not part of an ACK loop).
+    data = TCPSegment(PORT_A, PORT_B, (a.snd_nxt - 5000) & 0xFFFFFFFF,
+                      a.rcv_nxt & 0xFFFFFFFF, ACK, 1000, b"dup", tsval=ts)
+    assert len(h.inject("b", data)) == 1
+
+
+def test_rst_in_syn_received_ends_passive_connection():
+    c = TCPConnection(PORT_B, PORT_A, iss=9000, config=TCPConfig(), now=0.0)
+    c.accept_syn(TCPSegment(PORT_A, PORT_B, 100, 0, SYN, 65535, mss=1460), 0.0)
+    (synack,) = c.segments_to_send(0.0)
+    assert synack.flags == SYN | ACK and synack.ack == 101 and synack.seq == 9000
+    assert synack.wscale is None and synack.tsval is None and not synack.sack_permitted
+    c.receive(TCPSegment(PORT_A, PORT_B, 101, 0, RST, 0), 0.01)
+    assert c.is_terminated
+    assert isinstance(c.next_event().error, ConnectionResetByPeerError)
+
+
+def test_data_and_fin_on_third_segment_and_bad_ack_in_syn_received():
+    c = TCPConnection(PORT_B, PORT_A, iss=9000, config=TCPConfig(), now=0.0)
+    c.accept_syn(TCPSegment(PORT_A, PORT_B, 100, 0, SYN, 65535, mss=1460), 0.0)
+    c.segments_to_send(0.0)
+    # An ACK that does not acknowledge our SYN: RST <SEQ=SEG.ACK> (3.10.7.4 fifth).
+    c.receive(TCPSegment(PORT_A, PORT_B, 101, 12345, ACK, 65535), 0.01)
+    assert c.segments_to_send(0.01) == [TCPSegment(PORT_B, PORT_A, 12345, 0, RST, 0)]
+    assert c.state is S.SYN_RECEIVED
+    c.receive(TCPSegment(PORT_A, PORT_B, 101, 9001, ACK | PSH | FIN, 65535, b"hi"), 0.02)
+    assert c.state is S.CLOSE_WAIT
+    assert [c.next_event() for _ in range(3)] == [ConnectionEstablished(), DataReceived(b"hi"),
+                                                  EndOfStream()]
+    (ack,) = c.segments_to_send(0.02)
+    assert ack == TCPSegment(PORT_B, PORT_A, 9001, 104, ACK, 65535)
