@@ -32,6 +32,7 @@ from .config import TCPConfig
 from .connection import TCPConnection, TCPState
 from .endpoint import Endpoint, SecurityProvider
 from .errors import HostUnreachableError, ParseError, TcpStackError
+from .fragments import Reassembler
 from .ip import IPv4Header, parse_ip
 from .segment import ACK, RST, SYN, TCPSegment
 from .tcp import build_ip_tcp, parse_tcp
@@ -57,6 +58,8 @@ class StackConfig:
     rst_rate: float = 200.0          # RSTs per second to unknown segments (token bucket)
     icmp_rate: float = 200.0         # ICMP messages per second
     answer_ping: bool = True
+    reassembly_bytes: int = 4 << 20  # memory for IP fragments awaiting reassembly
+    reassembly_timeout: float = 30.0 # RFC 791 suggests 15 s; Linux uses 30 s
 
 
 @dataclass
@@ -166,11 +169,17 @@ class StackCore:
         self.stats = StackStats()
         self.on_packet: Callable[[str, bytes, float], None] | None = None   # capture hook
         self.ident = self._rng.randrange(1 << 16)
+        # RFC 791 / RFC 8200 4.5 reassembly, bounded (an attacker can send fragments).
+        self._reassembler = Reassembler(max_bytes=self.config.reassembly_bytes,
+                                        timeout=self.config.reassembly_timeout)
 
     # --- driver interface (SimHost) ------------------------------------------------------
 
     def packets_to_send(self) -> list[bytes]:
         out, self._out = self._out, []
+        if self.on_packet is not None:
+            for p in out:
+                self.on_packet("out", p, self.now)
         return out
 
     def next_timer(self) -> float | None:
@@ -213,9 +222,10 @@ class StackCore:
         v4 = isinstance(hdr, IPv4Header)
         proto = hdr.proto if v4 else hdr.next_header
         try:
-            if getattr(hdr, "is_fragment", False):
-                st.malformed += 1      # TODO-free: fragments are not reassembled yet (counted)
-                return
+            if hdr.is_fragment:
+                payload = self._reassembler.add(hdr, payload, now)
+                if payload is None:
+                    return
             if proto == IPPROTO_TCP:
                 self._receive_tcp(hdr, payload, now)
             elif proto == (IPPROTO_ICMP if v4 else IPPROTO_ICMPV6):

@@ -1,0 +1,154 @@
+"""The sans-IO stack core: demux, listeners, RST to unknown segments, ICMP, malformed input,
+driven packet by packet with a virtual clock (no loop, no sockets)."""
+from __future__ import annotations
+
+import ipaddress
+import random
+import struct
+
+from tcpstack import icmp
+from tcpstack.endpoint import Closed, Data, Eof, Established
+from tcpstack.ip import build_ipv4, parse_ip
+from tcpstack.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
+from tcpstack.stack import StackCore
+from tcpstack.tcp import build_ip_tcp, parse_tcp
+
+A = ipaddress.ip_address("10.0.0.1").packed
+B = ipaddress.ip_address("10.0.0.2").packed
+
+
+def ones_complement_checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def tcp_of(packet: bytes) -> TCPSegment:
+    hdr, payload = parse_ip(packet)
+    return parse_tcp(payload, hdr.src, hdr.dst)
+
+
+def pump(a: StackCore, b: StackCore, now: float, rounds: int = 50) -> None:
+    for _ in range(rounds):
+        pa, pb = a.packets_to_send(), b.packets_to_send()
+        if not pa and not pb:
+            return
+        for p in pa:
+            b.receive_packet(p, now)
+        for p in pb:
+            a.receive_packet(p, now)
+
+
+def test_rst_for_syn_to_closed_port_is_exactly_rfc9293_3_10_7_1():
+    b = StackCore(["10.0.0.2"])
+    syn = TCPSegment(40000, 9, 1000, 0, SYN, 65535, mss=1460)
+    b.receive_packet(build_ip_tcp(syn, A, B), 0.0)
+    out = b.packets_to_send()
+    assert len(out) == 1
+    rst = tcp_of(out[0])
+    # ACK bit off in the offending segment: <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>
+    assert (rst.src_port, rst.dst_port, rst.seq, rst.ack, rst.flags) == (9, 40000, 0, 1001, RST | ACK)
+    # ACK bit on: <SEQ=SEG.ACK><CTL=RST>
+    stray = TCPSegment(40000, 9, 5000, 777, ACK | PSH, 65535, payload=b"abc")
+    b.receive_packet(build_ip_tcp(stray, A, B), 0.1)
+    rst = tcp_of(b.packets_to_send()[0])
+    assert (rst.seq, rst.flags) == (777, RST)
+    # A RST is never answered with a RST.
+    b.receive_packet(build_ip_tcp(TCPSegment(40000, 9, 1, 0, RST, 0), A, B), 0.2)
+    assert b.packets_to_send() == []
+    assert b.stats.rst_sent == 2 and b.stats.no_connection == 3
+
+
+def test_icmp_echo_is_answered_with_the_same_id_seq_and_data():
+    b = StackCore(["10.0.0.2"])
+    # An echo request built by hand (RFC 792), independent of the module under test.
+    body = struct.pack("!BBHHH", 8, 0, 0, 0x1234, 7) + b"ping-data"
+    body = body[:2] + struct.pack("!H", ones_complement_checksum(body)) + body[4:]
+    req = build_ipv4(A, B, 1, body)
+    b.receive_packet(req, 0.0)
+    (reply,) = b.packets_to_send()
+    hdr, payload = parse_ip(reply)
+    assert (hdr.src, hdr.dst) == (B, A)
+    msg = icmp.parse_icmp(payload, hdr.src, hdr.dst, v6=False)
+    assert (msg.type, msg.ident, msg.seq, bytes(msg.payload)) == (icmp.ICMP_ECHO_REPLY, 0x1234, 7, b"ping-data")
+
+
+def test_malformed_and_foreign_packets_are_counted_and_dropped():
+    b = StackCore(["10.0.0.2"])
+    rng = random.Random(5)
+    for _ in range(2000):
+        b.receive_packet(bytes(rng.randrange(256) for _ in range(rng.randrange(0, 80))), 0.0)
+    # a corrupted TCP checksum
+    good = bytearray(build_ip_tcp(TCPSegment(1, 2, 3, 4, SYN, 5), A, B))
+    good[-1] ^= 0xFF
+    b.receive_packet(bytes(good), 0.0)
+    # a packet for someone else
+    b.receive_packet(build_ip_tcp(TCPSegment(1, 2, 3, 4, SYN, 5), A, A), 0.0)
+    s = b.stats
+    assert s.packets_in == 2002
+    assert s.malformed + s.not_for_us + s.unknown_protocol >= 2000
+    assert s.not_for_us >= 1
+    assert b.packets_to_send() == [] or all(tcp_of(p).flags & RST for p in b.packets_to_send())
+
+
+def test_full_exchange_between_two_cores_plain():
+    a, b = StackCore(["10.0.0.1"]), StackCore(["10.0.0.2"])
+    lst = b.listen(80, "10.0.0.2")
+    ep = a.connect("10.0.0.2", 80, 0.0)
+    pump(a, b, 0.0)
+    assert isinstance(ep.next_event(), Established)
+    server_ep = lst.accept()
+    assert server_ep is not None and isinstance(server_ep.next_event(), Established)
+    assert server_ep.remote == ("10.0.0.1", ep.local[1])
+    ep.send(b"GET / HTTP/1.0\r\n\r\n", 0.01)
+    ep.shutdown_write(0.01)
+    pump(a, b, 0.01)
+    evs = [server_ep.next_event(), server_ep.next_event()]
+    assert isinstance(evs[0], Data) and evs[0].data == b"GET / HTTP/1.0\r\n\r\n"
+    assert isinstance(evs[1], Eof)
+    server_ep.send(b"HTTP/1.0 200 OK\r\n\r\nhi", 0.02)
+    server_ep.shutdown_write(0.02)
+    pump(a, b, 0.02)
+    events = list(iter(ep.next_event, None))
+    assert [type(e) for e in events] == [Data, Eof, Closed]
+    assert events[0].data == b"HTTP/1.0 200 OK\r\n\r\nhi" and events[2].error is None
+    # after both FINs the active closer sits in TIME_WAIT, the other side is gone
+    assert ep.conn.state.name == "TIME_WAIT"
+    assert server_ep.closed
+
+
+def test_listener_backlog_bounds_unaccepted_connections():
+    a, b = StackCore(["10.0.0.1"]), StackCore(["10.0.0.2"])
+    lst = b.listen(80, backlog=2)
+    eps = [a.connect("10.0.0.2", 80, 0.0) for _ in range(4)]
+    pump(a, b, 0.0)
+    assert len(lst.accept_queue) == 2
+    assert b.stats.syn_dropped_backlog >= 2
+    established = [e for e in eps if e.established]
+    assert len(established) == 2
+
+
+def test_ephemeral_ports_are_distinct_and_in_range():
+    a = StackCore(["10.0.0.1"])
+    ports = {a.connect("10.0.0.2", 80, 0.0).local[1] for _ in range(200)}
+    assert len(ports) == 200
+    assert all(32768 <= p <= 60999 for p in ports)
+
+
+def test_isn_is_keyed_per_4tuple_and_advances_with_the_clock():
+    a = StackCore(["10.0.0.1"], secret=b"k" * 32)
+    same = StackCore(["10.0.0.1"], secret=b"k" * 32)
+    other = StackCore(["10.0.0.1"], secret=b"x" * 32)
+    args = (A, 1000, B, 80)
+    assert a._isn(*args, 0.0) == same._isn(*args, 0.0)
+    assert a._isn(*args, 0.0) != other._isn(*args, 0.0)
+    assert a._isn(A, 1001, B, 80, 0.0) != a._isn(*args, 0.0)
+    # RFC 6528: M is a 4 us timer: one second later the ISN moved by 250000
+    assert (a._isn(*args, 1.0) - a._isn(*args, 0.0)) % (1 << 32) == 250_000
+
+
+def test_fin_flag_constant_sanity():
+    assert FIN == 1 and SYN == 2
