@@ -225,6 +225,8 @@ class TCPConnection:
         self._rtt = RTTEstimator(config.rto_initial, config.rto_min, config.rto_max)
         self.cc: CongestionControl = self._make_cc(config.mss, now)
         self._rtt_seq: int | None = None   # Karn timing of one segment (no timestamps)
+        self._ts_karn: int | None = None   # Karn for timestamps (see _karn_mark)
+        self._ts_karn_until = iss
         self._rtt_time = 0.0
         self._rtx_count = 0          # consecutive RTO expirations without progress
         self._syn_attempts = 0
@@ -985,9 +987,13 @@ class TCPConnection:
             # RTT measurement: RFC 7323 4 (timestamps) else Karn's timed segment.
             rtt = None
             if self.ts_ok and seg.tsecr:
-                r = ((self._ts(now) - seg.tsecr) & MASK) / 1000.0
-                if r < 600:
-                    rtt = r
+                mark = self._ts_karn
+                if mark is not None and ack >= self._ts_karn_until:
+                    self._ts_karn = None
+                if mark is None or (seg.tsecr - mark) & MASK < HALF:
+                    r = ((self._ts(now) - seg.tsecr) & MASK) / 1000.0
+                    if r < 600:
+                        rtt = r
             elif self._rtt_seq is not None and ack > self._rtt_seq:
                 rtt = now - self._rtt_time
                 self._rtt_seq = None
@@ -1061,6 +1067,15 @@ class TCPConnection:
                     self._persist_backoff = 0
                     if self.snd_nxt > self.snd_una:
                         self._t_rtx = now + self._rtt.rto
+
+    def _karn_mark(self, now: float) -> None:
+        """Karn's rule for timestamp RTTM: after a retransmission, an ACK whose TSecr
+        echoes a transmission from *before* the latest retransmission (the receiver's
+        TS.Recent does not move for a duplicate, RFC 7323 4.3, so a stale TSecr can come
+        back many RTOs later) says nothing about the current RTT; ignore such samples until
+        everything then outstanding is acked."""
+        self._ts_karn = self._ts(now)     # the latest retransmission is the reference
+        self._ts_karn_until = self.snd_nxt
 
     def _enter_recovery(self, now: float) -> None:
         """RFC 5681 3.2 steps 2-4 / RFC 6582 3.2 step 2 / RFC 6675 5 (4.1-4.3)."""
@@ -1325,6 +1340,7 @@ class TCPConnection:
                     st.sack_retransmits += 1
                 self._rxt_nxt = lim
                 self._rtt_seq = None            # Karn
+                self._karn_mark(now)
         # --- new data ---
         fin_queued = self._fin_queued
         while True:
@@ -1489,6 +1505,7 @@ class TCPConnection:
         self._rxt_nxt = self.snd_una
         self.dupacks = 0
         self._rtt_seq = None                      # Karn
+        self._karn_mark(now)
         self._rtt.back_off()                      # RFC 6298 5.5
         # RFC 6298 5.4: retransmit the earliest unacknowledged segment now.
         a = self.snd_una
