@@ -209,6 +209,7 @@ class TCPConnection:
         self._fin_queued = False     # CLOSE called: FIN after the queued data
         self._fin_seq = -1           # sequence number of our FIN once queued
         self._write_shut = False
+        self._orphaned = False       # close() called: nobody reads any more
 
         # --- receive side ---
         self._ooo = ReassemblyQueue(config.max_ooo_segments)
@@ -405,6 +406,19 @@ class TCPConnection:
             self.state = LAST_ACK
         # SYN-SENT / SYN-RECEIVED: the FIN waits for ESTABLISHED (3.10.4; for SYN-SENT we
         # keep the connection instead of deleting it, so queued data still goes out).
+
+    def close(self, now: float) -> None:
+        """Full CLOSE: the application will neither write nor read any more.  Like
+        shutdown_write(), plus: unread data, or data arriving later, resets the connection
+        (RFC 1122 4.2.2.13), and FIN-WAIT-2 is bounded by config.fin_wait_2_timeout."""
+        self._now = now
+        self._orphaned = True
+        if self._rbuf and self.state in _SYNCHRONIZED:
+            self.abort(now)
+            return
+        self.shutdown_write(now)
+        if self.state is FIN_WAIT_2 and self._t_close is None:
+            self._t_close = now + self.config.fin_wait_2_timeout
 
     def abort(self, now: float) -> None:
         """ABORT (RFC 9293 3.10.5): RST if synchronized, CLOSED."""
@@ -1095,7 +1109,10 @@ class TCPConnection:
         state = self.state
         if state is FIN_WAIT_1:
             self.state = FIN_WAIT_2
-            self._t_close = now + self.config.fin_wait_2_timeout
+            if self._orphaned:
+                # Only an orphaned connection (close(), not shutdown_write()) is bounded in
+                # FIN-WAIT-2: a half-closed application may wait for the peer indefinitely.
+                self._t_close = now + self.config.fin_wait_2_timeout
         elif state is CLOSING:
             self._enter_time_wait(now)
         elif state is LAST_ACK:
@@ -1134,6 +1151,12 @@ class TCPConnection:
             n = 0
             fin = False
         immediate = False
+        if n and self._orphaned:
+            # RFC 1122 4.2.2.13: data after CLOSE cannot be delivered: reset.
+            self._send_rst(self.snd_nxt, now)
+            self._terminate(ConnectionAbortedLocallyError(
+                f"connection {self.local_port}->{self.remote_port}: data received after close"))
+            return
         if n:
             if n > self._rcv_mss:
                 self._rcv_mss = min(n, self.config.mss)
@@ -1438,10 +1461,11 @@ class TCPConnection:
                 self._terminate(None)           # 2*MSL elapsed
                 return
             if self.state is FIN_WAIT_2:
-                if now - self._last_recv >= self.config.fin_wait_2_timeout:
+                deadline = self._last_recv + self.config.fin_wait_2_timeout
+                if deadline <= now:
                     self._terminate(self._timeout_error("FIN-WAIT-2"))
                     return
-                self._t_close = self._last_recv + self.config.fin_wait_2_timeout
+                self._t_close = deadline
         if self._t_rtx is not None and now >= self._t_rtx:
             self._t_rtx = None
             self._on_rto(now)

@@ -236,16 +236,32 @@ def test_send_after_shutdown_raises():
     assert h.a.send_buffer_free == 0
 
 
-def test_fin_wait_2_timeout():
+def test_fin_wait_2_timeout_only_after_full_close():
     cfg = TCPConfig(fin_wait_2_timeout=10.0)
     h = _established(cfg_a=cfg)
-    h.shutdown("a")
+    h.shutdown("a")                      # half-close: may wait for the peer indefinitely
     h.run_for(0.1)
+    assert h.a.state is S.FIN_WAIT_2 and h.a.next_timer() is None
+    h.run_for(100)
     assert h.a.state is S.FIN_WAIT_2
     t = h.now
+    h.a.close(t)                         # now orphaned: FIN-WAIT-2 is bounded
     h.run()
-    assert h.a.is_terminated and h.now == pytest.approx(t - 0.08 + 10.0, abs=0.02)
+    assert h.a.is_terminated and h.now == pytest.approx(t + 10.0)
     assert isinstance(h.terminated("a")[0].error, ConnectionTimeoutError)
+
+
+def test_data_after_close_resets():
+    h = _established()
+    h.a.close(h.now)
+    h.flush("a")
+    h.run_for(0.1)
+    assert h.a.state is S.FIN_WAIT_2
+    h.write("b", b"too late")
+    h.run_for(0.1)
+    assert h.a.is_terminated
+    assert isinstance(h.terminated("a")[0].error, ConnectionAbortedLocallyError)
+    assert isinstance(h.terminated("b")[0].error, ConnectionResetByPeerError)
 
 
 def test_time_wait_retransmitted_fin_is_acked_and_restarts_2msl():

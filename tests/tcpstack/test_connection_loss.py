@@ -255,3 +255,41 @@ def test_bulk_transfer_with_loss_and_reordering_delivers_identical_bytes(sack, s
     assert bytes(h.received["b"]) == data
     st = h.a.stats
     assert st.retransmits > 0 and st.fast_retransmits > 0
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_network_bidirectional_transfer_and_close(seed):
+    """Random options, buffers, ISNs across 2**32, loss up to 20%, reordering, duplication,
+    a paused reader: both byte streams arrive intact and both sides close cleanly."""
+    from tcpstack.connection import TCPState
+    r = random.Random(seed)
+    sack, ts, ws, nd = (r.random() < 0.5, r.random() < 0.7, r.random() < 0.7,
+                        r.random() < 0.5)
+
+    def cfg():
+        return TCPConfig(sack=sack, timestamps=ts, window_scaling=ws, nodelay=nd,
+                         recv_buffer=r.choice([8192, 65535, 1 << 20]),
+                         send_buffer=r.choice([10000, 1 << 20]))
+    h = Harness(cfg(), cfg(), loss=r.choice([0, 0.02, 0.1, 0.2]),
+                reorder=r.choice([0, 0.1, 0.3]), dup=r.choice([0, 0.05]), seed=seed,
+                delay=r.choice([0.001, 0.02]), iss_a=r.getrandbits(32), iss_b=r.getrandbits(32),
+                ts_offset_a=r.getrandbits(32), ts_offset_b=r.getrandbits(32))
+    da = r.randbytes(r.randint(0, 150000))
+    db = r.randbytes(r.randint(0, 50000))
+    h.connect()
+    h.write("a", da)
+    h.run(stop=lambda: h.b is not None and h.b.state is TCPState.ESTABLISHED)
+    h.write("b", db)
+    paused = r.random() < 0.3
+    if paused:
+        h.b.pause_reading()
+    h.shutdown("a")
+    h.shutdown("b")
+    h.run(until=h.now + 5)
+    if paused:
+        h.b.resume_reading()
+        h.flush("b")
+    h.run(until=h.now + 3000)
+    assert bytes(h.received["b"]) == da and bytes(h.received["a"]) == db
+    assert h.a.is_terminated and h.b.is_terminated
+    assert [e.error for e in h.terminated("a") + h.terminated("b")] == [None, None]
