@@ -19,6 +19,14 @@ are plain ints that grow past 2**32; wire values are ``v & 0xFFFFFFFF``.  ``snd_
 highest sequence number sent plus one (it never moves back; retransmissions are tracked with
 ``_rxt_nxt``, RFC 6675's HighRxt + 1).
 
+Deviations / choices: CLOSE is split in two calls: shutdown_write() (half-close, FIN after
+the queued data; FIN-WAIT-2 may last as long as the peer keeps the connection open) and
+close() (the application is gone: data arriving later is answered with RST per RFC 1122
+4.2.2.13 and FIN-WAIT-2 is bounded by config.fin_wait_2_timeout, as Linux does for orphans).
+A zero window is probed with one octet of new data (RFC 9293 3.8.6.1) on the persist timer,
+whose probes never count as retransmissions while the peer answers them.  ACKs answering
+unacceptable segments without data are rate limited (config.oow_ack_interval).
+
 Option-space choice (RFC 9293 3.1 allows 40 option bytes): a SYN carries MSS, SACK-permitted,
 timestamps, window scale and the ENO negotiator's payloads.  If they do not fit, timestamps
 are dropped first, then SACK-permitted, then window scaling (ENO, the reason the option space
@@ -30,7 +38,7 @@ import enum
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
 from .config import TCPConfig
 from .congestion import CongestionControl, make_congestion_control
@@ -41,10 +49,7 @@ from .events import (ConnectionEstablished, ConnectionTerminated, DataReceived, 
 from .reassembly import ReassemblyQueue
 from .rtt import RTTEstimator
 from .sack import SackScoreboard
-from .segment import ACK, FIN, PSH, RST, SYN, URG, TCPSegment
-
-if TYPE_CHECKING:
-    pass
+from .segment import ACK, FIN, PSH, RST, SYN, TCPSegment
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from tcpstack.config import TCPConfig
 from tcpstack.connection import TCPState
 from tcpstack.errors import ConnectionTimeoutError
 from tcpstack.events import DataReceived
-from tcpstack.segment import ACK, PSH, TCPSegment
+from tcpstack.segment import ACK, PSH
 
-from .harness import PORT_A, PORT_B, Harness
+from .harness import Harness
 
 S = TCPState
 MSS = 1448

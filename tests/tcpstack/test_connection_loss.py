@@ -10,8 +10,7 @@ import pytest
 from tcpstack.config import TCPConfig
 from tcpstack.connection import TCPState
 from tcpstack.errors import ConnectionTimeoutError
-from tcpstack.events import ConnectionTerminated
-from tcpstack.segment import ACK, PSH, TCPSegment
+from tcpstack.segment import ACK, TCPSegment
 
 from .harness import PORT_A, PORT_B, Harness
 
