@@ -97,6 +97,7 @@ class Endpoint:
         self._pending = bytearray()       # bytes for the TCB that did not fit its send buffer
         self._plain_hold = bytearray()    # app bytes written before ENO's outcome was known
         self._eof_requested = False       # the application shut down writing
+        self._close_requested = False     # ... and will not read either (full close)
         self._fin_queued = False          # shutdown_write() reached the TCB
         self._established = False
         self._eof_emitted = False
@@ -147,6 +148,18 @@ class Endpoint:
             self._queue(self.transform.close())
         self._flush(now)
         self.core._after_app_call(self, now)
+
+    def close(self, now: float) -> None:
+        """Full close: like shutdown_write(), and the application reads no more either, so the
+        TCB may reset on later data and bounds FIN-WAIT-2 (RFC 1122 4.2.2.13)."""
+        if self._closed or self._close_requested:
+            return
+        self._close_requested = True
+        if self._fin_queued:
+            self.conn.close(now)
+            self.core._after_app_call(self, now)
+        else:
+            self.shutdown_write(now)
 
     def abort(self, now: float, error: BaseException | None = None) -> None:
         """RST the connection (RFC 9293 3.10.5 ABORT) and report `error` (or an abort)."""
@@ -201,7 +214,10 @@ class Endpoint:
         if (self._eof_requested and not pending and not self._fin_queued
                 and (self.transform is None or self.transform.established)):
             self._fin_queued = True
-            self.conn.shutdown_write(now)
+            if self._close_requested:
+                self.conn.close(now)
+            else:
+                self.conn.shutdown_write(now)
 
     def _process(self, now: float) -> None:
         """Translate the TCB's events into application events (called by the stack core)."""

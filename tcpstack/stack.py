@@ -24,7 +24,7 @@ import logging
 import os
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
 from . import icmp as icmp_mod
@@ -160,6 +160,7 @@ class StackCore:
         self._conns: dict[tuple[bytes, int, bytes, int], Endpoint] = {}
         self._listeners: dict[tuple[bytes | None, int], Listener] = {}
         self._out: list[bytes] = []
+        self._tcp_configs: dict[int, tuple[TCPConfig, TCPConfig]] = {}
         self._timers: list[tuple[float, int, Endpoint]] = []
         self._timer_of: dict[int, float] = {}            # id(endpoint) -> deadline in heap
         self._ready: list[Endpoint] = []                 # endpoints with new app events
@@ -426,14 +427,14 @@ class StackCore:
         return self.security.negotiator(active=active, local=local, remote=remote, options=options)
 
     def _tcp_config(self, laddr: Any) -> TCPConfig:
-        cfg = self.config.tcp
-        # MSS = MTU - IP header - TCP header (RFC 9293 3.7.1; RFC 8200 for v6's 40 bytes).
-        mss = self.config.mtu - (40 if laddr.version == 4 else 60)
-        if cfg.mss != mss:
-            from dataclasses import replace
-            cfg = replace(cfg, mss=mss)
-            self.config.tcp = cfg
-        return cfg
+        """The TCP configuration for a connection from `laddr`: MSS = MTU - IP header - TCP
+        header (RFC 9293 3.7.1; 20-byte IPv4, 40-byte IPv6 header, RFC 8200)."""
+        cached = self._tcp_configs.get(laddr.version)
+        if cached is None or cached[0] is not self.config.tcp:
+            iph = 20 if laddr.version == 4 else 40
+            cfg = replace(self.config.tcp, mss=self.config.mtu - iph - 20, ip_header_size=iph)
+            cached = self._tcp_configs[laddr.version] = (self.config.tcp, cfg)
+        return cached[1]
 
     def _isn(self, lp: bytes, lport: int, rp: bytes, rport: int, now: float) -> int:
         # RFC 6528 3: ISN = M + F(localip, localport, remoteip, remoteport, secretkey),

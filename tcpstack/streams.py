@@ -335,7 +335,7 @@ class _StreamTransport(asyncio.Transport):
                 self._lost = True
                 self._stack.loop.call_soon(self._protocol.connection_lost, None)
             return
-        ep.shutdown_write(self._stack.loop.time())
+        ep.close(self._stack.loop.time())
         self._check_write_buffer()
         self._stack._kick()
 
