@@ -2,6 +2,7 @@
 experiment with model flows through a shared bottleneck (reusable: run_fairness)."""
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 
@@ -495,3 +496,97 @@ def test_jain_index():
     assert jain_index([1.0, 1.0, 1.0]) == 1.0
     assert jain_index([1.0, 0.0]) == 0.5
     assert jain_index([3.0, 1.0]) == pytest.approx(16 / 20)
+
+
+# ----------------------------------------------------------------------------- real TCBs
+
+_SEG_KEYS = itertools.count()
+
+
+class TCBHost:
+    """A SimHost around one real TCPConnection (tcpstack/connection.py).  Until the wire
+    codec is in, a segment travels as an IPv4-looking packet of its real size (40 bytes of
+    headers + 12 of timestamps + payload) whose first 8 payload bytes index a per-network
+    dict of TCPSegment objects (so no corruption on these links)."""
+
+    def __init__(self, addr: bytes, peer: bytes, segs: dict, *, active: bool = False,
+                 cc: str = "cubic", data: int = 0) -> None:
+        from tcpstack.config import TCPConfig
+        self.addr, self.peer, self.segs = addr, peer, segs
+        self.cfg = TCPConfig(congestion_control=cc)
+        self.conn = None
+        self.now = 0.0
+        self.got = 0
+        self.pending = data
+
+    def open(self, now: float) -> None:
+        from tcpstack.connection import TCPConnection
+        self.now = now
+        self.conn = TCPConnection(40000, 80, iss=1000, config=self.cfg, now=now)
+        self.conn.connect(now)
+
+    def receive_packet(self, packet: bytes, now: float) -> None:
+        from tcpstack.connection import TCPConnection
+        from tcpstack.events import DataReceived
+        self.now = now
+        seg = self.segs.pop(struct.unpack_from("!Q", packet, 20)[0])
+        if self.conn is None:
+            self.conn = TCPConnection(80, 40000, iss=5000, config=self.cfg, now=now)
+            self.conn.accept_syn(seg, now)
+        else:
+            self.conn.receive(seg, now)
+        while (ev := self.conn.next_event()) is not None:
+            if isinstance(ev, DataReceived):
+                self.got += len(ev.data)
+
+    def packets_to_send(self) -> list[bytes]:
+        c = self.conn
+        if c is None:
+            return []
+        if self.pending and c.send_buffer_free:
+            self.pending -= c.send(bytes(min(self.pending, c.send_buffer_free)))
+        out = []
+        for seg in c.segments_to_send(self.now):
+            key = next(_SEG_KEYS)
+            self.segs[key] = seg
+            out.append(ipv4(self.addr, self.peer, struct.pack("!Q", key), 52 + len(seg.payload)))
+        return out
+
+    def next_timer(self) -> float | None:
+        return self.conn.next_timer() if self.conn is not None else None
+
+    def handle_timer(self, now: float) -> None:
+        self.now = now
+        self.conn.handle_timer(now)  # type: ignore[union-attr]
+
+
+def tcb_fairness_network(cc: str = "cubic", starts=(0.0, 1.0), rtt: float = 0.040,
+                         rate_bps: float = BOTTLENECK_BPS):
+    """net_factory for run_fairness: bulk senders over real TCBs through one bottleneck."""
+    def factory():
+        net = Network(seed=3)
+        segs: dict = {}
+        bn = net.add_bottleneck(rate_bps, int(rate_bps / 8 * rtt), name="bn")
+        counters = []
+        for i, start in enumerate(starts):
+            sa, ra = bytes([10, 1, i, 1]), bytes([10, 2, i, 1])
+            snd = TCBHost(sa, ra, segs, cc=cc, data=10**9)
+            rcv = TCBHost(ra, sa, segs)
+            ns, nr = net.add_host(snd, [sa], name=f"s{i}"), net.add_host(rcv, [ra], name=f"r{i}")
+            net.connect(ns, nr, LinkConfig(delay=rtt / 2, jitter=0.002),
+                        LinkConfig(delay=rtt / 2), bottleneck=bn)
+            net.call_at(start, snd.open)
+            counters.append(lambda r=rcv: r.got)
+        return net, counters
+    return factory
+
+
+def test_cubic_fairness_real_tcb():
+    # Two CUBIC TCBs (the connection's own loss recovery) share a 10 Mbit/s bottleneck with
+    # a 1-BDP drop-tail queue; the second starts 1 s later.
+    res = run_fairness(tcb_fairness_network(), duration=20.0, warmup=5.0,
+                       bottleneck_bps=BOTTLENECK_BPS, sample_interval=5.0)
+    assert res.jain_index > 0.98, res
+    assert res.utilization is not None and res.utilization > 0.9, res
+    for window in res.samples:
+        assert min(window) > BOTTLENECK_BPS / 3, res.samples
