@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from tcpstack.congestion import Cubic
-from tcpstack.sim import (Bottleneck, GilbertElliott, LinkConfig, Network, SimulationError,
+from tcpstack.sim import (GilbertElliott, LinkConfig, Network, SimulationError,
                           TraceRecorder, jain_index, run_fairness)
 
 A = bytes([10, 0, 0, 1])
