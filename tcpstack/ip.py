@@ -1,0 +1,175 @@
+"""IPv4 (RFC 791) and IPv6 (RFC 8200) headers: parse with strict validation, build.
+
+Addresses are packed bytes (4 or 16) everywhere on the per-packet path; ipaddress objects
+only at the edges.  parse_ip() returns the header and a memoryview of the upper-layer
+payload (no copy), trimmed to the datagram's own length (link padding ignored).
+Malformed input raises tcpstack.errors.ParseError.
+"""
+from __future__ import annotations
+
+import struct
+
+from .checksum import internet_checksum, ones_sum
+from .errors import ParseError
+
+_V4 = struct.Struct("!BBHHHBBH4s4s")
+_V6 = struct.Struct("!IHBB16s16s")
+
+# IPv6 extension headers walked to find the upper layer (RFC 8200 4.1).
+HOP_BY_HOP, ROUTING, FRAGMENT, DEST_OPTS, NO_NEXT = 0, 43, 44, 60, 59
+_SKIPPABLE = {HOP_BY_HOP, ROUTING, DEST_OPTS, 51}   # 51: AH (RFC 4302), length in 4-byte units
+
+
+class IPv4Header:
+    __slots__ = ("src", "dst", "proto", "ttl", "tos", "ident", "flags", "frag_offset",
+                 "total_length", "header_length", "options")
+    version = 4
+
+    def __init__(self, src: bytes, dst: bytes, proto: int, ttl: int = 64, tos: int = 0,
+                 ident: int = 0, flags: int = 0x2, frag_offset: int = 0, total_length: int = 0,
+                 header_length: int = 20, options: bytes = b"") -> None:
+        self.src = src
+        self.dst = dst
+        self.proto = proto
+        self.ttl = ttl
+        self.tos = tos
+        self.ident = ident
+        self.flags = flags              # 3 bits: reserved, DF (0x2), MF (0x1)
+        self.frag_offset = frag_offset  # in 8-byte units
+        self.total_length = total_length
+        self.header_length = header_length
+        self.options = options
+
+    @property
+    def next_header(self) -> int:
+        return self.proto
+
+    @property
+    def is_fragment(self) -> bool:
+        return bool(self.flags & 0x1) or self.frag_offset != 0
+
+    @property
+    def more_fragments(self) -> bool:
+        return bool(self.flags & 0x1)
+
+    @property
+    def fragment_offset_bytes(self) -> int:
+        return self.frag_offset * 8
+
+
+class IPv6Header:
+    __slots__ = ("src", "dst", "next_header", "hop_limit", "traffic_class", "flow_label",
+                 "payload_length", "frag_offset", "more_fragments", "frag_ident", "ext_headers")
+    version = 6
+
+    def __init__(self, src: bytes, dst: bytes, next_header: int, hop_limit: int = 64,
+                 traffic_class: int = 0, flow_label: int = 0, payload_length: int = 0) -> None:
+        self.src = src
+        self.dst = dst
+        self.next_header = next_header          # the upper-layer protocol after extensions
+        self.hop_limit = hop_limit
+        self.traffic_class = traffic_class
+        self.flow_label = flow_label
+        self.payload_length = payload_length
+        self.frag_offset: int | None = None     # bytes, when a fragment header was present
+        self.more_fragments = False
+        self.frag_ident = 0
+        self.ext_headers: tuple[int, ...] = ()
+
+    @property
+    def proto(self) -> int:
+        return self.next_header
+
+    @property
+    def ttl(self) -> int:
+        return self.hop_limit
+
+    @property
+    def is_fragment(self) -> bool:
+        # RFC 8200 4.5: an "atomic fragment" (offset 0, M=0) is processed as a whole packet.
+        return self.frag_offset is not None and (self.frag_offset != 0 or self.more_fragments)
+
+    @property
+    def ident(self) -> int:
+        return self.frag_ident
+
+    @property
+    def fragment_offset_bytes(self) -> int:
+        return self.frag_offset or 0
+
+
+def parse_ip(packet: bytes | bytearray | memoryview) -> tuple[IPv4Header | IPv6Header, memoryview]:
+    """Parse an IPv4 or IPv6 datagram; return its header and upper-layer payload."""
+    n = len(packet)
+    if n < 1:
+        raise ParseError("empty packet")
+    mv = packet if isinstance(packet, memoryview) else memoryview(packet)
+    version = mv[0] >> 4
+    if version == 4:
+        if n < 20:
+            raise ParseError(f"IPv4 packet of {n} bytes is shorter than a header")
+        vihl, tos, total, ident, ff, ttl, proto, _csum, src, dst = _V4.unpack_from(mv)
+        ihl = (vihl & 0x0F) * 4
+        if ihl < 20:
+            raise ParseError(f"IPv4 IHL {ihl // 4} is below the minimum of 5")
+        if total < ihl or total > n:
+            raise ParseError(f"IPv4 total length {total} inconsistent with header {ihl} / packet {n}")
+        if ones_sum(mv[:ihl]) != 0:
+            raise ParseError("bad IPv4 header checksum")
+        h = IPv4Header(src, dst, proto, ttl, tos, ident, ff >> 13, ff & 0x1FFF, total, ihl,
+                       bytes(mv[20:ihl]) if ihl > 20 else b"")
+        return h, mv[ihl:total]
+    if version == 6:
+        if n < 40:
+            raise ParseError(f"IPv6 packet of {n} bytes is shorter than a header")
+        vtf, plen, nh, hlim, src, dst = _V6.unpack_from(mv)
+        if 40 + plen > n:
+            raise ParseError(f"IPv6 payload length {plen} exceeds the packet ({n - 40} bytes)")
+        if plen == 0 and nh == HOP_BY_HOP:
+            raise ParseError("IPv6 jumbograms are not supported")
+        h6 = IPv6Header(src, dst, nh, hlim, (vtf >> 20) & 0xFF, vtf & 0xFFFFF, plen)
+        off, end = 40, 40 + plen
+        exts = []
+        while nh in _SKIPPABLE or nh == FRAGMENT:
+            if off + 8 > end:
+                raise ParseError("truncated IPv6 extension header")
+            exts.append(nh)
+            if nh == FRAGMENT:
+                # RFC 8200 4.5: next header, reserved, offset(13) res(2) M(1), identification
+                nxt, _, offm, ident = struct.unpack_from("!BBHI", mv, off)
+                h6.frag_offset = (offm >> 3) * 8
+                h6.more_fragments = bool(offm & 1)
+                h6.frag_ident = ident
+                nh, off = nxt, off + 8
+                if h6.is_fragment:
+                    break        # later headers are inside the fragmentable part
+            else:
+                nxt, hlen = mv[off], mv[off + 1]
+                size = (hlen + 2) * 4 if nh == 51 else (hlen + 1) * 8
+                if off + size > end:
+                    raise ParseError("IPv6 extension header runs past the payload")
+                nh, off = nxt, off + size
+        h6.next_header = nh
+        h6.ext_headers = tuple(exts)
+        return h6, mv[off:end]
+    raise ParseError(f"unknown IP version {version}")
+
+
+def build_ipv4(src: bytes, dst: bytes, proto: int, payload: bytes | bytearray | memoryview, *,
+               ttl: int = 64, ident: int = 0, df: bool = True, tos: int = 0) -> bytes:
+    total = 20 + len(payload)
+    if total > 0xFFFF:
+        raise ValueError(f"IPv4 datagram of {total} bytes is too large")
+    hdr = bytearray(_V4.pack(0x45, tos, total, ident, 0x4000 if df else 0, ttl, proto, 0, src, dst))
+    csum = internet_checksum(hdr)
+    hdr[10] = csum >> 8
+    hdr[11] = csum & 0xFF
+    return bytes(hdr) + bytes(payload)
+
+
+def build_ipv6(src: bytes, dst: bytes, next_header: int, payload: bytes | bytearray | memoryview,
+               *, hop_limit: int = 64, traffic_class: int = 0, flow_label: int = 0) -> bytes:
+    if len(payload) > 0xFFFF:
+        raise ValueError("IPv6 payload too large (jumbograms unsupported)")
+    return _V6.pack((6 << 28) | (traffic_class << 20) | flow_label, len(payload), next_header,
+                    hop_limit, src, dst) + bytes(payload)

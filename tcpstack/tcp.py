@@ -1,0 +1,215 @@
+"""TCP header and options on the wire (RFC 9293 3.1-3.2): parse with strict validation, build.
+
+Options: EOL(0), NOP(1), MSS(2, RFC 9293 3.7.1), Window Scale(3, RFC 7323 2), SACK-permitted
+(4) and SACK(5) (RFC 2018), Timestamps(8, RFC 7323 3), TCP-ENO (69, RFC 8547 4.1: payload kept
+opaque, possibly empty, possibly several), unknown kinds kept as (kind, data).
+
+Build layout follows Linux so middleboxes see familiar shapes and sizes are predictable
+(the connection counts on them when it fills option space):
+  SYN:     MSS(4) | SACKOK+TS (12) or NOP NOP TS (12) or NOP NOP SACKOK (4) | NOP WS (4) | ENO...
+  non-SYN: NOP NOP TS (12) | ENO... | NOP NOP SACK (4 + 8n)
+  each ENO option is padded with NOPs to a multiple of 4.
+
+Hot path: build_ip_tcp() writes the whole IPv4/IPv6 packet into one bytearray with
+pack_into and computes both checksums; parse_tcp() returns the payload as a memoryview.
+"""
+from __future__ import annotations
+
+import struct
+
+from .checksum import internet_checksum, ones_sum, pseudo_header_sum
+from .errors import ParseError, TcpStackError
+from .segment import TCPSegment
+
+_HDR = struct.Struct("!HHIIHHHH")
+_V4 = struct.Struct("!BBHHHBBH4s4s")
+_V6 = struct.Struct("!IHBB16s16s")
+_TS = struct.Struct("!BBBBII")         # NOP NOP kind=8 len=10 tsval tsecr
+_MSS = struct.Struct("!BBH")
+_SACK_EDGE = struct.Struct("!II")
+IPPROTO_TCP = 6
+
+_empty_eno: tuple[bytes, ...] = ()
+_TS_BYTES = b"\x01\x01\x08\x0a"
+
+
+class OptionSpaceError(TcpStackError, ValueError):
+    """The options of a segment do not fit in the 40 bytes TCP allows."""
+
+
+def _r4(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def options_length(seg: TCPSegment) -> int:
+    """Bytes the segment's options take on the wire (padded to 4), as build_tcp lays them out."""
+    n = 0
+    if seg.mss is not None:
+        n += 4
+    if seg.tsval is not None:
+        n += 12
+    elif seg.sack_permitted:
+        n += 4
+    if seg.wscale is not None:
+        n += 4
+    for e in seg.eno:
+        n += _r4(2 + len(e))
+    if seg.sack_blocks:
+        n += 4 + 8 * len(seg.sack_blocks)
+    for kind, data in seg.unknown_options:
+        n += _r4(2 + len(data))
+    return n
+
+
+def _options(seg: TCPSegment) -> bytes:
+    """Encode the segment's options (padded to a multiple of 4)."""
+    if seg.mss is None and seg.tsval is None and not seg.eno and not seg.sack_blocks \
+            and seg.wscale is None and not seg.sack_permitted and not seg.unknown_options:
+        return b""
+    parts = []
+    if seg.mss is not None:
+        parts.append(_MSS.pack(2, 4, seg.mss))
+    if seg.tsval is not None:
+        if seg.sack_permitted:
+            parts.append(b"\x04\x02\x08\x0a" + struct.pack("!II", seg.tsval, seg.tsecr))
+        else:
+            parts.append(_TS.pack(1, 1, 8, 10, seg.tsval, seg.tsecr))
+    elif seg.sack_permitted:
+        parts.append(b"\x01\x01\x04\x02")
+    if seg.wscale is not None:
+        parts.append(bytes((1, 3, 3, seg.wscale)))
+    for e in seg.eno:
+        opt = bytes((69, 2 + len(e))) + e
+        parts.append(opt + b"\x01" * (_r4(len(opt)) - len(opt)))
+    for kind, data in seg.unknown_options:
+        opt = bytes((kind, 2 + len(data))) + data
+        parts.append(opt + b"\x01" * (_r4(len(opt)) - len(opt)))
+    if seg.sack_blocks:
+        blocks = seg.sack_blocks
+        parts.append(bytes((1, 1, 5, 2 + 8 * len(blocks))) +
+                     b"".join(_SACK_EDGE.pack(l, r) for l, r in blocks))
+    out = b"".join(parts)
+    if len(out) > 40:
+        raise OptionSpaceError(f"TCP options need {len(out)} bytes, at most 40 fit: {seg!r}")
+    return out
+
+
+def _write_tcp(buf: bytearray, off: int, seg: TCPSegment, opts: bytes) -> int:
+    """Write header + options + payload at buf[off:]; return the TCP length."""
+    hlen = 20 + len(opts)
+    _HDR.pack_into(buf, off, seg.src_port, seg.dst_port, seg.seq, seg.ack,
+                   ((hlen >> 2) << 12) | seg.flags, seg.window, 0, seg.urg_ptr)
+    if opts:
+        buf[off + 20:off + hlen] = opts
+    payload = seg.payload
+    if payload:
+        buf[off + hlen:off + hlen + len(payload)] = payload
+    return hlen + len(payload)
+
+
+def build_tcp(seg: TCPSegment, src: bytes, dst: bytes) -> bytes:
+    """Header + options + payload with the checksum over the IPv4 or IPv6 pseudo-header."""
+    opts = _options(seg)
+    buf = bytearray(20 + len(opts) + len(seg.payload))
+    length = _write_tcp(buf, 0, seg, opts)
+    csum = internet_checksum(buf, pseudo_header_sum(src, dst, IPPROTO_TCP, length))
+    buf[16] = csum >> 8
+    buf[17] = csum & 0xFF
+    return bytes(buf)
+
+
+def build_ip_tcp(seg: TCPSegment, src: bytes, dst: bytes, *, ttl: int = 64, ident: int = 0,
+                 tos: int = 0) -> bytes:
+    """The whole IP packet for `seg`: one buffer, both checksums (the send hot path)."""
+    opts = _options(seg) if (seg.mss is not None or seg.tsval is not None or seg.eno
+                             or seg.sack_blocks or seg.wscale is not None
+                             or seg.sack_permitted or seg.unknown_options) else b""
+    tcp_len = 20 + len(opts) + len(seg.payload)
+    if len(src) == 4:
+        iph = 20
+        buf = bytearray(iph + tcp_len)
+        _V4.pack_into(buf, 0, 0x45, tos, iph + tcp_len, ident, 0x4000, ttl, IPPROTO_TCP, 0, src, dst)
+        c = internet_checksum(memoryview(buf)[:20])
+        buf[10] = c >> 8
+        buf[11] = c & 0xFF
+    else:
+        iph = 40
+        buf = bytearray(iph + tcp_len)
+        _V6.pack_into(buf, 0, (6 << 28) | (tos << 20), tcp_len, IPPROTO_TCP, ttl, src, dst)
+    _write_tcp(buf, iph, seg, opts)
+    c = internet_checksum(memoryview(buf)[iph:], pseudo_header_sum(src, dst, IPPROTO_TCP, tcp_len))
+    buf[iph + 16] = c >> 8
+    buf[iph + 17] = c & 0xFF
+    return bytes(buf)
+
+
+def parse_tcp(data: bytes | bytearray | memoryview, src: bytes, dst: bytes, *,
+              verify_checksum: bool = True) -> TCPSegment:
+    """Parse a TCP segment (header, options, payload as a memoryview slice)."""
+    n = len(data)
+    if n < 20:
+        raise ParseError(f"TCP segment of {n} bytes is shorter than a header")
+    mv = data if isinstance(data, memoryview) else memoryview(data)
+    sport, dport, seq, ack, off_flags, window, _csum, urg = _HDR.unpack_from(mv)
+    hlen = (off_flags >> 12) * 4
+    if hlen < 20:
+        raise ParseError(f"TCP data offset {hlen // 4} is below the minimum of 5")
+    if hlen > n:
+        raise ParseError(f"TCP data offset {hlen // 4} runs past the segment ({n} bytes)")
+    if verify_checksum and ones_sum(mv, pseudo_header_sum(src, dst, IPPROTO_TCP, n)) != 0:
+        raise ParseError("bad TCP checksum")
+    seg = TCPSegment(sport, dport, seq, ack, off_flags & 0xFF, window, mv[hlen:], urg_ptr=urg)
+    if hlen > 20:
+        _parse_options(seg, mv[20:hlen])
+    return seg
+
+
+def _parse_options(seg: TCPSegment, opts: memoryview) -> None:
+    # Fast path: the common "NOP NOP TS" alone (every data segment with timestamps).
+    if len(opts) == 12 and opts[:4] == _TS_BYTES:
+        seg.tsval, seg.tsecr = struct.unpack_from("!II", opts, 4)
+        return
+    i, n = 0, len(opts)
+    eno: list[bytes] = []
+    unknown: list[tuple[int, bytes]] = []
+    while i < n:
+        kind = opts[i]
+        if kind == 0:               # EOL: the rest is padding
+            break
+        if kind == 1:               # NOP
+            i += 1
+            continue
+        if i + 1 >= n:
+            raise ParseError(f"TCP option {kind} has no length byte")
+        length = opts[i + 1]
+        if length < 2 or i + length > n:
+            raise ParseError(f"TCP option {kind} has bad length {length}")
+        if kind == 2:
+            if length != 4:
+                raise ParseError(f"MSS option length {length} != 4")
+            seg.mss = (opts[i + 2] << 8) | opts[i + 3]
+        elif kind == 3:
+            if length != 3:
+                raise ParseError(f"window scale option length {length} != 3")
+            seg.wscale = opts[i + 2]
+        elif kind == 4:
+            if length != 2:
+                raise ParseError(f"SACK-permitted option length {length} != 2")
+            seg.sack_permitted = True
+        elif kind == 5:
+            if (length - 2) % 8 or length < 10:
+                raise ParseError(f"SACK option length {length} is not 2 + 8n")
+            seg.sack_blocks = tuple(_SACK_EDGE.unpack_from(opts, j) for j in range(i + 2, i + length, 8))
+        elif kind == 8:
+            if length != 10:
+                raise ParseError(f"timestamps option length {length} != 10")
+            seg.tsval, seg.tsecr = struct.unpack_from("!II", opts, i + 2)
+        elif kind == 69:
+            eno.append(bytes(opts[i + 2:i + length]))
+        else:
+            unknown.append((kind, bytes(opts[i + 2:i + length])))
+        i += length
+    if eno:
+        seg.eno = tuple(eno)
+    if unknown:
+        seg.unknown_options = tuple(unknown)
