@@ -8,15 +8,27 @@ int.from_bytes call and one modulo replace the per-word loop (about 3 us for 146
 from __future__ import annotations
 
 _from_bytes = int.from_bytes
+_CHUNK = 4096
+_CHUNK_MIN = 8192
 
 
 def ones_sum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
     """Unfolded partial sum (mod 0xFFFF) of `data` as 16-bit big-endian words plus `initial`."""
     n = len(data)
-    if n & 1:
-        s = _from_bytes(data, "big") << 8          # pad the odd byte with a zero (RFC 1071 4.1)
-    else:
+    if n <= _CHUNK_MIN:
         s = _from_bytes(data, "big")
+    else:
+        # Big buffers: sum 4 KiB pieces (each an even number of bytes, so 2**(8*4096) == 1
+        # mod 0xFFFF and the pieces add like words); the final modulo is then on a small
+        # int.  About 1.7x faster than one modulo of a 64 KiB int.
+        mv = data if isinstance(data, memoryview) else memoryview(data)
+        last = n - ((n - 1) % _CHUNK) - 1
+        s = sum([_from_bytes(mv[i:i + _CHUNK], "big") for i in range(0, last, _CHUNK)])
+        if n & 1:
+            return (s + (_from_bytes(mv[last:], "big") << 8) + initial) % 0xFFFF
+        return (s + _from_bytes(mv[last:], "big") + initial) % 0xFFFF
+    if n & 1:
+        s <<= 8                                    # pad the odd byte with a zero (RFC 1071 4.1)
     return (s + initial) % 0xFFFF
 
 

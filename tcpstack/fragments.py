@@ -1,69 +1,123 @@
-"""IP fragment reassembly (RFC 791 3.2, RFC 815; IPv6: RFC 8200 4.5 and RFC 5722), sans-IO
-and bounded: an attacker can send fragments, so total memory and each datagram's life are
-capped, and overlapping fragments discard the whole datagram (RFC 5722 for IPv6; done for
-IPv4 too, as every modern stack does against overlap attacks).
+"""IP fragment reassembly (RFC 791 3.2, RFC 815; IPv6: RFC 8200 4.5 and RFC 5722), sans-IO.
+
+Bounded, because anyone can send fragments:
+  * memory: every held fragment is charged its length plus a fixed overhead, and the total
+    stays under ``max_bytes``; when a new fragment would exceed it the oldest incomplete
+    datagrams are evicted (an attacker then has to keep sending to hold memory, as in Linux);
+  * time: a datagram not completed ``timeout`` seconds after its first fragment is dropped
+    (RFC 791 uses a timer, RFC 8200 4.5 says 60 s; the caller chooses);
+  * fragments per datagram: at most ``max_fragments`` (so overlap checks stay cheap).
+Overlapping fragments discard the whole datagram: mandatory for IPv6 (RFC 5722 3), and done
+for IPv4 too, as modern stacks do against overlap attacks; exact duplicates are ignored.
+Every fragment but the last must carry a multiple of 8 bytes (RFC 791 3.2, RFC 8200 4.5).
+
+The key is (src, dst, protocol, identification) (RFC 791 3.2; RFC 8200 4.5 uses src, dst,
+identification -- the protocol, the fragment header's Next Header, is the same for all
+fragments of a datagram).  ``add`` returns the reassembled upper-layer payload; for IPv6
+that is the fragmentable part, which starts with the header named by the fragments' Next
+Header field.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+FRAGMENT_OVERHEAD = 64          # bytes charged per held fragment besides its data
+_MAX_DATAGRAM = 0xFFFF
 
 
 class _Datagram:
-    __slots__ = ("pieces", "total", "size", "deadline")
+    __slots__ = ("pieces", "total", "size", "charged", "deadline")
 
     def __init__(self, deadline: float) -> None:
         self.pieces: dict[int, bytes] = {}     # offset -> data
-        self.total: int | None = None          # length once the last fragment arrived
-        self.size = 0
+        self.total: int | None = None          # length, once the last fragment arrived
+        self.size = 0                          # data bytes held
+        self.charged = 0                       # bytes charged against max_bytes
         self.deadline = deadline
 
 
 class Reassembler:
-    def __init__(self, max_bytes: int = 4 << 20, timeout: float = 30.0) -> None:
+    """Sans-IO reassembly of IPv4/IPv6 fragments (headers from tcpstack.ip.parse_ip)."""
+
+    def __init__(self, max_bytes: int = 4 << 20, timeout: float = 30.0,
+                 max_fragments: int = 64) -> None:
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self.max_fragments = max_fragments
+        # Insertion order == creation order == deadline order (the clock never goes back),
+        # so expiry only looks at the front.
         self._d: dict[tuple[Any, ...], _Datagram] = {}
         self._bytes = 0
+        # Counters.
+        self.fragments = 0
         self.reassembled = 0
+        self.duplicates = 0
         self.dropped_overlap = 0
-        self.dropped_memory = 0
+        self.dropped_invalid = 0
+        self.dropped_memory = 0          # datagrams evicted or fragments refused for memory
+        self.dropped_too_many = 0
         self.timed_out = 0
 
     def add(self, header: Any, payload: bytes | memoryview, now: float) -> bytes | None:
         """Add one fragment; return the reassembled upper-layer payload when complete."""
+        self.fragments += 1
         self.expire(now)
-        key = (header.src, header.dst, header.proto, header.ident)
         off = header.fragment_offset_bytes
         more = header.more_fragments
-        data = bytes(payload)
-        if more and len(data) % 8:
-            return None      # RFC 791: every fragment but the last carries a multiple of 8
-        if off + len(data) > 0xFFFF:
+        n = len(payload)
+        end = off + n
+        if (more and (n == 0 or n & 7)) or end > _MAX_DATAGRAM:
+            self.dropped_invalid += 1
             return None
-        if self._bytes + len(data) > self.max_bytes:
-            self.dropped_memory += 1
-            return None
+        key = (header.src, header.dst, header.proto, header.ident)
         d = self._d.get(key)
         if d is None:
             d = self._d[key] = _Datagram(now + self.timeout)
-        end = off + len(data)
         for o, p in d.pieces.items():
             if o < end and off < o + len(p):
-                if o == off and p == data:
-                    return None            # an exact duplicate is harmless
-                self.dropped_overlap += 1
+                if o == off and p == payload:
+                    self.duplicates += 1       # an exact duplicate is harmless
+                    return None
+                self.dropped_overlap += 1      # RFC 5722 3: discard the whole datagram
+                log.debug("overlapping fragment, dropping datagram %r", key)
                 self._drop(key)
                 return None
         if not more:
-            if d.total is not None and d.total != end:
+            if (d.total is not None and d.total != end) or any(o + len(p) > end
+                                                               for o, p in d.pieces.items()):
+                self.dropped_invalid += 1      # two different ends, or data past the end
                 self._drop(key)
                 return None
             d.total = end
-        d.pieces[off] = data
-        d.size += len(data)
-        self._bytes += len(data)
+        elif d.total is not None and end > d.total:
+            self.dropped_invalid += 1          # data past the known end
+            self._drop(key)
+            return None
+        if len(d.pieces) >= self.max_fragments:
+            self.dropped_too_many += 1
+            self._drop(key)
+            return None
+        cost = n + FRAGMENT_OVERHEAD
+        if cost > self.max_bytes:
+            self.dropped_memory += 1
+            self._drop(key)
+            return None
+        while self._bytes + cost > self.max_bytes:
+            oldest = next(iter(self._d))       # evict the oldest incomplete datagram
+            self.dropped_memory += 1
+            self._drop(oldest)
+            if oldest == key:
+                return None
+        d.pieces[off] = bytes(payload)
+        d.size += n
+        d.charged += cost
+        self._bytes += cost
         if d.total is not None and d.size == d.total:
-            out = b"".join(d.pieces[o] for o in sorted(d.pieces))
+            # No overlaps and size == total: the pieces tile [0, total) exactly.
+            out = b"".join([d.pieces[o] for o in sorted(d.pieces)])
             self._drop(key)
             self.reassembled += 1
             return out
@@ -72,15 +126,29 @@ class Reassembler:
     def _drop(self, key: tuple[Any, ...]) -> None:
         d = self._d.pop(key, None)
         if d is not None:
-            self._bytes -= d.size
+            self._bytes -= d.charged
 
     def expire(self, now: float) -> None:
-        if not self._d:
-            return
-        for key in [k for k, d in self._d.items() if d.deadline <= now]:
+        """Drop datagrams whose reassembly time ran out (RFC 791 3.2 timer)."""
+        dgs = self._d
+        while dgs:
+            key = next(iter(dgs))
+            if dgs[key].deadline > now:
+                return
             self.timed_out += 1
             self._drop(key)
 
+    def next_deadline(self) -> float | None:
+        """When the next expiry is due (for the caller's timer), or None."""
+        for d in self._d.values():
+            return d.deadline
+        return None
+
     @property
     def pending_bytes(self) -> int:
+        """Bytes currently charged (data plus per-fragment overhead)."""
         return self._bytes
+
+    @property
+    def pending_datagrams(self) -> int:
+        return len(self._d)

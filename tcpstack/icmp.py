@@ -165,3 +165,30 @@ def quoted_tcp_ports_seq(msg: ICMPMessage) -> tuple[bytes, bytes, int, int, int]
         src, dst = bytes(q[12:16]), bytes(q[16:20])
     sport, dport, seq = struct.unpack_from("!HHI", q, off)
     return src, dst, sport, dport, seq
+
+
+def error_allowed(packet: bytes | memoryview) -> bool:
+    """Whether an ICMP error may be sent about `packet` (a whole IP datagram): never about
+    an ICMP error, a non-initial fragment, or a multicast/broadcast/unspecified source or
+    multicast/broadcast destination (RFC 1122 3.2.2, RFC 1812 4.3.2.7, RFC 4443 2.4(e))."""
+    from .ip import parse_ip
+    try:
+        hdr, payload = parse_ip(packet)
+    except ParseError:
+        return False
+    if hdr.version == 4:
+        if hdr.frag_offset:
+            return False
+        if hdr.dst == b"\xff\xff\xff\xff" or 224 <= hdr.dst[0] <= 239 or hdr.src[0] >= 224 \
+                or hdr.src == b"\0\0\0\0":
+            return False
+        proto, err = IPPROTO_ICMP, (lambda t: t not in (ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY, 13, 14))
+    else:
+        if hdr.frag_offset:
+            return False
+        if hdr.dst[0] == 0xFF or hdr.src[0] == 0xFF or hdr.src == bytes(16):
+            return False
+        proto, err = IPPROTO_ICMPV6, (lambda t: t < 128)
+    if hdr.proto == proto and (len(payload) < 1 or err(payload[0])):
+        return False
+    return True

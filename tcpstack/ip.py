@@ -16,8 +16,9 @@ _V4 = struct.Struct("!BBHHHBBH4s4s")
 _V6 = struct.Struct("!IHBB16s16s")
 
 # IPv6 extension headers walked to find the upper layer (RFC 8200 4.1).
-HOP_BY_HOP, ROUTING, FRAGMENT, DEST_OPTS, NO_NEXT = 0, 43, 44, 60, 59
-_SKIPPABLE = {HOP_BY_HOP, ROUTING, DEST_OPTS, 51}   # 51: AH (RFC 4302), length in 4-byte units
+HOP_BY_HOP, ROUTING, FRAGMENT, DEST_OPTS, NO_NEXT, AUTH = 0, 43, 44, 60, 59, 51
+_SKIPPABLE = frozenset((HOP_BY_HOP, ROUTING, DEST_OPTS, AUTH))  # AH (RFC 4302 2.2): 4-byte units
+_FRAG = struct.Struct("!BBHI")
 
 
 class IPv4Header:
@@ -74,7 +75,9 @@ class IPv6Header:
         self.frag_offset: int | None = None     # bytes, when a fragment header was present
         self.more_fragments = False
         self.frag_ident = 0
-        self.ext_headers: tuple[int, ...] = ()
+        # Extension headers before the upper layer, as (type, raw bytes of the whole
+        # header), in order; build_ipv6(extensions=...) takes the same form.
+        self.ext_headers: tuple[tuple[int, bytes], ...] = ()
 
     @property
     def proto(self) -> int:
@@ -129,47 +132,87 @@ def parse_ip(packet: bytes | bytearray | memoryview) -> tuple[IPv4Header | IPv6H
             raise ParseError("IPv6 jumbograms are not supported")
         h6 = IPv6Header(src, dst, nh, hlim, (vtf >> 20) & 0xFF, vtf & 0xFFFFF, plen)
         off, end = 40, 40 + plen
-        exts = []
+        exts: list[tuple[int, bytes]] = []
         while nh in _SKIPPABLE or nh == FRAGMENT:
             if off + 8 > end:
-                raise ParseError("truncated IPv6 extension header")
-            exts.append(nh)
+                raise ParseError(f"truncated IPv6 extension header {nh}")
+            if nh == HOP_BY_HOP and off != 40:
+                # RFC 8200 4.1: hop-by-hop options only immediately after the IPv6 header.
+                raise ParseError("IPv6 hop-by-hop options header not first")
             if nh == FRAGMENT:
+                if h6.frag_offset is not None:
+                    raise ParseError("more than one IPv6 fragment header")
                 # RFC 8200 4.5: next header, reserved, offset(13) res(2) M(1), identification
-                nxt, _, offm, ident = struct.unpack_from("!BBHI", mv, off)
+                nxt, _, offm, ident = _FRAG.unpack_from(mv, off)
                 h6.frag_offset = (offm >> 3) * 8
                 h6.more_fragments = bool(offm & 1)
                 h6.frag_ident = ident
+                exts.append((nh, bytes(mv[off:off + 8])))
                 nh, off = nxt, off + 8
                 if h6.is_fragment:
                     break        # later headers are inside the fragmentable part
             else:
                 nxt, hlen = mv[off], mv[off + 1]
-                size = (hlen + 2) * 4 if nh == 51 else (hlen + 1) * 8
+                size = (hlen + 2) * 4 if nh == AUTH else (hlen + 1) * 8
                 if off + size > end:
-                    raise ParseError("IPv6 extension header runs past the payload")
+                    raise ParseError(f"IPv6 extension header {nh} runs past the payload")
+                exts.append((nh, bytes(mv[off:off + size])))
                 nh, off = nxt, off + size
         h6.next_header = nh
-        h6.ext_headers = tuple(exts)
+        if exts:
+            h6.ext_headers = tuple(exts)
         return h6, mv[off:end]
     raise ParseError(f"unknown IP version {version}")
 
 
 def build_ipv4(src: bytes, dst: bytes, proto: int, payload: bytes | bytearray | memoryview, *,
-               ttl: int = 64, ident: int = 0, df: bool = True, tos: int = 0) -> bytes:
-    total = 20 + len(payload)
+               ttl: int = 64, ident: int = 0, df: bool = True, tos: int = 0,
+               options: bytes = b"", frag_offset: int = 0, more_fragments: bool = False) -> bytes:
+    """An IPv4 datagram (RFC 791 3.1).  `frag_offset` is in bytes (a multiple of 8);
+    `options` must be padded to a multiple of 4 bytes (at most 40)."""
+    olen = len(options)
+    if olen & 3 or olen > 40:
+        raise ValueError(f"IPv4 options of {olen} bytes (need a multiple of 4, at most 40)")
+    if frag_offset & 7 or frag_offset > 0xFFF8:
+        raise ValueError(f"IPv4 fragment offset {frag_offset} is not a multiple of 8 below 65536")
+    ihl = 20 + olen
+    total = ihl + len(payload)
     if total > 0xFFFF:
         raise ValueError(f"IPv4 datagram of {total} bytes is too large")
-    hdr = bytearray(_V4.pack(0x45, tos, total, ident, 0x4000 if df else 0, ttl, proto, 0, src, dst))
-    csum = internet_checksum(hdr)
-    hdr[10] = csum >> 8
-    hdr[11] = csum & 0xFF
-    return bytes(hdr) + bytes(payload)
+    ff = (0x4000 if df else 0) | (0x2000 if more_fragments else 0) | (frag_offset >> 3)
+    buf = bytearray(total)
+    _V4.pack_into(buf, 0, 0x40 | (ihl >> 2), tos, total, ident, ff, ttl, proto, 0, src, dst)
+    if olen:
+        buf[20:ihl] = options
+    csum = internet_checksum(memoryview(buf)[:ihl])
+    buf[10] = csum >> 8
+    buf[11] = csum & 0xFF
+    buf[ihl:] = payload
+    return bytes(buf)
 
 
 def build_ipv6(src: bytes, dst: bytes, next_header: int, payload: bytes | bytearray | memoryview,
-               *, hop_limit: int = 64, traffic_class: int = 0, flow_label: int = 0) -> bytes:
-    if len(payload) > 0xFFFF:
+               *, hop_limit: int = 64, traffic_class: int = 0, flow_label: int = 0,
+               extensions: tuple[tuple[int, bytes], ...] | list[tuple[int, bytes]] = ()) -> bytes:
+    """An IPv6 packet (RFC 8200 3).  `extensions` are (type, raw header) pairs as in
+    IPv6Header.ext_headers; their Next Header bytes are rewritten to chain correctly and
+    `next_header` is the protocol of `payload`."""
+    if not extensions:
+        if len(payload) > 0xFFFF:
+            raise ValueError("IPv6 payload too large (jumbograms unsupported)")
+        return _V6.pack((6 << 28) | (traffic_class << 20) | flow_label, len(payload),
+                        next_header, hop_limit, src, dst) + bytes(payload)
+    chain = bytearray()
+    types = [t for t, _ in extensions] + [next_header]
+    for i, (typ, raw) in enumerate(extensions):
+        size = 8 if typ == FRAGMENT else ((raw[1] + 2) * 4 if typ == AUTH else (raw[1] + 1) * 8) \
+            if len(raw) >= 2 else -1
+        if size != len(raw):
+            raise ValueError(f"IPv6 extension header {typ}: {len(raw)} bytes, length field says {size}")
+        chain.append(types[i + 1])
+        chain += raw[1:]
+    plen = len(chain) + len(payload)
+    if plen > 0xFFFF:
         raise ValueError("IPv6 payload too large (jumbograms unsupported)")
-    return _V6.pack((6 << 28) | (traffic_class << 20) | flow_label, len(payload), next_header,
-                    hop_limit, src, dst) + bytes(payload)
+    return _V6.pack((6 << 28) | (traffic_class << 20) | flow_label, plen, types[0], hop_limit,
+                    src, dst) + bytes(chain) + bytes(payload)

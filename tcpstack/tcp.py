@@ -79,9 +79,13 @@ def _options(seg: TCPSegment) -> bytes:
     if seg.wscale is not None:
         parts.append(bytes((1, 3, 3, seg.wscale)))
     for e in seg.eno:
+        if len(e) > 38:
+            raise OptionSpaceError(f"ENO option of {2 + len(e)} bytes cannot fit in 40")
         opt = bytes((69, 2 + len(e))) + e
         parts.append(opt + b"\x01" * (_r4(len(opt)) - len(opt)))
     for kind, data in seg.unknown_options:
+        if len(data) > 38:
+            raise OptionSpaceError(f"option {kind} of {2 + len(data)} bytes cannot fit in 40")
         opt = bytes((kind, 2 + len(data))) + data
         parts.append(opt + b"\x01" * (_r4(len(opt)) - len(opt)))
     if seg.sack_blocks:
@@ -119,8 +123,11 @@ def build_tcp(seg: TCPSegment, src: bytes, dst: bytes) -> bytes:
 
 
 def build_ip_tcp(seg: TCPSegment, src: bytes, dst: bytes, *, ttl: int = 64, ident: int = 0,
-                 tos: int = 0) -> bytes:
-    """The whole IP packet for `seg`: one buffer, both checksums (the send hot path)."""
+                 tos: int = 0, flow_label: int = 0) -> bytes:
+    """The whole IP packet for `seg`: one buffer, both checksums (the send hot path).
+
+    IPv4 (by 4-byte addresses): DF set, no options; `ttl`, `ident`, `tos`.  IPv6: `ttl` is
+    the hop limit, `tos` the traffic class, `flow_label` (RFC 6437) the flow label."""
     opts = _options(seg) if (seg.mss is not None or seg.tsval is not None or seg.eno
                              or seg.sack_blocks or seg.wscale is not None
                              or seg.sack_permitted or seg.unknown_options) else b""
@@ -135,7 +142,7 @@ def build_ip_tcp(seg: TCPSegment, src: bytes, dst: bytes, *, ttl: int = 64, iden
     else:
         iph = 40
         buf = bytearray(iph + tcp_len)
-        _V6.pack_into(buf, 0, (6 << 28) | (tos << 20), tcp_len, IPPROTO_TCP, ttl, src, dst)
+        _V6.pack_into(buf, 0, (6 << 28) | (tos << 20) | flow_label, tcp_len, IPPROTO_TCP, ttl, src, dst)
     _write_tcp(buf, iph, seg, opts)
     c = internet_checksum(memoryview(buf)[iph:], pseudo_header_sum(src, dst, IPPROTO_TCP, tcp_len))
     buf[iph + 16] = c >> 8
