@@ -351,8 +351,12 @@ class StackCore:
             self._send_rst_for(hdr, seg, now)
 
     def _accept_syn(self, lst: Listener, hdr: Any, seg: TCPSegment, now: float) -> None:
-        # RFC 9293 3.10.7.2 (LISTEN, SYN); bounded half-open and accept queues (RFC 4987).
-        if lst.half_open >= self.config.syn_backlog or len(lst.accept_queue) >= lst.backlog:
+        # RFC 9293 3.10.7.2 (LISTEN, SYN).  Bounded queues (RFC 4987 3.1): as in BSD, the
+        # backlog covers handshakes in progress plus connections not yet accepted, and
+        # half-open connections are capped separately.  A dropped SYN is retransmitted by
+        # the client, by which time the application may have accepted.
+        if (lst.half_open + len(lst.accept_queue) >= lst.backlog
+                or lst.half_open >= self.config.syn_backlog):
             self.stats.syn_dropped_backlog += 1
             return
         local = (_fmt(hdr.dst), seg.dst_port)
