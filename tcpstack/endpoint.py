@@ -94,6 +94,9 @@ class Endpoint:
         self.transform: StreamTransform | None = None
         self.events: deque[Event] = deque()
         self.handler: Any = None          # set by the asyncio edge; gets ready notifications
+        self.write_low_water: int | None = None  # set while the edge waits for buffer space
+        self.notify = False               # the edge should look at this endpoint (writable)
+        self.in_ready = False             # queued in the core's ready list
         self._pending = bytearray()       # bytes for the TCB that did not fit its send buffer
         self._plain_hold = bytearray()    # app bytes written before ENO's outcome was known
         self._eof_requested = False       # the application shut down writing
@@ -238,6 +241,10 @@ class Endpoint:
                 self._emit_closed(ev.error)
         if not self._closed and conn.send_buffer_free:
             self._flush(now)
+            low = self.write_low_water
+            if low is not None and len(self._pending) <= low:
+                self.write_low_water = None
+                self.notify = True
 
     def _on_tcp_established(self, now: float) -> None:
         if self.negotiator is not None:

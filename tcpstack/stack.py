@@ -281,6 +281,8 @@ class StackCore:
     def pop_ready(self) -> list[Endpoint]:
         """Endpoints that queued application events since the last call."""
         r, self._ready = self._ready, []
+        for ep in r:
+            ep.in_ready = False
         return r
 
     def pop_ready_listeners(self) -> list[Listener]:
@@ -315,14 +317,16 @@ class StackCore:
             for seg in segs:
                 out.append(build_ip_tcp(seg, lp, rp, ttl=ttl))
             self.stats.packets_out += len(segs)
-        if ep.events and ep not in self._ready:
+        if (ep.events or ep.notify) and not ep.in_ready:
+            ep.in_ready = True
             self._ready.append(ep)
         if conn.is_terminated:
             self._conns.pop(ep._key, None)  # type: ignore[attr-defined]
             self._timer_of.pop(id(ep), None)
             if not ep.closed:
                 ep._emit_closed(None)
-                if ep not in self._ready:
+                if not ep.in_ready:
+                    ep.in_ready = True
                     self._ready.append(ep)
             return
         deadline = conn.next_timer()

@@ -236,6 +236,7 @@ class _StreamTransport(asyncio.Transport):
     # events from the endpoint
     def _dispatch(self) -> None:
         ep = self._ep
+        ep.notify = False
         proto = self._protocol
         while True:
             ev = ep.next_event()
@@ -272,6 +273,7 @@ class _StreamTransport(asyncio.Transport):
         size = self._ep.write_buffer_size
         if not self._paused_writing and size > self._high:
             self._paused_writing = True
+            self._ep.write_low_water = self._low     # ask the core to tell us when it drains
             self._protocol.pause_writing()
         elif self._paused_writing and size <= self._low:
             self._paused_writing = False
