@@ -28,7 +28,10 @@ def _describe(writer: asyncio.StreamWriter) -> str:
     parts.append(f"timestamps={'on' if s.get('ts_ok') else 'off'}")
     info = writer.get_extra_info("tcpcrypt")
     if info:
-        parts.append(f"tcpcrypt tep={info.get('tep_name')} aead={info.get('aead_name')} "
+        from tcpcrypt.suites import AEADS, TEPS
+        tep, aead = TEPS.get(info.get("tep")), AEADS.get(info.get("aead"))
+        parts.append(f"tcpcrypt tep={tep.name if tep else info.get('tep')} "
+                     f"aead={aead.name if aead else info.get('aead')} "
                      f"role={info.get('role')} resumed={info.get('resumed')}")
         parts.append(f"session-id={writer.get_extra_info('tcpcrypt_session_id').hex()}")
     else:
