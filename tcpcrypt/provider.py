@@ -14,6 +14,7 @@ Per-connection options (from open_connection / start_server keyword arguments):
   mandatory_app_aware-- disable ENO unless the peer set a = 1 (RFC 8547 4.6 rule 3)
   resume             -- False: neither offer nor accept resumption (RFC 8548 3.5 policy 1)
   cache_secrets      -- False: cache no session secret from this connection (policy 2)
+  passive_role_bit   -- the ENO "b" bit (RFC 8547 4.3), for simultaneous open
 """
 from __future__ import annotations
 
@@ -60,6 +61,10 @@ class TcpcryptProvider:
         kwargs = dict(app_aware=int(options.get("app_aware", 0)),
                       mandatory_app_aware=bool(options.get("mandatory_app_aware", False)),
                       validate=make_validator(cfg, self.cache, peer))
+        if options.get("passive_role_bit") is not None:
+            # RFC 8547 4.3/8.3: an application expecting simultaneous open sets b = 1 on one
+            # side so the two hosts still get distinct roles.
+            kwargs["passive_role_bit"] = int(options["passive_role_bit"])
         if active:
             offers = make_offers(cfg, self.cache, peer)
             return ENONegotiator(offers, active=True, **kwargs)

@@ -1,0 +1,197 @@
+"""tcpcrypt through the whole stack (ENO in the SYNs, frames in the TCP stream), in memory.
+
+Covers issue 3's "what must be shown" on the in-memory link: every TEP x AEAD, tampering on
+the wire, resumption, simultaneous open roles by the b bit, fallback to plain TCP.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+
+import pytest
+
+from tcpcrypt.eno import parse_syn_option
+from tcpcrypt.errors import TcpcryptError
+from tcpcrypt.provider import TcpcryptProvider
+from tcpcrypt.suites import AEADS, TEPS, TcpcryptConfig
+from tcpstack.ip import parse_ip
+from tcpstack.segment import SYN, ACK
+from tcpstack.streams import MemoryLink, Stack
+from tcpstack.tcp import build_ip_tcp, parse_tcp
+
+A, B = "10.0.0.1", "10.0.0.2"
+
+
+def seg_of(packet: bytes):
+    hdr, payload = parse_ip(packet)
+    return hdr, parse_tcp(payload, hdr.src, hdr.dst)
+
+
+async def echo(reader, writer):
+    while data := await reader.read(65536):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+
+@pytest.mark.parametrize("aead", sorted(AEADS))
+@pytest.mark.parametrize("tep", sorted(TEPS))
+async def test_every_tep_and_aead_negotiates_and_moves_data(tep, aead):
+    cfg = TcpcryptConfig(teps=(tep,), aeads=(aead,))
+    la, lb = MemoryLink.pair()
+    sa = Stack(la, [A], security=TcpcryptProvider(cfg))
+    sb = Stack(lb, [B], security=TcpcryptProvider(cfg))
+    await sb.start_server(echo, B, 7)
+    r, w = await sa.open_connection(B, 7, require_encryption=True)
+    info = w.get_extra_info("tcpcrypt")
+    assert (info["tep"], info["aead"], info["role"], info["resumed"]) == (tep, aead, "A", False)
+    sid = w.get_extra_info("tcpcrypt_session_id")
+    assert sid[0] & 0x7F == tep       # RFC 8548 3.4: the first byte is the TEP identifier
+    payload = os.urandom(200_000)
+    w.write(payload)
+    w.write_eof()
+    assert await r.read() == payload
+    w.close()
+    sa.close(); sb.close()
+
+
+@pytest.mark.parametrize("offset", [0, 1, 2, 3, 10, 100, -17, -1])
+async def test_flipping_a_bit_of_a_frame_on_the_wire_aborts_and_delivers_nothing(offset):
+    """The TCP checksum is recomputed after the flip, so only tcpcrypt can notice."""
+    la, lb = MemoryLink.pair()
+    sa, sb = Stack(la, [A]), Stack(lb, [B])
+    got: list[bytes] = []
+    errors: list[BaseException] = []
+    done = asyncio.get_running_loop().create_future()
+
+    async def server(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                got.append(data)
+        except BaseException as exc:
+            errors.append(exc)
+        done.set_result(None)
+
+    await sb.start_server(server, B, 7)
+    r, w = await sa.open_connection(B, 7)
+    assert w.get_extra_info("tcpcrypt_session_id") is not None
+    flipped = []
+
+    def tamper(packet: bytes) -> bytes:
+        hdr, seg = seg_of(packet)
+        if flipped or not len(seg.payload):
+            return packet
+        data = bytearray(seg.payload)
+        data[offset] ^= 0x10
+        seg.payload = bytes(data)
+        flipped.append(offset)
+        return build_ip_tcp(seg, hdr.src, hdr.dst, ttl=hdr.ttl)
+
+    la.filter = tamper
+    w.write(b"attack at dawn" * 100)
+    w.write_eof()
+    await asyncio.wait_for(done, 10)
+    assert flipped
+    assert got == []                                   # zero forged (or any) bytes delivered
+    assert len(errors) == 1 and isinstance(errors[0], TcpcryptError), errors
+    # the server reset the connection: the client sees it too
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(r.read(), 10)
+    sa.close(); sb.close()
+
+
+async def test_resumption_skips_ecdhe_gives_a_fresh_session_id_and_is_single_use():
+    la, lb = MemoryLink.pair()
+    sa, sb = Stack(la, [A]), Stack(lb, [B])
+    await sb.start_server(echo, B, 7)
+    synacks: list[bytes] = []
+    client_syns: list[bytes] = []
+
+    def watch_b(packet: bytes) -> bytes:
+        _, seg = seg_of(packet)
+        if seg.flags & (SYN | ACK) == SYN | ACK:
+            synacks.append(seg.eno[0] if seg.eno else b"")
+        return packet
+
+    def watch_a(packet: bytes) -> bytes:
+        _, seg = seg_of(packet)
+        if seg.flags & (SYN | ACK) == SYN:
+            client_syns.append(packet)
+        return packet
+
+    lb.filter, la.filter = watch_b, watch_a
+    sids = []
+    for i in range(3):
+        r, w = await sa.open_connection(B, 7)
+        info = w.get_extra_info("tcpcrypt")
+        assert info["resumed"] == (i > 0), (i, info)
+        sids.append(w.get_extra_info("tcpcrypt_session_id"))
+        w.write(b"x%d" % i)
+        assert await r.readexactly(2) == b"x%d" % i
+        w.close()
+        await asyncio.sleep(0)
+    assert len(set(sids)) == 3                       # a fresh session ID every time
+    _, teps = parse_syn_option(synacks[1])
+    assert teps[-1].data                             # B answered with a resumption suboption
+    # Replaying the SYN that carried a resumption identifier, from a new port: B must not
+    # resume with the same secret again (RFC 8548 3.5: a session secret secures one
+    # connection); it answers with fresh key exchange (v = 0, no data) or no ENO at all.
+    hdr, seg = seg_of(client_syns[1])
+    seg.src_port = (seg.src_port + 1) | 1024
+    synacks.clear()
+    sb._on_packets([build_ip_tcp(seg, hdr.src, hdr.dst)])
+    await asyncio.sleep(0.01)
+    assert len(synacks) == 1
+    if synacks[0]:
+        _, teps = parse_syn_option(synacks[0])
+        assert all(not t.data for t in teps)
+    sa.close(); sb.close()
+
+
+async def _simultaneous_open(b_bits: tuple[int | None, int | None]):
+    la, lb = MemoryLink.pair()
+    sa, sb = Stack(la, [A]), Stack(lb, [B])
+    loop = asyncio.get_running_loop()
+    ta = loop.create_task(sa.open_connection(B, 5001, local_addr=(A, 5000),
+                                             passive_role_bit=b_bits[0]))
+    tb = loop.create_task(sb.open_connection(A, 5000, local_addr=(B, 5001),
+                                             passive_role_bit=b_bits[1]))
+    (ra, wa), (rb, wb) = await asyncio.wait_for(asyncio.gather(ta, tb), 10)
+    # both SYNs crossed: neither side ever saw a LISTEN state
+    wa.write(b"from a")
+    wb.write(b"from b")
+    assert await ra.readexactly(6) == b"from b" and await rb.readexactly(6) == b"from a"
+    out = (wa.get_extra_info("tcpcrypt"), wb.get_extra_info("tcpcrypt"),
+           wa.get_extra_info("tcpcrypt_session_id"), wb.get_extra_info("tcpcrypt_session_id"))
+    wa.close(); wb.close()
+    sa.close(); sb.close()
+    return out
+
+
+async def test_simultaneous_open_roles_follow_the_b_bit():
+    ia, ib, sida, sidb = await _simultaneous_open((0, 1))
+    assert (ia["role"], ib["role"]) == ("A", "B")      # RFC 8547 4.3: b = 1 plays B
+    assert sida == sidb is not None
+    ia, ib, sida, sidb = await _simultaneous_open((1, 0))
+    assert (ia["role"], ib["role"]) == ("B", "A")
+
+
+async def test_simultaneous_open_with_the_same_b_bit_falls_back_to_plain_tcp():
+    # RFC 8547 4.6 rule 3: both hosts set the same b: ENO is disabled, TCP carries on.
+    ia, ib, sida, sidb = await _simultaneous_open((None, None))
+    assert ia is None and ib is None and sida is None and sidb is None
+
+
+async def test_plain_peer_gives_plain_tcp_with_no_session_id():
+    la, lb = MemoryLink.pair()
+    sa, sb = Stack(la, [A]), Stack(lb, [B], security=None)
+    await sb.start_server(echo, B, 7)
+    r, w = await sa.open_connection(B, 7)
+    assert w.get_extra_info("tcpcrypt_session_id") is None
+    assert w.get_extra_info("tcpcrypt") is None
+    data = hashlib.sha256(b"x").digest() * 1000
+    w.write(data)
+    w.write_eof()
+    assert await r.read() == data
+    sa.close(); sb.close()
