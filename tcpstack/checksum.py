@@ -15,21 +15,22 @@ _CHUNK_MIN = 8192
 def ones_sum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
     """Unfolded partial sum (mod 0xFFFF) of `data` as 16-bit big-endian words plus `initial`."""
     n = len(data)
-    if n <= _CHUNK_MIN:
-        s = _from_bytes(data, "big")
-    else:
-        # Big buffers: sum 4 KiB pieces (each an even number of bytes, so 2**(8*4096) == 1
-        # mod 0xFFFF and the pieces add like words); the final modulo is then on a small
-        # int.  About 1.7x faster than one modulo of a 64 KiB int.
-        mv = data if isinstance(data, memoryview) else memoryview(data)
-        last = n - ((n - 1) % _CHUNK) - 1
-        s = sum([_from_bytes(mv[i:i + _CHUNK], "big") for i in range(0, last, _CHUNK)])
+    if n <= 64:                                     # headers: the plain big-endian form
         if n & 1:
-            return (s + (_from_bytes(mv[last:], "big") << 8) + initial) % 0xFFFF
-        return (s + _from_bytes(mv[last:], "big") + initial) % 0xFFFF
-    if n & 1:
-        s <<= 8                                    # pad the odd byte with a zero (RFC 1071 4.1)
-    return (s + initial) % 0xFFFF
+            return ((_from_bytes(data, "big") << 8) + initial) % 0xFFFF  # RFC 1071 4.1 pad
+        return (_from_bytes(data, "big") + initial) % 0xFFFF
+    # Payloads: sum little-endian words and swap the bytes of the result (RFC 1071 2(B),
+    # byte-order independence); int.from_bytes is faster little-endian, and an odd last
+    # byte lands in the low half of its word, which the swap turns into the zero-padded
+    # high half.
+    if n <= _CHUNK_MIN:
+        s = _from_bytes(data, "little") % 0xFFFF
+    else:
+        # Big buffers: sum 4 KiB pieces (even lengths at even offsets, so they add like
+        # words); the modulo is then on a small int.  1.7x faster than one modulo of 64 KiB.
+        mv = data if isinstance(data, memoryview) else memoryview(data)
+        s = sum([_from_bytes(mv[i:i + _CHUNK], "little") for i in range(0, n, _CHUNK)]) % 0xFFFF
+    return (((s & 0xFF) << 8 | s >> 8) + initial) % 0xFFFF
 
 
 def internet_checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
