@@ -13,19 +13,24 @@ Every fragment but the last must carry a multiple of 8 bytes (RFC 791 3.2, RFC 8
 
 The key is (src, dst, protocol, identification) (RFC 791 3.2; RFC 8200 4.5 uses src, dst,
 identification -- the protocol, the fragment header's Next Header, is the same for all
-fragments of a datagram).  ``add`` returns the reassembled upper-layer payload; for IPv6
-that is the fragmentable part, which starts with the header named by the fragments' Next
-Header field.
+fragments of a datagram).  ``add`` returns the reassembled upper-layer payload.  For IPv6,
+extension headers at the start of the fragmentable part are skipped and the completing
+fragment's header gets the real upper-layer protocol in ``next_header`` (so read
+``hdr.proto`` after ``add``).
 """
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from .errors import ParseError
+from .ip import AUTH, DEST_OPTS, FRAGMENT, HOP_BY_HOP, ROUTING, skip_ipv6_extensions
+
 log = logging.getLogger(__name__)
 
 FRAGMENT_OVERHEAD = 64          # bytes charged per held fragment besides its data
 _MAX_DATAGRAM = 0xFFFF
+_IPV6_EXT = frozenset((HOP_BY_HOP, ROUTING, DEST_OPTS, AUTH, FRAGMENT))
 
 
 class _Datagram:
@@ -119,6 +124,16 @@ class Reassembler:
             # No overlaps and size == total: the pieces tile [0, total) exactly.
             out = b"".join([d.pieces[o] for o in sorted(d.pieces)])
             self._drop(key)
+            if header.version == 6 and header.next_header in _IPV6_EXT:
+                # The fragmentable part may start with more extension headers (RFC 8200
+                # 4.5): walk them, and tell the caller the real upper-layer protocol.
+                try:
+                    nh, rest = skip_ipv6_extensions(header.next_header, out)
+                except ParseError:
+                    self.dropped_invalid += 1
+                    return None
+                header.next_header = nh
+                out = bytes(rest)
             self.reassembled += 1
             return out
         return None

@@ -165,6 +165,24 @@ def parse_ip(packet: bytes | bytearray | memoryview) -> tuple[IPv4Header | IPv6H
     raise ParseError(f"unknown IP version {version}")
 
 
+def skip_ipv6_extensions(next_header: int, data: bytes | memoryview) -> tuple[int, memoryview]:
+    """Walk the extension headers at the start of `data` (the fragmentable part of a
+    reassembled IPv6 datagram, RFC 8200 4.5) to the upper layer: (protocol, its bytes).
+    A fragment header here (nested fragmentation) is malformed."""
+    mv = data if isinstance(data, memoryview) else memoryview(data)
+    nh, off, end = next_header, 0, len(mv)
+    while nh in _SKIPPABLE:
+        if nh == HOP_BY_HOP or off + 8 > end:
+            raise ParseError(f"misplaced or truncated IPv6 extension header {nh}")
+        size = (mv[off + 1] + 2) * 4 if nh == AUTH else (mv[off + 1] + 1) * 8
+        if off + size > end:
+            raise ParseError(f"IPv6 extension header {nh} runs past the payload")
+        nh, off = mv[off], off + size
+    if nh == FRAGMENT:
+        raise ParseError("IPv6 fragment header inside a fragmented datagram")
+    return nh, mv[off:]
+
+
 def build_ipv4(src: bytes, dst: bytes, proto: int, payload: bytes | bytearray | memoryview, *,
                ttl: int = 64, ident: int = 0, df: bool = True, tos: int = 0,
                options: bytes = b"", frag_offset: int = 0, more_fragments: bool = False) -> bytes:

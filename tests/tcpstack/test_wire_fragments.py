@@ -185,3 +185,27 @@ def test_any_order_reassembles(size: int, frag: int, rnd: random.Random, v6: boo
     r = Reassembler(max_fragments=1000)
     assert feed(r, frags) == [payload]
     assert r.pending_bytes == 0
+
+
+def test_v6_extension_headers_in_fragmentable_part() -> None:
+    # Destination options (8 bytes) + 100 bytes of TCP data, fragmented after the fragment
+    # header: the reassembler walks the options and reports TCP as the upper layer.
+    body = bytes([6, 0, 1, 4, 0, 0, 0, 0]) + os.urandom(100)
+    out = []
+    for off in range(0, len(body), 64):
+        more = off + 64 < len(body)
+        fh = struct.pack("!BBHI", 0, 0, off | int(more), 99)
+        out.append(parse_ip(build_ipv6(A6, B6, 60, body[off:off + 64], extensions=[(44, fh)])))
+    assert all(h.next_header == 60 for h, _ in out)
+    r = Reassembler()
+    assert r.add(*out[0], 0.0) is None
+    h, pl = out[1]
+    assert r.add(h, pl, 0.0) == body[8:]
+    assert h.next_header == 6 and h.proto == 6
+    # A nested fragment header is malformed: dropped.
+    bad = struct.pack("!BBHI", 6, 0, 0, 1) + bytes(16)
+    fh = struct.pack("!BBHI", 0, 0, 1, 5)
+    r.add(*parse_ip(build_ipv6(A6, B6, 44, bad[:16], extensions=[(44, fh)])), 0.0)
+    fh = struct.pack("!BBHI", 0, 0, 16, 5)
+    assert r.add(*parse_ip(build_ipv6(A6, B6, 44, bad[16:], extensions=[(44, fh)])), 0.0) is None
+    assert r.dropped_invalid == 1
