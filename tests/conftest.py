@@ -45,7 +45,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason=f"tun test: {TUN_SKIP_REASON}")
     for item in items:
-        if "tun" in item.keywords:
+        if item.get_closest_marker("tun") is not None:
             item.add_marker(skip)
 
 
