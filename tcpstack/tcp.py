@@ -29,7 +29,6 @@ _MSS = struct.Struct("!BBH")
 _SACK_EDGE = struct.Struct("!II")
 IPPROTO_TCP = 6
 
-_empty_eno: tuple[bytes, ...] = ()
 _TS_BYTES = b"\x01\x01\x08\x0a"
 
 
