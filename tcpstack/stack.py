@@ -185,15 +185,17 @@ class StackCore:
 
     def next_timer(self) -> float | None:
         heap = self._timers
+        frag = self._reassembler.next_deadline()
         while heap:
             deadline, _, ep = heap[0]
             if self._timer_of.get(id(ep)) == deadline:
-                return deadline
+                return deadline if frag is None else min(deadline, frag)
             heapq.heappop(heap)       # stale entry
-        return None
+        return frag
 
     def handle_timer(self, now: float) -> None:
         self.now = now
+        self._reassembler.expire(now)
         heap = self._timers
         while heap and heap[0][0] <= now:
             deadline, _, ep = heapq.heappop(heap)
@@ -221,12 +223,12 @@ class StackCore:
             st.not_for_us += 1
             return
         v4 = isinstance(hdr, IPv4Header)
-        proto = hdr.proto if v4 else hdr.next_header
         try:
             if hdr.is_fragment:
                 payload = self._reassembler.add(hdr, payload, now)
                 if payload is None:
                     return
+            proto = hdr.proto if v4 else hdr.next_header   # after reassembly (IPv6 ext hdrs)
             if proto == IPPROTO_TCP:
                 self._receive_tcp(hdr, payload, now)
             elif proto == (IPPROTO_ICMP if v4 else IPPROTO_ICMPV6):
