@@ -1,0 +1,154 @@
+"""Topologies for running the stack against the Linux kernel: a private network namespace
+holding a TUN device whose kernel side is the peer (tests, the demo, benchmarks).
+
+    with KernelSide() as k:          # netns + TUN (kernel 10.231.N.1, stack 10.231.N.2)
+        stack = Stack(k.link(), [k.stack_addr])
+        r = await k.run("curl", ...) # runs inside the namespace
+
+Everything is removed on exit, also on error.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import subprocess
+import time
+from typing import Any
+
+from .device import AsyncTun, TunDevice
+from .netns import Netem, NetNS, TunInNamespace, VethPair
+
+_n = itertools.count(1)
+
+
+class KernelSide:
+    def __init__(self, mtu: int = 1500) -> None:
+        idx = (os.getpid() + next(_n)) % 250 + 1
+        self.kernel_addr = f"10.231.{idx}.1"
+        self.stack_addr = f"10.231.{idx}.2"
+        self.mtu = mtu
+        self.ns: NetNS | None = None
+        self._tun: TunInNamespace | None = None
+        self.dev: TunDevice | None = None
+        self._link: AsyncTun | None = None
+        self.stack: Any = None
+
+    @property
+    def name(self) -> str:
+        assert self.ns is not None
+        return self.ns.name
+
+    def __enter__(self) -> "KernelSide":
+        self.ns = NetNS()
+        try:
+            self._tun = TunInNamespace(self.ns, f"{self.kernel_addr}/24", mtu=self.mtu)
+            self.dev = self._tun.device
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def link(self) -> AsyncTun:
+        assert self.dev is not None
+        self._link = AsyncTun(self.dev)
+        return self._link
+
+    async def run(self, *cmd: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the namespace without blocking the loop."""
+        proc = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", self.name, *cmd,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        return subprocess.CompletedProcess(cmd, proc.returncode or 0, out.decode(), err.decode())
+
+    async def spawn(self, *cmd: str, **kw: Any) -> asyncio.subprocess.Process:
+        kw.setdefault("stdout", subprocess.DEVNULL)
+        kw.setdefault("stderr", subprocess.DEVNULL)
+        return await asyncio.create_subprocess_exec("ip", "netns", "exec", self.name, *cmd, **kw)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._link is not None:
+            self._link.close()
+        if self._tun is not None:
+            self._tun.close()
+        if self.ns is not None:
+            self.ns.close()
+
+
+class TwoHosts:
+    """Two hosts, each a network namespace with a TUN device and a userspace stack's address,
+    joined by a veth pair; the kernels route between them (the private encrypted overlay):
+
+        stack1 10.231.A.2 -- tun -- [ns1 kernel 10.231.A.1] == veth 10.232.P.0/30 ==
+                             [ns2 kernel 10.231.B.1] -- tun -- stack2 10.231.B.2
+
+    `impair(...)` puts netem on both veth ends (delay, loss, reorder, duplicate, corrupt).
+    """
+
+    def __init__(self, mtu: int = 1500) -> None:
+        base = (os.getpid() * 2 + 2 * next(_n)) % 240 + 2
+        self.a_idx, self.b_idx = base, base + 1
+        self.stack_addrs = (f"10.231.{self.a_idx}.2", f"10.231.{self.b_idx}.2")
+        self.kernel_addrs = (f"10.231.{self.a_idx}.1", f"10.231.{self.b_idx}.1")
+        self.veth_addrs = (f"10.232.{base}.1", f"10.232.{base}.2")
+        self.mtu = mtu
+        self.ns: list[NetNS] = []
+        self._tuns: list[TunInNamespace] = []
+        self.veth: VethPair | None = None
+        self._netems: list[Netem] = []
+        self._links: list[AsyncTun] = []
+
+    def __enter__(self) -> "TwoHosts":
+        try:
+            self.ns = [NetNS(), NetNS()]
+            for ns, k in zip(self.ns, self.kernel_addrs):
+                self._tuns.append(TunInNamespace(ns, f"{k}/24", mtu=self.mtu))
+                ns.sysctl("net.ipv4.ip_forward", 1)
+            va, vb = self.veth_addrs
+            self.veth = VethPair(self.ns[0], self.ns[1], f"{va}/30", f"{vb}/30", mtu=self.mtu)
+            self.ns[0].ip("route", "add", f"10.231.{self.b_idx}.0/24", "via", vb)
+            self.ns[1].ip("route", "add", f"10.231.{self.a_idx}.0/24", "via", va)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    @property
+    def devices(self) -> list[TunDevice]:
+        return [t.device for t in self._tuns]
+
+    def links(self) -> tuple[AsyncTun, AsyncTun]:
+        self._links = [AsyncTun(t.device) for t in self._tuns]
+        return self._links[0], self._links[1]
+
+    def impair(self, **netem_kw: Any) -> None:
+        """Apply the same netem impairment on both veth ends (each direction once)."""
+        assert self.veth is not None
+        for n in self._netems:
+            n.close()
+        self._netems = [Netem(self.ns[0], self.veth.name_a, **netem_kw),
+                        Netem(self.ns[1], self.veth.name_b, **netem_kw)]
+
+    def __exit__(self, *exc: object) -> None:
+        for link in self._links:
+            link.close()
+        for n in self._netems:
+            n.close()
+        if self.veth is not None:
+            self.veth.close()
+        for t in self._tuns:
+            t.close()
+        for ns in self.ns:
+            ns.close()
+
+
+async def wait_for_port(k: KernelSide, addr: str, port: int, timeout: float = 10.0) -> None:
+    """Wait until a kernel-side server listens on addr:port (polls `ss` in the namespace)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = await k.run("ss", "-Hltn", f"sport = :{port}")
+        if addr in r.stdout:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {addr}:{port} in {k.name}")
