@@ -546,3 +546,110 @@ async def test_async_tun_close_drops_queue_and_removes_writer():
     with pytest.raises(TunError):
         link.start(lambda ps: None)
     dev.close()
+
+
+# --- ImpairedLink (userspace netem) -----------------------------------------------------------
+
+class _RecordingLink:
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, bytes]] = []
+        self.on_packets: Callable[[list[bytes]], None] | None = None
+        self.closed = False
+
+    def start(self, on_packets: Callable[[list[bytes]], None]) -> None:
+        self.on_packets = on_packets
+
+    def send(self, packet: bytes) -> None:
+        self.sent.append((asyncio.get_running_loop().time(), packet))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_impaired_link_rate_delay_and_order():
+    from tun.netns import ImpairedLink, Impairment
+    inner = _RecordingLink()
+    loop = asyncio.get_running_loop()
+    link = ImpairedLink(inner, egress=Impairment(delay_ms=20, rate_bps=1_000_000))
+    link.start(lambda ps: None)
+    t0 = loop.time()
+    for i in range(5):
+        link.send(bytes([i]) * 1250)                  # 10 ms each at 1 Mbit/s
+    assert inner.sent == []
+    await asyncio.sleep(0.1)
+    assert [p[0] for _, p in inner.sent] == [0, 1, 2, 3, 4]
+    for i, (t, _) in enumerate(inner.sent):
+        assert t - t0 >= 0.020 + 0.010 * (i + 1) - 0.002
+    link.close()
+    assert inner.closed
+
+
+async def test_impaired_link_loss_duplicate_corrupt_are_seeded():
+    from tun.netns import ImpairedLink, Impairment
+
+    async def run(seed: int) -> tuple[list[bytes], dict]:
+        inner = _RecordingLink()
+        got: list[bytes] = []
+        link = ImpairedLink(inner, ingress=Impairment(loss_pct=30, duplicate_pct=20, corrupt_pct=10),
+                            seed=seed)
+        link.start(got.extend)
+        inner.on_packets([i.to_bytes(2, "big") * 10 for i in range(200)])
+        await asyncio.sleep(0)
+        link.close()
+        return got, link.stats()["ingress"]
+
+    a, sa = await run(7)
+    b, sb = await run(7)
+    assert a == b and sa == sb                       # same seed, same faults
+    assert sa["packets"] == 200 and 30 < sa["lost"] < 90 and 15 < sa["duplicated"] < 60
+    assert len(a) == 200 - sa["lost"] + sa["duplicated"]
+    clean = {i.to_bytes(2, "big") * 10 for i in range(200)}
+    bad = [p for p in a if p not in clean]
+    assert len(bad) == sa["corrupted"] > 0
+    for p in bad:                                    # exactly one bit flipped
+        best = min(sum(bin(x ^ y).count("1") for x, y in zip(p, c)) for c in clean)
+        assert best == 1
+
+
+async def test_impaired_link_queue_overflow_and_reorder():
+    from tun.netns import ImpairedLink, Impairment
+    inner = _RecordingLink()
+    link = ImpairedLink(inner, egress=Impairment(rate_bps=8_000, queue_packets=3))
+    link.start(lambda ps: None)
+    for i in range(6):
+        link.send(bytes([i]) * 10)                   # 10 ms each; FIFO holds 3
+    assert link.stats()["egress"]["queue_drops"] == 3
+    link.close()
+    assert inner.sent == []                          # in flight at close: dropped
+    inner2 = _RecordingLink()
+    link2 = ImpairedLink(inner2, egress=Impairment(delay_ms=30, reorder_pct=50), seed=3)
+    link2.start(lambda ps: None)
+    for i in range(20):
+        link2.send(bytes([i]))
+    await asyncio.sleep(0.06)
+    order = [p[0] for _, p in inner2.sent]
+    assert sorted(order) == list(range(20)) and order != list(range(20))
+    n = link2.stats()["egress"]["reordered"]
+    assert order[:n] == sorted(order[:n])            # the undelayed ones first, in order
+    link2.close()
+
+
+@tun
+async def test_impaired_link_over_real_tun(kernel_tun):
+    from tun.netns import ImpairedLink, Impairment
+    k = kernel_tun
+    loop = asyncio.get_running_loop()
+    replies: list[tuple[float, bytes]] = []
+    link = ImpairedLink(AsyncTun(k.dev), egress=Impairment(delay_ms=40),
+                        ingress=Impairment(duplicate_pct=100))
+    link.start(lambda ps: replies.extend((loop.time(), p) for p in ps if is_echo_reply4(0x7A06)(p)))
+    t0 = loop.time()
+    link.send(icmp4_echo(k.stack4, k.kernel4, 0x7A06, 1, b"slow"))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if len(replies) >= 2:
+            break
+    assert len(replies) == 2 and replies[0][1] == replies[1][1]      # duplicated on the way in
+    assert replies[0][0] - t0 >= 0.039
+    link.close()
+    assert k.dev.closed
