@@ -17,7 +17,8 @@ import time
 from typing import Any
 
 from .device import AsyncTun, TunDevice
-from .netns import Netem, NetNS, TunInNamespace, VethPair
+from .impair import ImpairedLink, Impairment
+from .netns import Netem, NetemUnavailable, NetNS, TunInNamespace, VethPair
 
 _n = itertools.count(1)
 
@@ -98,6 +99,8 @@ class TwoHosts:
         self.veth: VethPair | None = None
         self._netems: list[Netem] = []
         self._links: list[AsyncTun] = []
+        self._userspace: Impairment | None = None
+        self.impairment_kind: str | None = None
 
     def __enter__(self) -> "TwoHosts":
         try:
@@ -118,17 +121,39 @@ class TwoHosts:
     def devices(self) -> list[TunDevice]:
         return [t.device for t in self._tuns]
 
-    def links(self) -> tuple[AsyncTun, AsyncTun]:
+    def links(self) -> tuple[Any, Any]:
+        """The two stacks' links (AsyncTun; wrapped in ImpairedLink under a userspace
+        impairment)."""
         self._links = [AsyncTun(t.device) for t in self._tuns]
+        if self._userspace is not None:
+            return tuple(ImpairedLink(l, self._userspace, seed=i + 1)  # type: ignore[return-value]
+                         for i, l in enumerate(self._links))
         return self._links[0], self._links[1]
 
-    def impair(self, **netem_kw: Any) -> None:
-        """Apply the same netem impairment on both veth ends (each direction once)."""
+    def impair(self, *, delay_ms: float = 0, jitter_ms: float = 0, loss_pct: float = 0,
+               reorder_pct: float = 0, duplicate_pct: float = 0, corrupt_pct: float = 0) -> str:
+        """Apply the same impairment in both directions: netem on both veth ends when the
+        kernel has sch_netem, otherwise the userspace equivalent on each stack's egress
+        (call before links()).  Returns "netem" or "userspace"."""
         assert self.veth is not None
+        kw = dict(delay_ms=delay_ms, jitter_ms=jitter_ms, loss_pct=loss_pct,
+                  reorder_pct=reorder_pct, duplicate_pct=duplicate_pct, corrupt_pct=corrupt_pct)
         for n in self._netems:
             n.close()
-        self._netems = [Netem(self.ns[0], self.veth.name_a, **netem_kw),
-                        Netem(self.ns[1], self.veth.name_b, **netem_kw)]
+        self._netems = []
+        try:
+            self._netems = [Netem(self.ns[0], self.veth.name_a, **kw),
+                            Netem(self.ns[1], self.veth.name_b, **kw)]
+            self.impairment_kind = "netem"
+        except NetemUnavailable:
+            for n in self._netems:
+                n.close()
+            self._netems = []
+            self._userspace = Impairment(delay=delay_ms / 1000, jitter=jitter_ms / 1000,
+                                         loss=loss_pct / 100, reorder=reorder_pct / 100,
+                                         duplicate=duplicate_pct / 100, corrupt=corrupt_pct / 100)
+            self.impairment_kind = "userspace"
+        return self.impairment_kind
 
     def __exit__(self, *exc: object) -> None:
         for link in self._links:
