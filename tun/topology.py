@@ -17,8 +17,7 @@ import time
 from typing import Any
 
 from .device import AsyncTun, TunDevice
-from .impair import ImpairedLink, Impairment
-from .netns import Netem, NetemUnavailable, NetNS, TunInNamespace, VethPair
+from .netns import ImpairedLink, Impairment, Netem, NetemUnavailable, NetNS, TunInNamespace, VethPair
 
 _n = itertools.count(1)
 
@@ -126,7 +125,7 @@ class TwoHosts:
         impairment)."""
         self._links = [AsyncTun(t.device) for t in self._tuns]
         if self._userspace is not None:
-            return tuple(ImpairedLink(l, self._userspace, seed=i + 1)  # type: ignore[return-value]
+            return tuple(ImpairedLink(l, egress=self._userspace, seed=i + 1)  # type: ignore[return-value]
                          for i, l in enumerate(self._links))
         return self._links[0], self._links[1]
 
@@ -149,9 +148,7 @@ class TwoHosts:
             for n in self._netems:
                 n.close()
             self._netems = []
-            self._userspace = Impairment(delay=delay_ms / 1000, jitter=jitter_ms / 1000,
-                                         loss=loss_pct / 100, reorder=reorder_pct / 100,
-                                         duplicate=duplicate_pct / 100, corrupt=corrupt_pct / 100)
+            self._userspace = Impairment(**kw)
             self.impairment_kind = "userspace"
         return self.impairment_kind
 
