@@ -205,8 +205,11 @@ class StackCore:
             ep.conn.handle_timer(now)
             self._service(ep, now)
 
-    def receive_packet(self, packet: bytes | memoryview, now: float) -> None:
-        """One IP datagram from the link.  Malformed input is counted and dropped."""
+    def receive_packet(self, packet: bytes | memoryview, now: float, *,
+                       checksum_ok: bool = False) -> None:
+        """One IP datagram from the link.  Malformed input is counted and dropped.
+        checksum_ok: the link vouches for the TCP checksum (TUN checksum/GSO offload), which
+        is then not recomputed; TCP segments may then exceed the MSS (GSO super-packets)."""
         self.now = now
         st = self.stats
         st.packets_in += 1
@@ -230,7 +233,7 @@ class StackCore:
                     return
             proto = hdr.proto if v4 else hdr.next_header   # after reassembly (IPv6 ext hdrs)
             if proto == IPPROTO_TCP:
-                self._receive_tcp(hdr, payload, now)
+                self._receive_tcp(hdr, payload, now, checksum_ok)
             elif proto == (IPPROTO_ICMP if v4 else IPPROTO_ICMPV6):
                 self._receive_icmp(hdr, payload, now, v6=not v4)
             else:
@@ -339,8 +342,9 @@ class StackCore:
             self._timer_of[key] = deadline
             heapq.heappush(self._timers, (deadline, next(_counter), ep))
 
-    def _receive_tcp(self, hdr: Any, payload: memoryview, now: float) -> None:
-        seg = parse_tcp(payload, hdr.src, hdr.dst)
+    def _receive_tcp(self, hdr: Any, payload: memoryview, now: float,
+                     checksum_ok: bool = False) -> None:
+        seg = parse_tcp(payload, hdr.src, hdr.dst, verify_checksum=not checksum_ok)
         key = (hdr.dst, seg.dst_port, hdr.src, seg.src_port)
         ep = self._conns.get(key)
         if ep is not None:

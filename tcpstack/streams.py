@@ -23,7 +23,8 @@ _DEFAULT_LIMIT = 2 ** 16
 class Link(Protocol):
     """Where IP packets come from and go to (a TUN device, an in-memory pipe)."""
 
-    def start(self, on_packets: Callable[[list[bytes]], None]) -> None: ...
+    def start(self, on_packets: Callable[..., None]) -> None: ...
+    # on_packets(packets) or on_packets(packets, checksum_ok) -- see Stack._on_packets
     def send(self, packet: bytes) -> None: ...
     def close(self) -> None: ...
 
@@ -161,11 +162,17 @@ class Stack:
 
     # --- driving the core ----------------------------------------------------------------
 
-    def _on_packets(self, packets: list[bytes]) -> None:
+    def _on_packets(self, packets: list[bytes], checksum_ok: list[bool] | None = None) -> None:
+        """A batch from the link.  `checksum_ok[i]` True: the link vouches for packet i's
+        checksums (TUN offload: made or verified by the kernel), so they are not recomputed."""
         core = self.core
         now = self.loop.time()
-        for p in packets:
-            core.receive_packet(p, now)
+        if checksum_ok is None:
+            for p in packets:
+                core.receive_packet(p, now)
+        else:
+            for p, ok in zip(packets, checksum_ok):
+                core.receive_packet(p, now, checksum_ok=ok)
         self._flush()
 
     def _kick(self) -> None:

@@ -16,15 +16,17 @@ import subprocess
 import time
 from typing import Any
 
-from .device import AsyncTun, TunDevice
+from .device import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, AsyncTun, TunDevice
 from .netns import ImpairedLink, Impairment, Netem, NetemUnavailable, NetNS, TunInNamespace, VethPair
 
 _n = itertools.count(1)
 
 
 class KernelSide:
-    def __init__(self, mtu: int = 1500) -> None:
+    def __init__(self, mtu: int = 1500, *, offload: bool = False) -> None:
         idx = (os.getpid() + next(_n)) % 250 + 1
+        self.offload = offload                 # IFF_VNET_HDR + checksum/TSO offloads, GRO link
+        self.offloads_accepted = 0
         self.kernel_addr = f"10.231.{idx}.1"
         self.stack_addr = f"10.231.{idx}.2"
         self.mtu = mtu
@@ -42,8 +44,11 @@ class KernelSide:
     def __enter__(self) -> "KernelSide":
         self.ns = NetNS()
         try:
-            self._tun = TunInNamespace(self.ns, f"{self.kernel_addr}/24", mtu=self.mtu)
+            self._tun = TunInNamespace(self.ns, f"{self.kernel_addr}/24", mtu=self.mtu,
+                                       vnet_hdr=self.offload)
             self.dev = self._tun.device
+            if self.offload:
+                self.offloads_accepted = self.dev.enable_offloads(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -51,7 +56,7 @@ class KernelSide:
 
     def link(self) -> AsyncTun:
         assert self.dev is not None
-        self._link = AsyncTun(self.dev)
+        self._link = AsyncTun(self.dev, gro=self.offload)
         return self._link
 
     async def run(self, *cmd: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
