@@ -42,3 +42,8 @@ class TCPConfig:
     dupthresh: int = 3               # RFC 5681 3.2 / RFC 6675 DupThresh
     ip_header_size: int = 20         # IP header bytes counted by set_path_mtu (40 for IPv6)
     persist_max: float = 60.0        # cap of the persist (zero-window probe) backoff
+    rack: bool = True                # RFC 8985 RACK-TLP loss detection (SACK connections);
+                                     # False: RFC 6675 IsLost/NextSeg rules 1-4 only
+    tlp_max_ack_delay: float = 0.2   # RFC 8985 7.2 TLP.max_ack_delay (peer's delayed ACK budget)
+    tlp_min: float = 0.010           # floor of the PTO (sub-ms RTTs; as Linux)
+    dsack: bool = True               # RFC 2883: report duplicate segments in D-SACK blocks

@@ -47,6 +47,7 @@ from .errors import (ConnectionAbortedLocallyError, ConnectionRefusedByPeerError
 from .events import (ConnectionEstablished, ConnectionTerminated, DataReceived, EndOfStream,
                      Event)
 from .reassembly import ReassemblyQueue
+from .rack import LOST, RTX, SACKED, SendQueue, SentSegment
 from .rtt import RTTEstimator
 from .sack import SackScoreboard
 from .segment import ACK, FIN, PSH, RST, SYN, TCPSegment
@@ -133,6 +134,14 @@ class ConnectionStats:
     zero_window_probes: int = 0
     keepalive_probes: int = 0
     recoveries: int = 0          # fast-recovery episodes
+    rack_lost: int = 0           # segments RACK deemed lost (RFC 8985 6.2 step 5, 6.3)
+    reorder_timeouts: int = 0    # RACK reordering timer expirations
+    tlp_probes: int = 0          # tail loss probes sent (RFC 8985 7.3)
+    tlp_recoveries: int = 0      # single losses repaired by a probe (RFC 8985 7.4.2)
+    rescue_retransmits: int = 0  # RFC 6675 NextSeg() rule 4
+    dsacks_in: int = 0           # D-SACK blocks received (RFC 2883 4)
+    dsacks_out: int = 0          # D-SACK blocks sent (RFC 2883 4.1)
+    spurious_undos: int = 0      # congestion responses undone (RFC 3522 / RFC 3708, RFC 4015)
     srtt: float | None = None
     rttvar: float | None = None
     rto: float = 0.0
@@ -251,6 +260,27 @@ class TCPConnection:
         self._first_partial = True
         self._fast_pending = False   # the next retransmission is the fast retransmit
         self._sb = SackScoreboard()
+        self._rq: SendQueue | None = None   # per-segment records (SACK connections only)
+        self._rack = False           # RACK-TLP in use (config.rack and SACK negotiated)
+        self._rescue_rxt: int | None = None  # RFC 6675 RescueRxt (None: undefined)
+        # RACK-TLP timers and TLP state (RFC 8985 5.3, 7.1)
+        self._t_rack: float | None = None
+        self._t_tlp: float | None = None
+        self._tlp_end: int | None = None
+        self._tlp_is_retrans = False
+        self._tlp_samples = -1       # RTT sample count when the last probe went out
+        self._tlp_rearm = False
+        # Undo of spurious congestion responses (RFC 3522 Eifel, RFC 3708, RFC 4015).
+        self._undo_cc: object | None = None  # cc.snapshot() before the episode's reduction
+        self._undo_cwnd = 0
+        self._undo_marker = iss      # SND.UNA when the episode began
+        self._undo_high = iss        # one past the highest octet retransmitted in it
+        self._undo_retrans = 0       # its retransmissions not yet reported by D-SACK
+        self._undo_total = 0
+        self._undo_ts: int | None = None   # RetransmitTS (RFC 3522 2), first retransmission
+        self._undo_seq = iss               # ... and the end of that retransmission
+        self._dsack: tuple[int, int] | None = None   # receiver: D-SACK block to report
+        self.reopen_syn: TCPSegment | None = None  # RFC 6191: new SYN that ended TIME-WAIT
 
         # --- timers: absolute deadlines or None ---
         self._t_rtx: float | None = None
@@ -482,6 +512,8 @@ class TCPConnection:
         self._pmtu_mss = mss
         self._update_mss()
         if self._mss_hdr < old and self.snd_nxt > self.snd_una and self.state in _SEND_STATES:
+            if self._rq is not None:
+                self._rq.mark_all_lost()
             self._in_recovery = False
             self._in_loss = True
             self._recover = self.snd_nxt
@@ -530,6 +562,9 @@ class TCPConnection:
             self.snd_wscale = 0
             self.rcv_wscale = 0
         self.sack_ok = sackok and syn.sack_permitted and cfg.sack
+        if self.sack_ok:
+            self._rq = SendQueue(self._ts)
+            self._rack = cfg.rack          # RFC 8985 4: RACK-TLP requires SACK
         self.ts_ok = ts and syn.tsval is not None and cfg.timestamps
         if self.ts_ok:
             self.ts_recent = syn.tsval or 0
@@ -615,13 +650,21 @@ class TCPConnection:
             if self.eno is not None and self.eno.active:
                 eno = self.eno.nonsyn_options()
                 self._eno_extra = sum(_r4(2 + len(e)) for e in eno)
-            if self.sack_ok and self._ooo and flags & ACK:
+            if self.sack_ok and flags & ACK and (self._ooo or self._dsack is not None):
                 room = 40 - (TS_OVERHEAD if self.ts_ok else 0)
                 for e in eno:
                     room -= _r4(2 + len(e))
-                n = (room - 4) // 8
+                n = min((room - 4) // 8, 4)
                 if n > 0:
-                    sack = tuple((s & MASK, e & MASK) for s, e in self._ooo.sack_blocks(min(n, 4)))
+                    blocks = []
+                    if self._dsack is not None:
+                        # RFC 2883 4: the D-SACK block first, in this one ACK only.
+                        blocks.append(self._dsack)
+                        self._dsack = None
+                        self._stats.dsacks_out += 1
+                    if self._ooo and n > len(blocks):
+                        blocks += self._ooo.sack_blocks(n - len(blocks))
+                    sack = tuple((s & MASK, e & MASK) for s, e in blocks)
         if flags & ACK:
             ack = self.rcv_nxt & MASK
             self.last_ack_sent = self.rcv_nxt
@@ -683,7 +726,7 @@ class TCPConnection:
         self._terminated = True
         self._terminal_error = error
         self._t_rtx = self._t_persist = self._t_delack = self._t_keepalive = None
-        self._t_close = self._t_sws = None
+        self._t_close = self._t_sws = self._t_rack = self._t_tlp = None
         self._ack_now = False
         if not self._terminated_reported:
             self._terminated_reported = True
@@ -698,6 +741,7 @@ class TCPConnection:
     def _enter_time_wait(self, now: float) -> None:
         self.state = TIME_WAIT
         self._t_rtx = self._t_persist = self._t_keepalive = self._t_sws = None
+        self._t_rack = self._t_tlp = None
         self._t_close = now + 2 * self.config.msl      # RFC 9293 3.4.2
         self._report_closed()
 
@@ -979,20 +1023,34 @@ class TCPConnection:
     def _process_ack(self, seg: TCPSegment, seq: int, ack: int, plen: int, now: float) -> None:
         snd_una = self.snd_una
         cfg = self.config
+        st = self._stats
+        rq = self._rq
         window = seg.window << self.snd_wscale
         newly_sacked = 0
+        dsack: tuple[int, int] | None = None
+        new_ranges: list[tuple[int, int]] | None = None
+        tsecr = seg.tsecr if self.ts_ok and seg.tsval is not None else None
         if self.sack_ok and seg.sack_blocks:
-            newly_sacked = self._sb.update(
-                [(snd_una + (((s - snd_una) + HALF) & MASK) - HALF,
-                  snd_una + (((e - snd_una) + HALF) & MASK) - HALF) for s, e in seg.sack_blocks],
-                snd_una, self.snd_nxt)
+            blocks = [(snd_una + (((s - snd_una) + HALF) & MASK) - HALF,
+                       snd_una + (((e - snd_una) + HALF) & MASK) - HALF)
+                      for s, e in seg.sack_blocks]
+            # RFC 2883 4 / RFC 3708 2: the first block is a D-SACK if it lies below the
+            # cumulative ACK or inside the second block.
+            s0, e0 = blocks[0]
+            if e0 <= ack or (len(blocks) > 1 and blocks[1][0] <= s0 and e0 <= blocks[1][1]):
+                dsack = (s0, e0)
+                del blocks[0]
+                st.dsacks_in += 1
+            if rq is not None:
+                new_ranges = []
+            newly_sacked = self._sb.update(blocks, snd_una, self.snd_nxt, new_ranges)
         flight = self.snd_nxt - snd_una
         if self._persisting or self._persist_unanswered:
             self._persist_unanswered = 0
         if ack > snd_una:
             acked = ack - snd_una
             pipe_before = self._pipe()
-            self._stats.bytes_acked += acked
+            st.bytes_acked += acked
             # Drop acknowledged octets from the send buffer.
             buf_end = self._buf_seq + len(self._sndbuf)
             upto = ack if ack < buf_end else buf_end
@@ -1003,6 +1061,7 @@ class TCPConnection:
             self.snd_una = ack
             self._rtx_count = 0
             self._stall_since = now
+            self._tlp_rearm = True
             # RTT measurement: RFC 7323 4 (timestamps) else Karn's timed segment.
             rtt = None
             if self.ts_ok and seg.tsecr:
@@ -1018,19 +1077,30 @@ class TCPConnection:
                 self._rtt_seq = None
             if rtt is not None:
                 self._rtt.sample(rtt)
+                if rq is not None:
+                    rq.update_min_rtt(rtt, now)     # RFC 8985 6.2 step 1
+            if rq is not None:
+                rq.ack(ack, now, tsecr)
             if self._sb:
                 self._sb.advance(ack)
             restart_timer = True
             if self._in_recovery:
                 if ack >= self._recover:
-                    # RFC 6582 3.2 step 6 / RFC 6675: full ACK ends recovery.
+                    # RFC 6582 3.2 step 6 / RFC 6675 5 (A): full ACK ends recovery.
                     self._in_recovery = False
                     self.dupacks = 0
                     self.cc.on_recovery_exit(now)
+                    if rq is not None:
+                        rq.on_recovery_exit()
                 else:
                     # Partial ACK (RFC 6582 3.2 step 5).
                     self.cc.on_recovery_ack(acked, now)
-                    if not self.sack_ok:
+                    if rq is not None:
+                        if not self._rack and not self._sb:
+                            # No SACK information at all (stripped by a middlebox?):
+                            # NewReno's partial-ACK rule, the next segment is lost.
+                            rq.mark_head_lost()
+                    elif not self.sack_ok:
                         self._lost_floor = ack + self.snd_mss
                         self._rxt_nxt = ack
                         segs = acked // self.snd_mss
@@ -1044,11 +1114,20 @@ class TCPConnection:
                 self.cc.on_ack(acked, rtt, now, pipe_before)
                 if self._in_loss and ack >= self._recover:
                     self._in_loss = False
+                    if rq is not None:
+                        rq.on_recovery_exit()
             if self._rxt_nxt < ack:
                 self._rxt_nxt = ack
+            # RFC 3522 Eifel detection: the first ACK for the episode's first
+            # retransmission echoes a timestamp older than that retransmission.
+            if self._undo_ts is not None and ack >= self._undo_seq:
+                rts = self._undo_ts
+                self._undo_ts = None
+                if tsecr is not None and (tsecr - rts) & MASK >= HALF:
+                    self._spurious(now, tsecr)
             # RFC 6298 5.2 / 5.3.
             if self.snd_una >= self.snd_nxt:
-                self._t_rtx = None
+                self._t_rtx = self._t_tlp = self._t_rack = None
             elif restart_timer:
                 self._t_rtx = now + self._rtt.rto
             self._fin_acked_transitions(now)
@@ -1062,16 +1141,32 @@ class TCPConnection:
                 dup = (plen == 0 and not seg.flags & (SYN | FIN) and window == self.snd_wnd
                        and window > 0 and not self._persisting)   # not a zero-window probe's ACK
             if dup:
-                self._stats.dupacks_in += 1
+                st.dupacks_in += 1
                 self.dupacks += 1
-                if self._in_recovery:
-                    if self.sack_ok:
-                        pass   # pipe falls through the scoreboard; nothing else to do
-                elif not self._in_loss and snd_una >= self._recover:
-                    if self.dupacks >= cfg.dupthresh or (
-                            self.sack_ok and self._sb and
-                            (self._sb.lost_boundary(cfg.dupthresh, self.snd_mss) or 0) > snd_una):
-                        self._enter_recovery(now)
+                if self._in_recovery or self._in_loss or snd_una < self._recover:
+                    pass
+                elif rq is not None:
+                    # RFC 6675 5 step (1): DupAcks >= DupThresh; with RACK only when the
+                    # ACKs carry no SACK blocks (RACK's own rule covers SACKed segments,
+                    # RFC 8985 6.2 step 4).
+                    if self.dupacks >= cfg.dupthresh and (not self._rack or not seg.sack_blocks):
+                        rq.mark_head_lost()
+                elif self.dupacks >= cfg.dupthresh or (
+                        self.sack_ok and self._sb and
+                        (self._sb.lost_boundary(cfg.dupthresh, self.snd_mss) or 0) > snd_una):
+                    self._enter_recovery(now)
+        if rq is not None:
+            if new_ranges:
+                new_ranges.sort()
+                rq.sack(new_ranges, now, tsecr)
+            rq.end_ack(now)
+            if self._rack:
+                rq.on_ack_dsack_round(self.snd_una, dsack is not None, self.snd_nxt)
+            if dsack is not None:
+                self._dsack_undo(dsack, now)
+            if self._tlp_end is not None and ack >= self._tlp_end:
+                self._tlp_process_ack(seg, ack, snd_una, dsack, now)
+            self._detect_losses(now)
         # Window update (3.10.7.4 "fifth", ESTABLISHED): SND.WL1/WL2 rule.
         if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
             if ack >= self.snd_una:
@@ -1087,6 +1182,119 @@ class TCPConnection:
                     if self.snd_nxt > self.snd_una:
                         self._t_rtx = now + self._rtt.rto
 
+    # ------------------------------------------------------------------ loss detection,
+    # TLP and undo on SACK connections (RFC 6675, RFC 8985, RFC 2883/3708, RFC 3522/4015)
+
+    def _detect_losses(self, now: float) -> None:
+        """Mark lost segments (RACK, RFC 8985 6.2 step 5; else RFC 6675 IsLost()) and enter
+        fast recovery when some are (RFC 8985 6.2 step 4 / RFC 6675 5 step 4)."""
+        rq = self._rq
+        assert rq is not None
+        cfg = self.config
+        if self._rack:
+            reo = rq.reo_wnd(self._in_recovery or self._in_loss, cfg.dupthresh, self._rtt.srtt)
+            n, deadline = rq.detect_loss(now, reo)
+            self._t_rack = deadline
+            if n:
+                self._stats.rack_lost += n
+        elif self._sb:
+            b = self._sb.lost_boundary(cfg.dupthresh, self.snd_mss)
+            if b is not None:
+                rq.mark_lost_below(b)
+        if rq.pending_lost and not (self._in_recovery or self._in_loss) \
+                and self.snd_una >= self._recover and self.state in _SEND_STATES:
+            self._enter_recovery(now)
+
+    def _tlp_process_ack(self, seg: TCPSegment, ack: int, prior_una: int,
+                         dsack: tuple[int, int] | None, now: float) -> None:
+        """RFC 8985 7.4.2 TLP_process_ack()."""
+        end = self._tlp_end
+        assert end is not None
+        if not self._tlp_is_retrans:
+            self._tlp_end = None                  # a probe of new data was delivered
+        elif dsack is not None and dsack[1] == end:
+            self._tlp_end = None                  # case 1: both copies arrived
+        elif ack > end:
+            self._tlp_end = None                  # the probe repaired a single loss
+            self._stats.tlp_recoveries += 1
+            if not (self._in_recovery or self._in_loss):
+                self.cc.on_congestion_event(now, self.snd_nxt - prior_una)
+                self.cc.on_recovery_exit(now)
+        elif ack == prior_una and not seg.sack_blocks:
+            self._tlp_end = None                  # case 2: a DupAck without SACK
+
+    def _begin_episode(self) -> None:
+        """Remember the congestion state before a loss response, for undo (RFC 4015)."""
+        if self._in_recovery or self._in_loss:
+            return                                # the episode under way keeps its state
+        self._undo_cc = self.cc.snapshot()
+        self._undo_cwnd = self.cc.cwnd
+        self._undo_marker = self.snd_una
+        self._undo_high = self.snd_una
+        self._undo_retrans = 0
+        self._undo_total = 0
+        self._undo_ts = None
+
+    def _note_retransmit(self, start: int, end: int, now: float) -> None:
+        """Bookkeeping common to every retransmission: Karn, and the undo episode."""
+        self._rtt_seq = None                      # Karn
+        self._karn_mark(now)
+        if self._undo_cc is not None and (self._in_recovery or self._in_loss):
+            self._undo_retrans += 1
+            self._undo_total += 1
+            if end > self._undo_high:
+                self._undo_high = end
+            if self._undo_total == 1 and self.ts_ok:
+                self._undo_ts = self._ts(now)     # RFC 3522 2 RetransmitTS
+                self._undo_seq = end
+
+    def _dsack_undo(self, dsack: tuple[int, int], now: float) -> None:
+        """RFC 3708 2-3: when every retransmission of the episode is reported as a
+        duplicate by D-SACK, the retransmissions (and the cwnd reduction) were spurious."""
+        if self._undo_cc is None or self._undo_total == 0 or self._undo_retrans <= 0:
+            return
+        s, e = dsack
+        if s < self._undo_marker or e > self._undo_high:
+            return
+        mss = self.snd_mss
+        self._undo_retrans -= max(1, (e - s + mss // 2) // mss)
+        if self._undo_retrans <= 0:
+            self._spurious(now, None)
+
+    def _spurious(self, now: float, tsecr: int | None) -> None:
+        """RFC 4015 response to a spurious retransmission (detected by Eifel, RFC 3522, or
+        D-SACK, RFC 3708): restore cwnd/ssthresh from before the episode and stop
+        retransmitting what was only deemed lost."""
+        st = self._stats
+        st.spurious_undos += 1
+        state = self._undo_cc
+        if state is not None and self.cc.cwnd < self._undo_cwnd:
+            self.cc.undo(state)
+        self._undo_cc = None
+        self._undo_ts = None
+        rq = self._rq
+        if self._in_loss:
+            # A spurious timeout (delay spike): back off no further, and adopt the RTT of
+            # the original transmission the ACK echoes (RFC 4015 4).
+            self._in_loss = False
+            self._rtt.backoff = 0
+            if tsecr is not None:
+                r = ((self._ts(now) - tsecr) & MASK) / 1000.0
+                if r < 600:
+                    self._rtt.sample(r)
+        elif self._in_recovery:
+            self._in_recovery = False
+            if rq is not None and self._rack:
+                rq.reordering_seen = True         # the "lost" segment was only reordered
+        else:
+            return
+        self.dupacks = 0
+        self._recover = self.snd_una
+        self._fast_pending = False
+        if rq is not None:
+            rq.unmark_lost(now)
+
+
     def _karn_mark(self, now: float) -> None:
         """Karn's rule for timestamp RTTM: after a retransmission, an ACK whose TSecr
         echoes a transmission from *before* the latest retransmission (the receiver's
@@ -1098,7 +1306,11 @@ class TCPConnection:
 
     def _enter_recovery(self, now: float) -> None:
         """RFC 5681 3.2 steps 2-4 / RFC 6582 3.2 step 2 / RFC 6675 5 (4.1-4.3)."""
+        self._begin_episode()
         self._in_recovery = True
+        self._rescue_rxt = None
+        self._tlp_end = None                      # RFC 8985 7.1 TLP_init()
+        self._t_tlp = None
         self._recover = self.snd_nxt
         self._first_partial = True
         self.cc.on_congestion_event(now, self.snd_nxt - self.snd_una)
@@ -1246,6 +1458,12 @@ class TCPConnection:
     def _pipe(self) -> int:
         """RFC 6675 SetPipe(): octets estimated in flight (4: IsLost, HighRxt)."""
         flight = self.snd_nxt - self.snd_una
+        rq = self._rq
+        if rq is not None:
+            # Per-segment form: an unSACKed octet counts once unless deemed lost, once
+            # more while a retransmission of it is in flight.
+            pipe = flight - rq.sacked_out - rq.lost_out + rq.retrans_out
+            return pipe if pipe > 0 else 0
         if not (self._in_recovery or self._in_loss or self.dupacks or self._sb):
             return flight
         snd_una = self.snd_una
@@ -1289,6 +1507,137 @@ class TCPConnection:
             return self._sb.next_hole(lo, hi)
         return lo, hi
 
+    def _retransmit_record(self, r: SentSegment, out: list[TCPSegment], now: float, *,
+                           tail: bool = False) -> SentSegment:
+        """Retransmit record r (split to one segment's payload room first: its head, or
+        with ``tail`` its last piece); returns the record actually sent."""
+        rq = self._rq
+        assert rq is not None
+        room = self._seg_payload_room()
+        fin = 1 if self._fin_queued and r.start <= self._fin_seq < r.end else 0
+        if r.end - r.start - fin > room:
+            if tail:
+                r = rq.split(r, r.end - fin - room)
+            else:
+                rq.split(r, r.start + room)
+        a, b = r.start, r.end
+        out.append(self._segment_for(a, b, now, rtx=True))
+        rq.retransmitted(r, now)
+        st = self._stats
+        st.retransmits += 1
+        st.retransmitted_bytes += b - a - fin
+        if self._fast_pending:
+            st.fast_retransmits += 1
+            self._fast_pending = False
+            self._rescue_rxt = b                  # RFC 6675 5 (4.3)
+        elif self._in_recovery:
+            st.sack_retransmits += 1
+        if self._rxt_nxt < b and not tail:
+            self._rxt_nxt = b                     # HighRxt (C.2)
+        self._note_retransmit(a, b, now)
+        return r
+
+    def _nextseg_rules_3_4(self, out: list[TCPSegment], now: float) -> bool:
+        """RFC 6675 NextSeg() rule 3 (an unSACKed segment above HighRxt and below the
+        highest SACKed octet, though not yet deemed lost) and rule 4 (one "rescue"
+        retransmission of the highest unSACKed segment per recovery episode), while
+        cwnd - pipe >= 1 SMSS.  They keep the ACK clock going when the tail is lost."""
+        rq = self._rq
+        sb = self._sb
+        assert rq is not None
+        mss = self.snd_mss
+        sent = False
+        while self.cc.cwnd - self._pipe() >= mss and rq.next_lost() is None:
+            hi = sb.highest
+            lo = self._rxt_nxt if self._rxt_nxt > self.snd_una else self.snd_una
+            r = None
+            while hi is not None and lo < hi:
+                hole = sb.next_hole(lo, hi)
+                if hole is None:
+                    break
+                r = rq.find(hole[0])
+                if r is not None and not r.flags & (SACKED | LOST | RTX):
+                    break
+                lo = r.end if r is not None else hole[1]
+                r = None
+            if r is not None:                               # rule 3
+                self._retransmit_record(r, out, now)
+                sent = True
+                continue
+            if self._rescue_rxt is None or self.snd_una >= self._rescue_rxt:
+                r = rq.last_unsacked()                      # rule 4
+                if r is not None:
+                    self._retransmit_record(r, out, now, tail=True)
+                    self._stats.rescue_retransmits += 1
+                    self._rescue_rxt = self._recover + 1    # once per episode
+                    sent = True
+            break
+        return sent
+
+    def _pto_deadline(self, now: float) -> float:
+        """RFC 8985 7.2 TLP_calc_PTO() as an absolute deadline (capped at the RTO's)."""
+        srtt = self._rtt.srtt
+        cfg = self.config
+        if srtt is None:
+            pto = 1.0
+        else:
+            pto = 2 * srtt
+            if self.snd_nxt - self.snd_una <= self.snd_mss:
+                pto += cfg.tlp_max_ack_delay
+            if pto < cfg.tlp_min:
+                pto = cfg.tlp_min
+        t = now + pto
+        if self._t_rtx is not None and t > self._t_rtx:
+            t = self._t_rtx
+        return t
+
+    def _on_tlp(self, now: float) -> None:
+        """RFC 8985 7.3 TLP_send_probe()."""
+        rq = self._rq
+        if (rq is None or self.state not in _SEND_STATES or self.snd_nxt <= self.snd_una
+                or self._in_recovery or self._in_loss):
+            return
+        if self._tlp_end is None and self._rtt.samples != self._tlp_samples:
+            sent = self._tlp_send_new(now)
+            self._tlp_is_retrans = False
+            if not sent:
+                r = rq.last_unsacked()
+                if r is not None:
+                    self._retransmit_record(r, self._out, now, tail=True)
+                    self._tlp_is_retrans = True
+                    sent = True
+            if sent:
+                self._tlp_end = self.snd_nxt
+                self._tlp_samples = self._rtt.samples
+                self._stats.tlp_probes += 1
+                self._t_rtx = now + self._rtt.rto
+        if self._t_rtx is None:
+            self._t_rtx = now + self._rtt.rto
+
+    def _tlp_send_new(self, now: float) -> bool:
+        """A loss probe of previously unsent data, if any fits the peer's window
+        (congestion window not consulted, RFC 8985 7.3)."""
+        rq = self._rq
+        assert rq is not None
+        snd_nxt = self.snd_nxt
+        unsent = self._buf_seq + len(self._sndbuf) - snd_nxt
+        fin_pending = self._fin_queued and snd_nxt <= self._fin_seq
+        wnd_room = self.snd_una + self.snd_wnd - snd_nxt
+        if unsent > 0 and wnd_room > 0:
+            room = self._seg_payload_room()
+            n = min(room, unsent, wnd_room)
+            limit = snd_nxt + n
+            if fin_pending and limit == self._fin_seq:
+                limit += 1
+        elif unsent <= 0 and fin_pending and snd_nxt == self._fin_seq:
+            limit = snd_nxt + 1
+        else:
+            return False
+        self._out.append(self._segment_for(snd_nxt, limit, now, rtx=False))
+        rq.sent(snd_nxt, limit, now)
+        self.snd_nxt = limit
+        return True
+
     def _segment_for(self, seq: int, limit: int, now: float, *, rtx: bool) -> TCPSegment:
         """Build the segment carrying [seq, limit) (data and possibly our FIN)."""
         buf_seq = self._buf_seq
@@ -1311,9 +1660,9 @@ class TCPConnection:
         # ENO options are not asked for here (the negotiator may count calls): assume the
         # size of the last non-SYN ENO options sent (normally one empty option, 4 bytes).
         extra = self._eno_extra if self.eno is not None and self.eno.active else 0
-        if self.sack_ok and self._ooo:
+        if self.sack_ok and (self._ooo or self._dsack is not None):
             base = 40 - (TS_OVERHEAD if self.ts_ok else 0) - extra
-            n = min(len(self._ooo), 4, (base - 4) // 8)
+            n = min(len(self._ooo) + (self._dsack is not None), 4, (base - 4) // 8)
             if n > 0:
                 extra += 4 + 8 * n
         room -= extra
@@ -1345,7 +1694,18 @@ class TCPConnection:
         if self.snd_nxt == snd_una:
             self._stall_since = now
         # --- retransmissions (fast recovery / SACK holes / after RTO) ---
-        if self._in_recovery or self._in_loss:
+        rq = self._rq
+        if rq is not None:
+            # RFC 6675 NextSeg() rule 1 (what RACK or IsLost() marked, lowest first).
+            while True:
+                r = rq.next_lost()
+                if r is None:
+                    break
+                if not self._fast_pending and self.cc.cwnd - self._pipe() < mss:
+                    break
+                self._retransmit_record(r, out, now)
+                sent_any = True
+        elif self._in_recovery or self._in_loss:
             while True:
                 h = self._next_rtx()
                 if h is None:
@@ -1383,6 +1743,9 @@ class TCPConnection:
                         break
                     out.append(self._segment_for(snd_nxt, snd_nxt + 1, now, rtx=False))
                     self.snd_nxt = snd_nxt + 1
+                    if rq is not None:
+                        rq.sent(snd_nxt, snd_nxt + 1, now)
+                    self._tlp_rearm = True
                     sent_any = True
                 break
             wnd_room = self.snd_una + self.snd_wnd - snd_nxt
@@ -1418,18 +1781,32 @@ class TCPConnection:
                 self._rtt_seq = snd_nxt            # time this segment (RFC 6298 / Karn)
                 self._rtt_time = now
             self.snd_nxt = end + (1 if with_fin else 0)
+            if rq is not None:
+                rq.sent(snd_nxt, self.snd_nxt, now)
+            self._tlp_rearm = True
             if with_fin:
                 break
+        # --- RFC 6675 NextSeg() rules 3 and 4 (without RACK: its timers do this job) ---
+        if (rq is not None and self._in_recovery and not self._rack
+                and (not self._has_unsent() or self.snd_una + self.snd_wnd <= self.snd_nxt)):
+            sent_any |= self._nextseg_rules_3_4(out, now)
         self._sws_force = False
         if sent_any:
             self._t_sws = None
             self._t_delack = None
-        # --- timers (RFC 6298 5.1; persist 3.8.6.1) ---
+        # --- timers (RFC 6298 5.1; persist 3.8.6.1; RFC 8985 7.2 and 8) ---
         if self.snd_nxt > self.snd_una:
             if self._t_rtx is None and not self._persisting:
                 self._t_rtx = now + self._rtt.rto
+            if self._rack:
+                if (self._in_recovery or self._in_loss or self._persisting
+                        or self._t_rack is not None or (rq is not None and rq.segs_sacked)):
+                    self._t_tlp = None
+                elif self._tlp_rearm:
+                    self._t_tlp = self._pto_deadline(now)
         else:
-            self._t_rtx = None
+            self._t_rtx = self._t_rack = self._t_tlp = None
+        self._tlp_rearm = False
         if (self.snd_wnd == 0 and self.snd_nxt == self.snd_una and self._has_unsent()
                 and not self._persisting):
             self._persisting = True
@@ -1450,7 +1827,7 @@ class TCPConnection:
     def next_timer(self) -> float | None:
         best: float | None = None
         for t in (self._t_rtx, self._t_persist, self._t_delack, self._t_keepalive,
-                  self._t_close, self._t_sws):
+                  self._t_close, self._t_sws, self._t_rack, self._t_tlp):
             if t is not None and (best is None or t < best):
                 best = t
         return best
@@ -1471,6 +1848,14 @@ class TCPConnection:
                     self._terminate(self._timeout_error("FIN-WAIT-2"))
                     return
                 self._t_close = deadline
+        if self._t_rack is not None and now >= self._t_rack:
+            self._t_rack = None
+            self._stats.reorder_timeouts += 1
+            if self._rq is not None and self.state in _SEND_STATES:
+                self._detect_losses(now)         # RFC 8985 6.2 RACK reordering timer
+        if self._t_tlp is not None and now >= self._t_tlp:
+            self._t_tlp = None
+            self._on_tlp(now)                     # RFC 8985 7.3 (before an RTO due now)
         if self._t_rtx is not None and now >= self._t_rtx:
             self._t_rtx = None
             self._on_rto(now)
@@ -1522,9 +1907,41 @@ class TCPConnection:
         self._rtx_count += 1
         st.timeouts += 1
         flight = self.snd_nxt - self.snd_una
+        self._begin_episode()
         if self._rtx_count == 1:
             # RFC 5681 3.1 eq. (4): only for the first timeout of this segment.
             self.cc.on_rto(now, self._pipe() or flight)
+        self._t_rack = self._t_tlp = None
+        self._tlp_end = None                      # RFC 8985 7.1
+        rq = self._rq
+        if rq is not None:
+            head = rq.first()
+            if self._rtx_count > 1 or (head is not None and head.flags & SACKED):
+                # RFC 2018 8 / RFC 6675 5.1: SACK information is kept across a timeout
+                # unless the receiver seems to have reneged (the segment at SND.UNA was
+                # SACKed) or the timeout repeats; then it is expunged.
+                self._sb.clear()
+                rq.clear_sacks()
+            if self._rack:
+                reo = rq.reo_wnd(True, cfg.dupthresh, self._rtt.srtt)
+                st.rack_lost += rq.mark_lost_on_rto(now, self.snd_una, reo)   # RFC 8985 6.3
+            else:
+                rq.mark_all_lost()               # RFC 6675 5.1 "filling in" the holes
+            self._in_recovery = False
+            self._fast_pending = False
+            self._in_loss = True
+            self._recover = self.snd_nxt
+            self._rxt_nxt = self.snd_una
+            self.dupacks = 0
+            self._rtt.back_off()                  # RFC 6298 5.5
+            r = rq.next_lost()
+            if r is not None:                     # RFC 6298 5.4
+                self._retransmit_record(r, self._out, now)
+            t = now + self._rtt.rto               # RFC 6298 5.6
+            if cfg.user_timeout is not None:
+                t = min(t, self._stall_since + cfg.user_timeout)
+            self._t_rtx = t
+            return
         # RFC 6675 5.1: expunge the scoreboard, leave fast recovery, RecoveryPoint = HighData.
         self._sb.clear()
         self._in_recovery = False
@@ -1567,6 +1984,8 @@ class TCPConnection:
                 self._persisting = False
                 return
             self.snd_nxt = a + 1
+            if self._rq is not None:
+                self._rq.sent(a, a + 1, now)
         self._out.append(self._segment_for(a, a + 1, now, rtx=False))
         self._stats.zero_window_probes += 1
         self._persist_unanswered += 1

@@ -35,10 +35,12 @@ class SackScoreboard:
         self.ends.clear()
         self.sacked = 0
 
-    def update(self, blocks: "list[tuple[int, int]]", snd_una: int, snd_max: int) -> int:
+    def update(self, blocks: "list[tuple[int, int]]", snd_una: int, snd_max: int,
+               new_ranges: "list[tuple[int, int]] | None" = None) -> int:
         """RFC 6675 Update(): record SACK blocks (already unwrapped).  Blocks that are not
         within (SND.UNA, SND.MAX] are ignored (D-SACK, stale or forged).  Returns the number
-        of octets newly SACKed."""
+        of octets newly SACKed; if ``new_ranges`` is given, the newly SACKed ranges are
+        appended to it (so per-segment records are only visited once, when first SACKed)."""
         new = 0
         starts, ends = self.starts, self.ends
         for s, e in blocks:
@@ -54,10 +56,20 @@ class SackScoreboard:
                 starts.insert(i, s)
                 ends.insert(i, e)
                 new += e - s
+                if new_ranges is not None:
+                    new_ranges.append((s, e))
                 continue
             old = 0
+            pos = s
             for k in range(i, j):
                 old += ends[k] - starts[k]
+                if new_ranges is not None:
+                    if starts[k] > pos:
+                        new_ranges.append((pos, starts[k]))
+                    if ends[k] > pos:
+                        pos = ends[k]
+            if new_ranges is not None and e > pos:
+                new_ranges.append((pos, e))
             ns = min(s, starts[i])
             ne = max(e, ends[j - 1])
             starts[i:j] = [ns]

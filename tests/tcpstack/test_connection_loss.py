@@ -33,8 +33,11 @@ def drop_data_after(t_from: float, until: float = 1e9):
     return box, hook
 
 
+# The RFC 6298 timer tests below run without RACK-TLP: a tail loss probe (RFC 8985 7) would
+# go out before each RTO (tests/tcpstack/test_connection_recovery.py covers that sequence).
+
 def test_rto_backoff_doubles_and_karn_ignores_retransmitted_sample():
-    cfg = TCPConfig(rto_min=1.0, timestamps=False)
+    cfg = TCPConfig(rto_min=1.0, timestamps=False, rack=False)
     box, hook = drop_data_after(0.0, until=6.5)
     h = Harness(cfg, TCPConfig(timestamps=False), hook=hook)
     box["h"] = h
@@ -60,7 +63,7 @@ def test_rto_backoff_doubles_and_karn_ignores_retransmitted_sample():
 
 
 def test_rto_is_capped_at_rto_max():
-    cfg = TCPConfig(rto_min=1.0, rto_max=5.0, retries=6)
+    cfg = TCPConfig(rto_min=1.0, rto_max=5.0, retries=6, rack=False)
     box, hook = drop_data_after(0.0)
     h = Harness(cfg, hook=hook)
     box["h"] = h
@@ -73,7 +76,7 @@ def test_rto_is_capped_at_rto_max():
 
 
 def test_connection_timeout_after_retries():
-    cfg = TCPConfig(rto_min=1.0, retries=4)
+    cfg = TCPConfig(rto_min=1.0, retries=4, rack=False)
     box, hook = drop_data_after(0.0)
     h = Harness(cfg, hook=hook)
     box["h"] = h
