@@ -842,6 +842,14 @@ class TCPConnection:
             self._emit_syn(now)
             self._t_rtx = now + self._rtt.rto
 
+    def _reopen_ok(self, syn: TCPSegment, seq: int) -> bool:
+        """RFC 6191 2: with timestamps on both the old connection and the SYN, the SYN's
+        TSval must exceed TS.Recent; otherwise (RFC 1122 4.2.2.13) its sequence number
+        must exceed RCV.NXT."""
+        if self.ts_ok and syn.tsval is not None:
+            return 0 < ((syn.tsval - self.ts_recent) & MASK) < HALF
+        return seq > self.rcv_nxt
+
     def _handshake_rtt(self, seg: TCPSegment, now: float) -> None:
         if self.ts_ok and seg.tsecr:
             r = ((self._ts(now) - seg.tsecr) & MASK) / 1000.0
@@ -878,6 +886,13 @@ class TCPConnection:
         plen = len(payload)
         seglen = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
 
+        if state is TIME_WAIT and flags & (SYN | ACK | RST) == SYN and self._reopen_ok(seg, seq):
+            # RFC 6191 2 / RFC 1122 4.2.2.13: a new SYN that is provably newer (timestamp,
+            # else sequence number) ends TIME-WAIT; the owner hands it to the listener.
+            self.reopen_syn = seg
+            self._terminate(None)
+            return
+
         # RFC 7323 5.3 R1: PAWS, before the sequence-number check.  RFC 7323 3.2: once
         # timestamps are in use, a non-RST segment without one is dropped.
         if self.ts_ok and not flags & RST:
@@ -891,6 +906,8 @@ class TCPConnection:
                 else:
                     st.paws_drops += 1
                     st.dropped_segments += 1
+                    if plen and seq < rcv_nxt:
+                        self._note_duplicate(seq, min(seq + plen, rcv_nxt))
                     self._oow_ack(now, seglen)
                     return
 
@@ -926,6 +943,8 @@ class TCPConnection:
             else:
                 st.dropped_segments += 1
                 if not flags & RST:
+                    if plen and seq < rcv_nxt:
+                        self._note_duplicate(seq, min(seq + plen, rcv_nxt))
                     self._oow_ack(now, seglen)
                     if state is TIME_WAIT and flags & FIN:
                         # The peer's FIN again: ACK it and restart 2 MSL (3.10.7.4 "eighth").
@@ -1218,7 +1237,7 @@ class TCPConnection:
             self._tlp_end = None                  # the probe repaired a single loss
             self._stats.tlp_recoveries += 1
             if not (self._in_recovery or self._in_loss):
-                self.cc.on_congestion_event(now, self.snd_nxt - prior_una)
+                self.cc.on_congestion_event(now, self._flight_size(prior_una))
                 self.cc.on_recovery_exit(now)
         elif ack == prior_una and not seg.sack_blocks:
             self._tlp_end = None                  # case 2: a DupAck without SACK
@@ -1313,12 +1332,22 @@ class TCPConnection:
         self._t_tlp = None
         self._recover = self.snd_nxt
         self._first_partial = True
-        self.cc.on_congestion_event(now, self.snd_nxt - self.snd_una)
+        self.cc.on_congestion_event(now, self._flight_size(self.snd_una))
         self._rxt_nxt = self.snd_una
         self._lost_floor = self.snd_una + self.snd_mss
         self._fast_pending = True
         self._rtt_seq = None
         self._stats.recoveries += 1
+
+    def _flight_size(self, snd_una: int) -> int:
+        """FlightSize for the congestion response (RFC 5681 3.2 eq. 4), bounded by cwnd:
+        with SACK, data above a long-standing hole keeps being sent as it is SACKed, so
+        SND.NXT - SND.UNA can far exceed what the network holds; halving that would
+        *raise* cwnd.  The bound keeps the response a reduction (as Linux, which uses
+        cwnd), the FlightSize keeps an application-limited cwnd from counting."""
+        flight = self.snd_nxt - snd_una
+        cwnd = self.cc.cwnd
+        return flight if flight < cwnd else cwnd
 
     def _fin_acked_transitions(self, now: float) -> None:
         if not self._fin_queued or self.snd_una <= self._fin_seq:
@@ -1360,6 +1389,8 @@ class TCPConnection:
                 end = start
             fin = False                 # the FIN lies beyond the window: not accepted
         fin_seq = seq + plen
+        if start:
+            self._note_duplicate(seq, seq + start)     # RFC 2883 4.1.1
         if start or end != plen:
             payload = memoryview(payload)[start:end]
             seq += start
@@ -1394,6 +1425,8 @@ class TCPConnection:
                 # Out of order: queue, and send an immediate (duplicate) ACK with SACK
                 # blocks (RFC 5681 4.2, RFC 2018 4).
                 st.ooo_segments += 1
+                if self._ooo.covers(seq, seq + n):
+                    self._note_duplicate(seq, seq + n)  # RFC 2883 4.1.2
                 self._ooo.add(seq, payload)
                 immediate = True
         elif plen and not fin:
@@ -1409,6 +1442,8 @@ class TCPConnection:
             immediate = True
         elif fin:
             immediate = True
+        if self._dsack is not None:
+            immediate = True                    # the D-SACK goes out now (RFC 2883 4)
         if immediate:
             self._out.append(self._build(self.snd_nxt, ACK, now=now))
         elif self._unacked_bytes:
@@ -1418,6 +1453,12 @@ class TCPConnection:
                 self._ack_now = True
             elif self._t_delack is None:
                 self._t_delack = now + self.config.delayed_ack_timeout
+
+    def _note_duplicate(self, start: int, end: int) -> None:
+        """RFC 2883 4: report a duplicate segment in the first SACK block of the next ACK
+        (only the latest duplicate: one D-SACK block per ACK)."""
+        if self.sack_ok and self.config.dsack and end > start:
+            self._dsack = (start, end)
 
     def _deliver(self, data: bytes | memoryview) -> None:
         if not isinstance(data, bytes):

@@ -118,6 +118,11 @@ class ReassemblyQueue:
             recent.remove(blk)
         recent.insert(0, blk)
 
+    def covers(self, start: int, end: int) -> bool:
+        """True if [start, end) is already held entirely (a duplicate, RFC 2883 4.1.2)."""
+        i = bisect_right(self._starts, start) - 1
+        return i >= 0 and self._blocks[i].end >= end
+
     def pop_ready(self, rcv_nxt: int) -> tuple[list[bytes], int]:
         """Remove the blocks that now start at or below ``rcv_nxt``; returns their octets
         beyond ``rcv_nxt`` (in order) and the new RCV.NXT."""
