@@ -1177,7 +1177,7 @@ class TCPConnection:
         if rq is not None:
             if new_ranges:
                 new_ranges.sort()
-                rq.sack(new_ranges, now, tsecr)
+                rq.sack(new_ranges, now)
             rq.end_ack(now)
             if self._rack:
                 rq.on_ack_dsack_round(self.snd_una, dsack is not None, self.snd_nxt)

@@ -45,6 +45,8 @@ HALF = 0x80000000
 MIN_RTT_WINDOW = 300.0    # seconds (Linux's tcp_min_rtt_wlen default)
 REO_WND_PERSIST = 16      # RFC 8985 6.2 step 4
 EPS = 1e-9                # float-time tolerance for "remaining <= 0"
+RTT_TICK = 0.001          # RTT samples come from the 1 ms timestamp clock: min_RTT is
+                          # only known to within a tick (6.2 step 2 "rtt < RACK.min_rtt")
 
 
 def _start(r: "SentSegment") -> int:
@@ -234,8 +236,8 @@ class SendQueue:
         if f & EVER:
             if tsecr is not None and ((tsecr - self._ts_fn(r.xmit_ts)) & MASK) >= HALF:
                 valid = False          # the ACK is for an earlier transmission
-            elif now - r.xmit_ts < self.min_rtt:
-                valid = False
+            elif now - r.xmit_ts < self.min_rtt - RTT_TICK:
+                valid = False          # faster than any RTT seen: the original arrived
         if valid:
             t = r.xmit_ts
             if t > self._best_ts:
@@ -292,7 +294,7 @@ class SendQueue:
             del segs[:i]
             self.head = 0
 
-    def sack(self, ranges: "list[tuple[int, int]]", now: float, tsecr: int | None) -> None:
+    def sack(self, ranges: "list[tuple[int, int]]", now: float) -> None:
         """Newly SACKed ranges (from SackScoreboard.update), ascending."""
         segs = self.segs
         for s, e in ranges:
@@ -322,7 +324,10 @@ class SendQueue:
                     self.retrans_out -= nb
                 if f & LINKED:
                     self._unlink(r)
-                self._delivered(r, now, tsecr)
+                # No TSecr test for SACKed segments: a receiver echoes TS.Recent, which
+                # out-of-order segments do not update (RFC 7323 4.3), so the echo is
+                # always older than a SACKed retransmission; the min_RTT test remains.
+                self._delivered(r, now, None)
                 r.flags = (r.flags | SACKED) & ~(LOST | RTX)
                 self.sacked_out += nb
                 self.segs_sacked += 1

@@ -5,7 +5,8 @@ Side "a" is the active opener (port 40000), side "b" the passive one (port 80), 
 from the first SYN that reaches it (like a listener would) unless ``b_active`` asks for a
 second active opener (simultaneous open).  Segments travel as TCPSegment objects with a
 one-way ``delay``; a seeded RNG applies ``loss``, ``reorder`` and ``dup`` probabilities, and
-``hook(direction, seg)`` can inspect, drop (return []), duplicate or replace segments.
+``hook(direction, seg)`` can inspect, drop (return []), duplicate or replace segments, and
+``extra_delay(direction, seg)`` can hold one back for a while (a delay spike, reordering).
 Everything sent is recorded in ``trace`` as (time, direction, segment, delivered).
 """
 from __future__ import annotations
@@ -31,7 +32,8 @@ class Harness:
                  ts_offset_b: int = 0, loss: float = 0.0, reorder: float = 0.0,
                  reorder_delay: float = 0.02, dup: float = 0.0, seed: int = 1,
                  rate: float | None = None, start: float = 0.0, b_active: bool = False,
-                 hook: Callable[[str, TCPSegment], list[TCPSegment] | None] | None = None) -> None:
+                 hook: Callable[[str, TCPSegment], list[TCPSegment] | None] | None = None,
+                 extra_delay: Callable[[str, TCPSegment], float] | None = None) -> None:
         self.now = start
         self.delay = delay
         self.cfg_b = cfg_b or TCPConfig()
@@ -45,6 +47,7 @@ class Harness:
         self.rate = rate
         self.rng = random.Random(seed)
         self.hook = hook
+        self.extra_delay = extra_delay
         self.a = TCPConnection(PORT_A, PORT_B, iss=iss_a, config=cfg_a or TCPConfig(),
                                now=start, eno=eno_a, ts_offset=ts_offset_a)
         self.b: TCPConnection | None = None
@@ -137,6 +140,8 @@ class Harness:
                 t = max(t, self._tx_free[d]) + (len(s.payload) + 52) / self.rate
                 self._tx_free[d] = t
             t += self.delay
+            if self.extra_delay is not None:
+                t += self.extra_delay(d, s)
             if self.reorder and rng.random() < self.reorder:
                 t += rng.random() * self.reorder_delay
             heapq.heappush(self._queue, (t, next(self._counter), d, s))
