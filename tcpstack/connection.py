@@ -278,6 +278,7 @@ class TCPConnection:
         self._undo_retrans = 0       # its retransmissions not yet reported by D-SACK
         self._undo_total = 0
         self._undo_ts: int | None = None   # RetransmitTS (RFC 3522 2), first retransmission
+        self._undo_rto = False             # the episode included a timeout
         self._undo_seq = iss               # ... and the end of that retransmission
         self._dsack: tuple[int, int] | None = None   # receiver: D-SACK block to report
         self.reopen_syn: TCPSegment | None = None  # RFC 6191: new SYN that ended TIME-WAIT
@@ -1102,6 +1103,13 @@ class TCPConnection:
                 rq.ack(ack, now, tsecr)
             if self._sb:
                 self._sb.advance(ack)
+            # RFC 3522 Eifel detection: the first ACK for the episode's first
+            # retransmission echoes a timestamp older than that retransmission.
+            if self._undo_ts is not None and ack >= self._undo_seq:
+                rts = self._undo_ts
+                self._undo_ts = None
+                if tsecr is not None and (tsecr - rts) & MASK >= HALF:
+                    self._spurious(now, tsecr)
             restart_timer = True
             if self._in_recovery:
                 if ack >= self._recover:
@@ -1137,13 +1145,6 @@ class TCPConnection:
                         rq.on_recovery_exit()
             if self._rxt_nxt < ack:
                 self._rxt_nxt = ack
-            # RFC 3522 Eifel detection: the first ACK for the episode's first
-            # retransmission echoes a timestamp older than that retransmission.
-            if self._undo_ts is not None and ack >= self._undo_seq:
-                rts = self._undo_ts
-                self._undo_ts = None
-                if tsecr is not None and (tsecr - rts) & MASK >= HALF:
-                    self._spurious(now, tsecr)
             # RFC 6298 5.2 / 5.3.
             if self.snd_una >= self.snd_nxt:
                 self._t_rtx = self._t_tlp = self._t_rack = None
@@ -1242,10 +1243,12 @@ class TCPConnection:
         elif ack == prior_una and not seg.sack_blocks:
             self._tlp_end = None                  # case 2: a DupAck without SACK
 
-    def _begin_episode(self) -> None:
+    def _begin_episode(self, rto: bool) -> None:
         """Remember the congestion state before a loss response, for undo (RFC 4015)."""
         if self._in_recovery or self._in_loss:
+            self._undo_rto |= rto
             return                                # the episode under way keeps its state
+        self._undo_rto = rto
         self._undo_cc = self.cc.snapshot()
         self._undo_cwnd = self.cc.cwnd
         self._undo_marker = self.snd_una
@@ -1292,6 +1295,8 @@ class TCPConnection:
         self._undo_cc = None
         self._undo_ts = None
         rq = self._rq
+        if rq is not None and self._rack and not self._undo_rto:
+            rq.reordering_seen = True             # the "lost" segment was only reordered
         if self._in_loss:
             # A spurious timeout (delay spike): back off no further, and adopt the RTT of
             # the original transmission the ACK echoes (RFC 4015 4).
@@ -1303,8 +1308,6 @@ class TCPConnection:
                     self._rtt.sample(r)
         elif self._in_recovery:
             self._in_recovery = False
-            if rq is not None and self._rack:
-                rq.reordering_seen = True         # the "lost" segment was only reordered
         else:
             return
         self.dupacks = 0
@@ -1325,7 +1328,7 @@ class TCPConnection:
 
     def _enter_recovery(self, now: float) -> None:
         """RFC 5681 3.2 steps 2-4 / RFC 6582 3.2 step 2 / RFC 6675 5 (4.1-4.3)."""
-        self._begin_episode()
+        self._begin_episode(False)
         self._in_recovery = True
         self._rescue_rxt = None
         self._tlp_end = None                      # RFC 8985 7.1 TLP_init()
@@ -1607,7 +1610,7 @@ class TCPConnection:
                 continue
             if self._rescue_rxt is None or self.snd_una >= self._rescue_rxt:
                 r = rq.last_unsacked()                      # rule 4
-                if r is not None:
+                if r is not None and not r.flags & RTX:     # (not if already resent)
                     self._retransmit_record(r, out, now, tail=True)
                     self._stats.rescue_retransmits += 1
                     self._rescue_rxt = self._recover + 1    # once per episode
@@ -1948,7 +1951,7 @@ class TCPConnection:
         self._rtx_count += 1
         st.timeouts += 1
         flight = self.snd_nxt - self.snd_una
-        self._begin_episode()
+        self._begin_episode(True)
         if self._rtx_count == 1:
             # RFC 5681 3.1 eq. (4): only for the first timeout of this segment.
             self.cc.on_rto(now, self._pipe() or flight)
