@@ -2,7 +2,8 @@
 
 Defaults follow the RFCs where they give a value (RFC 6298 2.1 initial RTO, 2.5 maximum
 RTO; RFC 9293 3.8.3 R2 retries; RFC 1122 4.2.3.6 keepalive idle >= 2 h; RFC 9293 3.3.2
-MSL) and Linux where the RFC leaves a choice (200 ms minimum RTO, 40 ms delayed ACK).
+MSL) and Linux where the RFC leaves a choice (200 ms minimum RTO, 40 ms delayed ACK, 200 ms
+TLP.max_ack_delay and 10 ms PTO floor for RFC 8985 7.2).
 """
 from __future__ import annotations
 

@@ -5,7 +5,11 @@ ARRIVES 3.10.7 with the acceptability table of 3.10.7.4, timeouts 3.10.8), RFC 7
 scaling 2, timestamps/RTTM/PAWS 3-5), RFC 2018 (SACK), RFC 5961 (challenge ACKs for RST 3.2,
 SYN 4 and blind data injection 5, throttled per 7), RFC 6298 (retransmission timer, Karn),
 RFC 5681 / RFC 6582 / RFC 6675 (fast retransmit, NewReno and SACK-based loss recovery with a
-pipe estimate; the window arithmetic lives in tcpstack/congestion.py), RFC 3042 (limited
+pipe estimate, NextSeg() rules 1-4; the window arithmetic lives in tcpstack/congestion.py),
+RFC 8985 (RACK-TLP on SACK connections: time-based loss detection over per-segment records,
+tcpstack/rack.py, reordering timer, tail loss probes), RFC 2883 (D-SACK, both sides), RFC
+3522 / RFC 3708 / RFC 4015 (detection of and response to spurious retransmissions: undo),
+RFC 6191 (TIME-WAIT ended by a newer SYN: ``reopen_syn``), RFC 3042 (limited
 transmit, through the pipe estimate), RFC 9293 3.7.4 (Nagle), 3.8.6 (SWS avoidance on both
 sides, persist timer, delayed ACKs), 3.8.4 / RFC 1122 4.2.3.6 (keepalive), RFC 1122 4.2.3.9
 (ICMP errors), RFC 8547 (TCP-ENO options carried for a negotiator; never interpreted here).
@@ -26,6 +30,14 @@ close() (the application is gone: data arriving later is answered with RST per R
 A zero window is probed with one octet of new data (RFC 9293 3.8.6.1) on the persist timer,
 whose probes never count as retransmissions while the peer answers them.  ACKs answering
 unacceptable segments without data are rate limited (config.oow_ack_interval).
+
+Loss recovery choices: SACK connections keep per-segment records (tcpstack/rack.py) and use
+RACK-TLP (config.rack) or, without it, RFC 6675 IsLost() with NextSeg() rules 3 and 4;
+connections without SACK keep RFC 5681 / RFC 6582 (DupThresh, partial ACKs).  SACK
+information is kept across a first RTO (RFC 6675 5.1 allows it) and expunged on a repeated
+one or when the segment at SND.UNA was SACKed (reneging, RFC 2018 8).  The congestion
+response uses min(FlightSize, cwnd) (see _flight_size).  When a newer SYN ends TIME-WAIT the
+TCB terminates and leaves the SYN in ``reopen_syn`` for its owner to hand to a listener.
 
 Option-space choice (RFC 9293 3.1 allows 40 option bytes): a SYN carries MSS, SACK-permitted,
 timestamps, window scale and the ENO negotiator's payloads.  If they do not fit, timestamps
