@@ -7,7 +7,7 @@ TCB would call syn_options / nonsyn_options / on_receive.
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import assume, given, strategies as st
 
 from tcpcrypt.eno import (ENO_KIND, ENONegotiator, ENOResult, GlobalSuboption, TEPOffer,
                           encode_syn_option, must_discard_syn_data, option_bytes,
@@ -181,6 +181,11 @@ def _options(draw):
             data = draw(st.one_of(st.just(b""), st.binary(min_size=1, max_size=5)))
             v = bool(data)
         teps.append(TEPOffer(tep, data, v))
+    # RFC 8547 4.4 sizes: a global byte; per non-last TEP 1 byte, or 2 + data with a length
+    # byte; the last TEP 1 + data.  The option body holds at most 38 bytes.
+    size = (g is not None) + sum(1 + (1 + len(t.data) if t.data else 0) for t in teps[:-1]) \
+        + (1 + len(teps[-1].data) if teps else 0)
+    assume(size <= 38)
     return g, tuple(teps)
 
 
