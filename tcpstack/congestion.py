@@ -3,8 +3,9 @@
 Implements RFC 5681 3.1 (slow start, congestion avoidance, RTO response) and 4.1 (restart
 after idle), the window side of RFC 6582 3.2 / RFC 6675 5 (the connection does the
 recovery bookkeeping), RFC 3465 (ABC, L = 2*SMSS, L = 1*SMSS in the slow start after an
-RTO), RFC 9438 (CUBIC, sections 4.2-4.9 and 5.8) and the "don't grow an unused window"
-rule of RFC 7661 4.3 / RFC 9438 5.8.
+RTO), RFC 9438 (CUBIC, sections 4.2-4.10 and 5.8) with HyStart++ (RFC 9406 4.2-4.3) in
+CUBIC's initial slow start, and the "don't grow an unused window" rule of RFC 7661 4.3 /
+RFC 9438 5.8.
 
 The connection (tcpstack/connection.py) owns loss *detection* and recovery bookkeeping
 (dupacks, SACK scoreboard, recovery point, pipe); a CongestionControl object owns only the
@@ -200,21 +201,54 @@ class Cubic(CongestionControl):
     ACK"; per byte keeps delayed ACKs from halving growth, as Figure 4 does), and the
     Reno-friendly "cwnd = W_est" never lowers cwnd on an ACK (cwnd = max(cwnd, W_est)).
     The epoch (a congestion-avoidance stage) starts at the first congestion-avoidance ACK
-    after slow start or recovery; with no W_max known (after a timeout, 4.8) or cwnd
-    already above it, K = 0 and W_max = cwnd_epoch.
+    after slow start or recovery; with no W_max known (after a timeout, 4.8, or a HyStart++
+    exit, 4.10) or cwnd already above it, K = 0 and W_max = cwnd_epoch.
+
+    Initial slow start is HyStart++ (RFC 9438 4.10 SHOULD, RFC 9406 4.2), only while
+    ssthresh is still the initial "arbitrarily high" value (RFC 9406 4.3); every later slow
+    start is RFC 5681 + ABC.  Rounds are measured in bytes: this object is told only
+    `acked` and the flight before the ACK, so windowEnd = SND.NXT (RFC 9406 4.2) is kept as
+    "bytes acknowledged so far + the flight left after the ACK that starts the round": the
+    next round starts with the first ACK beyond all that was outstanding when this one
+    started -- exact while the flight is SND.NXT - SND.UNA (no SACK holes, as before any
+    congestion event).  L = 8 (non-paced sender, RFC 9406 4.3).  Reading pinned
+    in the tests: the partial round in which CSS starts counts as one of the CSS_ROUNDS.
     """
 
     __slots__ = ("fast_convergence", "w_max", "cwnd_prior", "k", "t_epoch", "cwnd_epoch",
-                 "w_est", "alpha", "srtt", "_frac", "_last_ack", "_cmss")
+                 "w_est", "alpha", "srtt", "_frac", "_last_ack", "_cmss",
+                 "hystart", "hs_phase", "_delivered", "_hs_window_end", "_hs_last_min",
+                 "_hs_cur_min", "_hs_samples", "hs_css_baseline", "hs_css_rounds")
     name = "cubic"
     C = 0.4                                   # segments / s^3 (4.1.1, 5)
     BETA = 0.7                                # beta_cubic (4.6)
     ALPHA = 3 * (1 - BETA) / (1 + BETA)       # alpha_cubic = 3(1-b)/(1+b) (4.3)
 
+    # HyStart++ (RFC 9406 4.3, the RECOMMENDED values).
+    HS_L = 8                                  # segments per ACK, non-paced sender
+    HS_MIN_RTT_THRESH = 0.004
+    HS_MAX_RTT_THRESH = 0.016
+    HS_MIN_RTT_DIVISOR = 8
+    HS_N_RTT_SAMPLE = 8
+    HS_CSS_GROWTH_DIVISOR = 4
+    HS_CSS_ROUNDS = 5
+    # hs_phase values
+    HS_OFF, HS_SLOW_START, HS_CSS = 0, 1, 2
+
     def __init__(self, mss: int, now: float, initial_window: int | None = None,
-                 fast_convergence: bool = True) -> None:
+                 fast_convergence: bool = True, hystart: bool = True) -> None:
         super().__init__(mss, now, initial_window)
         self.fast_convergence = fast_convergence   # 4.7 SHOULD
+        self.hystart = hystart                      # 4.10 SHOULD (RFC 9406)
+        self.hs_phase = self.HS_SLOW_START if hystart else self.HS_OFF
+        self._delivered = 0         # bytes acknowledged by on_ack (HyStart++ rounds)
+        self._hs_window_end = 0     # windowEnd, in _delivered units
+        inf = float("inf")
+        self._hs_last_min = inf     # lastRoundMinRTT
+        self._hs_cur_min = inf      # currentRoundMinRTT
+        self._hs_samples = 0        # rttSampleCount
+        self.hs_css_baseline = inf  # cssBaselineMinRtt
+        self.hs_css_rounds = 0      # CSS rounds so far (the partial first one included)
         self.w_max = 0.0           # bytes; 0 = unknown (no congestion event yet / after RTO)
         self.cwnd_prior = 0        # bytes; 0 = never set
         self.k = 0.0               # seconds
@@ -258,17 +292,23 @@ class Cubic(CongestionControl):
             s = self.srtt
             self.srtt = rtt if s is None else s + (rtt - s) * 0.125   # RFC 6298 2.3
         cwnd = self.cwnd
-        if 2 * in_flight < cwnd:
+        if self.hs_phase and cwnd < self.ssthresh:
+            if self._hystart(acked, rtt, in_flight):
+                self._last_ack = now
+                return
+            cwnd = self.cwnd                    # CSS over: this ACK is congestion avoidance
+        elif 2 * in_flight < cwnd:
             # Application limited (5.8, RFC 7661 4.3): no growth, and t must not include
             # this period (4.2), so the epoch moves forward by the time since the last ACK.
             if self.t_epoch is not None:
                 self.t_epoch += now - self._last_ack
             self._last_ack = now
             return
-        self._last_ack = now
-        if cwnd < self.ssthresh:
+        elif cwnd < self.ssthresh:
+            self._last_ack = now
             self._slow_start(acked)             # 4.10: Reno slow start with ABC
             return
+        self._last_ack = now
         if self.t_epoch is None:
             self._start_epoch(now)
         # 4.3 Figure 4, in bytes.
@@ -295,6 +335,71 @@ class Cubic(CongestionControl):
         self._frac = new - n
         self.cwnd = n
 
+    def _hystart(self, acked: int, rtt: float | None, in_flight: int) -> bool:
+        """One ACK of the initial slow start, RFC 9406 4.2.  Returns False when this ACK
+        completed the CSS_ROUNDS of Conservative Slow Start and ssthresh was set: the
+        caller then treats the ACK as the first of congestion avoidance."""
+        delivered = self._delivered + acked
+        self._delivered = delivered
+        phase = self.hs_phase
+        if delivered > self._hs_window_end:
+            # SND.UNA passed windowEnd: the ACK for a segment sent in the round starts the
+            # next round, which ends at today's SND.NXT (bytes acknowledged + the flight
+            # that remains after this ACK).
+            if phase == self.HS_CSS:
+                self.hs_css_rounds += 1
+                if self.hs_css_rounds >= self.HS_CSS_ROUNDS:
+                    # "enter congestion avoidance by setting ssthresh to the current cwnd";
+                    # RFC 9438 4.10: cwnd_prior = cwnd, W_max unknown (K = 0 at the epoch).
+                    self.hs_phase = self.HS_OFF
+                    self.ssthresh = self.cwnd
+                    self.cwnd_prior = self.cwnd
+                    self._frac = 0.0
+                    log.debug("HyStart++: CSS done, ssthresh = cwnd = %d", self.cwnd)
+                    return False
+            self._hs_last_min = self._hs_cur_min
+            self._hs_cur_min = float("inf")
+            self._hs_samples = 0
+            rest = in_flight - acked
+            self._hs_window_end = delivered + (rest if rest > 0 else 0)
+        if 2 * in_flight < self.cwnd:
+            return True                         # application limited: no growth (RFC 7661)
+        lim = self.HS_L * self.mss
+        inc = acked if acked < lim else lim
+        if phase == self.HS_SLOW_START:
+            self.cwnd += inc
+        else:
+            grown = self.cwnd + self._frac + inc / self.HS_CSS_GROWTH_DIVISOR
+            self.cwnd = int(grown)
+            self._frac = grown - self.cwnd
+        if rtt is not None:
+            if rtt < self._hs_cur_min:
+                self._hs_cur_min = rtt
+            self._hs_samples += 1
+        if self._hs_samples >= self.HS_N_RTT_SAMPLE:
+            cur = self._hs_cur_min
+            if phase == self.HS_SLOW_START:
+                last = self._hs_last_min
+                if last != float("inf"):
+                    thresh = last / self.HS_MIN_RTT_DIVISOR
+                    if thresh > self.HS_MAX_RTT_THRESH:
+                        thresh = self.HS_MAX_RTT_THRESH
+                    elif thresh < self.HS_MIN_RTT_THRESH:
+                        thresh = self.HS_MIN_RTT_THRESH
+                    if cur >= last + thresh:
+                        # Delay increase: leave slow start for CSS.
+                        self.hs_css_baseline = cur
+                        self.hs_css_rounds = 0
+                        self.hs_phase = self.HS_CSS
+                        log.debug("HyStart++: RTT %.4f >= %.4f + %.4f, CSS at cwnd %d",
+                                  cur, last, thresh, self.cwnd)
+            elif cur < self.hs_css_baseline:
+                # The RTT came back down: the exit was spurious, resume slow start.
+                self.hs_css_baseline = float("inf")
+                self.hs_phase = self.HS_SLOW_START
+                self._frac = 0.0
+        return True
+
     def on_recovery_ack(self, acked: int, now: float) -> None:
         self._last_ack = now
 
@@ -313,6 +418,7 @@ class Cubic(CongestionControl):
             ssthresh = 2 * self.mss
         self.ssthresh = ssthresh
         self.cwnd = ssthresh
+        self.hs_phase = self.HS_OFF             # RFC 9406 4.2: loss ends slow start / CSS
         self.t_epoch = None
         self._frac = 0.0
         self._last_ack = now
@@ -328,6 +434,7 @@ class Cubic(CongestionControl):
         self.ssthresh = ssthresh
         self.cwnd = self.mss
         self._abc_limit = self.mss               # RFC 3465 2.3
+        self.hs_phase = self.HS_OFF              # RFC 9406 4.3: initial slow start only
         self.w_max = 0.0
         self.k = 0.0
         self.t_epoch = None
@@ -345,13 +452,15 @@ class Cubic(CongestionControl):
         # 4.9.2: undo_cwnd, undo_cwnd_prior, undo_ssthresh, undo_W_max, undo_K,
         # undo_t_epoch, undo_W_est (plus this implementation's own bookkeeping).
         return (self.cwnd, self.cwnd_prior, self.ssthresh, self.w_max, self.k, self.t_epoch,
-                self.w_est, self.cwnd_epoch, self.alpha, self._frac, self._abc_limit)
+                self.w_est, self.cwnd_epoch, self.alpha, self._frac, self._abc_limit,
+                self.hs_phase)
 
     def undo(self, state: Any) -> None:
         # 4.9.2: restore only "if cwnd < cwnd_prior"; otherwise keep the current values.
         if self.cwnd < self.cwnd_prior:
             (self.cwnd, self.cwnd_prior, self.ssthresh, self.w_max, self.k, self.t_epoch,
-             self.w_est, self.cwnd_epoch, self.alpha, self._frac, self._abc_limit) = state
+             self.w_est, self.cwnd_epoch, self.alpha, self._frac, self._abc_limit,
+             self.hs_phase) = state
 
     def __repr__(self) -> str:
         return (f"<Cubic cwnd={self.cwnd} ssthresh={self.ssthresh} w_max={self.w_max:.0f} "

@@ -392,3 +392,130 @@ def test_cubic_matches_segment_reference(steps):
     for (t, segs, rtt), want in zip(events, ref):
         cc.on_ack(segs * MSS, rtt, t, cc.cwnd)
         assert abs(cc.cwnd + cc._frac - want * MSS) < 2.0 + 1e-6 * want * MSS
+
+
+# ----------------------------------------------------------------------------- HyStart++
+
+def _acks(cc: Cubic, n: int, rtt: float | None, now: float = 1.0) -> None:
+    """n ACKs of one segment from a cwnd-limited sender (flight before each ACK = cwnd)."""
+    for _ in range(n):
+        cc.on_ack(MSS, rtt, now, cc.cwnd)
+
+
+def _into_css() -> Cubic:
+    """RFC 9406 4.2 on a scripted initial slow start (IW = 10 segments, one ACK per segment,
+    the sender always cwnd-limited, so windowEnd - SND.UNA = cwnd - 1 segment at the ACK
+    that starts a round and a round has as many ACKs as cwnd had segments when it began).
+
+    Round 1, ACKs 1-10 (ACK 1 starts it: windowEnd = 1000 + 9000 = 10000):
+        RTT 100 ms; cwnd 10000 -> 20000; lastRoundMinRTT still infinite: no check.
+    Round 2, ACKs 11-30 (ACK 11, SND.UNA 11000 > 10000: windowEnd = 11000 + 19000 = 30000):
+        lastRoundMinRTT = 0.100, RttThresh = max(4 ms, min(100/8 = 12.5 ms, 16 ms)) = 12.5 ms;
+        RTT 104 ms < 112.5 ms: no exit; cwnd 20000 -> 40000.
+    Round 3 (ACK 31: windowEnd = 31000 + 39000 = 70000): lastRoundMinRTT = 0.104,
+        RttThresh = 13 ms; RTT 120 ms for 7 ACKs (fewer than N_RTT_SAMPLE = 8: no check
+        yet), then 118 ms: currentRoundMinRTT = 0.118 >= 0.104 + 0.013 -> CSS at the 8th
+        ACK of the round (ACK 38) after its growth: cwnd = 40000 + 8*1000 = 48000,
+        cssBaselineMinRtt = 0.118."""
+    cc = Cubic(MSS, 0.0)
+    assert cc.hs_phase == Cubic.HS_SLOW_START
+    _acks(cc, 10, 0.100)
+    assert cc.cwnd == 20000 and cc.hs_phase == Cubic.HS_SLOW_START
+    _acks(cc, 20, 0.104)
+    assert cc.cwnd == 40000 and cc.hs_phase == Cubic.HS_SLOW_START
+    _acks(cc, 7, 0.120)
+    assert cc.cwnd == 47000 and cc.hs_phase == Cubic.HS_SLOW_START
+    _acks(cc, 1, 0.118)
+    assert cc.cwnd == 48000 and cc.hs_phase == Cubic.HS_CSS
+    assert cc.hs_css_baseline == 0.118 and cc.ssthresh == INFINITE_SSTHRESH
+    return cc
+
+
+def test_hystart_delay_increase_enters_css_then_ca():
+    cc = _into_css()
+    # CSS: cwnd += min(N, L*SMSS) / CSS_GROWTH_DIVISOR = 250 per ACK.  RTT stays 120 ms,
+    # never below the baseline.  Round ends (first ACK with SND.UNA > windowEnd):
+    #   ACKs 39-70:  48000 + 32*250 = 56000 (rest of round 3, the first CSS round)
+    #   ACK 71:      CSS round 1 done; windowEnd = 71000 + 55000 = 126000; 56250
+    #   ACKs 72-126: 56250 + 55*250 = 70000
+    #   ACK 127:     round 2 done; windowEnd = 127000 + 69000 = 196000; 70250
+    #   ACKs 128-196: 70250 + 69*250 = 87500
+    #   ACK 197:     round 3 done; windowEnd = 197000 + 86500 = 283500; 87750
+    #   ACKs 198-283: 87750 + 86*250 = 109250
+    #   ACK 284:     round 4 done; windowEnd = 284000 + 108250 = 392250; 109500
+    #   ACKs 285-392: 109500 + 108*250 = 136500
+    #   ACK 393:     round 5 done = CSS_ROUNDS: ssthresh = cwnd = 136500 (RFC 9406 4.2),
+    #                cwnd_prior = 136500 (RFC 9438 4.10), and the ACK is congestion
+    #                avoidance: epoch with K = 0, W_max = cwnd_epoch = 136500, alpha = 1
+    #                (W_est >= cwnd_prior); W_est = 136500 + 1000*1000/136500 = 136507.33
+    #                > W_cubic(0) = 136500 -> Reno-friendly, cwnd = 136507.
+    checkpoints = [(32, 56000, 0), (1, 56250, 1), (55, 70000, 1), (1, 70250, 2),
+                   (69, 87500, 2), (1, 87750, 3), (86, 109250, 3), (1, 109500, 4),
+                   (108, 136500, 4)]
+    for n, cwnd, rounds in checkpoints:
+        _acks(cc, n, 0.120)
+        assert (cc.cwnd, cc.hs_css_rounds, cc.hs_phase) == (cwnd, rounds, Cubic.HS_CSS)
+    _acks(cc, 1, 0.120, now=2.0)
+    assert cc.hs_phase == Cubic.HS_OFF
+    assert (cc.ssthresh, cc.cwnd_prior) == (136500, 136500)
+    assert (cc.k, cc.w_max, cc.cwnd_epoch, cc.t_epoch, cc.alpha) == (0.0, 136500.0, 136500,
+                                                                      2.0, 1.0)
+    assert cc.w_est == pytest.approx(136500 + 1000 * 1000 / 136500)
+    assert cc.cwnd == 136507
+
+
+def test_hystart_css_resumes_slow_start_when_rtt_falls():
+    cc = _into_css()
+    _acks(cc, 32, 0.120)                   # rest of round 3: 56000
+    # Round 4 starts at ACK 71; its first 8 samples give currentRoundMinRTT = 0.110 <
+    # cssBaselineMinRtt = 0.118: the exit was spurious (RFC 9406 4.2), back to slow start
+    # after the 8th ACK's CSS growth: 56000 + 8*250 = 58000.
+    _acks(cc, 7, 0.110)
+    assert cc.hs_phase == Cubic.HS_CSS and cc.cwnd == 57750
+    _acks(cc, 1, 0.110)
+    assert cc.hs_phase == Cubic.HS_SLOW_START and cc.cwnd == 58000
+    assert cc.hs_css_baseline == float("inf")
+    _acks(cc, 1, 0.110)                    # slow start again: a full segment per segment
+    assert cc.cwnd == 59000
+
+
+def test_hystart_l_limit_and_loss_ends_it():
+    cc = Cubic(MSS, 0.0)
+    # RFC 9406 4.3: L = 8 for a non-paced sender: a stretch ACK of 12 segments adds 8.
+    cc.on_ack(12000, 0.1, 0.1, 12000)
+    assert cc.cwnd == 18000
+    # Classic slow start (hystart=False): RFC 3465 L = 2.
+    plain = Cubic(MSS, 0.0, hystart=False)
+    plain.on_ack(12000, 0.1, 0.1, 12000)
+    assert plain.cwnd == 12000 and plain.hs_phase == Cubic.HS_OFF
+    # Loss during slow start (4.6 response) ends HyStart++; an undo brings it back.
+    state = cc.snapshot()
+    cc.on_congestion_event(0.2, 18000)
+    assert cc.hs_phase == Cubic.HS_OFF and (cc.cwnd, cc.ssthresh) == (12600, 12600)
+    cc.undo(state)
+    assert cc.hs_phase == Cubic.HS_SLOW_START and cc.cwnd == 18000
+    # After a timeout, slow start is RFC 5681 with L = 1 (RFC 3465 2.3), not HyStart++
+    # (RFC 9406 4.3: initial slow start only).
+    cc.on_rto(0.3, 18000)
+    assert cc.hs_phase == Cubic.HS_OFF and (cc.cwnd, cc.ssthresh) == (1000, 12600)
+    cc.on_ack(3000, 0.1, 0.4, 1000)
+    assert cc.cwnd == 2000
+
+
+def test_hystart_rtt_threshold_floor():
+    # At a 20 ms path RttThresh = max(4 ms, min(20/8 = 2.5 ms, 16 ms)) = 4 ms.  Rounds of
+    # 10, 20, 40, 80, 160 ACKs (cwnd doubles each round, see _into_css), each round's RTT
+    # 3.9 ms above the previous one's: never a delay-increase exit, cwnd 10 -> 320 segments.
+    cc = Cubic(MSS, 0.0)
+    for k, n in enumerate((10, 20, 40, 80, 160)):
+        _acks(cc, n, 0.020 + 0.0039 * k)
+    assert cc.cwnd == 320000
+    assert cc.hs_phase == Cubic.HS_SLOW_START and cc.ssthresh == INFINITE_SSTHRESH
+    # A 4.1 ms step: round 2's 8th sample (ACK 18) has currentRoundMinRTT = 24.1 ms >=
+    # 20 + 4 ms -> CSS with cwnd = 20000 + 8*1000 = 28000.
+    cc = Cubic(MSS, 0.0)
+    _acks(cc, 10, 0.020)
+    _acks(cc, 7, 0.0241)
+    assert cc.hs_phase == Cubic.HS_SLOW_START
+    _acks(cc, 1, 0.0241)
+    assert cc.hs_phase == Cubic.HS_CSS and cc.cwnd == 28000
