@@ -348,9 +348,16 @@ class StackCore:
         key = (hdr.dst, seg.dst_port, hdr.src, seg.src_port)
         ep = self._conns.get(key)
         if ep is not None:
-            ep.conn.receive(seg, now)
+            conn = ep.conn
+            conn.receive(seg, now)
             self._service(ep, now)
-            return
+            reopen = conn.reopen_syn
+            if reopen is None:
+                return
+            # RFC 6191: a new SYN ended TIME-WAIT; _service() removed the old TCB, so the
+            # SYN now goes to the listener like any other.
+            conn.reopen_syn = None
+            seg = reopen
         flags = seg.flags
         lst = self._listeners.get((hdr.dst, seg.dst_port)) or self._listeners.get((None, seg.dst_port))
         if lst is not None and flags & (SYN | ACK | RST) == SYN:

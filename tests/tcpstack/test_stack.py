@@ -152,3 +152,26 @@ def test_isn_is_keyed_per_4tuple_and_advances_with_the_clock():
 
 def test_fin_flag_constant_sanity():
     assert FIN == 1 and SYN == 2
+
+
+def test_new_syn_reopens_a_time_wait_connection_through_the_listener():
+    """RFC 6191: the server closed first and sits in TIME-WAIT; the client reconnects from
+    the same port with newer timestamps, and the listener accepts instead of a 2*MSL wait."""
+    a, b = StackCore(["10.0.0.1"]), StackCore(["10.0.0.2"])
+    lst = b.listen(80, "10.0.0.2")
+    ep = a.connect("10.0.0.2", 80, 0.0, local_port=5000)
+    pump(a, b, 0.0)
+    server_ep = lst.accept()
+    server_ep.shutdown_write(0.1)            # the server closes first ...
+    pump(a, b, 0.1)
+    ep.shutdown_write(0.2)                   # ... then the client
+    pump(a, b, 0.2)
+    assert server_ep.conn.state.name == "TIME_WAIT"
+    assert ep.closed
+    # The client's TCB is gone (it closed second: LAST_ACK -> CLOSED); reuse the port.
+    ep2 = a.connect("10.0.0.2", 80, 1.0, local_port=5000)
+    pump(a, b, 1.0)
+    assert ep2.established
+    again = lst.accept()
+    assert again is not None and again.remote == ("10.0.0.1", 5000)
+    assert again.conn.state.name == "ESTABLISHED"
