@@ -242,6 +242,12 @@ class Network:
         self._addr: dict[bytes, Node] = {}
         self._heap: list[tuple[float, int, int, Any, Any]] = []
         self._seq = itertools.count()
+        self._storm_at = -1.0                   # instant of the last timer firing ...
+        self._storm_n = 0                       # ... and how many fired at that instant
+
+    # A host whose next_timer() keeps returning a deadline handle_timer() does not clear
+    # would spin at one instant forever; this many timer firings at one instant is a bug.
+    TIMER_STORM_LIMIT = 100_000
 
     # ------------------------------------------------------------------ topology
 
@@ -338,6 +344,16 @@ class Network:
                 node = ev[3]
                 if node.timer == ev[4]:
                     node.timer = None
+                    if self.now == self._storm_at:
+                        self._storm_n += 1
+                        if self._storm_n > self.TIMER_STORM_LIMIT:
+                            self.events += n
+                            raise SimulationError(
+                                f"timer storm: {self._storm_n} timer firings at t={self.now:.6f}"
+                                f" (last: {node.name}, next_timer() {ev[4]!r} not cleared?)")
+                    else:
+                        self._storm_at = self.now
+                        self._storm_n = 1
                     node.host.handle_timer(self.now)
                     self._service(node)
             elif kind == _BOTTLENECK:

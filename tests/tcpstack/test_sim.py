@@ -590,3 +590,19 @@ def test_cubic_fairness_real_tcb():
     assert res.utilization is not None and res.utilization > 0.9, res
     for window in res.samples:
         assert min(window) > BOTTLENECK_BPS / 3, res.samples
+
+
+def test_timer_storm_is_reported():
+    # A host that never clears a past deadline would spin at one instant forever.
+    class Stuck(Host):
+        def handle_timer(self, now: float) -> None:
+            pass
+
+    net = Network()
+    h = Stuck(A)
+    h.deadline = 0.5
+    net.add_host(h, [A], name="stuck")
+    net.TIMER_STORM_LIMIT = 1000
+    with pytest.raises(SimulationError, match="timer storm.*stuck"):
+        net.run(until=1.0)
+    assert net.now == 0.5
