@@ -195,3 +195,23 @@ async def test_plain_peer_gives_plain_tcp_with_no_session_id():
     w.write_eof()
     assert await r.read() == data
     sa.close(); sb.close()
+
+
+async def test_module_level_open_connection_and_start_server_mirror_asyncio():
+    import tcpcrypt
+    la, lb = MemoryLink.pair()
+    sa, sb = Stack(la, [A]), Stack(lb, [B])
+    server = await tcpcrypt.start_server(echo, B, 7, stack=sb)
+    tcpcrypt.set_default_stack(sa)
+    try:
+        r, w = await tcpcrypt.open_connection(B, 7)
+        w.write(b"ping")
+        assert await r.readexactly(4) == b"ping"
+        assert w.get_extra_info("tcpcrypt_session_id") is not None
+        w.close()
+    finally:
+        tcpcrypt.set_default_stack(None)
+    with pytest.raises(RuntimeError, match="no userspace stack"):
+        await tcpcrypt.open_connection(B, 7)
+    server.close()
+    sa.close(); sb.close()
