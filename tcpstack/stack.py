@@ -46,6 +46,7 @@ IPPROTO_ICMPV6 = 58
 
 Addr = tuple[str, int]
 _counter = itertools.count()   # tie-breaker for the timer heap
+_TCP_FIELDS = frozenset(TCPConfig.__dataclass_fields__) - {"mss", "ip_header_size"}
 
 
 @dataclass
@@ -273,7 +274,7 @@ class StackCore:
         local, remote = (str(laddr), local_port), (str(raddr), port)
         negotiator = self._negotiator(True, local, remote, options)
         conn = TCPConnection(local_port, port, iss=self._isn(lp, local_port, rp, port, now),
-                             config=self._tcp_config(laddr), now=now, eno=negotiator,
+                             config=self._tcp_config(laddr, options), now=now, eno=negotiator,
                              ts_offset=self._ts_offset(lp, local_port, rp, port))
         ep = Endpoint(self, conn, local, remote, negotiator=negotiator, options=options)
         ep._key = (lp, local_port, rp, port)  # type: ignore[attr-defined]
@@ -382,7 +383,7 @@ class StackCore:
         lp, rp = hdr.dst, hdr.src
         conn = TCPConnection(seg.dst_port, seg.src_port,
                              iss=self._isn(lp, seg.dst_port, rp, seg.src_port, now),
-                             config=self._tcp_config(ipaddress.ip_address(lp)), now=now,
+                             config=self._tcp_config(ipaddress.ip_address(lp), lst.options), now=now,
                              eno=negotiator,
                              ts_offset=self._ts_offset(lp, seg.dst_port, rp, seg.src_port))
         ep = Endpoint(self, conn, local, remote, negotiator=negotiator,
@@ -447,15 +448,22 @@ class StackCore:
             return None
         return self.security.negotiator(active=active, local=local, remote=remote, options=options)
 
-    def _tcp_config(self, laddr: Any) -> TCPConfig:
+    def _tcp_config(self, laddr: Any, options: dict[str, Any] | None = None) -> TCPConfig:
         """The TCP configuration for a connection from `laddr`: MSS = MTU - IP header - TCP
-        header (RFC 9293 3.7.1; 20-byte IPv4, 40-byte IPv6 header, RFC 8200)."""
+        header (RFC 9293 3.7.1; 20-byte IPv4, 40-byte IPv6 header, RFC 8200), with the
+        connection's own TCP options (any TCPConfig field given to open_connection /
+        start_server, e.g. nodelay=True, congestion_control="newreno", keepalive=True)."""
         cached = self._tcp_configs.get(laddr.version)
         if cached is None or cached[0] is not self.config.tcp:
             iph = 20 if laddr.version == 4 else 40
             cfg = replace(self.config.tcp, mss=self.config.mtu - iph - 20, ip_header_size=iph)
             cached = self._tcp_configs[laddr.version] = (self.config.tcp, cfg)
-        return cached[1]
+        cfg = cached[1]
+        if options:
+            own = {k: v for k, v in options.items() if k in _TCP_FIELDS}
+            if own:
+                cfg = replace(cfg, **own)
+        return cfg
 
     def _isn(self, lp: bytes, lport: int, rp: bytes, rport: int, now: float) -> int:
         # RFC 6528 3: ISN = M + F(localip, localport, remoteip, remoteport, secretkey),

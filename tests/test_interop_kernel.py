@@ -204,3 +204,16 @@ async def test_offload_kernel_gso_super_packets_upload_20mb_intact():
     assert r.stdout == hashlib.sha256(body).hexdigest(), r.stderr
     assert max(sizes) > 3 * 1500                         # super-packets really arrived
     assert stack.core.stats.malformed == 0
+
+
+async def test_require_encryption_against_the_kernel_fails_with_a_clear_error(kernel, tmp_path):
+    from tcpcrypt.errors import EncryptionRequiredError
+    proc = await kernel.spawn(sys.executable, "-m", "http.server", "8001", "--bind",
+                              kernel.kernel_addr, "--directory", str(tmp_path))
+    try:
+        await wait_for_port(kernel, kernel.kernel_addr, 8001)
+        with pytest.raises(EncryptionRequiredError, match="did not negotiate encryption"):
+            await kernel.stack.open_connection(kernel.kernel_addr, 8001, require_encryption=True)
+    finally:
+        proc.terminate()
+        await proc.wait()

@@ -174,3 +174,17 @@ async def test_uvloop_runs_the_same_exchange():
     finally:
         loop.close()
     assert data == b"over uvloop" and sid is not None
+
+
+async def test_per_connection_tcp_options_nodelay_and_congestion_control():
+    sa, sb, *_ = make_pair()
+    await echo_server(sb)
+    r, w = await sa.open_connection(B, 7, nodelay=True, congestion_control="newreno")
+    conn = w.get_extra_info("endpoint").conn
+    assert conn.config.nodelay is True
+    assert w.get_extra_info("tcp_stats")["congestion_control"] == "newreno"
+    r2, w2 = await sa.open_connection(B, 7)
+    assert w2.get_extra_info("endpoint").conn.config.nodelay is False
+    assert w2.get_extra_info("tcp_stats")["congestion_control"] == "cubic"
+    w.close(); w2.close()
+    sa.close(); sb.close()
