@@ -698,3 +698,26 @@ def test_cubic_fairness_whole_stacks():
     assert res.utilization is not None and res.utilization > 0.95, res
     for window in res.samples:
         assert min(window) > BOTTLENECK_BPS / 3, res.samples
+
+
+def test_hystart_plus_plus_avoids_the_slow_start_overshoot(monkeypatch):
+    # One CUBIC transfer between whole stacks, 10 Mbit/s, 100 ms RTT, a 2-BDP drop-tail
+    # queue, 5 s.  Classic slow start doubles cwnd until the queue overflows and loses a
+    # window's worth (776 drops); HyStart++ (RFC 9406) sees the queue in the RTT, leaves
+    # slow start for CSS and then congestion avoidance before that (178 drops, the later
+    # ones from CUBIC's convex probing), and moves more data.
+    import functools
+
+    from tcpstack import congestion
+
+    def transfer(hystart: bool) -> tuple[int, int]:
+        monkeypatch.setitem(congestion.ALGORITHMS, "cubic",
+                            functools.partial(congestion.Cubic, hystart=hystart))
+        net, counters = stack_fairness_network(starts=(0.0,), rtt=0.100, queue_bdp=2.0)()
+        net.run(until=5.0)
+        return net.bottlenecks[0].stats.dropped_queue, counters[0]()
+
+    drops_hs, bytes_hs = transfer(True)
+    drops_classic, bytes_classic = transfer(False)
+    assert drops_hs * 3 < drops_classic, (drops_hs, drops_classic)
+    assert bytes_hs > bytes_classic, (bytes_hs, bytes_classic)
