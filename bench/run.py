@@ -1,0 +1,519 @@
+"""One-command benchmark of tcpcrypt-py (issue 6): figures, not pass/fail.
+
+    sudo python bench/run.py [--quick] [--json out.json] [--loop uvloop|asyncio] [--only NAME,...]
+
+Measures, side by side in one run (needs root for TUN, namespaces, veth):
+  bulk      throughput kernel->stack and stack->kernel over TUN (plain; the kernel side is a
+            small Python socket program inside the namespace), stack<->stack across two
+            namespaces (plain and tcpcrypt with each AEAD), the same on the in-memory link
+            (stack cost without TUN), and the Linux kernel's own TCP over the same veth path
+            (iperf3, offloads on and off) as the reference line
+  hs        handshakes per second (connect until open_connection returns, then close):
+            plain, tcpcrypt with each TEP, tcpcrypt resumed; in-memory link and two namespaces
+  rtt       echo round-trip latency (1-byte ping-pong), in-memory and two namespaces
+  idle      RSS per idle connection with N connections open (in-memory link, both ends in
+            this process: the figure is per connection *pair* / 2 = per endpoint)
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any, Awaitable, Callable
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tcpcrypt.provider import TcpcryptProvider  # noqa: E402
+from tcpcrypt.suites import (AEAD_AES_128_GCM, AEAD_AES_256_GCM, AEAD_CHACHA20_POLY1305,  # noqa: E402
+                             AEADS, TEP_CURVE448, TEP_CURVE25519, TEP_P256, TEP_P521, TEPS,
+                             TcpcryptConfig)
+from tcpstack.streams import MemoryLink, Stack  # noqa: E402
+
+ALL_AEADS = (AEAD_AES_128_GCM, AEAD_AES_256_GCM, AEAD_CHACHA20_POLY1305)
+ALL_TEPS = (TEP_CURVE25519, TEP_CURVE448, TEP_P256, TEP_P521)
+CHUNK = b"\xa5" * (1 << 16)
+
+# The kernel side of KernelSide: a sender or a sink, run inside the namespace.
+KERNEL_PEER = r"""
+import socket, sys, time
+mode, host, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+if mode == "send":
+    s = socket.create_connection((host, port))
+    buf = memoryview(b"\x5a" * 65536); left = n
+    while left:
+        left -= s.send(buf[:min(65536, left)])
+    s.shutdown(socket.SHUT_WR)
+    while s.recv(65536): pass
+else:
+    l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    l.bind((host, port)); l.listen(1); print("ready", flush=True)
+    c, _ = l.accept(); got = 0
+    while True:
+        b = c.recv(1 << 20)
+        if not b: break
+        got += len(b)
+    c.close(); print(got, flush=True)
+"""
+
+
+def provider(teps: tuple[int, ...] | None = None, aeads: tuple[int, ...] | None = None,
+             resumption: bool = True) -> TcpcryptProvider:
+    kw: dict[str, Any] = {"resumption": resumption}
+    if teps:
+        kw["teps"] = teps
+    if aeads:
+        kw["aeads"] = aeads
+    return TcpcryptProvider(TcpcryptConfig(**kw))
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+# --- generic measurements over two Stacks --------------------------------------------------
+
+async def bulk(s1: Stack, s2: Stack, addr2: str, port: int, nbytes: int,
+               encrypt: bool) -> dict[str, Any]:
+    """s1 sends nbytes to s2; time from connect to the receiver's EOF."""
+    done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    info: dict[str, Any] = {}
+
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got = 0
+        while True:
+            b = await reader.read(1 << 20)
+            if not b:
+                break
+            got += len(b)
+        info["tcpcrypt"] = writer.get_extra_info("tcpcrypt")
+        writer.close()
+        if not done.done():
+            done.set_result(got)
+
+    srv = await s2.start_server(sink, addr2, port, encrypt=encrypt)
+    t0 = time.perf_counter()
+    reader, writer = await s1.open_connection(addr2, port, encrypt=encrypt,
+                                              require_encryption=encrypt)
+    left = nbytes
+    while left:
+        n = min(len(CHUNK), left)
+        writer.write(CHUNK[:n] if n < len(CHUNK) else CHUNK)
+        left -= n
+        await writer.drain()
+    writer.write_eof()
+    got = await asyncio.wait_for(done, 120)
+    el = time.perf_counter() - t0
+    stats = writer.get_extra_info("tcp_stats")
+    writer.close()
+    srv.close()
+    assert got == nbytes, (got, nbytes)
+    tc = info.get("tcpcrypt") or {}
+    return {"MB/s": nbytes / el / 1e6, "seconds": el, "bytes": nbytes,
+            "retransmits": stats.get("retransmits"), "aead": AEADS[tc["aead"]].name if tc else None}
+
+
+async def handshakes(s1: Stack, s2: Stack, addr2: str, port: int, seconds: float,
+                     encrypt: bool, concurrency: int = 16) -> dict[str, Any]:
+    """Connections opened per second (open_connection returns: TCP + ENO + tcpcrypt keys),
+    each closed right after, `concurrency` clients in parallel."""
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    srv = await s2.start_server(server, addr2, port, encrypt=encrypt, backlog=1024)
+    count = resumed = 0
+    lat: list[float] = []
+    stop = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal count, resumed
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            _, w = await s1.open_connection(addr2, port, encrypt=encrypt,
+                                            require_encryption=encrypt)
+            lat.append(time.perf_counter() - t)
+            tc = w.get_extra_info("tcpcrypt")
+            if tc and tc.get("resumed"):
+                resumed += 1
+            count += 1
+            w.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    el = time.perf_counter() - t0
+    srv.close()
+    await asyncio.sleep(0.05)
+    return {"per_s": count / el, "count": count, "resumed": resumed,
+            "median_ms": statistics.median(lat) * 1e3 if lat else None}
+
+
+async def echo_rtt(s1: Stack, s2: Stack, addr2: str, port: int, rounds: int,
+                   encrypt: bool) -> dict[str, Any]:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while b := await reader.read(65536):
+                writer.write(b)
+        except ConnectionError:
+            pass
+        writer.close()
+
+    srv = await s2.start_server(echo, addr2, port, encrypt=encrypt, nodelay=True)
+    r, w = await s1.open_connection(addr2, port, encrypt=encrypt, nodelay=True)
+    samples = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        w.write(b"x")
+        await r.readexactly(1)
+        samples.append(time.perf_counter() - t)
+    w.write_eof()
+    await r.read()
+    w.close()
+    srv.close()
+    samples.sort()
+    return {"median_us": samples[len(samples) // 2] * 1e6,
+            "p99_us": samples[int(len(samples) * 0.99)] * 1e6}
+
+
+async def idle_memory(n: int) -> dict[str, Any]:
+    """RSS delta with n idle plain connections open (both ends in this process)."""
+    la, lb = MemoryLink.pair()
+    s1 = Stack(la, ["10.9.0.1"], security=None)
+    s2 = Stack(lb, ["10.9.0.2"], security=None)
+    held: list[Any] = []
+
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    srv = await s2.start_server(server, "10.9.0.2", 7000, backlog=4096)
+    gc.collect()
+    before = rss_bytes()
+    t0 = time.perf_counter()
+    clients = []
+    sem = asyncio.Semaphore(64)
+
+    async def one() -> None:
+        async with sem:
+            clients.append(await s1.open_connection("10.9.0.2", 7000))
+
+    await asyncio.gather(*(one() for _ in range(n)))
+    while len(held) < n:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    gc.collect()
+    after = rss_bytes()
+    el = time.perf_counter() - t0
+    res = {"connections": n, "rss_delta_MB": (after - before) / 1e6,
+           "bytes_per_endpoint": (after - before) / (2 * n),
+           "rss_MB_per_10k_endpoints": (after - before) / (2 * n) * 10_000 / 1e6,
+           "open_seconds": el}
+    for _, w in clients:
+        w.transport.abort()
+    srv.close()
+    s1.close()
+    s2.close()
+    return res
+
+
+# --- the topologies ------------------------------------------------------------------------
+
+class Bench:
+    def __init__(self, quick: bool, loop: str) -> None:
+        self.quick = quick
+        self.loop = loop
+        self.rows: list[dict[str, Any]] = []
+        self.port = 20000
+
+    def next_port(self) -> int:
+        self.port += 1
+        return self.port
+
+    def add(self, group: str, name: str, value: float | None, unit: str, **extra: Any) -> None:
+        row = {"group": group, "name": name, "value": value, "unit": unit, **extra}
+        self.rows.append(row)
+        v = "-" if value is None else f"{value:,.1f}"
+        ex = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in extra.items() if v is not None)
+        print(f"  {group:5} {name:52} {v:>10} {unit:10} {ex}", flush=True)
+
+    # sizes
+    @property
+    def bulk_bytes(self) -> int:
+        return (32 if self.quick else 128) << 20
+
+    @property
+    def hs_seconds(self) -> float:
+        return 1.5 if self.quick else 4.0
+
+    async def memory(self, only: set[str]) -> None:
+        def pair(sec_a: Any, sec_b: Any) -> tuple[Stack, Stack]:
+            la, lb = MemoryLink.pair()
+            return (Stack(la, ["10.9.0.1"], security=sec_a), Stack(lb, ["10.9.0.2"], security=sec_b))
+
+        if "bulk" in only:
+            s1, s2 = pair(None, None)
+            r = await bulk(s1, s2, "10.9.0.2", self.next_port(), self.bulk_bytes, False)
+            self.add("bulk", "memory stack->stack plain", r["MB/s"], "MB/s")
+            s1.close(); s2.close()
+            for aead in ALL_AEADS:
+                s1, s2 = pair(provider(aeads=(aead,)), provider(aeads=(aead,)))
+                r = await bulk(s1, s2, "10.9.0.2", self.next_port(), self.bulk_bytes // 2, True)
+                self.add("bulk", f"memory stack->stack {AEADS[aead].name}", r["MB/s"], "MB/s")
+                s1.close(); s2.close()
+        if "hs" in only:
+            await self._handshake_set("memory", lambda a, b: pair(a, b), "10.9.0.2")
+        if "rtt" in only:
+            for enc in (False, True):
+                s1, s2 = pair(provider(), provider())
+                r = await echo_rtt(s1, s2, "10.9.0.2", self.next_port(),
+                                   500 if self.quick else 3000, enc)
+                self.add("rtt", f"memory echo {'tcpcrypt' if enc else 'plain'}", r["median_us"],
+                         "us", p99_us=r["p99_us"])
+                s1.close(); s2.close()
+        if "idle" in only:
+            # a fresh interpreter, so memory freed by earlier cases does not hide the growth
+            n = 2000 if self.quick else 10_000
+            p = await asyncio.create_subprocess_exec(
+                sys.executable, os.path.abspath(__file__), "--_idle", str(n), "--loop", self.loop,
+                stdout=subprocess.PIPE)
+            out, _ = await p.communicate()
+            r = json.loads(out)
+            self.add("idle", f"memory {n} idle plain conns: RSS per endpoint",
+                     r["bytes_per_endpoint"] / 1024, "KiB",
+                     rss_delta_MB=r["rss_delta_MB"], per_10k_MB=r["rss_MB_per_10k_endpoints"],
+                     open_s=r["open_seconds"])
+
+    async def _handshake_set(self, where: str, make: Callable[[Any, Any], tuple[Stack, Stack]],
+                             addr2: str) -> None:
+        secs = self.hs_seconds
+        s1, s2 = make(None, None)
+        r = await handshakes(s1, s2, addr2, self.next_port(), secs, False)
+        self.add("hs", f"{where} handshakes plain", r["per_s"], "/s", median_ms=r["median_ms"])
+        s1.close(); s2.close()
+        teps = ALL_TEPS[:2] if self.quick else ALL_TEPS
+        for tep in teps:
+            s1, s2 = make(provider(teps=(tep,), resumption=False), provider(teps=(tep,), resumption=False))
+            r = await handshakes(s1, s2, addr2, self.next_port(), secs, True)
+            self.add("hs", f"{where} handshakes tcpcrypt {TEPS[tep].name}", r["per_s"], "/s",
+                     median_ms=r["median_ms"])
+            s1.close(); s2.close()
+        s1, s2 = make(provider(teps=(TEP_CURVE25519,)), provider(teps=(TEP_CURVE25519,)))
+        # one client at a time: a cached secret is single-use (RFC 8548 3.5), so a client
+        # resumes only when the previous connection left it one
+        r = await handshakes(s1, s2, addr2, self.next_port(), secs, True, concurrency=1)
+        self.add("hs", f"{where} handshakes tcpcrypt resumed (X25519)", r["per_s"], "/s",
+                 resumed=f"{r['resumed']}/{r['count']}", median_ms=r["median_ms"])
+        s1.close(); s2.close()
+
+    async def kernel_tun(self, only: set[str]) -> None:
+        from tun.topology import KernelSide
+        if "bulk" not in only:
+            return
+        with KernelSide() as k:
+            stack = Stack(k.link(), [k.stack_addr], security=None)
+            try:
+                n = self.bulk_bytes
+                # kernel -> stack
+                done = asyncio.get_running_loop().create_future()
+
+                async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                    got = 0
+                    while b := await reader.read(1 << 20):
+                        got += len(b)
+                    writer.close()
+                    done.set_result(got)
+
+                port = self.next_port()
+                srv = await stack.start_server(sink, k.stack_addr, port)
+                t0 = time.perf_counter()
+                proc = await k.spawn(sys.executable, "-c", KERNEL_PEER, "send", k.stack_addr,
+                                     str(port), str(n))
+                got = await asyncio.wait_for(done, 120)
+                el = time.perf_counter() - t0
+                await proc.wait()
+                srv.close()
+                assert got == n
+                self.add("bulk", "TUN kernel->stack plain", n / el / 1e6, "MB/s",
+                         drops=k._link.dropped if k._link else None)
+                # stack -> kernel
+                port = self.next_port()
+                proc = await k.spawn(sys.executable, "-c", KERNEL_PEER, "sink", k.kernel_addr,
+                                     str(port), str(n), stdout=subprocess.PIPE)
+                assert proc.stdout is not None
+                await proc.stdout.readline()
+                r = await bulk_to(stack, k.kernel_addr, port, n)
+                out = await proc.stdout.readline()
+                await proc.wait()
+                assert int(out) == n, out
+                self.add("bulk", "TUN stack->kernel plain", n / r / 1e6, "MB/s")
+            finally:
+                stack.close()
+
+    async def two_hosts(self, only: set[str]) -> None:
+        from tun.device import AsyncTun
+        from tun.topology import TwoHosts
+        with TwoHosts() as net:
+            a2 = net.stack_addrs[1]
+
+            def make(sec_a: Any, sec_b: Any) -> tuple[Stack, Stack]:
+                la, lb = (AsyncTun(d, close_device=False) for d in net.devices)
+                return (Stack(la, [net.stack_addrs[0]], security=sec_a),
+                        Stack(lb, [net.stack_addrs[1]], security=sec_b))
+
+            if "bulk" in only:
+                s1, s2 = make(None, None)
+                r = await bulk(s1, s2, a2, self.next_port(), self.bulk_bytes, False)
+                self.add("bulk", "2 netns stack->stack plain", r["MB/s"], "MB/s",
+                         retransmits=r["retransmits"])
+                s1.close(); s2.close()
+                for aead in ALL_AEADS:
+                    s1, s2 = make(provider(aeads=(aead,)), provider(aeads=(aead,)))
+                    r = await bulk(s1, s2, a2, self.next_port(), self.bulk_bytes // 2, True)
+                    self.add("bulk", f"2 netns stack->stack {AEADS[aead].name}", r["MB/s"], "MB/s",
+                             retransmits=r["retransmits"])
+                    s1.close(); s2.close()
+                await self.kernel_reference(net)
+            if "hs" in only:
+                await self._handshake_set("2 netns", make, a2)
+            if "rtt" in only:
+                for enc in (False, True):
+                    s1, s2 = make(provider(), provider())
+                    r = await echo_rtt(s1, s2, a2, self.next_port(), 300 if self.quick else 2000, enc)
+                    self.add("rtt", f"2 netns echo {'tcpcrypt' if enc else 'plain'}",
+                             r["median_us"], "us", p99_us=r["p99_us"])
+                    s1.close(); s2.close()
+                await self.kernel_rtt(net)
+
+    async def kernel_reference(self, net: Any) -> None:
+        """Linux's own TCP between the two namespaces over the same veth (iperf3)."""
+        if shutil.which("iperf3") is None:
+            self.add("bulk", "kernel TCP over veth (no iperf3)", None, "MB/s")
+            return
+        assert net.veth is not None
+        secs = 2 if self.quick else 5
+        for offload in ("on", "off"):
+            if offload == "off":
+                if shutil.which("ethtool") is None:
+                    break
+                for ns, dev in ((net.ns[0], net.veth.name_a), (net.ns[1], net.veth.name_b)):
+                    ns.run(["ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off",
+                            "tx", "off", "rx", "off"])
+            port = self.next_port()
+            srv = net.ns[1].popen(["iperf3", "-s", "-1", "-B", net.veth_addrs[1], "-p", str(port)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            await asyncio.sleep(0.3)
+            p = await asyncio.create_subprocess_exec(
+                "ip", "netns", "exec", net.ns[0].name, "iperf3", "-c", net.veth_addrs[1], "-p",
+                str(port), "-t", str(secs), "-J", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            out, _ = await p.communicate()
+            srv.wait(timeout=10)
+            try:
+                bps = json.loads(out)["end"]["sum_received"]["bits_per_second"]
+            except (ValueError, KeyError):
+                bps = None
+            self.add("bulk", f"kernel TCP over veth (iperf3, offloads {offload})",
+                     bps / 8e6 if bps else None, "MB/s")
+        if shutil.which("ethtool"):
+            for ns, dev in ((net.ns[0], net.veth.name_a), (net.ns[1], net.veth.name_b)):
+                ns.run(["ethtool", "-K", dev, "tso", "on", "gso", "on", "gro", "on",
+                        "tx", "on", "rx", "on"])
+
+    async def kernel_rtt(self, net: Any) -> None:
+        """Kernel TCP echo RTT over the same veth (a Python socket pair in the namespaces)."""
+        prog = (
+            "import socket,sys,time\n"
+            "mode,host,port,n=sys.argv[1],sys.argv[2],int(sys.argv[3]),int(sys.argv[4])\n"
+            "if mode=='srv':\n"
+            " l=socket.socket();l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+            " l.bind((host,port));l.listen(1);print('ready',flush=True);c,_=l.accept()\n"
+            " c.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)\n"
+            " while (b:=c.recv(65536)): c.sendall(b)\n"
+            "else:\n"
+            " s=socket.create_connection((host,port));s.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)\n"
+            " t=[]\n"
+            " for _ in range(n):\n"
+            "  a=time.perf_counter();s.sendall(b'x');s.recv(1);t.append(time.perf_counter()-a)\n"
+            " t.sort();print(t[len(t)//2]*1e6,t[int(len(t)*.99)]*1e6)\n")
+        port = self.next_port()
+        srv = net.ns[1].popen([sys.executable, "-c", prog, "srv", net.veth_addrs[1], str(port), "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        srv.stdout.readline()
+        p = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", net.ns[0].name, sys.executable, "-c", prog, "cli",
+            net.veth_addrs[1], str(port), "2000", stdout=subprocess.PIPE)
+        out, _ = await p.communicate()
+        srv.wait(timeout=10)
+        med, p99 = (float(x) for x in out.split())
+        self.add("rtt", "kernel TCP echo over veth (Python sockets)", med, "us", p99_us=p99)
+
+
+async def bulk_to(stack: Stack, host: str, port: int, n: int) -> float:
+    """Send n plain bytes from the stack to a kernel sink; seconds until the sink's EOF."""
+    t0 = time.perf_counter()
+    r, w = await stack.open_connection(host, port, encrypt=False)
+    left = n
+    while left:
+        k = min(len(CHUNK), left)
+        w.write(CHUNK if k == len(CHUNK) else CHUNK[:k])
+        left -= k
+        await w.drain()
+    w.write_eof()
+    await r.read()
+    el = time.perf_counter() - t0
+    w.close()
+    return el
+
+
+async def amain(args: argparse.Namespace) -> dict[str, Any]:
+    b = Bench(args.quick, args.loop)
+    only = set(args.only.split(",")) if args.only else {"bulk", "hs", "rtt", "idle"}
+    where = set(args.where.split(",")) if args.where else {"memory", "tun", "netns"}
+    t0 = time.perf_counter()
+    print(f"  {'group':5} {'case':52} {'value':>10} {'unit':10} extra", flush=True)
+    if "memory" in where:
+        await b.memory(only)
+    if os.geteuid() == 0:
+        if "tun" in where:
+            await b.kernel_tun(only)
+        if "netns" in where:
+            await b.two_hosts(only)
+    else:
+        print("not root: TUN/namespace cases skipped", file=sys.stderr)
+    return {"quick": args.quick, "loop": args.loop, "python": sys.version.split()[0],
+            "seconds": time.perf_counter() - t0, "results": b.rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smaller runs (about a minute)")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    ap.add_argument("--only", help="comma-separated subset of bulk,hs,rtt,idle")
+    ap.add_argument("--where", help="comma-separated subset of memory,tun,netns")
+    ap.add_argument("--_idle", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.loop == "uvloop":
+        try:
+            import uvloop
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        except ImportError:
+            args.loop = "asyncio"
+    if args._idle:
+        print(json.dumps(asyncio.run(idle_memory(args._idle))))
+        return
+    res = asyncio.run(amain(args))
+    print(f"total {res['seconds']:.1f} s, loop={res['loop']}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
