@@ -471,6 +471,76 @@ async def bulk_to(stack: Stack, host: str, port: int, n: int) -> float:
     return el
 
 
+def two_process_bulk(quick: bool, loop_name: str) -> list[dict[str, Any]]:
+    """stack<->stack across two namespaces with each stack in its own process (as two hosts
+    would be): a forked child runs the receiving Stack on the second TUN device."""
+    from tun.device import AsyncTun
+    from tun.topology import TwoHosts
+    nbytes = (32 if quick else 128) << 20
+    port = 31000
+    rows: list[dict[str, Any]] = []
+    with TwoHosts() as net:
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:                                     # the receiver host
+            try:
+                os.close(rfd)
+
+                async def serve() -> None:
+                    st = Stack(AsyncTun(net.devices[1], close_device=False), [net.stack_addrs[1]],
+                               security=provider())
+
+                    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                        while await reader.read(1 << 20):
+                            pass
+                        writer.close()
+
+                    await st.start_server(sink, net.stack_addrs[1], port, backlog=16)
+                    os.write(wfd, b"r")
+                    await asyncio.sleep(3600)
+
+                asyncio.run(serve())
+            finally:
+                os._exit(0)
+        os.close(wfd)
+        try:
+            os.read(rfd, 1)
+
+            async def send_all() -> None:
+                for aead in (None,) + ALL_AEADS:
+                    st = Stack(AsyncTun(net.devices[0], close_device=False), [net.stack_addrs[0]],
+                               security=provider(aeads=(aead,)) if aead else None)
+                    enc = aead is not None
+                    n = nbytes if not enc else nbytes // 2
+                    t0 = time.perf_counter()
+                    r, w = await st.open_connection(net.stack_addrs[1], port, encrypt=enc,
+                                                    require_encryption=enc)
+                    left = n
+                    while left:
+                        k = min(len(CHUNK), left)
+                        w.write(CHUNK if k == len(CHUNK) else CHUNK[:k])
+                        left -= k
+                        await w.drain()
+                    w.write_eof()
+                    await asyncio.wait_for(r.read(), 120)
+                    el = time.perf_counter() - t0
+                    stats = w.get_extra_info("tcp_stats")
+                    name = AEADS[aead].name if aead else "plain"
+                    rows.append({"group": "bulk", "name": f"2 netns 2 processes stack->stack {name}",
+                                 "value": n / el / 1e6, "unit": "MB/s",
+                                 "retransmits": stats.get("retransmits")})
+                    w.close()
+                    await asyncio.sleep(0.05)
+                    st.close()
+
+            asyncio.run(send_all())
+        finally:
+            os.kill(pid, 15)
+            os.waitpid(pid, 0)
+            os.close(rfd)
+    return rows
+
+
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
     b = Bench(args.quick, args.loop)
     only = set(args.only.split(",")) if args.only else {"bulk", "hs", "rtt", "idle"}
@@ -508,7 +578,15 @@ def main() -> None:
     if args._idle:
         print(json.dumps(asyncio.run(idle_memory(args._idle))))
         return
+    two_proc: list[dict[str, Any]] = []
+    if os.geteuid() == 0 and (not args.where or "netns" in args.where) and (
+            not args.only or "bulk" in args.only):
+        two_proc = two_process_bulk(args.quick, args.loop)
     res = asyncio.run(amain(args))
+    for row in two_proc:
+        print(f"  {row['group']:5} {row['name']:52} {row['value']:>10,.1f} {row['unit']:10} "
+              f"retransmits={row['retransmits']}")
+    res["results"].extend(two_proc)
     print(f"total {res['seconds']:.1f} s, loop={res['loop']}")
     if args.json:
         with open(args.json, "w") as f:
