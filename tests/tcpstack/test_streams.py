@@ -188,3 +188,30 @@ async def test_per_connection_tcp_options_nodelay_and_congestion_control():
     assert w2.get_extra_info("tcp_stats")["congestion_control"] == "cubic"
     w.close(); w2.close()
     sa.close(); sb.close()
+
+
+async def test_timeouts_surface_as_timeout_errors_to_the_application():
+    from tcpstack.config import TCPConfig
+    from tcpstack.errors import ConnectionTimeoutError
+    from tcpstack.stack import StackConfig
+    fast = StackConfig(tcp=TCPConfig(syn_retries=2, retries=3, rto_initial=0.02, rto_min=0.02,
+                                     rto_max=0.1))
+    la, lb = MemoryLink.pair()
+    sa = Stack(la, [A], config=fast, security=None)
+    sb = Stack(lb, [B], config=fast, security=None)
+    await echo_server(sb)
+    # 1. a SYN into the void: connect fails after syn_retries with TimeoutError
+    la.filter = lambda p: None
+    with pytest.raises(TimeoutError) as ei:
+        await asyncio.wait_for(sa.open_connection(B, 7), 10)
+    assert isinstance(ei.value, ConnectionTimeoutError)
+    # 2. an established connection whose peer vanishes: the reader gets TimeoutError
+    la.filter = None
+    r, w = await sa.open_connection(B, 7)
+    la.filter = lambda p: None
+    w.write(b"are you there?")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(r.read(), 10)
+    stats = w.get_extra_info("tcp_stats")
+    assert stats["timeouts"] >= 3
+    sa.close(); sb.close()
