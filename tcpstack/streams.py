@@ -295,13 +295,22 @@ class _StreamTransport(asyncio.Transport):
         ep = self._ep
         ep.notify = False
         proto = self._protocol
+        events = ep.events
         while True:
             ev = ep.next_event()
             if ev is None:
                 break
             if isinstance(ev, Data):
                 if not self._closing:
-                    proto.data_received(ev.data)  # type: ignore[attr-defined]
+                    data = ev.data
+                    if events and isinstance(events[0], Data):
+                        # a received batch: hand the run of Data events over in one call
+                        # (one StreamReader append and wake-up instead of one per segment)
+                        parts = [data]
+                        while events and isinstance(events[0], Data):
+                            parts.append(ep.next_event().data)  # type: ignore[union-attr]
+                        data = b"".join(parts)
+                    proto.data_received(data)  # type: ignore[attr-defined]
             elif isinstance(ev, Established):
                 if not self._connected.done():
                     self._connected.set_result(None)
