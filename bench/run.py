@@ -26,7 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
