@@ -182,11 +182,11 @@ async def echo_rtt(s1: Stack, s2: Stack, addr2: str, port: int, rounds: int,
             "p99_us": samples[int(len(samples) * 0.99)] * 1e6}
 
 
-async def idle_memory(n: int) -> dict[str, Any]:
-    """RSS delta with n idle plain connections open (both ends in this process)."""
+async def idle_memory(n: int, encrypt: bool = False) -> dict[str, Any]:
+    """RSS delta with n idle connections open (both ends in this process), plain or tcpcrypt."""
     la, lb = MemoryLink.pair()
-    s1 = Stack(la, ["10.9.0.1"], security=None)
-    s2 = Stack(lb, ["10.9.0.2"], security=None)
+    s1 = Stack(la, ["10.9.0.1"], security=provider(resumption=False) if encrypt else None)
+    s2 = Stack(lb, ["10.9.0.2"], security=provider(resumption=False) if encrypt else None)
     held: list[Any] = []
 
     async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -201,7 +201,8 @@ async def idle_memory(n: int) -> dict[str, Any]:
 
     async def one() -> None:
         async with sem:
-            clients.append(await s1.open_connection("10.9.0.2", 7000))
+            clients.append(await s1.open_connection("10.9.0.2", 7000, encrypt=encrypt,
+                                                    require_encryption=encrypt))
 
     await asyncio.gather(*(one() for _ in range(n)))
     while len(held) < n:
@@ -279,16 +280,17 @@ class Bench:
                 s1.close(); s2.close()
         if "idle" in only:
             # a fresh interpreter, so memory freed by earlier cases does not hide the growth
-            n = 2000 if self.quick else 10_000
-            p = await asyncio.create_subprocess_exec(
-                sys.executable, os.path.abspath(__file__), "--_idle", str(n), "--loop", self.loop,
-                stdout=subprocess.PIPE)
-            out, _ = await p.communicate()
-            r = json.loads(out)
-            self.add("idle", f"memory {n} idle plain conns: RSS per endpoint",
-                     r["bytes_per_endpoint"] / 1024, "KiB",
-                     rss_delta_MB=r["rss_delta_MB"], per_10k_MB=r["rss_MB_per_10k_endpoints"],
-                     open_s=r["open_seconds"])
+            for kind, n in (("plain", 2000 if self.quick else 10_000),
+                            ("tcpcrypt", 1000 if self.quick else 10_000)):
+                p = await asyncio.create_subprocess_exec(
+                    sys.executable, os.path.abspath(__file__), f"--_idle={n}:{kind}",
+                    "--loop", self.loop, stdout=subprocess.PIPE)
+                out, _ = await p.communicate()
+                r = json.loads(out)
+                self.add("idle", f"memory {n} idle {kind} conns: RSS per endpoint",
+                         r["bytes_per_endpoint"] / 1024, "KiB",
+                         rss_delta_MB=r["rss_delta_MB"], per_10k_MB=r["rss_MB_per_10k_endpoints"],
+                         open_s=r["open_seconds"])
 
     async def _handshake_set(self, where: str, make: Callable[[Any, Any], tuple[Stack, Stack]],
                              addr2: str) -> None:
@@ -567,7 +569,7 @@ def main() -> None:
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     ap.add_argument("--only", help="comma-separated subset of bulk,hs,rtt,idle")
     ap.add_argument("--where", help="comma-separated subset of memory,tun,netns")
-    ap.add_argument("--_idle", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--_idle", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.loop == "uvloop":
         try:
@@ -576,7 +578,8 @@ def main() -> None:
         except ImportError:
             args.loop = "asyncio"
     if args._idle:
-        print(json.dumps(asyncio.run(idle_memory(args._idle))))
+        n, kind = args._idle.split(":")
+        print(json.dumps(asyncio.run(idle_memory(int(n), kind == "tcpcrypt"))))
         return
     two_proc: list[dict[str, Any]] = []
     if os.geteuid() == 0 and (not args.where or "netns" in args.where) and (
