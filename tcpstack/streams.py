@@ -295,33 +295,38 @@ class _StreamTransport(asyncio.Transport):
         ep = self._ep
         ep.notify = False
         proto = self._protocol
-        events = ep.events
         while True:
-            ev = ep.next_event()
-            if ev is None:
+            evs = ep.take_events()
+            if not evs:
                 break
-            if isinstance(ev, Data):
-                if not self._closing:
+            i, n = 0, len(evs)
+            while i < n:
+                ev = evs[i]
+                i += 1
+                if isinstance(ev, Data):
+                    if self._closing:
+                        continue
                     data = ev.data
-                    if events and isinstance(events[0], Data):
+                    if i < n and isinstance(evs[i], Data):
                         # a received batch: hand the run of Data events over in one call
                         # (one StreamReader append and wake-up instead of one per segment)
                         parts = [data]
-                        while events and isinstance(events[0], Data):
-                            parts.append(ep.next_event().data)  # type: ignore[union-attr]
+                        while i < n and isinstance(evs[i], Data):
+                            parts.append(evs[i].data)  # type: ignore[attr-defined]
+                            i += 1
                         data = b"".join(parts)
                     proto.data_received(data)  # type: ignore[attr-defined]
-            elif isinstance(ev, Established):
-                if not self._connected.done():
-                    self._connected.set_result(None)
-                    proto.connection_made(self)
-            elif isinstance(ev, Eof):
-                if not self._closing:
-                    keep_open = proto.eof_received()  # type: ignore[attr-defined]
-                    if not keep_open:
-                        self.close()
-            elif isinstance(ev, Closed):
-                self._on_closed(ev.error)
+                elif isinstance(ev, Established):
+                    if not self._connected.done():
+                        self._connected.set_result(None)
+                        proto.connection_made(self)
+                elif isinstance(ev, Eof):
+                    if not self._closing:
+                        keep_open = proto.eof_received()  # type: ignore[attr-defined]
+                        if not keep_open:
+                            self.close()
+                elif isinstance(ev, Closed):
+                    self._on_closed(ev.error)
         self._check_write_buffer()
 
     def _on_closed(self, error: BaseException | None) -> None:
