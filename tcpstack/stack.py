@@ -162,6 +162,7 @@ class StackCore:
         self._listeners: dict[tuple[bytes | None, int], Listener] = {}
         self._out: list[bytes] = []
         self._tcp_configs: dict[int, tuple[TCPConfig, TCPConfig]] = {}
+        self._batch: dict[int, Endpoint] | None = None    # endpoints touched by this batch
         self._timers: list[tuple[float, int, Endpoint]] = []
         self._timer_of: dict[int, float] = {}            # id(endpoint) -> deadline in heap
         self._ready: list[Endpoint] = []                 # endpoints with new app events
@@ -205,6 +206,24 @@ class StackCore:
             del self._timer_of[id(ep)]
             ep.conn.handle_timer(now)
             self._service(ep, now)
+
+    def receive_packets(self, packets: list[Any], now: float,
+                        checksum_ok: list[bool] | None = None) -> None:
+        """A batch read from the link at one instant.  Each connection is serviced once after
+        the whole batch (one ACK, one segments_to_send, one timer update for all its
+        segments), as Linux does for a GRO-merged batch."""
+        self._batch = {}
+        try:
+            if checksum_ok is None:
+                for p in packets:
+                    self.receive_packet(p, now)
+            else:
+                for p, ok in zip(packets, checksum_ok):
+                    self.receive_packet(p, now, checksum_ok=ok)
+        finally:
+            batch, self._batch = self._batch, None
+            for ep in batch.values():
+                self._service(ep, now)
 
     def receive_packet(self, packet: bytes | memoryview, now: float, *,
                        checksum_ok: bool = False) -> None:
@@ -351,10 +370,15 @@ class StackCore:
         if ep is not None:
             conn = ep.conn
             conn.receive(seg, now)
-            self._service(ep, now)
             reopen = conn.reopen_syn
             if reopen is None:
+                batch = self._batch
+                if batch is not None:
+                    batch[id(ep)] = ep        # serviced once at the end of the batch
+                else:
+                    self._service(ep, now)
                 return
+            self._service(ep, now)
             # RFC 6191: a new SYN ended TIME-WAIT; _service() removed the old TCB, so the
             # SYN now goes to the listener like any other.
             conn.reopen_syn = None

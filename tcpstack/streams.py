@@ -213,14 +213,7 @@ class Stack:
     def _on_packets(self, packets: list[bytes], checksum_ok: list[bool] | None = None) -> None:
         """A batch from the link.  `checksum_ok[i]` True: the link vouches for packet i's
         checksums (TUN offload: made or verified by the kernel), so they are not recomputed."""
-        core = self.core
-        now = self.loop.time()
-        if checksum_ok is None:
-            for p in packets:
-                core.receive_packet(p, now)
-        else:
-            for p, ok in zip(packets, checksum_ok):
-                core.receive_packet(p, now, checksum_ok=ok)
+        self.core.receive_packets(packets, self.loop.time(), checksum_ok)
         self._flush()
 
     def _kick(self) -> None:
