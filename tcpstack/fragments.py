@@ -11,12 +11,12 @@ Overlapping fragments discard the whole datagram: mandatory for IPv6 (RFC 5722 3
 for IPv4 too, as modern stacks do against overlap attacks; exact duplicates are ignored.
 Every fragment but the last must carry a multiple of 8 bytes (RFC 791 3.2, RFC 8200 4.5).
 
-The key is (src, dst, protocol, identification) (RFC 791 3.2; RFC 8200 4.5 uses src, dst,
-identification -- the protocol, the fragment header's Next Header, is the same for all
-fragments of a datagram).  ``add`` returns the reassembled upper-layer payload.  For IPv6,
-extension headers at the start of the fragmentable part are skipped and the completing
-fragment's header gets the real upper-layer protocol in ``next_header`` (so read
-``hdr.proto`` after ``add``).
+The key is (src, dst, protocol, identification) for IPv4 (RFC 791 3.2) and (src, dst,
+identification) for IPv6 (RFC 8200 4.5: the fragment headers' Next Header values may
+differ between fragments; only the offset-zero fragment's value is used).  ``add`` returns
+the reassembled upper-layer payload.  For IPv6, extension headers at the start of the
+fragmentable part are skipped and the completing fragment's header gets the real
+upper-layer protocol in ``next_header`` (so read ``hdr.proto`` after ``add``).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ _IPV6_EXT = frozenset((HOP_BY_HOP, ROUTING, DEST_OPTS, AUTH, FRAGMENT))
 
 
 class _Datagram:
-    __slots__ = ("pieces", "total", "size", "charged", "deadline")
+    __slots__ = ("pieces", "total", "size", "charged", "deadline", "first_next_header")
 
     def __init__(self, deadline: float) -> None:
         self.pieces: dict[int, bytes] = {}     # offset -> data
@@ -42,6 +42,7 @@ class _Datagram:
         self.size = 0                          # data bytes held
         self.charged = 0                       # bytes charged against max_bytes
         self.deadline = deadline
+        self.first_next_header: int | None = None  # IPv6: Next Header of the offset-0 fragment
 
 
 class Reassembler:
@@ -77,7 +78,9 @@ class Reassembler:
         if (more and (n == 0 or n & 7)) or end > _MAX_DATAGRAM:
             self.dropped_invalid += 1
             return None
-        key = (header.src, header.dst, header.proto, header.ident)
+        v6 = header.version == 6
+        key = (header.src, header.dst, header.ident) if v6 else \
+            (header.src, header.dst, header.proto, header.ident)
         d = self._d.get(key)
         if d is None:
             d = self._d[key] = _Datagram(now + self.timeout)
@@ -117,6 +120,8 @@ class Reassembler:
             if oldest == key:
                 return None
         d.pieces[off] = bytes(payload)
+        if v6 and off == 0:
+            d.first_next_header = header.next_header
         d.size += n
         d.charged += cost
         self._bytes += cost
@@ -124,16 +129,20 @@ class Reassembler:
             # No overlaps and size == total: the pieces tile [0, total) exactly.
             out = b"".join([d.pieces[o] for o in sorted(d.pieces)])
             self._drop(key)
-            if header.version == 6 and header.next_header in _IPV6_EXT:
-                # The fragmentable part may start with more extension headers (RFC 8200
-                # 4.5): walk them, and tell the caller the real upper-layer protocol.
-                try:
-                    nh, rest = skip_ipv6_extensions(header.next_header, out)
-                except ParseError:
-                    self.dropped_invalid += 1
-                    return None
+            if v6:
+                # RFC 8200 4.5: the offset-zero fragment's Next Header names the
+                # fragmentable part, which may start with more extension headers: walk
+                # them, and tell the caller the real upper-layer protocol.
+                nh = d.first_next_header
+                assert nh is not None           # complete => the offset-0 piece is held
+                if nh in _IPV6_EXT:
+                    try:
+                        nh, rest = skip_ipv6_extensions(nh, out)
+                    except ParseError:
+                        self.dropped_invalid += 1
+                        return None
+                    out = bytes(rest)
                 header.next_header = nh
-                out = bytes(rest)
             self.reassembled += 1
             return out
         return None

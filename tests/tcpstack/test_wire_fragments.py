@@ -209,3 +209,23 @@ def test_v6_extension_headers_in_fragmentable_part() -> None:
     fh = struct.pack("!BBHI", 0, 0, 16, 5)
     assert r.add(*parse_ip(build_ipv6(A6, B6, 44, bad[16:], extensions=[(44, fh)])), 0.0) is None
     assert r.dropped_invalid == 1
+
+
+def test_v6_next_header_taken_from_offset_zero_fragment() -> None:
+    # RFC 8200 4.5: Next Header values in the fragment headers of one datagram may differ;
+    # only the offset-zero fragment's counts, and the key is (src, dst, identification).
+    payload = os.urandom(96)
+    first, last = fragments6(payload, 48, ident=42)
+    h, pl = parse_ip(build_ipv6(A6, B6, 17, payload[48:],          # later fragment says UDP
+                                extensions=[(44, struct.pack("!BBHI", 0, 0, 48, 42))]))
+    assert h.next_header == 17
+    r = Reassembler()
+    assert r.add(h, pl, 0.0) is None                # out of order: the non-zero one first
+    h0, pl0 = first
+    assert r.add(h0, pl0, 0.0) == payload
+    assert h0.next_header == 6 and r.pending_datagrams == 0
+    r = Reassembler()
+    assert r.add(*first, 0.0) is None
+    assert r.add(h, pl, 0.0) == payload
+    assert h.next_header == 6                       # the completing header reports TCP
+    assert last[0].next_header == 6
