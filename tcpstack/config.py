@@ -48,3 +48,5 @@ class TCPConfig:
     tlp_max_ack_delay: float = 0.2   # RFC 8985 7.2 TLP.max_ack_delay (peer's delayed ACK budget)
     tlp_min: float = 0.010           # floor of the PTO (sub-ms RTTs; as Linux)
     dsack: bool = True               # RFC 2883: report duplicate segments in D-SACK blocks
+    tso_max_size: int = 0            # TSO: largest super-segment payload the link segments
+                                     # (0 = off; the TCB does not produce them yet)

@@ -148,6 +148,7 @@ class ConnectionStats:
     recoveries: int = 0          # fast-recovery episodes
     rack_lost: int = 0           # segments RACK deemed lost (RFC 8985 6.2 step 5, 6.3)
     reorder_timeouts: int = 0    # RACK reordering timer expirations
+    tso_segments: int = 0        # TSO super-segments sent (each counted once in segs_out)
     tlp_probes: int = 0          # tail loss probes sent (RFC 8985 7.3)
     tlp_recoveries: int = 0      # single losses repaired by a probe (RFC 8985 7.4.2)
     rescue_retransmits: int = 0  # RFC 6675 NextSeg() rule 4
@@ -1828,9 +1829,24 @@ class TCPConnection:
                     if self._t_sws is None:
                         self._t_sws = now + cfg.sws_override
                     break
+            gso = 0
+            if seglen == room and cfg.tso_max_size >= 2 * room:
+                # TSO: several full segments in one super-segment the link cuts into
+                # `room`-byte pieces.  Only whole segments, each within the window and cwnd
+                # as if sent one by one; a short tail stays separate for Nagle/SWS above.
+                k = cfg.tso_max_size // room
+                for lim in (unsent, wnd_room, cw_room):
+                    if lim // room < k:
+                        k = lim // room
+                if k > 1:
+                    seglen = k * room
+                    gso = room
             end = snd_nxt + seglen
             with_fin = fin_pending and end == self._fin_seq
             seg = self._segment_for(snd_nxt, end + (1 if with_fin else 0), now, rtx=False)
+            if gso:
+                seg.gso_size = gso
+                st.tso_segments += 1
             out.append(seg)
             sent_any = True
             if self._rtt_seq is None and not self.ts_ok:

@@ -48,7 +48,7 @@ class TCPSegment:
 
     __slots__ = ("src_port", "dst_port", "seq", "ack", "flags", "window", "urg_ptr",
                  "mss", "wscale", "sack_permitted", "sack_blocks", "tsval", "tsecr",
-                 "eno", "unknown_options", "payload")
+                 "eno", "unknown_options", "payload", "gso_size")
 
     def __init__(self, src_port: int, dst_port: int, seq: int, ack: int, flags: int,
                  window: int, payload: bytes | memoryview = b"", *, urg_ptr: int = 0,
@@ -74,6 +74,9 @@ class TCPSegment:
         self.eno = eno
         self.unknown_options = unknown_options
         self.payload = payload
+        # TSO: > 0 asks the link to cut the payload into gso_size-byte segments
+        # (tcp.build_ip_tcp then emits a virtio_net_hdr GSO frame); 0 = an ordinary segment.
+        self.gso_size = 0
 
     @property
     def seg_len(self) -> int:

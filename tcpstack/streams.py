@@ -9,6 +9,7 @@ pause_writing/resume_writing, reading flow control via pause_reading/resume_read
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any, Callable, Iterable, Protocol
 
@@ -136,6 +137,13 @@ class Stack:
             security = TcpcryptProvider()
         self.core = StackCore(addresses, config, security=security,  # type: ignore[arg-type]
                               now=self.loop.time())
+        tso = getattr(link, "tso_max_size", 0)
+        if tso and not self.core.config.tcp.tso_max_size:
+            # The link segments TCP super-packets (TSO, e.g. a vnet TUN device): let the
+            # TCBs emit them.  Before any connection exists, so every TCB sees it.
+            cfg = self.core.config
+            self.core.config = dataclasses.replace(
+                cfg, tcp=dataclasses.replace(cfg.tcp, tso_max_size=tso))
         self.link = link
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None

@@ -126,7 +126,12 @@ def build_ip_tcp(seg: TCPSegment, src: bytes, dst: bytes, *, ttl: int = 64, iden
     """The whole IP packet for `seg`: one buffer, both checksums (the send hot path).
 
     IPv4 (by 4-byte addresses): DF set, no options; `ttl`, `ident`, `tos`.  IPv6: `ttl` is
-    the hop limit, `tos` the traffic class, `flow_label` (RFC 6437) the flow label."""
+    the hop limit, `tos` the traffic class, `flow_label` (RFC 6437) the flow label.
+
+    A segment with gso_size > 0 and more payload than that becomes a GSO frame instead (see
+    build_gso_frame): the caller must hand it to a link that accepts them."""
+    if seg.gso_size and len(seg.payload) > seg.gso_size:
+        return build_gso_frame(seg, src, dst, ttl=ttl, ident=ident, tos=tos, flow_label=flow_label)
     opts = _options(seg) if (seg.mss is not None or seg.tsval is not None or seg.eno
                              or seg.sack_blocks or seg.wscale is not None
                              or seg.sack_permitted or seg.unknown_options) else b""
@@ -146,6 +151,57 @@ def build_ip_tcp(seg: TCPSegment, src: bytes, dst: bytes, *, ttl: int = 64, iden
     c = internet_checksum(memoryview(buf)[iph:], pseudo_header_sum(src, dst, IPPROTO_TCP, tcp_len))
     buf[iph + 16] = c >> 8
     buf[iph + 17] = c & 0xFF
+    return bytes(buf)
+
+
+_VNET = struct.Struct("=BBHHHH")     # struct virtio_net_hdr (linux/virtio_net.h), host order
+VNET_HDR_LEN = 10
+_F_NEEDS_CSUM = 1
+_GSO_TCPV4, _GSO_TCPV6 = 1, 4
+
+
+def build_gso_frame(seg: TCPSegment, src: bytes, dst: bytes, *, ttl: int = 64, ident: int = 0,
+                    tos: int = 0, flow_label: int = 0) -> bytes:
+    """A 10-byte virtio_net_hdr + one IP/TCP super-packet for TSO on an IFF_VNET_HDR device.
+
+    Header: VIRTIO_NET_HDR_F_NEEDS_CSUM with csum_start/csum_offset at the TCP checksum,
+    gso_type TCPV4/TCPV6, gso_size = seg.gso_size, hdr_len = IP + TCP headers.  The TCP
+    checksum field holds the pseudo-header sum (folded, not complemented) over the whole
+    TCP length, as Linux's tcp_v4_send_check does for CHECKSUM_PARTIAL: the kernel's GSO
+    swaps that length term for each segment's and completes the sum.  The IPv4 total length and header
+    checksum describe the super-packet; the kernel rewrites both per segment.  The frame's
+    first byte is the header's flags (1), never an IP version nibble, so a link can tell it
+    from a plain packet."""
+    opts = _options(seg) if (seg.mss is not None or seg.tsval is not None or seg.eno
+                             or seg.sack_blocks or seg.wscale is not None
+                             or seg.sack_permitted or seg.unknown_options) else b""
+    thl = 20 + len(opts)
+    tcp_len = thl + len(seg.payload)
+    if len(src) == 4:
+        iph = 20
+        total = iph + tcp_len
+        buf = bytearray(VNET_HDR_LEN + total)
+        _V4.pack_into(buf, VNET_HDR_LEN, 0x45, tos, total & 0xFFFF, ident, 0x4000, ttl,
+                      IPPROTO_TCP, 0, src, dst)
+        c = internet_checksum(memoryview(buf)[VNET_HDR_LEN:VNET_HDR_LEN + 20])
+        buf[VNET_HDR_LEN + 10] = c >> 8
+        buf[VNET_HDR_LEN + 11] = c & 0xFF
+        gso_type = _GSO_TCPV4
+    else:
+        iph = 40
+        buf = bytearray(VNET_HDR_LEN + iph + tcp_len)
+        _V6.pack_into(buf, VNET_HDR_LEN, (6 << 28) | (tos << 20) | flow_label, tcp_len & 0xFFFF,
+                      IPPROTO_TCP, ttl, src, dst)
+        gso_type = _GSO_TCPV6
+    _VNET.pack_into(buf, 0, _F_NEEDS_CSUM, gso_type, iph + thl, seg.gso_size, iph, 16)
+    _write_tcp(buf, VNET_HDR_LEN + iph, seg, opts)
+    # Partial checksum: pseudo-header only (RFC 9293 3.1 / RFC 8200 8.1 for the fields).
+    p = pseudo_header_sum(src, dst, IPPROTO_TCP, tcp_len)
+    p = (p & 0xFFFF) + (p >> 16)
+    p = (p & 0xFFFF) + (p >> 16)
+    off = VNET_HDR_LEN + iph + 16
+    buf[off] = p >> 8
+    buf[off + 1] = p & 0xFF
     return bytes(buf)
 
 

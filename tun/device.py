@@ -112,6 +112,7 @@ class TunStats:
     tx_dropped: int = 0      # EAGAIN/ENOBUFS on write(), or beyond the AsyncTun queue bound
     tx_errors: int = 0       # other write errors (EIO while down, EINVAL for a malformed frame)
     rx_errors: int = 0       # read errors, undecodable vnet frames
+    tx_gso: int = 0          # GSO super-packet frames handed to the kernel (AsyncTun.send)
 
 
 def _as_list(x: str | Iterable[str] | None) -> list[str]:
@@ -374,6 +375,14 @@ class AsyncTun:
         self._gro = gro and self._strip
 
     @property
+    def tso_max_size(self) -> int:
+        """Largest TCP payload per written GSO frame (tcp.build_gso_frame), 0 when this link
+        does not take them: only a GRO (offload) link on a vnet device with TSO offloads on."""
+        if self._gro and self.device.offloads & (TUN_F_TSO4 | TUN_F_TSO6):
+            return 65535 - 20 - 60          # IPv4 total length bound minus IP + max TCP header
+        return 0
+
+    @property
     def stats(self) -> TunStats:
         return self.device.stats
 
@@ -457,7 +466,14 @@ class AsyncTun:
         if self._closed:
             return
         if self._strip:
-            packet = self._hdr_zero + packet
+            if packet[0] == 1:
+                # A GSO frame from tcp.build_gso_frame: its own 10-byte virtio_net_hdr
+                # (flags NEEDS_CSUM = 1 where a plain packet has its IP version nibble).
+                if self._hlen != 10:
+                    packet = packet[:10] + bytes(self._hlen - 10) + packet[10:]
+                self.device.stats.tx_gso += 1
+            else:
+                packet = self._hdr_zero + packet
         q = self._queue
         if not q and self.device.try_write(packet):
             return
