@@ -13,6 +13,8 @@ Every primitive comes from the ``cryptography`` package; nothing is hand-rolled.
 """
 from __future__ import annotations
 
+import abc
+
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -65,7 +67,7 @@ AEADS: dict[int, AEADSuite] = {
 }
 
 
-class KeyAgreement:
+class KeyAgreement(abc.ABC):
     """One TEP's key-agreement scheme (RFC 8548 section 5).
 
     ``pub_wire_len`` is the number of bytes Pub_A / Pub_B occupy in Init1 / Init2, including
@@ -77,19 +79,23 @@ class KeyAgreement:
     name: str
     pub_wire_len: int
 
+    @abc.abstractmethod
     def generate(self) -> Any:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def public_wire(self, private_key: Any) -> bytes:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def parse_public(self, wire: bytes) -> Any:
         """Decode and validate a peer public key; TcpcryptProtocolError if invalid."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def exchange(self, private_key: Any, peer_public: Any) -> bytes:
         """ES (RFC 8548 3.3); TcpcryptProtocolError when key validation fails (section 5)."""
-        raise NotImplementedError
+        ...
 
 
 class _NistCurve(KeyAgreement):

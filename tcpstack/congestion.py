@@ -40,6 +40,8 @@ also keeps such periods out of its elapsed time t (RFC 9438 4.2).
 """
 from __future__ import annotations
 
+import abc
+
 import logging
 from math import cbrt
 from typing import Any, Callable
@@ -54,7 +56,7 @@ def default_initial_window(mss: int) -> int:
     return min(10 * mss, max(2 * mss, 14600))
 
 
-class CongestionControl:
+class CongestionControl(abc.ABC):
     """Base class and interface.  Subclasses: NewReno, Cubic."""
 
     __slots__ = ("mss", "cwnd", "ssthresh", "iw", "_default_iw", "_abc_limit")
@@ -92,11 +94,13 @@ class CongestionControl:
     def in_slow_start(self) -> bool:
         return self.cwnd < self.ssthresh
 
+    @abc.abstractmethod
     def on_ack(self, acked: int, rtt: float | None, now: float, in_flight: int) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def on_congestion_event(self, now: float, in_flight: int) -> None:
-        raise NotImplementedError
+        ...
 
     def on_recovery_ack(self, acked: int, now: float) -> None:
         pass

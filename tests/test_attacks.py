@@ -9,17 +9,11 @@ from tcpstack.endpoint import Data, Established
 from tcpstack.segment import ACK, PSH, RST, SYN, TCPSegment
 from tcpstack.stack import StackCore
 from tcpstack.tcp import build_ip_tcp
-from tests.tcpstack.test_stack import A, B, pump
+from tests.tcpstack.test_stack import A, B, established_pair, pump
 
 
 def test_10000_blind_rst_syn_data_do_not_reset_or_corrupt():
-    a, b = StackCore(["10.0.0.1"]), StackCore(["10.0.0.2"])
-    lst = b.listen(80, "10.0.0.2")
-    ep = a.connect("10.0.0.2", 80, 0.0)
-    pump(a, b, 0.0)
-    assert isinstance(ep.next_event(), Established)
-    srv = lst.accept()
-    assert srv is not None and isinstance(srv.next_event(), Established)
+    a, b, ep, srv = established_pair()
     cport = ep.local[1]
     rcv_nxt = srv.conn.rcv_nxt & 0xFFFFFFFF
     rng = random.Random(5961)

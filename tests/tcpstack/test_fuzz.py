@@ -11,7 +11,7 @@ from tcpstack.endpoint import Data, Established
 from tcpstack.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
 from tcpstack.stack import StackCore
 from tcpstack.tcp import build_ip_tcp
-from tests.tcpstack.test_stack import A, B, ones_complement_checksum, pump
+from tests.tcpstack.test_stack import A, B, established_pair, ones_complement_checksum, pump
 
 N = int(os.environ.get("FUZZ_SEGMENTS", "20000"))
 
@@ -23,13 +23,7 @@ def fuzz_one(core: StackCore, data: bytes, now: float) -> None:
 
 
 def test_fuzz_live_stack():
-    a, b = StackCore(["10.0.0.1"]), StackCore(["10.0.0.2"])
-    lst = b.listen(80, "10.0.0.2")
-    ep = a.connect("10.0.0.2", 80, 0.0)
-    pump(a, b, 0.0)
-    assert isinstance(ep.next_event(), Established)
-    srv = lst.accept()
-    assert srv is not None and isinstance(srv.next_event(), Established)
+    a, b, ep, srv = established_pair()
     cport = ep.local[1]
     rng = random.Random(1)
     base = srv.conn.rcv_nxt & 0xFFFFFFFF

@@ -7,7 +7,7 @@ import random
 import struct
 
 from tcpstack import icmp
-from tcpstack.endpoint import Closed, Data, Eof, Established
+from tcpstack.endpoint import Closed, Data, Endpoint, Eof, Established
 from tcpstack.ip import build_ipv4, parse_ip
 from tcpstack.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
 from tcpstack.stack import StackCore
@@ -40,6 +40,19 @@ def pump(a: StackCore, b: StackCore, now: float, rounds: int = 50) -> None:
             b.receive_packet(p, now)
         for p in pb:
             a.receive_packet(p, now)
+
+
+def established_pair() -> tuple[StackCore, StackCore, "Endpoint", "Endpoint"]:
+    """Two cores with one established plain connection: (client core, server core,
+    client endpoint, server endpoint), their Established events consumed."""
+    a, b = StackCore(["10.0.0.1"]), StackCore(["10.0.0.2"])
+    lst = b.listen(80, "10.0.0.2")
+    ep = a.connect("10.0.0.2", 80, 0.0)
+    pump(a, b, 0.0)
+    assert isinstance(ep.next_event(), Established)
+    srv = lst.accept()
+    assert srv is not None and isinstance(srv.next_event(), Established)
+    return a, b, ep, srv
 
 
 def test_rst_for_syn_to_closed_port_is_exactly_rfc9293_3_10_7_1():
