@@ -1948,6 +1948,16 @@ class TCPConnection:
         if self._t_keepalive is not None and now >= self._t_keepalive:
             self._on_keepalive(now)
 
+
+    def _enter_loss(self) -> None:
+        """RTO: leave fast recovery, enter the loss state, RecoveryPoint = HighData
+        (RFC 6675 5.1, RFC 5681 3.1), resend from SND.UNA."""
+        self._in_recovery = False
+        self._fast_pending = False
+        self._in_loss = True
+        self._recover = self.snd_nxt
+        self._rxt_nxt = self.snd_una
+        self.dupacks = 0
     def _on_rto(self, now: float) -> None:
         st = self._stats
         cfg = self.config
@@ -1999,12 +2009,7 @@ class TCPConnection:
                 st.rack_lost += rq.mark_lost_on_rto(now, self.snd_una, reo)   # RFC 8985 6.3
             else:
                 rq.mark_all_lost()               # RFC 6675 5.1 "filling in" the holes
-            self._in_recovery = False
-            self._fast_pending = False
-            self._in_loss = True
-            self._recover = self.snd_nxt
-            self._rxt_nxt = self.snd_una
-            self.dupacks = 0
+            self._enter_loss()
             self._rtt.back_off()                  # RFC 6298 5.5
             r = rq.next_lost()
             if r is not None:                     # RFC 6298 5.4
@@ -2016,12 +2021,7 @@ class TCPConnection:
             return
         # RFC 6675 5.1: expunge the scoreboard, leave fast recovery, RecoveryPoint = HighData.
         self._sb.clear()
-        self._in_recovery = False
-        self._fast_pending = False
-        self._in_loss = True
-        self._recover = self.snd_nxt
-        self._rxt_nxt = self.snd_una
-        self.dupacks = 0
+        self._enter_loss()
         self._rtt_seq = None                      # Karn
         self._karn_mark(now)
         self._rtt.back_off()                      # RFC 6298 5.5
