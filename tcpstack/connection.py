@@ -1948,7 +1948,6 @@ class TCPConnection:
         if self._t_keepalive is not None and now >= self._t_keepalive:
             self._on_keepalive(now)
 
-
     def _enter_loss(self) -> None:
         """RTO: leave fast recovery, enter the loss state, RecoveryPoint = HighData
         (RFC 6675 5.1, RFC 5681 3.1), resend from SND.UNA."""
@@ -1958,6 +1957,7 @@ class TCPConnection:
         self._recover = self.snd_nxt
         self._rxt_nxt = self.snd_una
         self.dupacks = 0
+
     def _on_rto(self, now: float) -> None:
         st = self._stats
         cfg = self.config
