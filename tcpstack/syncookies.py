@@ -5,14 +5,15 @@ Pure functions, no state beyond the stack secret the caller passes in.
 The cookie is our ISN, laid out as Linux's ``secure_tcp_syn_cookie`` (RFC 4987 App. A
 describes the same idea)::
 
-    ISN = H1(4-tuple) + peer_ISN + (count << 24) + ((H2(4-tuple, count) + data) mod 2**24)
+    ISN = H1(4-tuple) + peer_ISN + (count mod 256) << 24 + (H2(4-tuple, count, data) << 3 | data)
 
 ``count`` is the time slot (``now // COOKIE_SLOT``; the secret in H2 is thereby rotated
-every slot), H1/H2 are keyed BLAKE2s over the 4-tuple (H2 also over the slot), ``data``
-holds the MSS index (2 bits, :data:`MSS_TABLE_V4` / :data:`MSS_TABLE_V6`) and whether the
-SYN-ACK promised TCP-ENO (1 bit).  A returning ACK validates when its slot is at most
-:data:`MAX_AGE` slots old and the recovered ``data`` is in range: a blind guess succeeds
-with probability about ``3 * 8 / 2**32``.
+every slot), H1/H2 are keyed BLAKE2s over the 4-tuple (H2 also over the slot and the data;
+21 bits of it are kept), ``data`` (3 bits) holds the MSS index (2 bits,
+:data:`MSS_TABLE_V4` / :data:`MSS_TABLE_V6`) and whether the SYN-ACK promised TCP-ENO.  A
+returning ACK validates when its slot is at most :data:`MAX_AGE` slots old and H2 over the
+data it carries matches.  Unlike Linux's additive data, changing any bit of the cookie or
+of the peer's ISN is caught (a blind guess succeeds with probability ``3/256 * 2**-21``).
 
 RFC 4987 3.6 notes the cost of cookies: the TCP options of the SYN are lost.  As Linux
 does (``cookie_init_timestamp``), when the peer sent timestamps we keep its window-scale
@@ -32,7 +33,8 @@ MAX_AGE = 2                   # slots a cookie stays valid after the one it was 
 MSS_TABLE_V4 = (536, 1300, 1440, 1460)
 MSS_TABLE_V6 = (1220, 1400, 1440, 1460)
 DATA_ENO = 4                  # data bit: the SYN-ACK carried an ENO option (RFC 8547)
-DATA_LIMIT = 8                # data values that validate (2 MSS bits + the ENO bit)
+DATA_LIMIT = 8                # data values (2 MSS bits + the ENO bit): 3 low bits
+_H2_MASK = (1 << 21) - 1      # the MAC bits between the data and the slot
 
 TS_OPT_BITS = 6               # low TSval bits carrying options (as Linux, TS_OPT_BITS)
 TS_OPT_MASK = (1 << TS_OPT_BITS) - 1
@@ -41,10 +43,10 @@ _TS_SACK = 0x10
 
 
 def _h(secret: bytes, person: bytes, laddr: bytes, lport: int, raddr: bytes, rport: int,
-       count: int | None = None) -> int:
+       count: int | None = None, data: int = 0) -> int:
     msg = laddr + raddr + lport.to_bytes(2, "big") + rport.to_bytes(2, "big")
     if count is not None:
-        msg += count.to_bytes(4, "big")
+        msg += count.to_bytes(4, "big") + bytes((data,))
     return int.from_bytes(hashlib.blake2s(msg, key=secret, person=person,
                                           digest_size=4).digest(), "big")
 
@@ -74,8 +76,8 @@ def make_cookie(secret: bytes, laddr: bytes, lport: int, raddr: bytes, rport: in
     if not 0 <= data < DATA_LIMIT:
         raise ValueError(f"cookie data {data} outside 0..{DATA_LIMIT - 1}")
     h1 = _h(secret, b"syncook1", laddr, lport, raddr, rport)
-    h2 = _h(secret, b"syncook2", laddr, lport, raddr, rport, count)
-    return (h1 + peer_isn + ((count & 0xFF) << 24) + ((h2 + data) & 0xFFFFFF)) & MASK
+    h2 = _h(secret, b"syncook2", laddr, lport, raddr, rport, count, data) & _H2_MASK
+    return (h1 + peer_isn + ((count & 0xFF) << 24) + (h2 << 3 | data)) & MASK
 
 
 def check_cookie(secret: bytes, laddr: bytes, lport: int, raddr: bytes, rport: int,
@@ -90,9 +92,9 @@ def check_cookie(secret: bytes, laddr: bytes, lport: int, raddr: bytes, rport: i
     if age > max_age:
         return None
     made = (count - age) & MASK          # the full slot number the 8 bits stand for
-    h2 = _h(secret, b"syncook2", laddr, lport, raddr, rport, made)
-    data = (diff - h2) & 0xFFFFFF
-    return data if data < DATA_LIMIT else None
+    data = diff & (DATA_LIMIT - 1)
+    h2 = _h(secret, b"syncook2", laddr, lport, raddr, rport, made, data) & _H2_MASK
+    return data if (diff >> 3) & _H2_MASK == h2 else None
 
 
 def encode_ts_options(wscale: int | None, sack_permitted: bool) -> int:
