@@ -56,8 +56,10 @@ def settle(a: StackCore, b: StackCore, now: float, horizon: float = 1.0) -> floa
     return now
 
 
-def spoofed_syn(rng: random.Random, port: int = 80) -> bytes:
-    src = (0xC6120000 | rng.getrandbits(16)).to_bytes(4, "big")      # 198.18.0.0/16
+def spoofed_syn(rng: random.Random, port: int = 80, index: int | None = None) -> bytes:
+    """A SYN from a random source in 198.18.0.0/15 (the `index`-th one: all distinct)."""
+    host = rng.getrandbits(17) if index is None else index
+    src = (0xC6120000 | host).to_bytes(4, "big")
     seg = TCPSegment(rng.randrange(1024, 65536), port, rng.getrandbits(32), 0, SYN, 64240,
                      mss=1460, wscale=7, sack_permitted=True, tsval=rng.getrandbits(32))
     return build_ip_tcp(seg, src, B)
@@ -295,7 +297,7 @@ def test_50000_spoofed_syns_while_100_legit_connections_are_all_served():
     a, b = StackCore(["10.0.0.1"]), StackCore(["10.0.0.2"])
     lst = b.listen(80)
     rng = random.Random(50_000)
-    flood = [spoofed_syn(rng) for _ in range(50_000)]
+    flood = [spoofed_syn(rng, index=i) for i in range(50_000)]
     served: dict[int, bytes] = {}
     clients: list = []
     servers: list = []
