@@ -323,10 +323,11 @@ def test_50000_spoofed_syns_while_100_legit_connections_are_all_served():
     for step in range(101):
         now = step * 0.1
         chunk = flood[step * per_step:(step + 1) * per_step]
-        where = rng.randrange(len(chunk)) if chunk else -1
+        # the legit SYN lands mid-flood (in step 0 once the flood has filled the queue)
+        where = rng.randrange(lst.backlog if step == 0 else 0, len(chunk)) if chunk else -1
         for i, p in enumerate(chunk):
             b.receive_packet(p, now)
-            if i == where:                          # the legit SYN lands mid-flood
+            if i == where:
                 clients.append(a.connect("10.0.0.2", 80, now))
                 for q in a.packets_to_send():
                     b.receive_packet(q, now)
