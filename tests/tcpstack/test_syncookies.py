@@ -391,3 +391,22 @@ def test_rate_limit_table_stays_bounded_under_100000_sources_and_global_cap_hold
     assert len(out) == b.stats.rst_sent <= cfg.rst_rate * 1.0 + cfg.rst_rate / 10 + 1
     assert b.stats.rst_peer_limited == 0 and b.stats.rst_rate_limited == 100_000 - len(out)
     assert len(b._rst_limiter.peers) == 1000
+
+
+def test_ipv6_cookie_connection_uses_the_v6_mss_table():
+    a = StackCore(["fd00::1"])
+    b = StackCore(["fd00::2"], StackConfig(syncookies="always"))
+    lst = b.listen(80)
+    ep = a.connect("fd00::2", 80, 0.0)
+    for _ in range(10):
+        pa, pb = a.packets_to_send(), b.packets_to_send()
+        if not pa and not pb:
+            break
+        for p in pa:
+            b.receive_packet(p, 0.0)
+        for p in pb:
+            a.receive_packet(p, 0.0)
+    srv = lst.accept()
+    assert srv is not None and b.stats.syncookies_ok == 1 and srv.conn.state.name == "ESTABLISHED"
+    assert srv.conn.peer_mss == 1440 and ep.conn.peer_mss == 1440    # 1500 - 40 - 20
+    assert srv.conn.sack_ok and srv.conn.ts_ok and srv.conn.snd_wscale == ep.conn.rcv_wscale
