@@ -203,6 +203,9 @@ class StackCore:
                  security: SecurityProvider | None = None, now: float = 0.0,
                  secret: bytes | None = None, rng: random.Random | None = None) -> None:
         self.config = config or StackConfig()
+        if self.config.syncookies not in ("auto", "always", "never"):
+            raise TcpStackError(f"StackConfig.syncookies must be 'auto', 'always' or 'never', "
+                                f"not {self.config.syncookies!r}")
         self.addresses = [ipaddress.ip_address(a) for a in addresses]
         self._local = {a.packed for a in self.addresses}
         self.security = security

@@ -410,3 +410,19 @@ def test_ipv6_cookie_connection_uses_the_v6_mss_table():
     assert srv is not None and b.stats.syncookies_ok == 1 and srv.conn.state.name == "ESTABLISHED"
     assert srv.conn.peer_mss == 1440 and ep.conn.peer_mss == 1440    # 1500 - 40 - 20
     assert srv.conn.sack_ok and srv.conn.ts_ok and srv.conn.snd_wscale == ep.conn.rcv_wscale
+
+
+def test_syncookies_mode_is_validated():
+    from tcpstack.errors import TcpStackError
+    with pytest.raises(TcpStackError):
+        StackCore(["10.0.0.2"], StackConfig(syncookies="sometimes"))
+
+
+def test_never_mode_drops_syns_when_the_queue_is_full_and_sends_no_cookie():
+    b = StackCore(["10.0.0.2"], StackConfig(syncookies="never"))
+    lst = b.listen(80, backlog=2)
+    rng = random.Random(2)
+    for _ in range(5):
+        b.receive_packet(spoofed_syn(rng), 0.0)
+    assert len(b.packets_to_send()) == 2 and lst.half_open == 2
+    assert b.stats.syn_dropped_backlog == 3 and b.stats.syncookies_sent == 0
