@@ -509,6 +509,10 @@ class StackCore:
         entry is gone when the ACK arrives, a plain connection would contradict the
         SYN-ACK (and an encrypted one cannot rebuild the transcript): we reset it and count
         ``syncookie_eno_lost``; the client retries.  No ENO in the SYN-ACK means plain.
+        The SYN-ACK's ENO option must come out the same when the ACK rebuilds it, so a
+        cookie answer declines session resumption (RFC 8548 3.5 lets B answer a resumption
+        offer with fresh key exchange): answering it takes a one-time ticket from the
+        session cache, which the ACK could not take again.
         """
         lp, rp, lport, rport = hdr.dst, hdr.src, seg.dst_port, seg.src_port
         v6 = len(lp) == 16
@@ -518,7 +522,8 @@ class StackCore:
         sackok = ts and cfg.sack and seg.sack_permitted
         eno: tuple[bytes, ...] = ()
         if seg.eno and self.security is not None:
-            neg = self._negotiator(False, (_fmt(lp), lport), (_fmt(rp), rport), lst.options)
+            neg = self._negotiator(False, (_fmt(lp), lport), (_fmt(rp), rport),
+                                   _cookie_options(lst.options))
             if neg is not None:
                 neg.on_receive(SYN, seg.eno)
                 eno = neg.syn_options()
@@ -578,7 +583,7 @@ class StackCore:
         if data & sc.DATA_ENO:
             entry = self._cookie_eno.pop(key, None)
             if entry is not None and entry[0] == iss:
-                negotiator = self._negotiator(False, local, remote, lst.options)
+                negotiator = self._negotiator(False, local, remote, _cookie_options(lst.options))
                 eno, sent = (entry[1],), entry[2]
             if negotiator is None:
                 st.syncookie_eno_lost += 1
@@ -722,6 +727,12 @@ class StackCore:
             if a.version == raddr.version:
                 return a
         raise TcpStackError(f"no local IPv{raddr.version} address to reach {raddr}")
+
+
+def _cookie_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Listener options for a cookie handshake's ENO negotiator: no resumption (stateless,
+    deterministic answer; see StackCore._send_cookie)."""
+    return dict(options, resume=False)
 
 
 def _seq_in(seq: int, lo: int, hi: int) -> bool:

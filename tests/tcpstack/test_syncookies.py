@@ -426,3 +426,26 @@ def test_never_mode_drops_syns_when_the_queue_is_full_and_sends_no_cookie():
         b.receive_packet(spoofed_syn(rng), 0.0)
     assert len(b.packets_to_send()) == 2 and lst.half_open == 2
     assert b.stats.syn_dropped_backlog == 3 and b.stats.syncookies_sent == 0
+
+
+def test_cookie_answer_declines_resumption_and_runs_a_fresh_key_exchange():
+    """The first connection (cookie) caches a resumable secret at both ends; the second
+    offers resumption, and the cookie SYN-ACK answers with fresh key exchange (RFC 8548 3.5)
+    so that the ACK can rebuild the same ENO transcript."""
+    a, b, lst = enc_pair()
+    for i in range(3):
+        now = i * 1.0
+        ep = a.connect("10.0.0.2", 80, now)
+        # from the second connection on, the client offers resumption (17 bytes of data)
+        assert any(len(o.data) == 17 for o in ep.negotiator.offers) == (i > 0)
+        settle(a, b, now)
+        srv = lst.accept()
+        assert srv is not None, b.stats
+        ec, es = events(ep)[0], events(srv)[0]
+        assert isinstance(ec, Established) and isinstance(es, Established)
+        assert ec.info["tcpcrypt"]["resumed"] is False
+        assert ec.info["tcpcrypt_session_id"] == es.info["tcpcrypt_session_id"] is not None
+        ep.close(now + 0.5)
+        srv.close(now + 0.5)
+        settle(a, b, now + 0.5)
+    assert b.stats.syncookies_ok == 3 and b.stats.syncookie_eno_lost == 0
