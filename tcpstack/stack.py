@@ -156,7 +156,7 @@ class Listener:
         self.options = options
         self.accept_queue: deque[Endpoint] = deque()
         self.half_open = 0                # handshakes (TCP or tcpcrypt) not finished yet
-        self.cookie_open = 0              # cookie connections not yet accepted-ready (tcpcrypt)
+        self.cookie_eps: set[int] = set() # id() of cookie endpoints not yet ready (tcpcrypt)
         self.last_cookie = -1e18          # when we last sent a cookie SYN-ACK
         self.handler: Any = None          # the edge's server object (gets ready notices)
         self.closed = False
@@ -189,9 +189,16 @@ class Listener:
         self._done_opening(ep)
         ep.listener = None
 
+    @property
+    def cookie_open(self) -> int:
+        """Connections made from a SYN cookie whose endpoint is not ready yet (tcpcrypt
+        handshake running); they count against the backlog, not against syn_backlog."""
+        return len(self.cookie_eps)
+
     def _done_opening(self, ep: Endpoint) -> None:
-        if ep.__dict__.pop("_cookie", False):
-            self.cookie_open -= 1
+        key = id(ep)
+        if key in self.cookie_eps:
+            self.cookie_eps.discard(key)
         else:
             self.half_open -= 1
 
@@ -608,10 +615,9 @@ class StackCore:
             return True
         ep = Endpoint(self, conn, local, remote, negotiator=negotiator,
                       options=dict(lst.options), listener=lst)
-        ep._cookie = True  # type: ignore[attr-defined]
         ep._key = key  # type: ignore[attr-defined]
         self._conns[key] = ep
-        lst.cookie_open += 1
+        lst.cookie_eps.add(id(ep))
         st.syncookies_ok += 1
         conn.receive(seg, now)
         self._service(ep, now)
