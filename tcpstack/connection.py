@@ -419,6 +419,30 @@ class TCPConnection:
         self._finish_negotiation(syn)             # ... so the outcome is known now
         self._t_rtx = now + self._rtt.rto
 
+    def accept_cookie(self, syn: TCPSegment, syn_opts: tuple[bool, bool, bool],
+                      syn_window: int, now: float) -> None:
+        """Passive OPEN completed statelessly (SYN cookie, RFC 4987 3.6): rebuild the
+        SYN-RECEIVED state that our cookie SYN-ACK (ISN = self.iss, WS/SACK/TS offered =
+        `syn_opts`, window `syn_window`) implied, sending nothing.  `syn` is the peer's
+        SYN as recovered from the cookie; the caller then hands the ACK to receive()."""
+        if self.state not in (CLOSED, LISTEN) or self._terminated:
+            raise ConnectionAbortedLocallyError("accept_cookie() on a connection that is not fresh")
+        self._now = now
+        self._passive = True
+        self.irs = syn.seq & MASK
+        self.rcv_nxt = self.irs + 1
+        if self.eno is not None and self.eno.active:
+            self.eno.on_receive(syn.flags, syn.eno)
+        self._syn_want = self._syn_opts = syn_opts
+        self.state = SYN_RECEIVED
+        self.snd_nxt = self.iss + 1
+        self._syn_time = now
+        self._syn_attempts = -1    # the SYN-ACK's send time is unknown: no clock RTT sample
+        self.rcv_adv = self.rcv_nxt + syn_window
+        self.last_ack_sent = self.rcv_nxt
+        self._finish_negotiation(syn)
+        self._t_rtx = now + self._rtt.rto
+
     def send(self, data: bytes | memoryview) -> int:
         """SEND (RFC 9293 3.10.2): queue up to send_buffer_free octets; returns how many."""
         if self._write_shut or self.state not in _APP_SEND_STATES:
@@ -872,7 +896,7 @@ class TCPConnection:
                 return
         if self._syn_attempts == 0:              # Karn: only an unretransmitted SYN
             self._rtt.sample(now - self._syn_time)
-        else:
+        elif self._syn_attempts > 0:             # (< 0: SYN cookie, keep the initial RTO)
             # RFC 6298 5.7: the SYN timed out and no sample: RTO = 3 s for the data phase.
             self._rtt.reset_to(max(3.0, self.config.rto_min))
 

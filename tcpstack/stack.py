@@ -3,7 +3,10 @@
 Implements:
   - demultiplexing by 4-tuple, listeners with a bounded accept backlog and a bound on
     half-open connections (RFC 9293 3.10.7.2, RFC 4987 3.1);
-  - segments to no connection answered with RST (RFC 9293 3.10.7.1), rate limited;
+  - SYN cookies when a listener's SYN queue is full (RFC 4987 3.6; tcpstack/syncookies.py),
+    with TCP-ENO kept through a small bounded table (see :meth:`StackCore._send_cookie`);
+  - segments to no connection answered with RST (RFC 9293 3.10.7.1), rate limited per peer
+    address (bounded table) and globally, like ICMP replies;
   - ISNs per RFC 6528 (keyed hash of the 4-tuple plus a 4 us clock), timestamp offsets
     per connection (RFC 7323 5.4 / 7.1), ephemeral ports (RFC 6056 "algorithm 1"-like);
   - ICMP/ICMPv6 echo reply, and ICMP errors routed to their connection
@@ -35,6 +38,7 @@ from .errors import HostUnreachableError, ParseError, TcpStackError
 from .fragments import Reassembler
 from .ip import IPv4Header, parse_ip
 from .segment import ACK, RST, SYN, TCPSegment
+from . import syncookies as sc
 from .tcp import build_ip_tcp, parse_tcp
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,11 @@ class StackConfig:
     syn_backlog: int = 1024          # half-open connections per listener (RFC 4987 3.1)
     rst_rate: float = 200.0          # RSTs per second to unknown segments (token bucket)
     icmp_rate: float = 200.0         # ICMP messages per second
+    rst_peer_rate: float = 20.0      # ... and per peer address (burst rate/4)
+    icmp_peer_rate: float = 20.0
+    rate_limit_peers: int = 4096     # bound of the per-peer bucket table (oldest evicted)
+    syncookies: str = "auto"         # "auto": when the SYN queue is full; "always"; "never"
+    syncookie_eno_entries: int = 4096  # SYN ENO options kept for cookie SYN-ACKs (bounded)
     answer_ping: bool = True
     reassembly_bytes: int = 4 << 20  # memory for IP fragments awaiting reassembly
     reassembly_timeout: float = 30.0 # RFC 791 suggests 15 s; Linux uses 30 s
@@ -75,7 +84,13 @@ class StackStats:
     no_connection: int = 0           # TCP segment matching no TCB nor listener
     rst_sent: int = 0
     rst_rate_limited: int = 0
-    syn_dropped_backlog: int = 0     # SYN dropped: listener's half-open or accept queue full
+    syn_dropped_backlog: int = 0     # SYN (or cookie ACK) dropped: listener's queues full
+    syncookies_sent: int = 0         # cookie SYN-ACKs (no state kept)
+    syncookies_ok: int = 0           # ACKs that validated as a cookie: connection created
+    syncookies_failed: int = 0       # ACKs to a listener that did not validate (then RST)
+    syncookie_eno_lost: int = 0      # cookie ACK whose ENO entry was gone: reset (fail safe)
+    rst_peer_limited: int = 0        # of rst_rate_limited: the peer's own bucket was empty
+    icmp_peer_limited: int = 0
     icmp_echo_replies: int = 0
     icmp_errors_in: int = 0
     icmp_rate_limited: int = 0
@@ -101,6 +116,34 @@ class _TokenBucket:
         return False
 
 
+class _PeerLimiter:
+    """Token buckets per peer address in a table of at most `max_peers` entries (the least
+    recently used is evicted, so many spoofed sources cannot grow memory), under one global
+    bucket.  take() -> 0 allowed, 1 the peer's bucket is empty, 2 the global one is."""
+
+    __slots__ = ("global_", "peer_rate", "peer_burst", "max_peers", "peers")
+
+    def __init__(self, rate: float, peer_rate: float, max_peers: int) -> None:
+        self.global_ = _TokenBucket(rate)
+        self.peer_rate = peer_rate
+        self.peer_burst = max(peer_rate / 4, 1.0)
+        self.max_peers = max(1, max_peers)
+        self.peers: dict[bytes, _TokenBucket] = {}
+
+    def take(self, addr: bytes, now: float) -> int:
+        peers = self.peers
+        b = peers.pop(addr, None)
+        if b is None:
+            if len(peers) >= self.max_peers:
+                del peers[next(iter(peers))]         # least recently used
+            b = _TokenBucket(self.peer_rate, self.peer_burst)
+            b.last = now
+        peers[addr] = b                              # most recently used last
+        if not b.take(now):
+            return 1
+        return 0 if self.global_.take(now) else 2
+
+
 class Listener:
     """A passive OPEN on (address, port): the accept queue of established endpoints."""
 
@@ -113,6 +156,8 @@ class Listener:
         self.options = options
         self.accept_queue: deque[Endpoint] = deque()
         self.half_open = 0                # handshakes (TCP or tcpcrypt) not finished yet
+        self.cookie_eps: set[int] = set() # id() of cookie endpoints not yet ready (tcpcrypt)
+        self.last_cookie = -1e18          # when we last sent a cookie SYN-ACK
         self.handler: Any = None          # the edge's server object (gets ready notices)
         self.closed = False
 
@@ -131,7 +176,7 @@ class Listener:
 
     # called by Endpoint
     def _on_established(self, ep: Endpoint) -> None:
-        self.half_open -= 1
+        self._done_opening(ep)
         ep.listener = None
         if self.closed:
             ep.abort(self.core.now)
@@ -141,8 +186,21 @@ class Listener:
         self.core._ready_listeners.append(self)
 
     def _on_closed(self, ep: Endpoint) -> None:
-        self.half_open -= 1
+        self._done_opening(ep)
         ep.listener = None
+
+    @property
+    def cookie_open(self) -> int:
+        """Connections made from a SYN cookie whose endpoint is not ready yet (tcpcrypt
+        handshake running); they count against the backlog, not against syn_backlog."""
+        return len(self.cookie_eps)
+
+    def _done_opening(self, ep: Endpoint) -> None:
+        key = id(ep)
+        if key in self.cookie_eps:
+            self.cookie_eps.discard(key)
+        else:
+            self.half_open -= 1
 
 
 class StackCore:
@@ -152,6 +210,9 @@ class StackCore:
                  security: SecurityProvider | None = None, now: float = 0.0,
                  secret: bytes | None = None, rng: random.Random | None = None) -> None:
         self.config = config or StackConfig()
+        if self.config.syncookies not in ("auto", "always", "never"):
+            raise TcpStackError(f"StackConfig.syncookies must be 'auto', 'always' or 'never', "
+                                f"not {self.config.syncookies!r}")
         self.addresses = [ipaddress.ip_address(a) for a in addresses]
         self._local = {a.packed for a in self.addresses}
         self.security = security
@@ -167,8 +228,11 @@ class StackCore:
         self._timer_of: dict[int, float] = {}            # id(endpoint) -> deadline in heap
         self._ready: list[Endpoint] = []                 # endpoints with new app events
         self._ready_listeners: list[Listener] = []
-        self._rst_bucket = _TokenBucket(self.config.rst_rate)
-        self._icmp_bucket = _TokenBucket(self.config.icmp_rate)
+        cfg = self.config
+        self._rst_limiter = _PeerLimiter(cfg.rst_rate, cfg.rst_peer_rate, cfg.rate_limit_peers)
+        self._icmp_limiter = _PeerLimiter(cfg.icmp_rate, cfg.icmp_peer_rate, cfg.rate_limit_peers)
+        # Cookie SYN-ACKs that carried ENO: 4-tuple -> (cookie, SYN's ENO, SYN-ACK's ENO).
+        self._cookie_eno: dict[tuple[bytes, int, bytes, int], tuple[int, bytes, bytes]] = {}
         self.stats = StackStats()
         self.on_packet: Callable[[str, bytes, float], None] | None = None   # capture hook
         self.ident = self._rng.randrange(1 << 16)
@@ -385,9 +449,17 @@ class StackCore:
             seg = reopen
         flags = seg.flags
         lst = self._listeners.get((hdr.dst, seg.dst_port)) or self._listeners.get((None, seg.dst_port))
-        if lst is not None and flags & (SYN | ACK | RST) == SYN:
-            self._accept_syn(lst, hdr, seg, now)
-            return
+        if lst is not None:
+            ctl = flags & (SYN | ACK | RST)
+            if ctl == SYN:
+                self._accept_syn(lst, hdr, seg, now)
+                return
+            # RFC 4987 3.6: an ACK matching no TCB may complete a cookie handshake; only
+            # checked while cookies were recently sent (as Linux), so ACK floods cost little.
+            if (ctl == ACK and self.config.syncookies != "never"
+                    and now - lst.last_cookie <= (sc.MAX_AGE + 1) * sc.COOKIE_SLOT
+                    and self._cookie_ack(lst, hdr, seg, now)):
+                return
         self.stats.no_connection += 1
         if not flags & RST:
             self._send_rst_for(hdr, seg, now)
@@ -397,9 +469,20 @@ class StackCore:
         # backlog covers handshakes in progress plus connections not yet accepted, and
         # half-open connections are capped separately.  A dropped SYN is retransmitted by
         # the client, by which time the application may have accepted.
-        if (lst.half_open + len(lst.accept_queue) >= lst.backlog
-                or lst.half_open >= self.config.syn_backlog):
+        # With SYN cookies (RFC 4987 3.6, Linux's policy): a full SYN queue (the half-open
+        # cap, or handshakes + unaccepted connections reaching the backlog) gets a cookie
+        # SYN-ACK and keeps no state; only a full accept queue drops the SYN.
+        queued = len(lst.accept_queue)
+        mode = self.config.syncookies
+        if queued >= lst.backlog:
             self.stats.syn_dropped_backlog += 1
+            return
+        if (mode == "always" or lst.half_open + queued + lst.cookie_open >= lst.backlog
+                or lst.half_open >= self.config.syn_backlog):
+            if mode != "never":
+                self._send_cookie(lst, hdr, seg, now)
+            else:
+                self.stats.syn_dropped_backlog += 1
             return
         local = (_fmt(hdr.dst), seg.dst_port)
         remote = (_fmt(hdr.src), seg.src_port)
@@ -418,10 +501,135 @@ class StackCore:
         conn.accept_syn(seg, now)
         self._service(ep, now)
 
+    def _send_cookie(self, lst: Listener, hdr: Any, seg: TCPSegment, now: float) -> None:
+        """A stateless SYN-ACK whose ISN is a SYN cookie (RFC 4987 3.6).
+
+        Options: our MSS; the peer's MSS is rounded down to a table value kept in the cookie.
+        WS and SACK-permitted are offered only when the peer sent timestamps, and are kept
+        in the low bits of our TSval (as Linux); without timestamps none of the three.
+
+        TCP-ENO (RFC 8547): the session ID of tcpcrypt (RFC 8548 4.2 / RFC 8547 4.8) covers
+        the negotiation transcript, i.e. the SYN's and the SYN-ACK's ENO options, which the
+        final ACK does not repeat.  So when the SYN-ACK answers ENO, both option contents
+        go into a bounded table (``syncookie_eno_entries``, oldest evicted) under the
+        4-tuple with the cookie as check value, and the cookie says "ENO promised".  If the
+        entry is gone when the ACK arrives, a plain connection would contradict the
+        SYN-ACK (and an encrypted one cannot rebuild the transcript): we reset it and count
+        ``syncookie_eno_lost``; the client retries.  No ENO in the SYN-ACK means plain.
+        The SYN-ACK's ENO option must come out the same when the ACK rebuilds it, so a
+        cookie answer declines session resumption (RFC 8548 3.5 lets B answer a resumption
+        offer with fresh key exchange): answering it takes a one-time ticket from the
+        session cache, which the ACK could not take again.
+        """
+        lp, rp, lport, rport = hdr.dst, hdr.src, seg.dst_port, seg.src_port
+        v6 = len(lp) == 16
+        cfg = self._tcp_config(ipaddress.ip_address(lp), lst.options)
+        ts = cfg.timestamps and seg.tsval is not None
+        ws = ts and cfg.window_scaling and seg.wscale is not None
+        sackok = ts and cfg.sack and seg.sack_permitted
+        eno: tuple[bytes, ...] = ()
+        if seg.eno and self.security is not None:
+            neg = self._negotiator(False, (_fmt(lp), lport), (_fmt(rp), rport),
+                                   _cookie_options(lst.options))
+            if neg is not None:
+                neg.on_receive(SYN, seg.eno)
+                eno = neg.syn_options()
+        if eno and TCPConnection._syn_option_len(ws, sackok, ts, eno) > 40:
+            ts = ws = sackok = False      # no room for TS: no room to remember WS / SACK
+        data = sc.mss_index(seg.mss, v6) | (sc.DATA_ENO if eno else 0)
+        cookie = sc.make_cookie(self._secret, lp, lport, rp, rport, seg.seq,
+                                sc.time_slot(now), data)
+        if eno:
+            key = (lp, lport, rp, rport)
+            table = self._cookie_eno
+            table.pop(key, None)
+            if len(table) >= self.config.syncookie_eno_entries:
+                del table[next(iter(table))]
+            table[key] = (cookie, seg.eno[0], eno[0])
+        tsval = None
+        if ts:
+            ts_now = (int(now * 1000) + self._ts_offset(lp, lport, rp, rport)) & 0xFFFFFFFF
+            tsval = sc.cookie_tsval(ts_now, sc.encode_ts_options(seg.wscale if ws else None,
+                                                                 sackok))
+        wscale = None
+        if ws:
+            wscale = 0                    # TCPConnection._choose_wscale, for the same config
+            while (cfg.recv_buffer >> wscale) > 0xFFFF and wscale < 14:
+                wscale += 1
+        synack = TCPSegment(lport, rport, cookie, (seg.seq + 1) & 0xFFFFFFFF, SYN | ACK,
+                            min(cfg.recv_buffer, 0xFFFF), mss=cfg.mss, wscale=wscale,
+                            sack_permitted=sackok, tsval=tsval,
+                            tsecr=seg.tsval if ts else 0, eno=eno)
+        self._out.append(build_ip_tcp(synack, lp, rp, ttl=self.config.ttl))
+        lst.last_cookie = now
+        st = self.stats
+        st.syncookies_sent += 1
+        st.packets_out += 1
+
+    def _cookie_ack(self, lst: Listener, hdr: Any, seg: TCPSegment, now: float) -> bool:
+        """An ACK to a listener: if it returns a valid cookie, create the connection (in
+        SYN-RECEIVED, then the ACK makes it ESTABLISHED).  False: not a cookie (RST it)."""
+        lp, rp, lport, rport = hdr.dst, hdr.src, seg.dst_port, seg.src_port
+        peer_isn = (seg.seq - 1) & 0xFFFFFFFF
+        iss = (seg.ack - 1) & 0xFFFFFFFF
+        data = sc.check_cookie(self._secret, lp, lport, rp, rport, peer_isn, iss,
+                               sc.time_slot(now))
+        st = self.stats
+        if data is None:
+            st.syncookies_failed += 1
+            return False
+        if len(lst.accept_queue) + lst.cookie_open >= lst.backlog:
+            st.syn_dropped_backlog += 1   # accept queue full: drop, the peer retransmits
+            return True
+        key = (lp, lport, rp, rport)
+        laddr = ipaddress.ip_address(lp)
+        local, remote = (str(laddr), lport), (_fmt(rp), rport)
+        negotiator = None
+        eno: tuple[bytes, ...] = ()
+        sent: bytes | None = None
+        if data & sc.DATA_ENO:
+            entry = self._cookie_eno.pop(key, None)
+            if entry is not None and entry[0] == iss:
+                negotiator = self._negotiator(False, local, remote, _cookie_options(lst.options))
+                eno, sent = (entry[1],), entry[2]
+            if negotiator is None:
+                st.syncookie_eno_lost += 1
+                self._send_rst_for(hdr, seg, now)
+                return True
+        cfg = self._tcp_config(laddr, lst.options)
+        ts = seg.tsval is not None and cfg.timestamps
+        ws, sackok = sc.decode_ts_options(seg.tsecr) if ts else (None, False)
+        if not cfg.window_scaling:
+            ws = None
+        sackok = sackok and cfg.sack
+        syn = TCPSegment(rport, lport, peer_isn, 0, SYN, 0,
+                         mss=sc.mss_from_index(data & 3, len(lp) == 16), wscale=ws,
+                         sack_permitted=sackok, tsval=seg.tsval if ts else None, eno=eno)
+        conn = TCPConnection(lport, rport, iss=iss, config=cfg, now=now, eno=negotiator,
+                             ts_offset=self._ts_offset(lp, lport, rp, rport))
+        conn.accept_cookie(syn, (ws is not None, sackok, ts), min(cfg.recv_buffer, 0xFFFF), now)
+        if negotiator is not None and negotiator.syn_options() != (sent,):
+            # The rebuilt negotiation would not match the SYN-ACK we sent: fail safe.
+            st.syncookie_eno_lost += 1
+            self._send_rst_for(hdr, seg, now)
+            return True
+        ep = Endpoint(self, conn, local, remote, negotiator=negotiator,
+                      options=dict(lst.options), listener=lst)
+        ep._key = key  # type: ignore[attr-defined]
+        self._conns[key] = ep
+        lst.cookie_eps.add(id(ep))
+        st.syncookies_ok += 1
+        conn.receive(seg, now)
+        self._service(ep, now)
+        return True
+
     def _send_rst_for(self, hdr: Any, seg: TCPSegment, now: float) -> None:
         """RFC 9293 3.10.7.1: the reset for a segment that matches no connection."""
-        if not self._rst_bucket.take(now):
+        limited = self._rst_limiter.take(hdr.src, now)
+        if limited:
             self.stats.rst_rate_limited += 1
+            if limited == 1:
+                self.stats.rst_peer_limited += 1
             return
         if seg.flags & ACK:
             rst = TCPSegment(seg.dst_port, seg.src_port, seg.ack, 0, RST, 0)
@@ -438,8 +646,11 @@ class StackCore:
         if msg.type == echo_request:
             if not self.config.answer_ping:
                 return
-            if not self._icmp_bucket.take(now):
+            limited = self._icmp_limiter.take(hdr.src, now)
+            if limited:
                 self.stats.icmp_rate_limited += 1
+                if limited == 1:
+                    self.stats.icmp_peer_limited += 1
                 return
             self._out.append(icmp_mod.build_icmp_echo_reply(msg, hdr.dst, hdr.src, v6=v6,
                                                             ttl=self.config.ttl))
@@ -522,6 +733,12 @@ class StackCore:
             if a.version == raddr.version:
                 return a
         raise TcpStackError(f"no local IPv{raddr.version} address to reach {raddr}")
+
+
+def _cookie_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Listener options for a cookie handshake's ENO negotiator: no resumption (stateless,
+    deterministic answer; see StackCore._send_cookie)."""
+    return dict(options, resume=False)
 
 
 def _seq_in(seq: int, lo: int, hi: int) -> bool:
