@@ -1,7 +1,8 @@
 """Fuzz the packet input path of a LIVE StackCore (established connection present): mutated
 real IPv4/TCP packets and random bytes into receive_packet.  No exception may escape, output
 stays bounded, and the established connection keeps working.  FUZZ_SEGMENTS=1000000 for the
-long run (default 20,000)."""
+long run (default 20,000).  A quarter of the inputs mutate the IPv4 header (and options, and
+fragment fields) and then get a valid IP checksum, so they reach the deeper paths."""
 from __future__ import annotations
 
 import os
@@ -22,6 +23,42 @@ def fuzz_one(core: StackCore, data: bytes, now: float) -> None:
     core.packets_to_send()
 
 
+def _fix_ip_checksum(pkt: bytearray) -> None:
+    """Recompute the IPv4 header checksum so a mutated header gets past it (RFC 791)."""
+    ihl = (pkt[0] & 0x0F) * 4
+    if len(pkt) < 20 or ihl < 20 or ihl > len(pkt):
+        return
+    pkt[10:12] = b"\0\0"
+    pkt[10:12] = ones_complement_checksum(bytes(pkt[:ihl])).to_bytes(2, "big")
+
+
+def _fix_tcp_checksum(pkt: bytearray) -> None:
+    ihl = (pkt[0] & 0x0F) * 4
+    if ihl < 20 or len(pkt) < ihl + 20:
+        return
+    pkt[ihl + 16:ihl + 18] = b"\0\0"
+    seglen = len(pkt) - ihl
+    c = ones_complement_checksum(bytes(pkt[12:20]) + bytes([0, 6]) + seglen.to_bytes(2, "big")
+                                 + bytes(pkt[ihl:]))
+    pkt[ihl + 16:ihl + 18] = c.to_bytes(2, "big")
+
+
+def _with_ip_options(pkt: bytes, rng: random.Random) -> bytearray:
+    """The same datagram with 4-40 bytes of IP options (random bytes: NOPs, EOLs, junk)."""
+    n = rng.randrange(1, 11) * 4
+    opts = bytes(rng.choice([0, 1, 1, 1, rng.getrandbits(8)]) for _ in range(n))
+    out = bytearray(pkt[:20] + opts + pkt[20:])
+    out[0] = 0x40 | (5 + n // 4)
+    out[2:4] = len(out).to_bytes(2, "big")
+    _fix_ip_checksum(out)
+    return out
+
+
+# Where in the IPv4 header a mutation lands: version/IHL, TOS, total length, ID,
+# flags/fragment offset, TTL, protocol, source, destination (not the checksum itself).
+_IP_FIELDS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 14, 15, 16, 17, 18, 19]
+
+
 def test_fuzz_live_stack():
     a, b, ep, srv = established_pair()
     cport = ep.local[1]
@@ -33,25 +70,54 @@ def test_fuzz_live_stack():
                                          rng.getrandbits(32), f, rng.getrandbits(16),
                                          payload=b"x" * rng.randrange(0, 64)), A, B)
                  for f in flags for _ in range(8)]
+    st = b.stats
+    ip_class = ip_class_parsed = 0
     now = 0.0
     for i in range(N):
         now += 0.0001
+        kind = i % 4
         pkt = bytearray(rng.choice(templates))
-        for _ in range(rng.randrange(1, 6)):
-            pkt[rng.randrange(len(pkt))] = rng.getrandbits(8)
-        if i % 2 and len(pkt) >= 40:
-            # Half the inputs get a valid TCP checksum so they reach the TCB, not just the parser.
-            pkt[36:38] = b"\0\0"
-            seglen = len(pkt) - 20
-            c = ones_complement_checksum(A + B + bytes([0, 6]) + seglen.to_bytes(2, "big") + bytes(pkt[20:]))
-            pkt[36:38] = c.to_bytes(2, "big")
-        elif i % 7 == 0:
-            pkt = pkt[: rng.randrange(len(pkt) + 1)]
-        if i % 11 == 0:
+        if kind == 0:
+            # Anywhere, checksums left broken: the parsers' and checksum checks' job.
+            for _ in range(rng.randrange(1, 6)):
+                pkt[rng.randrange(len(pkt))] = rng.getrandbits(8)
+            if i % 7 == 0:
+                pkt = pkt[: rng.randrange(len(pkt) + 1)]
+        elif kind == 1:
+            # The TCP header and payload, with a valid TCP checksum: reaches the TCB.
+            for _ in range(rng.randrange(1, 6)):
+                pkt[rng.randrange(20, len(pkt))] = rng.getrandbits(8)
+            _fix_tcp_checksum(pkt)
+        elif kind == 2:
+            # The IP header (and sometimes IP options), with the IP checksum recomputed so
+            # the mutation reaches length/fragment/protocol/address handling; often the TCP
+            # checksum too, so it goes on into TCP.
+            if rng.random() < 0.3:
+                pkt = _with_ip_options(bytes(pkt), rng)
+            for _ in range(rng.randrange(1, 4)):
+                f = rng.choice(_IP_FIELDS)
+                if f in (6, 7) and rng.random() < 0.5:     # plausible fragments: MF, offsets
+                    v = rng.choice([0x2000, 0x2000 | rng.randrange(1, 16), rng.randrange(1, 16),
+                                    0x4000])
+                    pkt[6:8] = v.to_bytes(2, "big")
+                else:
+                    pkt[f] = rng.getrandbits(8)
+            if rng.random() < 0.6:
+                _fix_tcp_checksum(pkt)
+            _fix_ip_checksum(pkt)
+            ip_class += 1
+            before = st.malformed
+        else:
             pkt = bytearray(rng.randbytes(rng.randrange(0, 80)))
         fuzz_one(b, bytes(pkt), now)
+        if kind == 2 and st.malformed == before:
+            ip_class_parsed += 1
         if i % 1000 == 0:
             b.handle_timer(now)
+    # The IP-header mutations really got past the IP header checks into the deeper paths.
+    assert ip_class_parsed > ip_class // 4, (ip_class_parsed, ip_class)
+    assert st.not_for_us > 0 and st.unknown_protocol > 0
+    assert b._reassembler.fragments > 0
     assert len(b.endpoints()) < 200
     assert srv.conn.state.name == "ESTABLISHED"
     ep.send(b"still alive", now)
