@@ -244,6 +244,8 @@ class StackCore:
 
     def packets_to_send(self) -> list[bytes]:
         out, self._out = self._out, []
+        if out:
+            self.stats.bytes_out += sum(map(len, out))
         if self.on_packet is not None:
             for p in out:
                 self.on_packet("out", p, self.now)

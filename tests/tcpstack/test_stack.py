@@ -73,6 +73,7 @@ def test_rst_for_syn_to_closed_port_is_exactly_rfc9293_3_10_7_1():
     b.receive_packet(build_ip_tcp(TCPSegment(40000, 9, 1, 0, RST, 0), A, B), 0.2)
     assert b.packets_to_send() == []
     assert b.stats.rst_sent == 2 and b.stats.no_connection == 3
+    assert (b.stats.packets_out, b.stats.bytes_out) == (2, 2 * 40)   # two bare IPv4 RSTs
 
 
 def test_icmp_echo_is_answered_with_the_same_id_seq_and_data():
