@@ -91,7 +91,9 @@ class TwoHosts:
     `impair(...)` puts netem on both veth ends (delay, loss, reorder, duplicate, corrupt).
     """
 
-    def __init__(self, mtu: int = 1500) -> None:
+    def __init__(self, mtu: int = 1500, *, tuns: bool = True) -> None:
+        # tuns=False: the namespaces, veth and routes only; programs run inside the
+        # namespaces bring their own TUN devices up (the CLI, tcpcrypt.asyncio).
         base = (os.getpid() * 2 + 2 * next(_n)) % 240 + 2
         self.a_idx, self.b_idx = base, base + 1
         self.stack_addrs = (f"10.231.{self.a_idx}.2", f"10.231.{self.b_idx}.2")
@@ -105,12 +107,14 @@ class TwoHosts:
         self._links: list[AsyncTun] = []
         self._userspace: Impairment | None = None
         self.impairment_kind: str | None = None
+        self.with_tuns = tuns
 
     def __enter__(self) -> "TwoHosts":
         try:
             self.ns = [NetNS(), NetNS()]
             for ns, k in zip(self.ns, self.kernel_addrs):
-                self._tuns.append(TunInNamespace(ns, f"{k}/24", mtu=self.mtu))
+                if self.with_tuns:
+                    self._tuns.append(TunInNamespace(ns, f"{k}/24", mtu=self.mtu))
                 ns.sysctl("net.ipv4.ip_forward", 1)
             va, vb = self.veth_addrs
             self.veth = VethPair(self.ns[0], self.ns[1], f"{va}/30", f"{vb}/30", mtu=self.mtu)
