@@ -183,3 +183,42 @@ async def wait_for_port(k: KernelSide, addr: str, port: int, timeout: float = 10
             return
         await asyncio.sleep(0.05)
     raise TimeoutError(f"nothing listens on {addr}:{port} in {k.name}")
+
+
+class Attacker:
+    """A third host, off the path between the two stacks of a TwoHosts: a namespace joined
+    by its own veth to host A's router namespace, default route through it, and reverse-path
+    filtering off in the routers so that its spoofed sources (either stack's address) are
+    forwarded to both stacks.  Blind: it never sees the traffic between A and B.
+
+        with TwoHosts() as net, Attacker(net) as att:
+            att.ns.run([...raw socket sender...])
+    """
+
+    def __init__(self, net: TwoHosts) -> None:
+        self.net = net
+        idx = net.a_idx
+        self.addr, self.router_addr = f"10.233.{idx}.1", f"10.233.{idx}.2"
+        self.ns: NetNS | None = None
+        self.veth: VethPair | None = None
+
+    def __enter__(self) -> "Attacker":
+        try:
+            self.ns = NetNS()
+            self.veth = VethPair(self.ns, self.net.ns[0], f"{self.addr}/30",
+                                 f"{self.router_addr}/30", mtu=self.net.mtu)
+            self.ns.ip("route", "add", "default", "via", self.router_addr)
+            for ns in self.net.ns:
+                for conf in ("all", "default"):
+                    ns.sysctl(f"net.ipv4.conf.{conf}.rp_filter", 0)
+            self.net.ns[0].sysctl(f"net.ipv4.conf.{self.veth.name_b}.rp_filter", 0)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.veth is not None:
+            self.veth.close()
+        if self.ns is not None:
+            self.ns.close()
