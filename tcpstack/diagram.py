@@ -43,6 +43,7 @@ class Arrow:
     window: int
     options: str               # "" or "<mss 1460,ws 7,sackOK,ts,eno X25519 P-256>"
     retransmission: bool = False
+    note: str = ""             # the caller's remark, e.g. "lost" (drawn after the label)
 
 
 @dataclass
@@ -241,7 +242,8 @@ def render_text(d: Diagram, *, max_segments: int | None = None, width: int = 36)
         body = shaft * (width - 1)
         arrow = f"|{body}>|" if a.left_to_right else f"|<{body}|"
         lines.append(f"{a.t:10.6f}  {arrow}  {_label(a)}"
-                     + ("  (retransmission)" if a.retransmission else ""))
+                     + ("  (retransmission)" if a.retransmission else "")
+                     + (f"  ({a.note})" if a.note else ""))
         shown += 1
     if shown < total:
         lines.append(f"{'':10}  ... {total - shown} more segments")
@@ -291,7 +293,8 @@ def render_svg(d: Diagram, *, max_segments: int | None = None, row: int = 34,
                    f'<line class="arrow" x1="{x1}" y1="{y}" x2="{x2}" y2="{y + slant}" '
                    f'stroke="{color}" stroke-width="1.5" marker-end="url(#arrow)"/>'
                    f'<text x="{(xl + xr) / 2}" y="{y + slant / 2 - 4}" text-anchor="middle" '
-                   f'fill="{color}">{escape(_label(a)[:90])}</text></g>')
+                   f'fill="{color}">{escape(_label(a)[:90] + (f" ({a.note})" if a.note else ""))}'
+                   f'</text></g>')
         y += row
     if len(arrows) < len(d.arrows):
         out.append(f'<text x="450" y="{y}" text-anchor="middle">... '
