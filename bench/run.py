@@ -473,15 +473,17 @@ async def bulk_to(stack: Stack, host: str, port: int, n: int) -> float:
     return el
 
 
-def two_process_bulk(quick: bool, loop_name: str) -> list[dict[str, Any]]:
+def two_process_bulk(quick: bool, loop_name: str, offload: bool = False) -> list[dict[str, Any]]:
     """stack<->stack across two namespaces with each stack in its own process (as two hosts
-    would be): a forked child runs the receiving Stack on the second TUN device."""
+    would be): a forked child runs the receiving Stack on the second TUN device.  offload:
+    both TUNs with IFF_VNET_HDR + TSO, GRO links (64 KB super-segments end to end)."""
     from tun.device import AsyncTun
     from tun.topology import TwoHosts
     nbytes = (32 if quick else 128) << 20
     port = 31000
     rows: list[dict[str, Any]] = []
-    with TwoHosts() as net:
+    label = "2 netns 2 processes TSO/GRO" if offload else "2 netns 2 processes"
+    with TwoHosts(offload=offload) as net:
         rfd, wfd = os.pipe()
         pid = os.fork()
         if pid == 0:                                     # the receiver host
@@ -489,8 +491,8 @@ def two_process_bulk(quick: bool, loop_name: str) -> list[dict[str, Any]]:
                 os.close(rfd)
 
                 async def serve() -> None:
-                    st = Stack(AsyncTun(net.devices[1], close_device=False), [net.stack_addrs[1]],
-                               security=provider())
+                    st = Stack(AsyncTun(net.devices[1], close_device=False, gro=offload),
+                               [net.stack_addrs[1]], security=provider())
 
                     async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
                         while await reader.read(1 << 20):
@@ -510,7 +512,8 @@ def two_process_bulk(quick: bool, loop_name: str) -> list[dict[str, Any]]:
 
             async def send_all() -> None:
                 for aead in (None,) + ALL_AEADS:
-                    st = Stack(AsyncTun(net.devices[0], close_device=False), [net.stack_addrs[0]],
+                    st = Stack(AsyncTun(net.devices[0], close_device=False, gro=offload),
+                               [net.stack_addrs[0]],
                                security=provider(aeads=(aead,)) if aead else None)
                     enc = aead is not None
                     n = nbytes if not enc else nbytes // 2
@@ -528,7 +531,7 @@ def two_process_bulk(quick: bool, loop_name: str) -> list[dict[str, Any]]:
                     el = time.perf_counter() - t0
                     stats = w.get_extra_info("tcp_stats")
                     name = AEADS[aead].name if aead else "plain"
-                    rows.append({"group": "bulk", "name": f"2 netns 2 processes stack->stack {name}",
+                    rows.append({"group": "bulk", "name": f"{label} stack->stack {name}",
                                  "value": n / el / 1e6, "unit": "MB/s",
                                  "retransmits": stats.get("retransmits")})
                     w.close()
@@ -584,7 +587,8 @@ def main() -> None:
     two_proc: list[dict[str, Any]] = []
     if os.geteuid() == 0 and (not args.where or "netns" in args.where) and (
             not args.only or "bulk" in args.only):
-        two_proc = two_process_bulk(args.quick, args.loop)
+        two_proc = (two_process_bulk(args.quick, args.loop)
+                    + two_process_bulk(args.quick, args.loop, offload=True))
     res = asyncio.run(amain(args))
     for row in two_proc:
         print(f"  {row['group']:5} {row['name']:52} {row['value']:>10,.1f} {row['unit']:10} "

@@ -91,7 +91,7 @@ class TwoHosts:
     `impair(...)` puts netem on both veth ends (delay, loss, reorder, duplicate, corrupt).
     """
 
-    def __init__(self, mtu: int = 1500, *, tuns: bool = True) -> None:
+    def __init__(self, mtu: int = 1500, *, tuns: bool = True, offload: bool = False) -> None:
         # tuns=False: the namespaces, veth and routes only; programs run inside the
         # namespaces bring their own TUN devices up (the CLI, tcpcrypt.asyncio).
         base = (os.getpid() * 2 + 2 * next(_n)) % 240 + 2
@@ -108,13 +108,22 @@ class TwoHosts:
         self._userspace: Impairment | None = None
         self.impairment_kind: str | None = None
         self.with_tuns = tuns
+        # IFF_VNET_HDR + checksum/TSO offloads on both TUNs: 64 KB super-segments travel
+        # stack -> TUN -> routing -> veth -> routing -> TUN -> stack unsegmented (GSO).
+        self.offload = offload
+        self.offloads_accepted: list[int] = []
 
     def __enter__(self) -> "TwoHosts":
+        offload_on = self.offload
         try:
             self.ns = [NetNS(), NetNS()]
             for ns, k in zip(self.ns, self.kernel_addrs):
                 if self.with_tuns:
-                    self._tuns.append(TunInNamespace(ns, f"{k}/24", mtu=self.mtu))
+                    t = TunInNamespace(ns, f"{k}/24", mtu=self.mtu, vnet_hdr=offload_on)
+                    self._tuns.append(t)
+                    if offload_on:
+                        self.offloads_accepted.append(
+                            t.device.enable_offloads(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6))
                 ns.sysctl("net.ipv4.ip_forward", 1)
             va, vb = self.veth_addrs
             self.veth = VethPair(self.ns[0], self.ns[1], f"{va}/30", f"{vb}/30", mtu=self.mtu)
@@ -132,7 +141,7 @@ class TwoHosts:
     def links(self) -> tuple[Any, Any]:
         """The two stacks' links (AsyncTun; wrapped in ImpairedLink under a userspace
         impairment)."""
-        self._links = [AsyncTun(t.device) for t in self._tuns]
+        self._links = [AsyncTun(t.device, gro=self.offload) for t in self._tuns]
         if self._userspace is not None:
             return tuple(ImpairedLink(l, egress=self._userspace, seed=i + 1)  # type: ignore[return-value]
                          for i, l in enumerate(self._links))
