@@ -308,9 +308,11 @@ class _StreamTransport(asyncio.Transport):
                     if self._closing:
                         continue
                     data = ev.data
-                    if i < n and isinstance(evs[i], Data):
-                        # a received batch: hand the run of Data events over in one call
-                        # (one StreamReader append and wake-up instead of one per segment)
+                    if i < n and isinstance(evs[i], Data) and len(data) < 8192:
+                        # a received batch of small pieces (MSS-sized segments): hand the run
+                        # over in one call (one StreamReader append and wake-up instead of one
+                        # per segment).  Large pieces (GRO super-segments, tcpcrypt frames) go
+                        # one by one: joining them would cost a copy of every byte.
                         parts = [data]
                         while i < n and isinstance(evs[i], Data):
                             parts.append(evs[i].data)  # type: ignore[attr-defined]
