@@ -11,12 +11,14 @@
     resume[i]             = CPRF(ss[i], CONST_RESUME, 18)                        (3.5)
     sn[0] = b"",  sn[i]   = nonce_a | nonce_b                                    (3.3, 3.5)
 
-HMAC and HKDF come from the ``cryptography`` package.
+HMAC-SHA256 is the standard library's one-shot ``hmac.digest`` (OpenSSL underneath); HKDF
+(RFC 5869) on top of it is two lines, a fifth of the cost of building a ``cryptography``
+HKDFExpand object for every 32-byte output, which matters for handshakes per second.  The
+RFC 5869 test vectors in tests/tcpcrypt/test_keys.py pin it.
 """
 from __future__ import annotations
 
-from cryptography.hazmat.primitives import hashes, hmac
-from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+import hmac
 
 from .suites import K_LEN, AEADSuite
 
@@ -31,27 +33,33 @@ CONST_RESUME = b"\x06"
 RESUME_ID_LEN = 18       # 3.5: resume[i] = CPRF(ss[i], CONST_RESUME, 18)
 RESUME_HALF_LEN = 9      # 3.5 Figures 2/3: resume[i]{0..8} and resume[i]{9..17}
 
-_SHA256 = hashes.SHA256()
+_digest = hmac.digest
+_HASH_LEN = 32
 
 
 def extract(salt: bytes, ikm: bytes) -> bytes:
     """HKDF-Extract with SHA-256: HMAC-SHA256(salt, IKM) (RFC 8548 Figure 1, RFC 5869 2.2)."""
-    h = hmac.HMAC(salt, _SHA256)
-    h.update(ikm)
-    return h.finalize()
+    return _digest(salt, ikm, "sha256")
 
 
 def cprf(key: bytes, const: bytes, length: int) -> bytes:
-    """CPRF(K, CONST, L) = first L bytes of HKDF-Expand-SHA256(K, CONST) (RFC 8548 Figure 1)."""
-    return HKDFExpand(_SHA256, length, const).derive(key)
+    """CPRF(K, CONST, L) = first L bytes of HKDF-Expand-SHA256(K, CONST) (RFC 8548 Figure 1):
+    T(1) = HMAC(K, CONST | 0x01), T(i) = HMAC(K, T(i-1) | CONST | i) (RFC 5869 2.3)."""
+    if not 0 < length <= 255 * _HASH_LEN:
+        raise ValueError(f"HKDF-Expand length {length} out of range 1..{255 * _HASH_LEN}")
+    t = _digest(key, const + b"\x01", "sha256")
+    if length <= _HASH_LEN:
+        return t[:length]
+    out = [t]
+    for i in range(2, -(-length // _HASH_LEN) + 1):
+        t = _digest(key, t + const + bytes((i,)), "sha256")
+        out.append(t)
+    return b"".join(out)[:length]
 
 
 def compute_prk(n_a: bytes, eno_transcript: bytes, init1: bytes, init2: bytes, es: bytes) -> bytes:
     """PRK = Extract(N_A, eno_transcript | Init1 | Init2 | ES) (RFC 8548 3.3)."""
-    h = hmac.HMAC(n_a, _SHA256)
-    for part in (eno_transcript, init1, init2, es):
-        h.update(part)
-    return h.finalize()
+    return _digest(n_a, b"".join((eno_transcript, init1, init2, es)), "sha256")
 
 
 def next_session_secret(ss: bytes) -> bytes:
