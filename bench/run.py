@@ -318,7 +318,15 @@ class Bench:
         from tun.topology import KernelSide
         if "bulk" not in only:
             return
-        with KernelSide() as k:
+        for offload in (False, True):
+            await self._kernel_tun(offload)
+
+    async def _kernel_tun(self, offload: bool) -> None:
+        """offload: IFF_VNET_HDR + csum/TSO offloads on the TUN, a GRO link (the kernel hands
+        the stack 64 KB super-segments) and TSO send (the stack hands the kernel GSO frames)."""
+        from tun.topology import KernelSide
+        tag = " TSO/GRO" if offload else ""
+        with KernelSide(offload=offload) as k:
             stack = Stack(k.link(), [k.stack_addr], security=None)
             try:
                 n = self.bulk_bytes
@@ -342,7 +350,7 @@ class Bench:
                 await proc.wait()
                 srv.close()
                 assert got == n
-                self.add("bulk", "TUN kernel->stack plain", n / el / 1e6, "MB/s",
+                self.add("bulk", f"TUN{tag} kernel->stack plain", n / el / 1e6, "MB/s",
                          drops=k._link.dropped if k._link else None)
                 # stack -> kernel
                 port = self.next_port()
@@ -354,7 +362,7 @@ class Bench:
                 out = await proc.stdout.readline()
                 await proc.wait()
                 assert int(out) == n, out
-                self.add("bulk", "TUN stack->kernel plain", n / r / 1e6, "MB/s")
+                self.add("bulk", f"TUN{tag} stack->kernel plain", n / r / 1e6, "MB/s")
             finally:
                 stack.close()
 
