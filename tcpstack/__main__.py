@@ -1,7 +1,9 @@
-"""Command-line entry point: `python -m tcpstack` / the `tcpstack` console script."""
+"""tcpstack: a userspace TCP/IP stack on a TUN device that encrypts by default (TCP-ENO +
+tcpcrypt).  `tcpstack demo` shows it working; `up`, `connect`, `listen`, `ping` bring a
+stack up on a new TUN device in the current network namespace; `stats` and `trace` look
+into a running one; `diagram` draws a captured connection."""
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import sys
@@ -16,17 +18,21 @@ def _run(coro) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tcpstack", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("demo", help="show the stack working (TUN + kernel as root, in-memory otherwise)")
-    args = parser.parse_args(argv)
+    from .cli import COMMANDS, build_parser
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["diagram"]:
+        from .diagram import main as diagram_main
+        return diagram_main(argv[1:])
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING - 10 * args.verbose,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if args.cmd == "demo":
         from .demo import main as demo_main
         return _run(demo_main())
-    return 2
+    try:
+        return _run(COMMANDS[args.cmd](args)) or 0
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

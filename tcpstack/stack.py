@@ -235,6 +235,10 @@ class StackCore:
         self._cookie_eno: dict[tuple[bytes, int, bytes, int], tuple[int, bytes, bytes]] = {}
         self.stats = StackStats()
         self.on_packet: Callable[[str, bytes, float], None] | None = None   # capture hook
+        # After every input to a connection (tracing state transitions; see tcpstack.trace).
+        self.on_service: Callable[[Endpoint, float], None] | None = None
+        # ICMP echo replies to our ping(): (source, ident, seq, data, now).
+        self.on_echo_reply: Callable[[str, int, int, bytes, float], None] | None = None
         self.ident = self._rng.randrange(1 << 16)
         # RFC 791 / RFC 8200 4.5 reassembly, bounded (an attacker can send fragments).
         self._reassembler = Reassembler(max_bytes=self.config.reassembly_bytes,
@@ -369,6 +373,18 @@ class StackCore:
         self._service(ep, now)
         return ep
 
+    def ping(self, host: str, now: float, *, ident: int, seq: int, data: bytes = b"") -> None:
+        """Send one ICMP/ICMPv6 echo request (RFC 792, RFC 4443 4.1); replies go to
+        on_echo_reply."""
+        self.now = now
+        dst = ipaddress.ip_address(host)
+        src = self._source_for(dst)
+        self._out.append(icmp_mod.build_icmp_echo_request(src.packed, dst.packed, ident=ident,
+                                                          seq=seq, data=data,
+                                                          v6=dst.version == 6,
+                                                          ttl=self.config.ttl))
+        self.stats.packets_out += 1
+
     def pop_ready(self) -> list[Endpoint]:
         """Endpoints that queued application events since the last call."""
         r, self._ready = self._ready, []
@@ -400,6 +416,8 @@ class StackCore:
         """After any input to a connection: app events, outgoing segments, its timer."""
         conn = ep.conn
         ep._process(now)
+        if self.on_service is not None:
+            self.on_service(ep, now)
         segs = conn.segments_to_send(now)
         if segs:
             lp, rp = ep._key[0], ep._key[2]  # type: ignore[attr-defined]
@@ -658,6 +676,10 @@ class StackCore:
                                                             ttl=self.config.ttl))
             self.stats.icmp_echo_replies += 1
             self.stats.packets_out += 1
+            return
+        if msg.type == (icmp_mod.ICMP6_ECHO_REPLY if v6 else icmp_mod.ICMP_ECHO_REPLY):
+            if self.on_echo_reply is not None:
+                self.on_echo_reply(_fmt(hdr.src), msg.ident, msg.seq, bytes(msg.payload), now)
             return
         quoted = icmp_mod.quoted_tcp_ports_seq(msg)
         if quoted is None:

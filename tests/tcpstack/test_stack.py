@@ -187,3 +187,23 @@ def test_new_syn_reopens_a_time_wait_connection_through_the_listener():
     again = lst.accept()
     assert again is not None and again.remote == ("10.0.0.1", 5000)
     assert again.conn.state.name == "ESTABLISHED"
+
+
+def test_ping_sends_an_echo_request_and_reports_the_reply():
+    a, b = StackCore(["10.0.0.1"]), StackCore(["10.0.0.2"])
+    replies = []
+    a.on_echo_reply = lambda src, ident, seq, data, now: replies.append((src, ident, seq, data))
+    a.ping("10.0.0.2", 0.0, ident=77, seq=3, data=b"hello")
+    pump(a, b, 0.0)
+    assert replies == [("10.0.0.2", 77, 3, b"hello")]
+    assert b.stats.icmp_echo_replies == 1
+
+
+def test_on_service_sees_every_connection_after_each_input():
+    a, b = StackCore(["10.0.0.1"]), StackCore(["10.0.0.2"])
+    seen = []
+    a.on_service = lambda ep, now: seen.append(ep.conn.state.value)
+    b.listen(80, "10.0.0.2")
+    a.connect("10.0.0.2", 80, 0.0)
+    pump(a, b, 0.0)
+    assert seen[0] == "SYN-SENT" and seen[-1] == "ESTABLISHED"

@@ -1,0 +1,137 @@
+"""The control channel of a running `tcpstack` process: a unix socket speaking JSON lines.
+
+A client sends one request line and reads the answer:
+
+    {"cmd": "stats"}   -> one JSON line: the stack's counters, its listeners and every
+                          connection (state, cwnd, ssthresh, srtt, rto, retransmits, bytes,
+                          TEP, AEAD, session ID), then the server closes the socket;
+    {"cmd": "trace"}   -> text lines, one per segment and state transition
+                          (tcpstack.trace), until the client goes away.
+
+`tcpstack stats` / `tcpstack trace` are the clients (tcpstack/cli.py).
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import json
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DIR = "/run/tcpstack"
+
+
+def default_path(dev: str) -> str:
+    return os.path.join(DEFAULT_DIR, f"{dev}.sock")
+
+
+def connection_info(ep: Any) -> dict[str, Any]:
+    """One connection as `stats` shows it (JSON-able)."""
+    s = ep.conn.stats
+    info: dict[str, Any] = {
+        "local": f"{ep.local[0]}:{ep.local[1]}", "remote": f"{ep.remote[0]}:{ep.remote[1]}",
+        "state": ep.conn.state.value,
+        **{k: getattr(s, k) for k in ("cwnd", "ssthresh", "srtt", "rttvar", "rto", "mss",
+                                      "retransmits", "fast_retransmits", "sack_retransmits",
+                                      "timeouts", "bytes_out", "bytes_in", "bytes_acked",
+                                      "bytes_received", "segs_out", "segs_in",
+                                      "challenge_acks", "congestion_control")
+           if hasattr(s, k)},
+    }
+    tc = ep.info.get("tcpcrypt") or {}
+    sid = ep.info.get("tcpcrypt_session_id")
+    info["encrypted"] = bool(ep.info.get("encrypted"))
+    info["tep"] = _name("TEPS", tc.get("tep"))
+    info["aead"] = _name("AEADS", tc.get("aead"))
+    info["session_id"] = sid.hex() if sid else None
+    return info
+
+
+def _name(table: str, ident: int | None) -> str | None:
+    if ident is None:
+        return None
+    try:
+        from tcpcrypt import suites
+        return getattr(suites, table)[ident].name
+    except (ImportError, AttributeError, KeyError):
+        return f"{ident:#x}"
+
+
+def snapshot(stack: Any) -> dict[str, Any]:
+    core = stack.core
+    return {
+        "addresses": stack.addresses,
+        "stack": dataclasses.asdict(core.stats),
+        "listeners": [f"{ipaddress.ip_address(l.addr) if l.addr else '*'}:{l.port}"
+                      for l in getattr(core, "_listeners", {}).values()],
+        "connections": [connection_info(ep) for ep in core.endpoints()],
+    }
+
+
+class ControlServer:
+    """Serves the control socket of one Stack; `tracer_lines` is where trace lines are fanned
+    out to (the caller wires it to a tcpstack.trace.Tracer's sink)."""
+
+    def __init__(self, stack: Any, path: str) -> None:
+        self.stack = stack
+        self.path = path
+        self._server: asyncio.AbstractServer | None = None
+        self._trace_queues: set[asyncio.Queue[str]] = set()
+
+    async def start(self) -> None:
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        if os.path.exists(self.path):
+            os.unlink(self.path)            # a stale socket of a dead process
+        self._server = await asyncio.start_unix_server(self._client, self.path)
+
+    def trace_line(self, line: str) -> None:
+        for q in self._trace_queues:
+            if q.qsize() < 10_000:          # a slow reader loses lines, never memory
+                q.put_nowait(line)
+
+    @property
+    def tracing(self) -> bool:
+        return bool(self._trace_queues)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            req = json.loads(await reader.readline() or b"{}")
+            cmd = req.get("cmd")
+            if cmd == "stats":
+                writer.write(json.dumps(snapshot(self.stack)).encode() + b"\n")
+                await writer.drain()
+            elif cmd == "trace":
+                q: asyncio.Queue[str] = asyncio.Queue()
+                self._trace_queues.add(q)
+                try:
+                    while True:
+                        writer.write((await q.get() + "\n").encode())
+                        await writer.drain()
+                finally:
+                    self._trace_queues.discard(q)
+            else:
+                writer.write(json.dumps({"error": f"unknown command {cmd!r}"}).encode() + b"\n")
+        except (ConnectionError, json.JSONDecodeError, asyncio.CancelledError) as exc:
+            log.debug("control client: %s", exc)
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+async def request(path: str, cmd: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_unix_connection(path)
+    writer.write(json.dumps({"cmd": cmd}).encode() + b"\n")
+    await writer.drain()
+    return reader, writer
