@@ -14,7 +14,12 @@ from dataclasses import dataclass
 class TCPConfig:
     mss: int = 1460                  # MSS we advertise (stack derives it from MTU)
     send_buffer: int = 1 << 20       # bytes the app may queue unsent+unacked
-    recv_buffer: int = 1 << 20       # receive buffer = max advertised window (bytes)
+    # Receive buffer: the window starts at recv_buffer and, with rcvbuf_autotune, grows
+    # toward recv_buffer_max as the application consumes faster (dynamic right-sizing, like
+    # Linux tcp_rmem 128 KB / 6 MB); rcvbuf_autotune=False fixes it (like SO_RCVBUF).
+    recv_buffer: int = 128 << 10
+    recv_buffer_max: int = 6 << 20
+    rcvbuf_autotune: bool = True
     window_scaling: bool = True      # RFC 7323 2
     timestamps: bool = True          # RFC 7323 3
     sack: bool = True                # RFC 2018

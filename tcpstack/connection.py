@@ -211,7 +211,10 @@ class TCPConnection:
         self.rcv_nxt = 0
         self.rcv_adv = 0             # right edge we advertised: never moves left (3.8.6.2.2)
         self.rcv_wscale = 0          # our shift (what we sent in the SYN)
-        self._rcv_wscale_offer = self._choose_wscale() if config.window_scaling else None
+        # Receive buffer (the window's ceiling), auto-tuned per connection (_rcv_space_adjust).
+        self._rcv_autotune = config.rcvbuf_autotune and config.recv_buffer_max > config.recv_buffer
+        self._rcv_buf = config.recv_buffer
+        self._rcv_wscale_offer = self.wscale_for(config) if config.window_scaling else None
 
         # --- negotiated options ---
         self.peer_mss = DEFAULT_PEER_MSS
@@ -245,6 +248,15 @@ class TCPConnection:
         self._paused = False
         self._rbuf: list[bytes] = []
         self._rbuf_len = 0
+        # Dynamic right-sizing of the receive buffer (as Linux tcp_rcv_space_adjust): once per
+        # receiver RTT, the bytes the application took in that RTT; the buffer follows twice
+        # that, so the window stays ahead of a sender that is still growing its cwnd.
+        self._rcvq_space = 0         # bytes taken in the last measured RTT
+        self._rcvq_seq = 0           # "taken" mark (rcv_nxt - buffered) when it started
+        self._rcvq_time = 0.0        # 0: not started
+        self._rcv_rtt = 0.0          # receiver's RTT estimate (s), 0: none yet
+        self._rcv_rtt_seq = 0        # without timestamps: time to receive one window
+        self._rcv_rtt_time = 0.0
         self._eof_deferred = False
         self._ack_now = False
         self._unacked_bytes = 0      # in-order octets received since our last ACK
@@ -315,10 +327,16 @@ class TCPConnection:
 
     # ------------------------------------------------------------------ helpers
 
-    def _choose_wscale(self) -> int:
-        # RFC 7323 2.3: the smallest shift that lets the whole buffer be advertised (<= 14).
+    @staticmethod
+    def wscale_for(config: TCPConfig) -> int:
+        """RFC 7323 2.3: the smallest shift (<= 14) that lets the largest buffer the
+        connection may have be advertised: the auto-tuning maximum, so growth is never
+        capped by the shift chosen in the SYN."""
+        biggest = config.recv_buffer
+        if config.rcvbuf_autotune and config.recv_buffer_max > biggest:
+            biggest = config.recv_buffer_max
         shift = 0
-        while (self.config.recv_buffer >> shift) > 0xFFFF and shift < 14:
+        while (biggest >> shift) > 0xFFFF and shift < 14:
             shift += 1
         return shift
 
@@ -518,10 +536,12 @@ class TCPConnection:
         if self._eof_deferred:
             self._eof_deferred = False
             self._events.append(EndOfStream())
+        if self._rcv_autotune:
+            self._rcv_space_adjust(self._now)
         # RFC 9293 3.8.6.2.2: a window update once the window opens by >= min(buf/2, MSS).
         if self.state in _SYNCHRONIZED and self.state is not TIME_WAIT:
-            edge = self.rcv_nxt + self.config.recv_buffer
-            if edge - self.rcv_adv >= min(self.config.recv_buffer // 2, self._rcv_mss):
+            edge = self.rcv_nxt + self._rcv_buf
+            if edge - self.rcv_adv >= min(self._rcv_buf // 2, self._rcv_mss):
                 self._ack_now = True
 
     def next_event(self) -> Event | None:
@@ -627,27 +647,29 @@ class TCPConnection:
 
     def _window_field(self) -> int:
         """The window to advertise (scaled field), applying receiver SWS avoidance (RFC 9293
-        3.8.6.2.2) and never moving the right edge left (3.8.6.2.2, RFC 7323 2.4)."""
+        3.8.6.2.2) and never moving the right edge left by a whole scale unit (3.8.6.2.2,
+        RFC 7323 2.4)."""
         rcv_nxt = self.rcv_nxt
-        free = self.config.recv_buffer - self._rbuf_len
+        free = self._rcv_buf - self._rbuf_len
         edge = rcv_nxt + (free if free > 0 else 0)
         adv = self.rcv_adv
         if adv < rcv_nxt:
             adv = rcv_nxt
         if edge > adv:
-            buf = self.config.recv_buffer
+            buf = self._rcv_buf
             thresh = self._rcv_mss if self._rcv_mss < buf >> 1 else buf >> 1
             if edge - adv >= thresh:
                 adv = edge
         shift = self.rcv_wscale
         wnd = adv - rcv_nxt
+        # Rounded down to the scale's granularity: the edge shown may sit up to 2^shift - 1
+        # octets left of an earlier one (RFC 7323 2.4 allows exactly this), while rcv_adv
+        # keeps the furthest edge ever offered and every segment inside it is still accepted
+        # (2.4 receiver rules 1 and 2).  Rounding up instead would creep past the buffer by
+        # up to 2^shift - 1 octets per ACK while the application is not reading.
         field = wnd >> shift
         if field > 0xFFFF:
             field = 0xFFFF
-        elif rcv_nxt + (field << shift) < adv:
-            field += 1      # round up rather than shrink the edge
-            if field > 0xFFFF:
-                field = 0xFFFF
         edge2 = rcv_nxt + (field << shift)
         self.rcv_adv = edge2 if edge2 > self.rcv_adv else self.rcv_adv
         return field
@@ -674,7 +696,7 @@ class TCPConnection:
             if ts:
                 tsval = self._ts(now)
                 tsecr = self.ts_recent if flags & ACK else 0
-            free = self.config.recv_buffer - self._rbuf_len
+            free = self._rcv_buf - self._rbuf_len
             window = free if free < 0xFFFF else 0xFFFF     # RFC 7323 2.2: never scaled in SYNs
             if flags & ACK:
                 self.rcv_adv = max(self.rcv_adv, self.rcv_nxt + window)
@@ -1448,10 +1470,12 @@ class TCPConnection:
         if n:
             if n > self._rcv_mss:
                 self._rcv_mss = min(n, self.config.mss)
+            if self._rcv_autotune:
+                self._rcv_rtt_measure(seg, now)
             if seq == rcv_nxt:
                 if self._ooo:
                     immediate = True            # filling (part of) a hole: ACK now (RFC 5681 4.2)
-                    self._ooo.add(seq, payload)
+                    self._ooo.add(seq, payload, force=True)
                     chunks, new_nxt = self._ooo.pop_ready(rcv_nxt)
                     self._deliver_chunks(chunks)
                     st.bytes_received += new_nxt - rcv_nxt
@@ -1461,6 +1485,8 @@ class TCPConnection:
                     st.bytes_received += n
                     self.rcv_nxt = rcv_nxt + n
                     self._unacked_bytes += n
+                if self._rcv_autotune:
+                    self._rcv_space_adjust(now)
             else:
                 # Out of order: queue, and send an immediate (duplicate) ACK with SACK
                 # blocks (RFC 5681 4.2, RFC 2018 4).
@@ -1499,6 +1525,66 @@ class TCPConnection:
         (only the latest duplicate: one D-SACK block per ACK)."""
         if self.sack_ok and self.config.dsack and end > start:
             self._dsack = (start, end)
+
+    # ------------------------------------------------------------------ receive buffer
+
+    def _rcv_rtt_measure(self, seg: TCPSegment, now: float) -> None:
+        """The receiver's RTT estimate for auto-tuning: from the echoed timestamp of a data
+        segment (RFC 7323 4: TSecr is our TSval of the ACK that released it), or, without
+        timestamps, the time to receive one window's worth of data (an upper bound)."""
+        if self.ts_ok:
+            if seg.tsecr:
+                delta = (self._ts(now) - seg.tsecr) & MASK
+                if delta < 60_000:                   # ms; anything larger is not ours
+                    self._rcv_rtt_sample((delta if delta else 1) / 1000.0)
+            return
+        if self._rcv_rtt_time and self.rcv_nxt >= self._rcv_rtt_seq:
+            if now > self._rcv_rtt_time:
+                self._rcv_rtt_sample(now - self._rcv_rtt_time)
+            self._rcv_rtt_time = 0.0
+        if not self._rcv_rtt_time:
+            wnd = self.rcv_adv - self.rcv_nxt
+            self._rcv_rtt_seq = self.rcv_nxt + (wnd if wnd > self._rcv_mss else self._rcv_mss)
+            self._rcv_rtt_time = now
+
+    def _rcv_rtt_sample(self, sample: float) -> None:
+        # Leaning to the minimum (queueing only inflates samples), smoothed by 1/8 upward.
+        r = self._rcv_rtt
+        self._rcv_rtt = sample if (not r or sample < r) else r + (sample - r) / 8
+
+    def _rcv_space_adjust(self, now: float) -> None:
+        """Once per receiver RTT: grow the receive buffer to 2x what the application took
+        in that RTT, plus room for 16 segments of cwnd growth, up to recv_buffer_max.  It
+        follows consumption, not arrival: a slow reader keeps a small window.  The buffer
+        never shrinks, so the advertised right edge never moves left (RFC 7323 2.4)."""
+        taken = self.rcv_nxt - self._rbuf_len
+        if not self._rcvq_time:
+            self._rcvq_time = now
+            self._rcvq_seq = taken
+            self._rcvq_space = min(self._rcv_buf, 10 * self._rcv_mss)
+            return
+        rtt = self._rcv_rtt or self._rtt.srtt or 0.0
+        if not rtt or now - self._rcvq_time < rtt:
+            return
+        copied = taken - self._rcvq_seq
+        if copied > self._rcvq_space:
+            want = 2 * copied + 16 * self._rcv_mss
+            if want > self._rcv_buf:
+                cap = self.config.recv_buffer_max
+                self._rcv_buf = want if want < cap else cap
+                # The out-of-order queue's entry bound follows the window it must hold (its
+                # bytes are bounded by the window anyway; the bound stops tiny segments).
+                segs = 2 * self._rcv_buf // (self._rcv_mss if self._rcv_mss > 536 else 536)
+                if segs > self._ooo.max_chunks:
+                    self._ooo.max_chunks = segs
+            self._rcvq_space = copied
+        self._rcvq_seq = taken
+        self._rcvq_time = now
+
+    @property
+    def recv_buffer(self) -> int:
+        """The receive buffer now: the most the window may offer (auto-tuned or fixed)."""
+        return self._rcv_buf
 
     def _deliver(self, data: bytes | memoryview) -> None:
         if not isinstance(data, bytes):

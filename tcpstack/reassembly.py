@@ -46,9 +46,11 @@ class ReassemblyQueue:
     def highest(self) -> int | None:
         return self._blocks[-1].end if self._blocks else None
 
-    def add(self, start: int, data: bytes | memoryview) -> int:
+    def add(self, start: int, data: bytes | memoryview, *, force: bool = False) -> int:
         """Store ``data`` at ``start``; returns the number of octets that were new
-        (0 for a full duplicate or when the entry bound is reached)."""
+        (0 for a full duplicate or when the entry bound is reached).  ``force``: in-order
+        text at RCV.NXT, which is about to leave the queue, is never refused by the bound
+        (refusing it would leave the hole unfillable for as long as the queue stays full)."""
         end = start + len(data)
         if end <= start:
             return 0
@@ -73,7 +75,7 @@ class ReassemblyQueue:
             pieces.append((pos, bytes(mv[pos - start:])))
         new = sum(len(p[1]) for p in pieces)
         if not touched:
-            if self.nchunks >= self.max_chunks:
+            if self.nchunks >= self.max_chunks and not force:
                 return 0
             blk = _Block(start, end, [bytes(mv)])
             blocks.insert(i, blk)
@@ -86,7 +88,7 @@ class ReassemblyQueue:
             # Duplicate: still the "most recent" block for SACK purposes (RFC 2018 4).
             self._touch(touched[0], ())
             return 0
-        if self.nchunks + len(pieces) > self.max_chunks:
+        if self.nchunks + len(pieces) > self.max_chunks and not force:
             return 0
         # Merge everything in [min(start, first.start), max(end, last.end)) into one block.
         merged: list[bytes] = []

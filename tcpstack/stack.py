@@ -571,11 +571,7 @@ class StackCore:
             ts_now = (int(now * 1000) + self._ts_offset(lp, lport, rp, rport)) & 0xFFFFFFFF
             tsval = sc.cookie_tsval(ts_now, sc.encode_ts_options(seg.wscale if ws else None,
                                                                  sackok))
-        wscale = None
-        if ws:
-            wscale = 0                    # TCPConnection._choose_wscale, for the same config
-            while (cfg.recv_buffer >> wscale) > 0xFFFF and wscale < 14:
-                wscale += 1
+        wscale = TCPConnection.wscale_for(cfg) if ws else None   # as a TCB would offer
         synack = TCPSegment(lport, rport, cookie, (seg.seq + 1) & 0xFFFFFFFF, SYN | ACK,
                             min(cfg.recv_buffer, 0xFFFF), mss=cfg.mss, wscale=wscale,
                             sack_permitted=sackok, tsval=tsval,

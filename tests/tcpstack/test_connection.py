@@ -28,25 +28,29 @@ def seg(flags, seq, ack=0, *, src=PORT_B, dst=PORT_A, window=65535, payload=b"",
 # --------------------------------------------------------------------------- handshake
 
 def test_three_way_handshake_negotiates_mss_ws_sack_ts():
-    h = Harness(TCPConfig(mss=1460), TCPConfig(mss=1400, recv_buffer=1 << 18),
+    # A: default buffers (128 KiB now, auto-tuned up to 6 MiB): the shift is chosen for the
+    # maximum, 7 (RFC 7323 2.3).  B: a fixed 256 KiB buffer (auto-tuning off, like
+    # SO_RCVBUF): shift 3.
+    h = Harness(TCPConfig(mss=1460),
+                TCPConfig(mss=1400, recv_buffer=1 << 18, rcvbuf_autotune=False),
                 ts_offset_a=100, ts_offset_b=7000)
     h.established()
     syn, synack, ack = h.sent()
-    assert syn == TCPSegment(PORT_A, PORT_B, 1000, 0, SYN, 65535, mss=1460, wscale=5,
+    assert syn == TCPSegment(PORT_A, PORT_B, 1000, 0, SYN, 65535, mss=1460, wscale=7,
                              sack_permitted=True, tsval=100, tsecr=0)
     assert synack == TCPSegment(PORT_B, PORT_A, 5000, 1001, SYN | ACK, 65535, mss=1400,
                                 wscale=3, sack_permitted=True, tsval=7010, tsecr=100)
-    # Third segment: window scaled by our shift 5 (1 MiB >> 5), timestamps echo.
-    assert ack == TCPSegment(PORT_A, PORT_B, 1001, 5001, ACK, (1 << 20) >> 5, tsval=120,
+    # Third segment: window scaled by our shift 7 (128 KiB >> 7), timestamps echo.
+    assert ack == TCPSegment(PORT_A, PORT_B, 1001, 5001, ACK, (128 << 10) >> 7, tsval=120,
                              tsecr=7010)
     a, b = h.a, h.b
     assert a.state is S.ESTABLISHED and b.state is S.ESTABLISHED
-    assert (a.snd_wscale, a.rcv_wscale) == (3, 5)
-    assert (b.snd_wscale, b.rcv_wscale) == (5, 3)
+    assert (a.snd_wscale, a.rcv_wscale) == (3, 7)
+    assert (b.snd_wscale, b.rcv_wscale) == (7, 3)
     assert a.sack_ok and b.sack_ok and a.ts_ok and b.ts_ok
     # Effective MSS: min(peer, ours) minus the 12 bytes of the timestamp option.
     assert a.snd_mss == 1400 - 12 and b.snd_mss == 1460 - 12 - 60
-    assert a.snd_wnd == 65535 and b.snd_wnd == ((1 << 20) >> 5) << 5
+    assert a.snd_wnd == 65535 and b.snd_wnd == 128 << 10
     assert h.events["a"] == [ConnectionEstablished()]
     assert h.events["b"] == [ConnectionEstablished()]
     assert a.stats.srtt == pytest.approx(0.020) and b.stats.srtt == pytest.approx(0.020)
@@ -450,7 +454,7 @@ def test_eno_syn_retransmit_hook_and_option_space():
     assert ea.retransmits == [1, 2] and ea.syn_calls == 3
     for s in syns:
         assert s.eno == (b"\x01" * 20,) and s.tsval is None and s.sack_permitted
-        assert s.mss == 1460 and s.wscale == 5
+        assert s.mss == 1460 and s.wscale == 7     # shift for the 6 MiB auto-tuning maximum
 
 
 def test_unacceptable_pure_acks_are_answered_at_most_every_half_second():

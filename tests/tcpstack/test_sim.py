@@ -582,13 +582,19 @@ def tcb_fairness_network(cc: str = "cubic", starts=(0.0, 1.0), rtt: float = 0.04
 
 
 def test_cubic_fairness_real_tcb():
-    # Two CUBIC TCBs (the connection's own loss recovery) share a 10 Mbit/s bottleneck with
-    # a 1-BDP drop-tail queue; the second starts 1 s later.
-    res = run_fairness(tcb_fairness_network(), duration=20.0, warmup=5.0,
+    # Two CUBIC TCBs (the connection's own loss recovery, receive-buffer auto-tuning on)
+    # share a 10 Mbit/s bottleneck with a 1-BDP drop-tail queue; the second starts 1 s later.
+    # 40 s: over 20 s, 5-s windows still swing (one flow at 3.2 vs 6.4 Mbit/s in one window
+    # with seed 3 -- and 2.9 vs 6.8 with seed 6 with a fixed 1 MB window, so it is CUBIC's
+    # convergence time, not auto-tuning); what the issue asks is convergence: whole-run
+    # throughputs within 20% of each other, and every 5-s window of the second half fair.
+    res = run_fairness(tcb_fairness_network(), duration=40.0, warmup=5.0,
                        bottleneck_bps=BOTTLENECK_BPS, sample_interval=5.0)
-    assert res.jain_index > 0.98, res
+    assert res.jain_index > 0.99, res
     assert res.utilization is not None and res.utilization > 0.9, res
-    for window in res.samples:
+    totals = [sum(w[i] for w in res.samples) for i in range(2)]
+    assert min(totals) > 0.8 * max(totals), res.samples
+    for window in res.samples[len(res.samples) // 2:]:
         assert min(window) > BOTTLENECK_BPS / 3, res.samples
 
 
@@ -616,12 +622,13 @@ class BulkStack:
     or, as a server, counts the bytes it receives."""
 
     def __init__(self, addr: str, cc: str = "cubic", seed: int = 0,
-                 backlog: int = 256 * 1024) -> None:
+                 backlog: int = 256 * 1024, **tcp: object) -> None:
         import random
 
         from tcpstack.config import TCPConfig
         from tcpstack.stack import StackConfig, StackCore
-        self.core = StackCore([addr], config=StackConfig(tcp=TCPConfig(congestion_control=cc)),
+        self.core = StackCore([addr], config=StackConfig(tcp=TCPConfig(congestion_control=cc,
+                                                                       **tcp)),  # type: ignore[arg-type]
                               rng=random.Random(seed))
         self.backlog = backlog
         self.chunk = bytes(backlog)
@@ -663,7 +670,7 @@ class BulkStack:
 
 def stack_fairness_network(cc: str = "cubic", starts=(0.0, 1.0), rtt: float = 0.040,
                            rate_bps: float = BOTTLENECK_BPS, queue_bdp: float = 1.0,
-                           seed: int = 3):
+                           seed: int = 3, receiver_tcp: dict | None = None):
     """net_factory for run_fairness: bulk transfers between whole stacks (one StackCore
     per host, real packets) whose paths share one drop-tail bottleneck."""
     import ipaddress
@@ -674,7 +681,8 @@ def stack_fairness_network(cc: str = "cubic", starts=(0.0, 1.0), rtt: float = 0.
         counters = []
         for i, start in enumerate(starts):
             sa, ra = f"10.1.{i}.1", f"10.2.{i}.1"
-            snd, rcv = BulkStack(sa, cc, seed + 2 * i), BulkStack(ra, cc, seed + 2 * i + 1)
+            snd = BulkStack(sa, cc, seed + 2 * i)
+            rcv = BulkStack(ra, cc, seed + 2 * i + 1, **(receiver_tcp or {}))
             rcv.core.listen(80, ra)
             ns = net.add_host(snd, [ipaddress.ip_address(sa).packed], name=f"s{i}")
             nr = net.add_host(rcv, [ipaddress.ip_address(ra).packed], name=f"r{i}")
@@ -713,7 +721,12 @@ def test_hystart_plus_plus_avoids_the_slow_start_overshoot(monkeypatch):
     def transfer(hystart: bool) -> tuple[int, int]:
         monkeypatch.setitem(congestion.ALGORITHMS, "cubic",
                             functools.partial(congestion.Cubic, hystart=hystart))
-        net, counters = stack_fairness_network(starts=(0.0,), rtt=0.100, queue_bdp=2.0)()
+        # The receiver's window must not be what ends slow start, or this compares receive
+        # windows, not slow-start algorithms: a fixed 4 MB buffer (auto-tuning would grow
+        # it only 2x per RTT behind the delivered rate and so cap the classic overshoot too).
+        net, counters = stack_fairness_network(
+            starts=(0.0,), rtt=0.100, queue_bdp=2.0,
+            receiver_tcp=dict(recv_buffer=4 << 20, rcvbuf_autotune=False))()
         net.run(until=5.0)
         return net.bottlenecks[0].stats.dropped_queue, counters[0]()
 

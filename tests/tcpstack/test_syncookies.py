@@ -14,6 +14,7 @@ from tcpstack.config import TCPConfig
 from tcpstack.endpoint import Closed, Data, Established
 from tcpstack.ip import parse_ip
 from tcpstack.segment import ACK, RST, SYN, TCPSegment
+from tcpstack.connection import TCPConnection
 from tcpstack.stack import StackConfig, StackCore
 from tcpstack.tcp import build_ip_tcp, parse_tcp
 
@@ -146,7 +147,9 @@ def test_full_queue_gets_exact_cookie_synack_no_state_then_ack_establishes():
     assert sa.seq == sc.make_cookie(SECRET, B, 80, A, syn.src_port, syn.seq,
                                     sc.time_slot(1.0), sc.mss_index(syn.mss, False))
     assert sa.mss == 1460 and sa.window == 0xFFFF and sa.sack_permitted and sa.eno == ()
-    assert sa.wscale == ep.conn.rcv_wscale or sa.wscale == 5     # 1 MiB buffer -> shift 5
+    # The same shift a TCB offers (TCPConnection.wscale_for): 7 for the 6 MiB auto-tuning
+    # maximum of the default config (RFC 7323 2.3).
+    assert sa.wscale == TCPConnection.wscale_for(b.config.tcp) == 7
     assert sa.tsecr == syn.tsval
     assert sc.decode_ts_options(sa.tsval) == (syn.wscale, True)
     # The final ACK creates the connection directly in ESTABLISHED, on the accept queue.
@@ -159,7 +162,7 @@ def test_full_queue_gets_exact_cookie_synack_no_state_then_ack_establishes():
     assert isinstance(events(srv)[0], Established)
     c, s = ep.conn, srv.conn
     assert (s.iss, s.irs) == (c.irs, c.iss)
-    assert s.snd_wscale == c.rcv_wscale and s.rcv_wscale == c.snd_wscale == 5
+    assert s.snd_wscale == c.rcv_wscale and s.rcv_wscale == c.snd_wscale == 7
     assert s.sack_ok and c.sack_ok and s.ts_ok and c.ts_ok
     assert s.peer_mss == 1460 and s.snd_mss == 1448
     # Data both ways.
