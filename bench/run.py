@@ -307,9 +307,10 @@ class Bench:
                      median_ms=r["median_ms"])
             s1.close(); s2.close()
         s1, s2 = make(provider(teps=(TEP_CURVE25519,)), provider(teps=(TEP_CURVE25519,)))
-        # one client at a time: a cached secret is single-use (RFC 8548 3.5), so a client
-        # resumes only when the previous connection left it one
-        r = await handshakes(s1, s2, addr2, self.next_port(), secs, True, concurrency=1)
+        # Each cached secret is single-use (RFC 8548 3.5), but taking ss[i] caches ss[i+1]
+        # at once and the passive side looks a few ahead, so parallel clients resume too
+        # (the "resumed" count below shows how many did).
+        r = await handshakes(s1, s2, addr2, self.next_port(), secs, True)
         self.add("hs", f"{where} handshakes tcpcrypt resumed (X25519)", r["per_s"], "/s",
                  resumed=f"{r['resumed']}/{r['count']}", median_ms=r["median_ms"])
         s1.close(); s2.close()
