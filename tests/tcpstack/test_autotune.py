@@ -203,3 +203,35 @@ def test_a_window_sized_loss_burst_on_a_high_bdp_path_recovers_without_timeouts(
     st = client.ep.conn.stats
     assert srv.got == 40 << 20 and end < 10.0, (srv.got, end)
     assert st.timeouts == 0 and st.sack_retransmits > 1000, st
+
+
+def test_sender_sws_avoidance_waits_for_a_useful_window_or_the_override_timer():
+    # RFC 9293 3.8.6.2.1: with data queued beyond a small usable window (less than an MSS and
+    # less than half the largest window seen), the sender waits; after the override timeout
+    # it sends what the window allows.
+    from tcpstack.segment import TCPSegment
+    from tests.tcpstack.harness import Harness
+    fixed = dict(window_scaling=False, rcvbuf_autotune=False)
+    h = Harness(TCPConfig(nodelay=True, **fixed),
+                TCPConfig(recv_buffer=10 * 1448, delayed_ack=False, **fixed))
+    h.established()
+    a, b = h.a, h.b
+    b.pause_reading()
+    h.write("a", b"d" * (10 * 1448 + 3000))
+    h.run_for(0.1)
+    # B's buffer is full (all of it acknowledged, window 0); 3000 octets wait at A.
+    assert a.snd_una == a.snd_nxt == a.iss + 1 + 10 * 1448 and a.snd_wnd == 0
+    h.clear_trace()
+    # A peer that (against receiver SWS avoidance) opens its window by 500 octets.
+    small = TCPSegment(b.local_port, b.remote_port, b.snd_nxt & 0xFFFFFFFF,
+                       a.snd_nxt & 0xFFFFFFFF, ACK, 500, tsval=b._ts(h.now), tsecr=a.ts_recent)
+    assert h.inject("a", small) == []                                  # too small: wait
+    t0 = h.now
+    h.b = None                                  # nothing more from B: only A's timers act
+    out = []
+    while not out and h.now < t0 + 1.0:
+        h.now += 0.01
+        a.handle_timer(h.now)
+        out = [s for s in a.segments_to_send(h.now) if s.payload]
+    assert out and len(out[0].payload) == 500
+    assert abs((h.now - t0) - a.config.sws_override) < 0.011
