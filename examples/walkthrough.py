@@ -22,7 +22,7 @@ import sys
 from tcpcrypt.provider import TcpcryptProvider
 from tcpstack.diagram import Diagram, build, render_svg, render_text
 from tcpstack.endpoint import Closed, Data, Eof, Established
-from tcpstack.sim import LinkConfig, Network
+from tcpstack.sim import LinkConfig, Network, StackHost
 from tcpstack.stack import StackCore
 from tcpstack.tcp import parse_tcp
 from tcpstack.ip import parse_ip
@@ -31,13 +31,13 @@ CLIENT, SERVER, PORT = "10.0.0.1", "10.0.0.2", 443
 DROP = (40, 41)           # the client's 40th and 41st data segments are lost
 
 
-class Host:
+class Host(StackHost):
     """A SimHost: a StackCore and its application, which records what it sees.  The
     client's egress can lose chosen data segments (the network "breaks on purpose")."""
 
     def __init__(self, name: str, addr: str, seed: int, drop: tuple[int, ...] = ()) -> None:
         self.name, self.addr = name, addr
-        self.core = StackCore([addr], security=TcpcryptProvider(), rng=random.Random(seed))
+        super().__init__(StackCore([addr], security=TcpcryptProvider(), rng=random.Random(seed)))
         self.ep = None
         self.received = bytearray()
         self.events: list[str] = []
@@ -45,7 +45,7 @@ class Host:
         self.states: list[tuple[float, tuple[str, int], str]] = []
         self._state: str | None = None
 
-    def _react(self) -> None:
+    def react(self) -> None:
         for lst in self.core.pop_ready_listeners():
             while (ep := lst.accept()) is not None:
                 self.ep = ep
@@ -68,11 +68,6 @@ class Host:
             self._state = ep.conn.state.value
             self.states.append((self.core.now, ep.local, self._state))
 
-    # SimHost
-    def receive_packet(self, packet: bytes, now: float) -> None:
-        self.core.receive_packet(packet, now)
-        self._react()
-
     def packets_to_send(self) -> list[bytes]:
         out = self.core.packets_to_send()
         self._note_state()
@@ -89,13 +84,6 @@ class Host:
                     continue
             kept.append(p)
         return kept
-
-    def next_timer(self) -> float | None:
-        return self.core.next_timer()
-
-    def handle_timer(self, now: float) -> None:
-        self.core.handle_timer(now)
-        self._react()
 
 
 def heading(n: int, title: str) -> None:

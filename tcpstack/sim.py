@@ -41,7 +41,7 @@ from .errors import TcpStackError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SimHost", "GilbertElliott", "LinkConfig", "LinkStats", "Bottleneck", "Node",
+__all__ = ["SimHost", "StackHost", "GilbertElliott", "LinkConfig", "LinkStats", "Bottleneck", "Node",
            "Link", "Network", "SimulationError", "TraceRecorder", "FairnessResult",
            "jain_index", "run_fairness"]
 
@@ -55,6 +55,32 @@ class SimHost(Protocol):
     def packets_to_send(self) -> list[bytes]: ...                      # drain packets to send now
     def next_timer(self) -> float | None: ...                          # earliest absolute deadline
     def handle_timer(self, now: float) -> None: ...                    # fire due timers
+
+
+class StackHost:
+    """A SimHost around a stack core (tcpstack.stack.StackCore): packets and timers go to
+    the core, then react() runs so an application can take the core's ready endpoints
+    (override it; pop_ready_listeners() / pop_ready() / next_event())."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+
+    def react(self) -> None:
+        pass
+
+    def receive_packet(self, packet: bytes, now: float) -> None:
+        self.core.receive_packet(packet, now)
+        self.react()
+
+    def packets_to_send(self) -> list[bytes]:
+        return self.core.packets_to_send()
+
+    def next_timer(self) -> float | None:
+        return self.core.next_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self.core.handle_timer(now)
+        self.react()
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ from tcpstack.connection import TCPConnection
 from tcpstack.endpoint import Data, Eof
 from tcpstack.ip import parse_ip
 from tcpstack.segment import ACK
-from tcpstack.sim import LinkConfig, Network
+from tcpstack.sim import LinkConfig, Network, StackHost
 from tcpstack.stack import StackConfig, StackCore
 from tcpstack.tcp import parse_tcp
 
@@ -28,18 +28,18 @@ def test_window_scale_is_chosen_for_the_auto_tuning_maximum():
     assert TCPConnection.wscale_for(TCPConfig(recv_buffer_max=1 << 40)) == 14      # capped
 
 
-class Host:
+class Host(StackHost):
     """A SimHost: a StackCore whose application sends `data` (client) or counts what it
     receives (server); the server's app may stop reading (paused)."""
 
     def __init__(self, addr: str, tcp: TCPConfig, seed: int) -> None:
-        self.core = StackCore([addr], config=StackConfig(tcp=tcp), rng=random.Random(seed))
+        super().__init__(StackCore([addr], config=StackConfig(tcp=tcp), rng=random.Random(seed)))
         self.got = 0
         self.eof = False
         self.ep = None
         self.paused = False
 
-    def _react(self) -> None:
+    def react(self) -> None:
         for lst in self.core.pop_ready_listeners():
             while (ep := lst.accept()) is not None:
                 self.ep = ep
@@ -52,20 +52,6 @@ class Host:
                 elif isinstance(ev, Eof):
                     self.eof = True
                     ep.close(self.core.now)
-
-    def receive_packet(self, packet: bytes, now: float) -> None:
-        self.core.receive_packet(packet, now)
-        self._react()
-
-    def packets_to_send(self) -> list[bytes]:
-        return self.core.packets_to_send()
-
-    def next_timer(self) -> float | None:
-        return self.core.next_timer()
-
-    def handle_timer(self, now: float) -> None:
-        self.core.handle_timer(now)
-        self._react()
 
 
 def transfer(server_tcp: TCPConfig, size: int, link: LinkConfig, *, seed: int = 1,

@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from tcpstack.congestion import Cubic
-from tcpstack.sim import (GilbertElliott, LinkConfig, Network, SimulationError,
+from tcpstack.sim import (GilbertElliott, LinkConfig, Network, SimulationError, StackHost,
                           TraceRecorder, jain_index, run_fairness)
 
 A = bytes([10, 0, 0, 1])
@@ -616,7 +616,7 @@ def test_timer_storm_is_reported():
 
 # ----------------------------------------------------------------------------- whole stacks
 
-class BulkStack:
+class BulkStack(StackHost):
     """A SimHost: a whole StackCore (tcpstack/stack.py: real IP/TCP packets, checksums,
     demultiplexing) that, once connected, keeps ``backlog`` bytes queued for sending --
     or, as a server, counts the bytes it receives."""
@@ -627,9 +627,9 @@ class BulkStack:
 
         from tcpstack.config import TCPConfig
         from tcpstack.stack import StackConfig, StackCore
-        self.core = StackCore([addr], config=StackConfig(tcp=TCPConfig(congestion_control=cc,
-                                                                       **tcp)),  # type: ignore[arg-type]
-                              rng=random.Random(seed))
+        super().__init__(StackCore([addr], config=StackConfig(
+            tcp=TCPConfig(congestion_control=cc, **tcp)),  # type: ignore[arg-type]
+            rng=random.Random(seed)))
         self.backlog = backlog
         self.chunk = bytes(backlog)
         self.ep = None
@@ -638,7 +638,7 @@ class BulkStack:
     def open(self, peer: str, now: float) -> None:
         self.ep = self.core.connect(peer, 80, now)
 
-    def _react(self) -> None:
+    def react(self) -> None:
         from tcpstack.endpoint import Data
         for lst in self.core.pop_ready_listeners():
             while lst.accept() is not None:
@@ -648,10 +648,6 @@ class BulkStack:
                 if isinstance(ev, Data):
                     self.got += len(ev.data)
 
-    def receive_packet(self, packet: bytes, now: float) -> None:
-        self.core.receive_packet(packet, now)
-        self._react()
-
     def packets_to_send(self) -> list[bytes]:
         ep = self.ep
         if ep is not None and ep.established:
@@ -659,13 +655,6 @@ class BulkStack:
             if room > self.backlog // 2:
                 ep.send(self.chunk[:room], self.core.now)
         return self.core.packets_to_send()
-
-    def next_timer(self) -> float | None:
-        return self.core.next_timer()
-
-    def handle_timer(self, now: float) -> None:
-        self.core.handle_timer(now)
-        self._react()
 
 
 def stack_fairness_network(cc: str = "cubic", starts=(0.0, 1.0), rtt: float = 0.040,

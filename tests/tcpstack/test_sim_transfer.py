@@ -15,25 +15,25 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tcpcrypt.provider import TcpcryptProvider
 from tcpstack.endpoint import Closed, Data, Eof, Established
-from tcpstack.sim import LinkConfig, Network
+from tcpstack.sim import LinkConfig, Network, StackHost
 from tcpstack.stack import StackCore
 
 A, B = "10.0.0.1", "10.0.0.2"
 EXAMPLES = int(os.environ.get("TCPSTACK_SIM_EXAMPLES", "12"))
 
 
-class App:
+class App(StackHost):
     """A SimHost: a StackCore plus a tiny application reacting to endpoint events."""
 
     def __init__(self, core: StackCore) -> None:
-        self.core = core
+        super().__init__(core)
         self.received = bytearray()
         self.events: list[str] = []
         self.closed_error: list[BaseException | None] = []
         self.on_established = None
         self.reply_on_eof = True
 
-    def _react(self) -> None:
+    def react(self) -> None:
         for lst in self.core.pop_ready_listeners():
             while (ep := lst.accept()) is not None:
                 self._drain(ep)
@@ -55,21 +55,6 @@ class App:
                 self.events.append("closed")
                 self.closed_error.append(ev.error)
 
-    # SimHost
-    def receive_packet(self, packet: bytes, now: float) -> None:
-        self.core.receive_packet(packet, now)
-        self._react()
-
-    def packets_to_send(self) -> list[bytes]:
-        return self.core.packets_to_send()
-
-    def next_timer(self) -> float | None:
-        return self.core.next_timer()
-
-    def handle_timer(self, now: float) -> None:
-        self.core.handle_timer(now)
-        self._react()
-
 
 def run_transfer(seed: int, cfg: LinkConfig, encrypted: bool, size: int) -> tuple[App, App, bytes, float]:
     rng = random.Random(seed)
@@ -89,7 +74,7 @@ def run_transfer(seed: int, cfg: LinkConfig, encrypted: bool, size: int) -> tupl
 
     client.on_established = start_sending
     ep = client.core.connect(B, 80, 0.0)
-    client._react()
+    client.react()
     end = net.run(max_time=600.0, stop=lambda: "closed" in client.events and "closed" in server.events)
     return client, server, data, end
 
