@@ -13,6 +13,7 @@ import dataclasses
 import logging
 from typing import Any, Callable, Iterable, Protocol
 
+from .reader import ChunkedStreamReader
 from .endpoint import Closed, Data, Endpoint, Eof, Established, SecurityProvider
 from .stack import Listener, StackConfig, StackCore
 
@@ -166,7 +167,7 @@ class Stack:
         TCP-ENO is offered and tcpcrypt used when the peer agrees; `require_encryption`
         fails the connect with EncryptionRequiredError instead of falling back."""
         loop = self.loop
-        reader = asyncio.StreamReader(limit=limit, loop=loop)
+        reader = ChunkedStreamReader(limit=limit, loop=loop)
         protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         opts = dict(options, encrypt=encrypt, require_encryption=require_encryption,
                     app_aware=app_aware)
@@ -502,7 +503,7 @@ class Server:
             ep = self._listener.accept()
             if ep is None:
                 break
-            reader = asyncio.StreamReader(limit=self._limit, loop=loop)
+            reader = ChunkedStreamReader(limit=self._limit, loop=loop)
             protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
             transport = _StreamTransport(self._stack, ep, protocol)
             if not transport._connected.done():

@@ -66,10 +66,12 @@ def test_listen_connect_across_two_hosts_encrypted_with_stats_trace_and_pcap(tmp
     with TwoHosts(tuns=False) as net:
         a, b = net.stack_addrs
         ctl_l, ctl_c = str(tmp_path / "l.sock"), str(tmp_path / "c.sock")
+        # Outputs go to files: a pipe nobody drains while the test feeds the client's stdin
+        # would block the listener (2 MB of stdout, a trace line per segment on stderr).
+        l_out, l_err = open(tmp_path / "l.out", "w+b"), open(tmp_path / "l.err", "w+b")
         listener = net.ns[1].popen(CMD + ["listen", "7000", "--addr", f"{b}/24", "--control", ctl_l,
                                           "--pcap", pcap, "--trace"],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, env=ENV)
+                                   stdin=subprocess.PIPE, stdout=l_out, stderr=l_err, env=ENV)
         # Both stdins are pipes we hold open: the connection stays up for `stats`.
         client = net.ns[0].popen(CMD + ["connect", b, "7000", "--addr", f"{a}/24", "--control",
                                         ctl_c, "--progress"],
@@ -94,7 +96,8 @@ def test_listen_connect_across_two_hosts_encrypted_with_stats_trace_and_pcap(tmp
             client.stdin = None                 # (so communicate() does not flush it)
             traced = tracer.communicate(timeout=30)[0]
             assert re.search(rf"^[\d.]+ out {a}:\d+ > {b}:7000 \[", traced, re.M), traced
-            out, lerr = listener.communicate(b"bye", timeout=60)
+            listener.communicate(b"bye", timeout=60)
+            out, lerr = (tmp_path / "l.out").read_bytes(), (tmp_path / "l.err").read_bytes()
             cout, cerr = client.communicate(timeout=60)
         finally:
             for p in (listener, client):
