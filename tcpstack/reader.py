@@ -4,7 +4,8 @@ asyncio.StreamReader keeps everything in one bytearray: feed_data() copies each 
 read() copies it out again (`bytes(memoryview(buffer)[:n])`).  With 64 KB GRO super-segments
 and 16 KB tcpcrypt frames, those two copies are a quarter of a bulk receiver's time.  This
 subclass keeps large pieces (bytes objects, immutable, already owned) in a queue of their
-own, and read(n) returns a whole queued piece as it is when it fits in n.
+own: read(n) returns exactly what asyncio's would (min(n, all available)), and when that is
+one whole queued piece -- the usual case for a reader keeping up -- the piece itself.
 
 Everything else is asyncio's: the moment readline(), readuntil(), readexactly() or at_eof()
 is used, queued pieces move into the ordinary buffer first (and stay there while such a call
@@ -74,14 +75,30 @@ class ChunkedStreamReader(asyncio.StreamReader):
             return await super().read(n)          # (n < 0 calls read(limit) until EOF)
         if not self._buffer and not self._chunks and not self._eof:  # type: ignore[attr-defined]
             await self._wait_for_data("read")    # type: ignore[attr-defined]
-        if not self._buffer and self._chunks:     # type: ignore[attr-defined]
-            c = self._chunks[0]
-            if len(c) <= n:
-                self._chunks.popleft()
+        chunks = self._chunks
+        if chunks:                      # (then the ordinary buffer is empty)
+            # Exactly what asyncio returns -- min(n, all that is available) -- but a single
+            # queued piece that is all of it goes out as the very object, with no copy.
+            c = chunks[0]
+            if len(c) == n or (len(c) < n and len(chunks) == 1):
+                chunks.popleft()
                 self._chunk_len -= len(c)
                 self._maybe_resume_transport()
-                return c                # the received bytes object itself: no copy
-            self._flatten()             # a part of a piece: the ordinary buffer
+                return c
+            parts = []
+            need = n
+            while chunks and need:
+                c = chunks[0]
+                if len(c) <= need:
+                    parts.append(chunks.popleft())
+                    need -= len(c)
+                else:
+                    parts.append(c[:need])
+                    chunks[0] = c[need:]
+                    need = 0
+            self._chunk_len -= n - need
+            self._maybe_resume_transport()
+            return b"".join(parts)
         return await super().read(n)
 
     async def readline(self) -> bytes:
