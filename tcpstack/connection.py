@@ -257,6 +257,7 @@ class TCPConnection:
         self._rcv_rtt = 0.0          # receiver's RTT estimate (s), 0: none yet
         self._rcv_rtt_seq = 0        # without timestamps: time to receive one window
         self._rcv_rtt_time = 0.0
+        self._rcv_tsecr = -1         # the echoed timestamp last sampled
         self._eof_deferred = False
         self._ack_now = False
         self._unacked_bytes = 0      # in-order octets received since our last ACK
@@ -1470,7 +1471,10 @@ class TCPConnection:
         if n:
             if n > self._rcv_mss:
                 self._rcv_mss = min(n, self.config.mss)
-            if self._rcv_autotune:
+            # Receiver RTT for auto-tuning: one sample per distinct echoed timestamp (a burst
+            # of data echoes the same TSval); every segment without timestamps.
+            if self._rcv_autotune and (seg.tsecr != self._rcv_tsecr or not self.ts_ok):
+                self._rcv_tsecr = seg.tsecr
                 self._rcv_rtt_measure(seg, now)
             if seq == rcv_nxt:
                 if self._ooo:
