@@ -40,6 +40,17 @@ ALL_AEADS = (AEAD_AES_128_GCM, AEAD_AES_256_GCM, AEAD_CHACHA20_POLY1305)
 ALL_TEPS = (TEP_CURVE25519, TEP_CURVE448, TEP_P256, TEP_P521)
 CHUNK = b"\xa5" * (1 << 16)
 
+
+async def send_bytes(writer: asyncio.StreamWriter, n: int) -> None:
+    """Write n bytes (64 KiB chunks, draining), then half-close."""
+    left = n
+    while left:
+        k = min(len(CHUNK), left)
+        writer.write(CHUNK if k == len(CHUNK) else CHUNK[:k])
+        left -= k
+        await writer.drain()
+    writer.write_eof()
+
 # The kernel side of KernelSide: a sender or a sink, run inside the namespace.
 KERNEL_PEER = r"""
 import socket, sys, time
@@ -102,13 +113,7 @@ async def bulk(s1: Stack, s2: Stack, addr2: str, port: int, nbytes: int,
     t0 = time.perf_counter()
     reader, writer = await s1.open_connection(addr2, port, encrypt=encrypt,
                                               require_encryption=encrypt)
-    left = nbytes
-    while left:
-        n = min(len(CHUNK), left)
-        writer.write(CHUNK[:n] if n < len(CHUNK) else CHUNK)
-        left -= n
-        await writer.drain()
-    writer.write_eof()
+    await send_bytes(writer, nbytes)
     got = await asyncio.wait_for(done, 120)
     el = time.perf_counter() - t0
     stats = writer.get_extra_info("tcp_stats")
@@ -469,13 +474,7 @@ async def bulk_to(stack: Stack, host: str, port: int, n: int) -> float:
     """Send n plain bytes from the stack to a kernel sink; seconds until the sink's EOF."""
     t0 = time.perf_counter()
     r, w = await stack.open_connection(host, port, encrypt=False)
-    left = n
-    while left:
-        k = min(len(CHUNK), left)
-        w.write(CHUNK if k == len(CHUNK) else CHUNK[:k])
-        left -= k
-        await w.drain()
-    w.write_eof()
+    await send_bytes(w, n)
     await r.read()
     el = time.perf_counter() - t0
     w.close()
@@ -529,13 +528,7 @@ def two_process_bulk(quick: bool, loop_name: str, offload: bool = False) -> list
                     t0 = time.perf_counter()
                     r, w = await st.open_connection(net.stack_addrs[1], port, encrypt=enc,
                                                     require_encryption=enc)
-                    left = n
-                    while left:
-                        k = min(len(CHUNK), left)
-                        w.write(CHUNK if k == len(CHUNK) else CHUNK[:k])
-                        left -= k
-                        await w.drain()
-                    w.write_eof()
+                    await send_bytes(w, n)
                     await asyncio.wait_for(r.read(), 120)
                     el = time.perf_counter() - t0
                     stats = w.get_extra_info("tcp_stats")
