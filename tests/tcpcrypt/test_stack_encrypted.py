@@ -101,6 +101,58 @@ async def test_flipping_a_bit_of_a_frame_on_the_wire_aborts_and_delivers_nothing
     sa.close(); sb.close()
 
 
+@pytest.mark.parametrize("which", [0, 5, -1])
+async def test_a_frame_spanning_many_segments_releases_nothing_before_its_tag(which):
+    """One 16 KiB frame (the default frame size) spans about a dozen segments.  A bit flipped
+    in its first, a middle or its last segment (the tag) aborts the connection, and none of
+    the frame's octets -- not even those of the untouched earlier segments -- reach the
+    application: a frame is released only after its tag verifies (RFC 8548 4.2.2)."""
+    la, lb = MemoryLink.pair()
+    sa, sb = Stack(la, [A]), Stack(lb, [B])
+    got: list[bytes] = []
+    errors: list[BaseException] = []
+    done = asyncio.get_running_loop().create_future()
+
+    async def server(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                got.append(data)
+        except BaseException as exc:
+            errors.append(exc)
+        done.set_result(None)
+
+    await sb.start_server(server, B, 7)
+    r, w = await sa.open_connection(B, 7)
+    segments: list[bytes] = []                       # the frame's segments, as sent
+    held: list[bytes] = []
+
+    def tamper(packet: bytes):
+        hdr, seg = seg_of(packet)
+        if not len(seg.payload):
+            return packet
+        segments.append(packet)
+        held.append(packet)
+        return None                                  # hold them all: tamper, then release
+
+    la.filter = tamper
+    w.write(os.urandom(16384))
+    await asyncio.sleep(0.05)
+    la.filter = None
+    assert 10 <= len(held) <= 14, len(held)          # one frame, about a dozen segments
+    k = which if which >= 0 else len(held) + which
+    hdr, seg = seg_of(held[k])
+    data = bytearray(seg.payload)
+    data[len(data) // 2] ^= 0x01
+    seg.payload = bytes(data)
+    held[k] = build_ip_tcp(seg, hdr.src, hdr.dst, ttl=hdr.ttl)
+    for p in held:
+        la.send(p)
+    await asyncio.wait_for(done, 10)
+    assert got == []                                   # not one octet of the frame
+    assert len(errors) == 1 and isinstance(errors[0], TcpcryptError), errors
+    sa.close(); sb.close()
+
+
 async def test_resumption_skips_ecdhe_gives_a_fresh_session_id_and_is_single_use():
     la, lb = MemoryLink.pair()
     sa, sb = Stack(la, [A]), Stack(lb, [B])
