@@ -240,6 +240,7 @@ class TCPConnection:
         self._fin_seq = -1           # sequence number of our FIN once queued
         self._write_shut = False
         self._orphaned = False       # close() called: nobody reads any more
+        self._reset_on_data = True   # ... and data arriving then resets (RFC 1122 4.2.2.13)
 
         # --- receive side ---
         self._ooo = ReassemblyQueue(config.max_ooo_segments)
@@ -499,25 +500,32 @@ class TCPConnection:
         # SYN-SENT / SYN-RECEIVED: the FIN waits for ESTABLISHED (3.10.4; for SYN-SENT we
         # keep the connection instead of deleting it, so queued data still goes out).
 
-    def close(self, now: float) -> None:
+    def close(self, now: float, *, reset_on_data: bool = True) -> None:
         """Full CLOSE: the application will neither write nor read any more.  Like
         shutdown_write(), plus: unread data, or data arriving later, resets the connection
-        (RFC 1122 4.2.2.13), and FIN-WAIT-2 is bounded by config.fin_wait_2_timeout."""
+        (RFC 1122 4.2.2.13), and FIN-WAIT-2 is bounded by config.fin_wait_2_timeout.
+        reset_on_data=False: the layer above still takes what arrives and decides itself
+        (tcpcrypt: the peer's FINp frame is stream bytes but not application data)."""
         self._now = now
         self._orphaned = True
-        if self._rbuf and self.state in _SYNCHRONIZED:
+        self._reset_on_data = reset_on_data
+        if reset_on_data and self._rbuf and self.state in _SYNCHRONIZED:
             self.abort(now)
             return
         self.shutdown_write(now)
         if self.state is FIN_WAIT_2 and self._t_close is None:
             self._t_close = now + self.config.fin_wait_2_timeout
 
-    def abort(self, now: float) -> None:
-        """ABORT (RFC 9293 3.10.5): RST if synchronized, CLOSED."""
+    def abort(self, now: float, *, data_after_close: bool = False) -> None:
+        """ABORT (RFC 9293 3.10.5): RST if synchronized, CLOSED.  data_after_close: the
+        RFC 1122 4.2.2.13 reset decided by the layer above (tcpcrypt) after the TCB already
+        took the peer's FIN along with that data, so also from CLOSING / LAST-ACK /
+        TIME-WAIT, as the TCB itself would have reset before taking the FIN."""
         self._now = now
         if self._terminated:
             return
-        if self.state in (SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT):
+        if self.state in (SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT) or (
+                data_after_close and self.state in _SYNCHRONIZED):
             self._send_rst(self.snd_nxt, now)
         self._terminate(ConnectionAbortedLocallyError(
             f"connection {self.local_port}->{self.remote_port} aborted locally"))
@@ -1462,7 +1470,7 @@ class TCPConnection:
             n = 0
             fin = False
         immediate = False
-        if n and self._orphaned:
+        if n and self._orphaned and self._reset_on_data:
             # RFC 1122 4.2.2.13: data after CLOSE cannot be delivered: reset.
             self._send_rst(self.snd_nxt, now)
             self._terminate(ConnectionAbortedLocallyError(

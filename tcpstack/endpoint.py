@@ -160,7 +160,7 @@ class Endpoint:
             return
         self._close_requested = True
         if self._fin_queued:
-            self.conn.close(now)
+            self.conn.close(now, reset_on_data=self.transform is None)
             self.core._after_app_call(self, now)
         else:
             self.shutdown_write(now)
@@ -226,7 +226,7 @@ class Endpoint:
                 and (self.transform is None or self.transform.established)):
             self._fin_queued = True
             if self._close_requested:
-                self.conn.close(now)
+                self.conn.close(now, reset_on_data=self.transform is None)
             else:
                 self.conn.shutdown_write(now)
 
@@ -300,6 +300,14 @@ class Endpoint:
         if not self._established and tr.established:
             self._mark_established()
         if plaintext:
+            if self._close_requested:
+                # Application data after a full close (RFC 1122 4.2.2.13): nobody will read
+                # it, so reset -- as the TCB does itself for a plain connection.  Frames that
+                # carry none (the FINp frame) are not data and pass.
+                self.conn.abort(now, data_after_close=True)
+                self._emit_closed(ConnectionAbortedLocallyError(
+                    f"connection {self.local} -> {self.remote}: data received after close"))
+                return
             self.events.append(Data(plaintext))
         if tr.eof_received and not self._eof_emitted:
             self._eof_emitted = True

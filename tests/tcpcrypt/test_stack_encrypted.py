@@ -267,3 +267,45 @@ async def test_module_level_open_connection_and_start_server_mirror_asyncio():
         await tcpcrypt.open_connection(B, 7)
     server.close()
     sa.close(); sb.close()
+
+
+@pytest.mark.parametrize("late", [b"", b"late application data"])
+async def test_a_fully_closed_peer_takes_the_finp_frame_but_resets_on_application_data(late):
+    """RFC 1122 4.2.2.13 resets a connection when data arrives after the application closed
+    it.  With tcpcrypt the peer's half-close itself carries a frame (the FINp frame, RFC 8548
+    3.7, no application data): that must not count as data, or every "server closes first"
+    exchange ends in a RST, and a client that has not read the reply yet loses it (asyncio's
+    reader raises the reset before returning buffered bytes)."""
+    la, lb = MemoryLink.pair()
+    sa, sb = Stack(la, [A]), Stack(lb, [B])
+    reply = os.urandom(100_000)
+    rsts: list[int] = []
+
+    def watch(packet: bytes) -> bytes:
+        if seg_of(packet)[1].flags & 0x04:
+            rsts.append(1)
+        return packet
+    lb.filter = watch
+
+    async def server(reader, writer):
+        writer.write(reply)
+        writer.close()                           # full close, before the client's EOF
+
+    await sb.start_server(server, B, 7)
+    r, w = await sa.open_connection(B, 7, require_encryption=True)
+    await asyncio.sleep(0.05)                    # the reply and the server's FIN are here
+    if late:
+        w.write(late)
+    w.write_eof()                                # (late data,) the FINp frame, FIN
+    await asyncio.sleep(0.05)                    # ... and whatever the server answers
+    if not late:
+        assert rsts == []
+        assert await asyncio.wait_for(r.read(), 10) == reply    # all of it, then EOF
+    else:
+        # Application data after close: still a reset (RFC 1122 4.2.2.13), as for plain TCP.
+        # (It meets the client in LAST-ACK, where a RST just closes, RFC 9293 3.10.7.4, and
+        # the reply with its EOF had already arrived.)
+        assert rsts
+        assert await asyncio.wait_for(r.read(), 10) == reply
+    w.close()
+    sa.close(); sb.close()
