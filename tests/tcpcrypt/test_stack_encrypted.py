@@ -56,9 +56,10 @@ async def test_every_tep_and_aead_negotiates_and_moves_data(tep, aead):
     sa.close(); sb.close()
 
 
-@pytest.mark.parametrize("offset", [0, 1, 2, 3, 10, 100, -17, -1])
-async def test_flipping_a_bit_of_a_frame_on_the_wire_aborts_and_delivers_nothing(offset):
-    """The TCP checksum is recomputed after the flip, so only tcpcrypt can notice."""
+async def collecting_pair():
+    """Two stacks in memory, a server on B:7 that collects what it reads (and the error that
+    ends its reading), and a client connection to it: (links, stacks, client reader/writer,
+    got, errors, done)."""
     la, lb = MemoryLink.pair()
     sa, sb = Stack(la, [A]), Stack(lb, [B])
     got: list[bytes] = []
@@ -75,6 +76,13 @@ async def test_flipping_a_bit_of_a_frame_on_the_wire_aborts_and_delivers_nothing
 
     await sb.start_server(server, B, 7)
     r, w = await sa.open_connection(B, 7)
+    return la, lb, sa, sb, r, w, got, errors, done
+
+
+@pytest.mark.parametrize("offset", [0, 1, 2, 3, 10, 100, -17, -1])
+async def test_flipping_a_bit_of_a_frame_on_the_wire_aborts_and_delivers_nothing(offset):
+    """The TCP checksum is recomputed after the flip, so only tcpcrypt can notice."""
+    la, lb, sa, sb, r, w, got, errors, done = await collecting_pair()
     assert w.get_extra_info("tcpcrypt_session_id") is not None
     flipped = []
 
@@ -107,30 +115,13 @@ async def test_a_frame_spanning_many_segments_releases_nothing_before_its_tag(wh
     in its first, a middle or its last segment (the tag) aborts the connection, and none of
     the frame's octets -- not even those of the untouched earlier segments -- reach the
     application: a frame is released only after its tag verifies (RFC 8548 4.2.2)."""
-    la, lb = MemoryLink.pair()
-    sa, sb = Stack(la, [A]), Stack(lb, [B])
-    got: list[bytes] = []
-    errors: list[BaseException] = []
-    done = asyncio.get_running_loop().create_future()
-
-    async def server(reader, writer):
-        try:
-            while data := await reader.read(65536):
-                got.append(data)
-        except BaseException as exc:
-            errors.append(exc)
-        done.set_result(None)
-
-    await sb.start_server(server, B, 7)
-    r, w = await sa.open_connection(B, 7)
-    segments: list[bytes] = []                       # the frame's segments, as sent
-    held: list[bytes] = []
+    la, lb, sa, sb, r, w, got, errors, done = await collecting_pair()
+    held: list[bytes] = []                           # the frame's segments, as sent
 
     def tamper(packet: bytes):
         hdr, seg = seg_of(packet)
         if not len(seg.payload):
             return packet
-        segments.append(packet)
         held.append(packet)
         return None                                  # hold them all: tamper, then release
 
