@@ -63,6 +63,7 @@ from .rack import LOST, RTX, SACKED, SendQueue, SentSegment
 from .rtt import RTTEstimator
 from .sack import SackScoreboard
 from .segment import ACK, FIN, PSH, RST, SYN, TCPSegment
+from .sndbuf import SendBuffer
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ class TCPConnection:
         self._rcv_mss = min(config.mss, DEFAULT_PEER_MSS)
 
         # --- send buffer: octets from _buf_seq on (unacked then unsent) ---
-        self._sndbuf = bytearray()
+        self._sndbuf = SendBuffer()
         self._buf_seq = iss + 1
         self._fin_queued = False     # CLOSE called: FIN after the queued data
         self._fin_seq = -1           # sequence number of our FIN once queued
@@ -479,7 +480,7 @@ class TCPConnection:
             if n == 0:
                 return 0
             data = memoryview(data)[:n]
-        self._sndbuf += data
+        self._sndbuf.append(data)
         return n
 
     def shutdown_write(self, now: float) -> None:
@@ -1144,7 +1145,7 @@ class TCPConnection:
             upto = ack if ack < buf_end else buf_end
             n = upto - self._buf_seq
             if n > 0:
-                del self._sndbuf[:n]
+                self._sndbuf.consume(n)
                 self._buf_seq = upto
             self.snd_una = ack
             self._rtx_count = 0
@@ -1824,7 +1825,7 @@ class TCPConnection:
         flags = ACK
         dend = limit if limit < data_end else data_end
         if dend > seq:
-            payload: bytes = bytes(memoryview(self._sndbuf)[seq - buf_seq:dend - buf_seq])
+            payload = self._sndbuf.get(seq - buf_seq, dend - buf_seq)
         else:
             payload = b""
         if self._fin_queued and limit > self._fin_seq and seq <= self._fin_seq:

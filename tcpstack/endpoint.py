@@ -13,9 +13,11 @@ the asyncio edge (tcpstack/streams.py) or a test drains with :meth:`Endpoint.nex
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .sndbuf import immutable
 from .errors import ConnectionAbortedLocallyError, TcpStackError
 from .events import ConnectionEstablished, ConnectionTerminated, DataReceived, EndOfStream
 
@@ -98,7 +100,10 @@ class Endpoint:
         self.write_low_water: int | None = None  # set while the edge waits for buffer space
         self.notify = False               # the edge should look at this endpoint (writable)
         self.in_ready = False             # queued in the core's ready list
-        self._pending = bytearray()       # bytes for the TCB that did not fit its send buffer
+        # bytes for the TCB that did not fit its send buffer: the application's own buffers
+        # (by reference, as the TCB's send buffer keeps them), in order
+        self._pending: deque[bytes | memoryview] = deque()
+        self._pending_len = 0
         self._plain_hold = bytearray()    # app bytes written before ENO's outcome was known
         self._eof_requested = False       # the application shut down writing
         self._close_requested = False     # ... and will not read either (full close)
@@ -122,7 +127,7 @@ class Endpoint:
     @property
     def write_buffer_size(self) -> int:
         """Bytes accepted from the application that the TCB has not taken yet."""
-        return len(self._pending)
+        return self._pending_len
 
     def send(self, data: bytes | memoryview, now: float) -> None:
         """Queue application bytes (plaintext).  Never blocks; the edge applies backpressure
@@ -213,15 +218,24 @@ class Endpoint:
             if n == len(data):
                 return
             data = memoryview(data)[n:]
-        self._pending += data
+        if not immutable(data):
+            data = bytes(data)      # a mutable buffer may change after write() returns
+        self._pending.append(data)
+        self._pending_len += len(data)
 
     def _flush(self, now: float) -> None:
         """Move pending bytes into the TCB's send buffer; queue FIN when all is in."""
         pending = self._pending
-        if pending:
-            n = self.conn.send(pending)
-            if n:
-                del pending[:n]
+        send = self.conn.send
+        while pending:
+            head = pending[0]
+            n = send(head)
+            self._pending_len -= n
+            if n < len(head):
+                if n:
+                    pending[0] = memoryview(head)[n:]
+                break
+            pending.popleft()
         if (self._eof_requested and not pending and not self._fin_queued
                 and (self.transform is None or self.transform.established)):
             self._fin_queued = True
@@ -250,7 +264,7 @@ class Endpoint:
         if not self._closed and conn.send_buffer_free:
             self._flush(now)
             low = self.write_low_water
-            if low is not None and len(self._pending) <= low:
+            if low is not None and self._pending_len <= low:
                 self.write_low_water = None
                 self.notify = True
 
