@@ -39,7 +39,7 @@ from .fragments import Reassembler
 from .ip import IPv4Header, parse_ip
 from .segment import ACK, RST, SYN, TCPSegment
 from . import syncookies as sc
-from .tcp import build_ip_tcp, parse_tcp
+from .tcp import GSOFrame, build_gso, build_ip_tcp, parse_tcp
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ class StackCore:
             self.stats.bytes_out += sum(map(len, out))
         if self.on_packet is not None:
             for p in out:
-                self.on_packet("out", p, self.now)
+                self.on_packet("out", bytes(p) if type(p) is GSOFrame else p, self.now)
         return out
 
     def next_timer(self) -> float | None:
@@ -424,7 +424,10 @@ class StackCore:
             ttl = self.config.ttl
             out = self._out
             for seg in segs:
-                out.append(build_ip_tcp(seg, lp, rp, ttl=ttl))
+                if seg.gso_size and len(seg.payload) > seg.gso_size:
+                    out.append(build_gso(seg, lp, rp, ttl=ttl))      # TSO: payload not copied
+                else:
+                    out.append(build_ip_tcp(seg, lp, rp, ttl=ttl))
             self.stats.packets_out += len(segs)
         if (ep.events or ep.notify) and not ep.in_ready:
             ep.in_ready = True

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Protocol
 from .reader import ChunkedStreamReader
 from .endpoint import Closed, Data, Endpoint, Eof, Established, SecurityProvider
 from .stack import Listener, StackConfig, StackCore
+from .tcp import GSOFrame
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ def coalesce_acks(packets: list[bytes]) -> list[bytes]:
     pending: dict[bytes, tuple[int, int]] = {}   # connection -> (index, ack) of its last pure ACK
     drop: list[int] | None = None
     for i, p in enumerate(packets):
+        if type(p) is GSOFrame:
+            continue                              # TSO data, never a pure ACK
         v = p[0] >> 4
         if v == 4:
             if p[9] != 6:

@@ -160,9 +160,31 @@ _F_NEEDS_CSUM = 1
 _GSO_TCPV4, _GSO_TCPV6 = 1, 4
 
 
+class GSOFrame:
+    """A TSO frame as two buffers for one writev(2): `head` (virtio_net_hdr + IP + TCP
+    headers, see build_gso) and `payload` (the segment's payload as the send buffer handed it
+    over, a view of the application's bytes: never copied in Python; the kernel checksums
+    and segments it).  bytes(frame) gives the contiguous frame build_gso_frame returns."""
+    __slots__ = ("head", "payload")
+
+    def __init__(self, head: bytearray, payload: bytes | memoryview) -> None:
+        self.head = head
+        self.payload = payload
+
+    def __len__(self) -> int:
+        return len(self.head) + len(self.payload)
+
+    def __bytes__(self) -> bytes:
+        return b"".join((self.head, self.payload))
+
+    def __repr__(self) -> str:
+        return f"GSOFrame({len(self.head)} + {len(self.payload)} bytes)"
+
+
 def build_gso_frame(seg: TCPSegment, src: bytes, dst: bytes, *, ttl: int = 64, ident: int = 0,
                     tos: int = 0, flow_label: int = 0) -> bytes:
-    """A 10-byte virtio_net_hdr + one IP/TCP super-packet for TSO on an IFF_VNET_HDR device.
+    """A 10-byte virtio_net_hdr + one IP/TCP super-packet for TSO on an IFF_VNET_HDR device,
+    as one bytes object (build_gso gives the same frame as two buffers, without the copy).
 
     Header: VIRTIO_NET_HDR_F_NEEDS_CSUM with csum_start/csum_offset at the TCP checksum,
     gso_type TCPV4/TCPV6, gso_size = seg.gso_size, hdr_len = IP + TCP headers.  The TCP
@@ -172,37 +194,47 @@ def build_gso_frame(seg: TCPSegment, src: bytes, dst: bytes, *, ttl: int = 64, i
     checksum describe the super-packet; the kernel rewrites both per segment.  The frame's
     first byte is the header's flags (1), never an IP version nibble, so a link can tell it
     from a plain packet."""
+    return bytes(build_gso(seg, src, dst, ttl=ttl, ident=ident, tos=tos, flow_label=flow_label))
+
+
+def build_gso(seg: TCPSegment, src: bytes, dst: bytes, *, ttl: int = 64, ident: int = 0,
+              tos: int = 0, flow_label: int = 0) -> GSOFrame:
+    """build_gso_frame's frame as a GSOFrame: the headers built here, the payload by
+    reference (the TSO send hot path: nothing of the payload is read or copied)."""
     opts = _options(seg) if (seg.mss is not None or seg.tsval is not None or seg.eno
                              or seg.sack_blocks or seg.wscale is not None
                              or seg.sack_permitted or seg.unknown_options) else b""
     thl = 20 + len(opts)
-    tcp_len = thl + len(seg.payload)
+    payload = seg.payload
+    tcp_len = thl + len(payload)
     if len(src) == 4:
         iph = 20
-        total = iph + tcp_len
-        buf = bytearray(VNET_HDR_LEN + total)
-        _V4.pack_into(buf, VNET_HDR_LEN, 0x45, tos, total & 0xFFFF, ident, 0x4000, ttl,
-                      IPPROTO_TCP, 0, src, dst)
+        buf = bytearray(VNET_HDR_LEN + iph + thl)
+        _V4.pack_into(buf, VNET_HDR_LEN, 0x45, tos, (iph + tcp_len) & 0xFFFF, ident, 0x4000,
+                      ttl, IPPROTO_TCP, 0, src, dst)
         c = internet_checksum(memoryview(buf)[VNET_HDR_LEN:VNET_HDR_LEN + 20])
         buf[VNET_HDR_LEN + 10] = c >> 8
         buf[VNET_HDR_LEN + 11] = c & 0xFF
         gso_type = _GSO_TCPV4
     else:
         iph = 40
-        buf = bytearray(VNET_HDR_LEN + iph + tcp_len)
+        buf = bytearray(VNET_HDR_LEN + iph + thl)
         _V6.pack_into(buf, VNET_HDR_LEN, (6 << 28) | (tos << 20) | flow_label, tcp_len & 0xFFFF,
                       IPPROTO_TCP, ttl, src, dst)
         gso_type = _GSO_TCPV6
     _VNET.pack_into(buf, 0, _F_NEEDS_CSUM, gso_type, iph + thl, seg.gso_size, iph, 16)
-    _write_tcp(buf, VNET_HDR_LEN + iph, seg, opts)
+    off = VNET_HDR_LEN + iph
+    _HDR.pack_into(buf, off, seg.src_port, seg.dst_port, seg.seq, seg.ack,
+                   ((thl >> 2) << 12) | seg.flags, seg.window, 0, seg.urg_ptr)
+    if opts:
+        buf[off + 20:off + thl] = opts
     # Partial checksum: pseudo-header only (RFC 9293 3.1 / RFC 8200 8.1 for the fields).
     p = pseudo_header_sum(src, dst, IPPROTO_TCP, tcp_len)
     p = (p & 0xFFFF) + (p >> 16)
     p = (p & 0xFFFF) + (p >> 16)
-    off = VNET_HDR_LEN + iph + 16
-    buf[off] = p >> 8
-    buf[off + 1] = p & 0xFF
-    return bytes(buf)
+    buf[off + 16] = p >> 8
+    buf[off + 17] = p & 0xFF
+    return GSOFrame(buf, payload)
 
 
 def parse_tcp(data: bytes | bytearray | memoryview, src: bytes, dst: bytes, *,

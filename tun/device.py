@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import pytun
 
+from tcpstack.tcp import GSOFrame
+
 from . import vnet
 
 if TYPE_CHECKING:
@@ -283,14 +285,19 @@ class TunDevice:
         st.rx_bytes += nbytes
         return out
 
-    def try_write(self, packet: bytes | bytearray | memoryview) -> bool:
+    def try_write(self, packet: bytes | bytearray | memoryview | tuple[Any, ...]) -> bool:
         """Write one frame; False (nothing counted) on EAGAIN/ENOBUFS, for callers that queue.
+        A tuple of buffers is one frame written with writev(2) (a TSO frame's headers and
+        its payload, not joined in Python).
 
         Other errors (EIO while the device is down, EINVAL for a malformed frame, EBADF after
         close) are counted in stats.tx_errors and reported as True: retrying cannot help.
         """
         try:
-            n = os.write(self._fd, packet)
+            if type(packet) is tuple:
+                n = os.writev(self._fd, packet)
+            else:
+                n = os.write(self._fd, packet)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as e:
@@ -462,10 +469,18 @@ class AsyncTun:
                 log.debug("%s: dropping bad vnet frame: %s", self.device.name, e)
         return out
 
-    def send(self, packet: bytes) -> None:
+    def send(self, packet: bytes | GSOFrame) -> None:
         if self._closed:
             return
-        if self._strip:
+        if type(packet) is GSOFrame:
+            # tcp.build_gso: headers (with their own 10-byte virtio_net_hdr) and the payload,
+            # written together by writev(2): the payload is never copied in Python.
+            head = packet.head
+            if self._hlen != 10:
+                head = head[:10] + bytes(self._hlen - 10) + head[10:]
+            packet = (head, packet.payload)
+            self.device.stats.tx_gso += 1
+        elif self._strip:
             if packet[0] == 1:
                 # A GSO frame from tcp.build_gso_frame: its own 10-byte virtio_net_hdr
                 # (flags NEEDS_CSUM = 1 where a plain packet has its IP version nibble).
