@@ -1818,14 +1818,16 @@ class TCPConnection:
         self.snd_nxt = limit
         return True
 
-    def _segment_for(self, seq: int, limit: int, now: float, *, rtx: bool) -> TCPSegment:
-        """Build the segment carrying [seq, limit) (data and possibly our FIN)."""
+    def _segment_for(self, seq: int, limit: int, now: float, *, rtx: bool,
+                     gather: bool = False) -> TCPSegment:
+        """Build the segment carrying [seq, limit) (data and possibly our FIN).  `gather`:
+        a TSO super-segment, whose payload may stay in pieces (sndbuf.Gather)."""
         buf_seq = self._buf_seq
         data_end = buf_seq + len(self._sndbuf)
         flags = ACK
         dend = limit if limit < data_end else data_end
         if dend > seq:
-            payload = self._sndbuf.get(seq - buf_seq, dend - buf_seq)
+            payload = self._sndbuf.get(seq - buf_seq, dend - buf_seq, gather)
         else:
             payload = b""
         if self._fin_queued and limit > self._fin_seq and seq <= self._fin_seq:
@@ -1966,7 +1968,8 @@ class TCPConnection:
                     gso = room
             end = snd_nxt + seglen
             with_fin = fin_pending and end == self._fin_seq
-            seg = self._segment_for(snd_nxt, end + (1 if with_fin else 0), now, rtx=False)
+            seg = self._segment_for(snd_nxt, end + (1 if with_fin else 0), now, rtx=False,
+                                    gather=gso > 0)
             if gso:
                 seg.gso_size = gso
                 st.tso_segments += 1

@@ -25,6 +25,31 @@ def immutable(data: object) -> bool:
     return type(data) is bytes or (type(data) is memoryview and type(data.obj) is bytes)
 
 
+class Gather:
+    """A payload in several pieces (views of consecutive send-buffer chunks), for a TSO
+    frame written with writev(2) so the pieces are never joined in Python.  Sized like the
+    bytes it stands for; bytes(g) joins them (for captures and tests)."""
+    __slots__ = ("parts", "n")
+
+    def __init__(self, parts: list[bytes | memoryview], n: int) -> None:
+        self.parts = parts
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+    def __getitem__(self, i: int | slice) -> int | bytes:
+        return bytes(self)[i]
+
+    def __eq__(self, other: object) -> bool:
+        return bytes(self) == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 class SendBuffer:
     __slots__ = ("_chunks", "_starts", "_first", "_base", "_frozen_end", "_tail")
 
@@ -61,9 +86,10 @@ class SendBuffer:
         self._frozen_end += len(tail)
         self._tail = bytearray()
 
-    def get(self, off: int, end: int) -> bytes | memoryview:
+    def get(self, off: int, end: int, gather: bool = False) -> bytes | memoryview | Gather:
         """Octets [off, end) as a bytes-like object (a zero-copy view when they lie in one
-        chunk).  The caller keeps 0 <= off < end <= len(self)."""
+        chunk; else joined, or with `gather` a Gather of views).  The caller keeps
+        0 <= off < end <= len(self)."""
         a = self._base + off
         b = self._base + end
         if b > self._frozen_end:
@@ -85,7 +111,7 @@ class SendBuffer:
             ce = cs + len(c)
             if b <= ce:
                 parts.append(memoryview(c)[:b - cs])
-                return b"".join(parts)
+                return Gather(parts, b - a) if gather else b"".join(parts)
             parts.append(c)
 
     def consume(self, n: int) -> None:

@@ -16,10 +16,12 @@ pack_into and computes both checksums; parse_tcp() returns the payload as a memo
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from .checksum import internet_checksum, ones_sum, pseudo_header_sum
 from .errors import ParseError, TcpStackError
 from .segment import TCPSegment
+from .sndbuf import Gather
 
 _HDR = struct.Struct("!HHIIHHHH")
 _V4 = struct.Struct("!BBHHHBBH4s4s")
@@ -161,10 +163,11 @@ _GSO_TCPV4, _GSO_TCPV6 = 1, 4
 
 
 class GSOFrame:
-    """A TSO frame as two buffers for one writev(2): `head` (virtio_net_hdr + IP + TCP
-    headers, see build_gso) and `payload` (the segment's payload as the send buffer handed it
-    over, a view of the application's bytes: never copied in Python; the kernel checksums
-    and segments it).  bytes(frame) gives the contiguous frame build_gso_frame returns."""
+    """A TSO frame as buffers for one writev(2): `head` (virtio_net_hdr + IP + TCP headers,
+    see build_gso) and `payload` (the segment's payload as the send buffer handed it over:
+    a view of the application's bytes, or a sndbuf.Gather of views; never copied in Python,
+    the kernel checksums and segments it).  bytes(frame) gives the contiguous frame
+    build_gso_frame returns."""
     __slots__ = ("head", "payload")
 
     def __init__(self, head: bytearray, payload: bytes | memoryview) -> None:
@@ -175,7 +178,13 @@ class GSOFrame:
         return len(self.head) + len(self.payload)
 
     def __bytes__(self) -> bytes:
-        return b"".join((self.head, self.payload))
+        p = self.payload
+        return b"".join((self.head, p if type(p) is not Gather else bytes(p)))
+
+    def buffers(self) -> tuple[Any, ...]:
+        """The frame as buffers for writev(2): headers, then the payload's pieces."""
+        p = self.payload
+        return (self.head, p) if type(p) is not Gather else (self.head, *p.parts)
 
     def __repr__(self) -> str:
         return f"GSOFrame({len(self.head)} + {len(self.payload)} bytes)"

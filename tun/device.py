@@ -475,10 +475,10 @@ class AsyncTun:
         if type(packet) is GSOFrame:
             # tcp.build_gso: headers (with their own 10-byte virtio_net_hdr) and the payload,
             # written together by writev(2): the payload is never copied in Python.
-            head = packet.head
+            packet = packet.buffers()
             if self._hlen != 10:
-                head = head[:10] + bytes(self._hlen - 10) + head[10:]
-            packet = (head, packet.payload)
+                head = packet[0]
+                packet = (head[:10] + bytes(self._hlen - 10) + head[10:], *packet[1:])
             self.device.stats.tx_gso += 1
         elif self._strip:
             if packet[0] == 1:

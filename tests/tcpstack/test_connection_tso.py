@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tcpstack.segment import ACK, PSH, TCPSegment
-from tcpstack.tcp import build_gso_frame, build_ip_tcp, parse_tcp
+from tcpstack.sndbuf import SendBuffer
+from tcpstack.tcp import GSOFrame, build_gso, build_gso_frame, build_ip_tcp, parse_tcp
 from tun import vnet
 
 V4 = (bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
@@ -41,6 +42,24 @@ def test_gso_frame_splits_into_valid_segments(addrs, n):
         assert len(seg.payload) == min(1448, n - i * 1448)
         got += bytes(seg.payload)
     assert got == payload
+
+
+@pytest.mark.parametrize("addrs", [V4, V6])
+def test_scatter_frame_is_the_same_frame_without_copying_the_payload(addrs):
+    """build_gso (the stack's TSO path, written with writev) gives exactly build_gso_frame's
+    bytes, with the payload kept as the send buffer's views of the application's chunks."""
+    src, dst = addrs
+    a, b = bytes(range(256)) * 150, bytes(reversed(range(256))) * 150     # 38,400 each
+    buf = SendBuffer()
+    buf.append(a)
+    buf.append(b)
+    payload = buf.get(1000, 1000 + 1448 * 40, gather=True)              # spans both chunks
+    frame = build_gso(_seg(payload, 1448), src, dst, ident=5)
+    assert isinstance(frame, GSOFrame)
+    parts = frame.buffers()
+    assert len(parts) == 3 and parts[1].obj is a and parts[2].obj is b   # views, no copies
+    assert len(frame) == sum(map(len, parts))
+    assert bytes(frame) == build_gso_frame(_seg(bytes(payload), 1448), src, dst, ident=5)
 
 
 def test_small_or_off_stays_plain_packet():
