@@ -262,13 +262,14 @@ class TunDevice:
     def closed(self) -> bool:
         return self._closed
 
-    def read_batch(self, max_packets: int = 64) -> list[bytes]:
-        """Read up to max_packets frames, stopping at EAGAIN; [] if none is pending."""
+    def read_batch(self, max_packets: int = 64, max_bytes: int = 1 << 30) -> list[bytes]:
+        """Read up to max_packets frames or about max_bytes, stopping at EAGAIN; [] if none
+        is pending."""
         out: list[bytes] = []
         fd, size, read = self._fd, self._read_size, os.read
         nbytes = 0
         try:
-            while len(out) < max_packets:
+            while len(out) < max_packets and nbytes < max_bytes:
                 pkt = read(fd, size)
                 if not pkt:
                     break
@@ -360,11 +361,17 @@ class AsyncTun:
 
     def __init__(self, device: TunDevice, loop: "asyncio.AbstractEventLoop | None" = None, *,
                  max_batch: int = 128, max_queue: int = 4096, raw_vnet: bool = False,
-                 close_device: bool = True, gro: bool = False) -> None:
+                 close_device: bool = True, gro: bool = False,
+                 max_batch_bytes: int = 512 * 1024) -> None:
         import asyncio
         self.device = device
         self.loop = loop or asyncio.get_running_loop()
         self.max_batch = max_batch
+        # A batch is processed as one instant: its ACKs leave together at the end, and
+        # superseded pure ACKs are dropped (streams.coalesce_acks).  128 GRO frames would be
+        # 8 MB between ACKs, stalling the sender; a byte bound keeps the ACK clock (Linux GRO
+        # stops at 64 KB per packet for the same reason).
+        self.max_batch_bytes = max_batch_bytes
         self.max_queue = max_queue
         self.close_device = close_device
         self._on_packets: Callable[[list[bytes]], None] | None = None
@@ -422,7 +429,7 @@ class AsyncTun:
             self._reading = True
 
     def _on_readable(self) -> None:
-        batch = self.device.read_batch(self.max_batch)
+        batch = self.device.read_batch(self.max_batch, self.max_batch_bytes)
         if not batch or self._on_packets is None:
             return
         if self._gro:

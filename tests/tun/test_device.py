@@ -140,6 +140,21 @@ def test_icmp_echo_ipv4_roundtrip(kernel_tun):
 
 
 @tun
+def test_read_batch_stops_at_its_byte_bound(kernel_tun):
+    """AsyncTun bounds a batch by bytes as well as packets (a batch's ACKs leave together):
+    read_batch stops at the first frame that reaches max_bytes, and loses nothing."""
+    k = kernel_tun
+    for seq in range(10):
+        assert k.dev.write(icmp4_echo(k.stack4, k.kernel4, 0x7A03, seq, bytes(56)))
+    time.sleep(0.2)                                   # the kernel's replies are queued
+    first = k.dev.read_batch(64, max_bytes=200)
+    assert sum(map(len, first[:-1])) < 200 <= sum(map(len, first))
+    frames = first + k.dev.read_batch(64)
+    replies = [f for f in frames if is_echo_reply4(0x7A03)(f)]
+    assert sorted(struct.unpack_from("!H", f, 26)[0] for f in replies) == list(range(10))
+
+
+@tun
 def test_icmp_echo_ipv6_roundtrip(kernel_tun):
     k = kernel_tun
     data = os.urandom(40)
@@ -505,7 +520,7 @@ class _FakeDevice:
         self.written.append(p)
         return True
 
-    def read_batch(self, n: int) -> list[bytes]:
+    def read_batch(self, n: int, max_bytes: int = 1 << 30) -> list[bytes]:
         return []
 
     def close(self) -> None:
