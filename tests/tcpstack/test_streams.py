@@ -86,6 +86,37 @@ async def test_bulk_both_directions_with_half_close(encrypted):
     sa.close(); sb.close()
 
 
+@pytest.mark.parametrize("encrypted", [False, True])
+async def test_bulk_over_a_link_with_offloads_uses_super_segments(encrypted):
+    """MemoryLink(tso=True): TSO frames go over whole (as GRO hands them over), so 4 MB each
+    way are exact in far fewer packets than MSS-sized segments would take."""
+    la, lb = MemoryLink.pair(tso=True)
+    sa, sb = Stack(la, [A]), Stack(lb, [B])
+    assert sa.core.config.tcp.tso_max_size == la.tso_max_size > 60000
+    up, down = os.urandom(4 << 20), os.urandom(4 << 20)
+
+    async def handle(reader, writer):
+        got = await reader.readexactly(len(up))
+        writer.write(down)
+        writer.write(hashlib.sha256(got).digest())
+        await writer.drain()
+        writer.close()
+
+    server = await sb.start_server(handle, B, 8081)
+    reader, writer = await sa.open_connection(B, 8081, encrypt=encrypted,
+                                              require_encryption=encrypted)
+    writer.write(up)
+    received = await reader.read()
+    assert received[:len(down)] == down
+    assert received[len(down):] == hashlib.sha256(up).digest()
+    st = writer.get_extra_info("tcp_stats")
+    assert st["tso_segments"] > 0
+    assert sa.core.stats.packets_out < (4 << 20) // 1448 // 4     # super-segments, not MSS
+    writer.close()
+    server.close()
+    sa.close(); sb.close()
+
+
 async def test_connection_refused_on_closed_port():
     sa, sb, *_ = make_pair()
     with pytest.raises(ConnectionRefusedError) as ei:
