@@ -100,6 +100,10 @@ class TCPState(enum.Enum):
     LAST_ACK = "LAST-ACK"
     TIME_WAIT = "TIME-WAIT"
 
+    # Members compare by identity, so identity hashing is consistent; Enum's own __hash__
+    # is Python code, and `state in {...}` runs on every segment.
+    __hash__ = object.__hash__
+
 
 CLOSED = TCPState.CLOSED
 LISTEN = TCPState.LISTEN
