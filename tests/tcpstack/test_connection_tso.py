@@ -210,3 +210,19 @@ def test_partial_checksum_completes_per_piece_like_linux_gso(addrs):
         vnet.complete_checksum(p, iph, 16)
         assert bytes(p) == piece                           # same checksum as a full computation
         parse_tcp(memoryview(p)[iph:], src, dst)
+
+
+def test_pcap_records_a_tso_frame_as_its_ip_super_packet(tmp_path):
+    """A capture on the offloaded path (cli --offload --pcap) gets the super-packet without
+    the virtio_net_hdr, as tcpdump shows one on an interface with TSO, so it dissects as IP."""
+    from tcpstack.pcap import PcapWriter, read_pcap
+    src, dst = V4
+    frame = build_gso_frame(_seg(bytes(1448 * 3), 1448), src, dst)
+    plain = build_ip_tcp(_seg(b"x" * 100, 0), src, dst)
+    path = str(tmp_path / "tso.pcap")
+    with PcapWriter(path) as w:
+        w.write(frame, 1.0)
+        w.write(plain, 2.0)
+    (_, a), (_, b) = read_pcap(path)
+    assert a == frame[10:] and a[0] == 0x45 and int.from_bytes(a[2:4], "big") == len(a)
+    assert b == plain
