@@ -556,6 +556,112 @@ def two_process_bulk(quick: bool, loop_name: str, offload: bool = False) -> list
     return rows
 
 
+def two_process_handshakes(quick: bool, loop_name: str) -> list[dict[str, Any]]:
+    """Handshakes with the listening Stack alone in its own process (two namespaces, a TUN
+    each): its CPU time over the run gives handshakes per server core-second, the issue's
+    "on one core" figure.  The client process (16 parallel clients) has the other core; the
+    wall-clock rate is what the pair reaches together."""
+    import socket
+    from tun.device import AsyncTun
+    from tun.topology import TwoHosts
+    secs = 1.5 if quick else 4.0
+    port = 32000
+    rows: list[dict[str, Any]] = []
+    with TwoHosts() as net:
+        ctl_parent, ctl_child = socket.socketpair()
+        pid = os.fork()
+        if pid == 0:                                     # the server host
+            try:
+                ctl_parent.close()
+
+                async def serve() -> None:
+                    loop = asyncio.get_running_loop()
+                    st = Stack(AsyncTun(net.devices[1], close_device=False),
+                               [net.stack_addrs[1]], security=provider(teps=(TEP_CURVE25519,)))
+
+                    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                        await reader.read()
+                        writer.close()
+
+                    for enc in (False, True):
+                        await st.start_server(server, net.stack_addrs[1], port + enc,
+                                              encrypt=enc, backlog=1024)
+
+                    def on_ctl() -> None:
+                        if ctl_child.recv(1):
+                            ctl_child.sendall(f"{time.process_time()}\n".encode())
+                    ctl_child.setblocking(False)
+                    loop.add_reader(ctl_child.fileno(), on_ctl)
+                    ctl_child.sendall(b"ready\n")
+                    await asyncio.sleep(3600)
+
+                asyncio.run(serve())
+            finally:
+                os._exit(0)
+        ctl_child.close()
+        ctl = ctl_parent.makefile("rb")
+        try:
+            ctl.readline()
+
+            def server_cpu() -> float:
+                ctl_parent.sendall(b"t")
+                return float(ctl.readline())
+
+            async def run_all() -> None:
+                cases = [("plain", None, False),
+                         ("tcpcrypt TCPCRYPT_ECDHE_Curve25519",
+                          provider(teps=(TEP_CURVE25519,), resumption=False), True),
+                         ("tcpcrypt resumed (X25519)", provider(teps=(TEP_CURVE25519,)), True)]
+                for name, sec, enc in cases:
+                    st = Stack(AsyncTun(net.devices[0], close_device=False),
+                               [net.stack_addrs[0]], security=sec)
+                    if "resumed" in name:           # one full handshake caches the secrets
+                        _, w = await st.open_connection(net.stack_addrs[1], port + 1, encrypt=True)
+                        w.close()
+                        await asyncio.sleep(0.05)
+                    c0 = server_cpu()
+                    r = await handshakes_to(st, net.stack_addrs[1], port + enc, secs, enc)
+                    cpu = server_cpu() - c0
+                    rows.append({"group": "hs",
+                                 "name": f"2 processes handshakes {name}: per server core-second",
+                                 "value": r["count"] / cpu if cpu > 0 else None, "unit": "/s",
+                                 "wall_per_s": round(r["per_s"]), "server_cpu_s": round(cpu, 3),
+                                 "resumed": f"{r['resumed']}/{r['count']}"})
+                    await asyncio.sleep(0.1)
+                    st.close()
+
+            asyncio.run(run_all())
+        finally:
+            os.kill(pid, 15)
+            os.waitpid(pid, 0)
+            ctl.close()
+            ctl_parent.close()
+    return rows
+
+
+async def handshakes_to(st: Stack, addr: str, port: int, seconds: float, encrypt: bool,
+                        concurrency: int = 16) -> dict[str, Any]:
+    """The client half of handshakes(): connect, close, repeat, against a remote server."""
+    count = resumed = 0
+    stop = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal count, resumed
+        while time.perf_counter() < stop:
+            _, w = await st.open_connection(addr, port, encrypt=encrypt, require_encryption=encrypt)
+            tc = w.get_extra_info("tcpcrypt")
+            if tc and tc.get("resumed"):
+                resumed += 1
+            count += 1
+            w.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    el = time.perf_counter() - t0
+    await asyncio.sleep(0.05)
+    return {"per_s": count / el, "count": count, "resumed": resumed}
+
+
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
     b = Bench(args.quick, args.loop)
     only = set(args.only.split(",")) if args.only else {"bulk", "hs", "rtt", "idle"}
@@ -595,14 +701,18 @@ def main() -> None:
         print(json.dumps(asyncio.run(idle_memory(int(n), kind == "tcpcrypt"))))
         return
     two_proc: list[dict[str, Any]] = []
-    if os.geteuid() == 0 and (not args.where or "netns" in args.where) and (
-            not args.only or "bulk" in args.only):
-        two_proc = (two_process_bulk(args.quick, args.loop)
-                    + two_process_bulk(args.quick, args.loop, offload=True))
+    if os.geteuid() == 0 and (not args.where or "netns" in args.where):
+        if not args.only or "bulk" in args.only:
+            two_proc += (two_process_bulk(args.quick, args.loop)
+                         + two_process_bulk(args.quick, args.loop, offload=True))
+        if not args.only or "hs" in args.only:
+            two_proc += two_process_handshakes(args.quick, args.loop)
     res = asyncio.run(amain(args))
     for row in two_proc:
+        extra = " ".join(f"{k}={v}" for k, v in row.items()
+                         if k not in ("group", "name", "value", "unit"))
         print(f"  {row['group']:5} {row['name']:52} {row['value']:>10,.1f} {row['unit']:10} "
-              f"retransmits={row['retransmits']}")
+              f"{extra}")
     res["results"].extend(two_proc)
     print(f"total {res['seconds']:.1f} s, loop={res['loop']}")
     if args.json:
