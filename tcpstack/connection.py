@@ -635,7 +635,11 @@ class TCPConnection:
             self.rcv_wscale = 0
         self.sack_ok = sackok and syn.sack_permitted and cfg.sack
         if self.sack_ok:
-            self._rq = SendQueue(self._ts)
+            # The queue gets the timestamp clock as a function of the offset only: a bound
+            # method would make a reference cycle (TCB -> queue -> TCB), leaving every closed
+            # connection to the cyclic garbage collector.
+            off = self._ts_offset
+            self._rq = SendQueue(lambda now: (int(now * 1000) + off) & MASK)
             self._rack = cfg.rack          # RFC 8985 4: RACK-TLP requires SACK
         self.ts_ok = ts and syn.tsval is not None and cfg.timestamps
         if self.ts_ok:

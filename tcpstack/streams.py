@@ -357,6 +357,11 @@ class _StreamTransport(asyncio.Transport):
                 elif isinstance(ev, Closed):
                     self._on_closed(ev.error)
         self._check_write_buffer()
+        if ep.closed:
+            # The endpoint is finished: drop its reference back to this transport (the
+            # application may still hold the transport, and the transport the endpoint), so
+            # refcounting frees both at once, not the cyclic garbage collector.
+            ep.handler = None
 
     def _on_closed(self, error: BaseException | None) -> None:
         if not self._connected.done():

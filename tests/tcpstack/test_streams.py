@@ -246,3 +246,40 @@ async def test_timeouts_surface_as_timeout_errors_to_the_application():
     stats = w.get_extra_info("tcp_stats")
     assert stats["timeouts"] >= 3
     sa.close(); sb.close()
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+async def test_closed_connections_are_freed_by_refcount_not_the_cycle_collector(encrypted):
+    """No reference cycle survives a finished connection (TCB <-> RACK queue, endpoint <->
+    transport): each closed connection is freed at once, and the garbage collector has no
+    per-connection work (it was about 36 objects per connection, a quarter of handshake time)."""
+    import gc
+    sa, sb, *_ = make_pair()
+
+    async def handle(reader, writer):
+        await reader.read()
+        writer.close()
+
+    server = await sb.start_server(handle, B, 8082)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(20):
+            _, writer = await sa.open_connection(B, 8082, encrypt=encrypted,
+                                                 require_encryption=encrypted)
+            writer.close()
+            await writer.wait_closed()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        leaked = [type(o).__name__ for o in gc.garbage
+                  if type(o).__name__ in ("TCPConnection", "Endpoint", "_StreamTransport",
+                                          "TcpcryptSession", "SendQueue")]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert leaked == []
+    server.close()
+    sa.close(); sb.close()
