@@ -146,7 +146,7 @@ class Endpoint:
             self._plain_hold += data
             return
         self._queue(data)
-        self.core._after_app_call(self, now)
+        self.core._after_app_call(self, now, write=True)
 
     def shutdown_write(self, now: float) -> None:
         """Half-close: everything queued is sent, then FIN (tcpcrypt: a FINp frame first)."""

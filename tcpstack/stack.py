@@ -228,6 +228,11 @@ class StackCore:
         self._timer_of: dict[int, float] = {}            # id(endpoint) -> deadline in heap
         self._ready: list[Endpoint] = []                 # endpoints with new app events
         self._ready_listeners: list[Listener] = []
+        # Autocorking: application writes wait for uncork() (the asyncio edge calls it once
+        # per loop turn, before collecting packets).  Off for direct sans-IO use, where a
+        # write is serviced at once.
+        self.cork_writes = False
+        self._corked: dict[int, Endpoint] = {}
         cfg = self.config
         self._rst_limiter = _PeerLimiter(cfg.rst_rate, cfg.rst_peer_rate, cfg.rate_limit_peers)
         self._icmp_limiter = _PeerLimiter(cfg.icmp_rate, cfg.icmp_peer_rate, cfg.rate_limit_peers)
@@ -408,9 +413,24 @@ class StackCore:
 
     # --- internals -----------------------------------------------------------------------
 
-    def _after_app_call(self, ep: Endpoint, now: float) -> None:
+    def _after_app_call(self, ep: Endpoint, now: float, write: bool = False) -> None:
         self.now = now
+        if write and self.cork_writes:
+            # Autocorking (as Linux tcp_autocork): an application write is only queued; the
+            # connection is serviced once, at uncork(), for all the writes made until then,
+            # so consecutive writes leave as full (TSO) segments instead of one flight per
+            # write with a short remainder.
+            self._corked[id(ep)] = ep
+            return
         self._service(ep, now)
+
+    def uncork(self, now: float) -> None:
+        """Service the connections written to since the last call (see cork_writes)."""
+        if self._corked:
+            self.now = now
+            corked, self._corked = self._corked, {}
+            for ep in corked.values():
+                self._service(ep, now)
 
     def _service(self, ep: Endpoint, now: float) -> None:
         """After any input to a connection: app events, outgoing segments, its timer."""

@@ -163,6 +163,7 @@ class Stack:
             security = TcpcryptProvider()
         self.core = StackCore(addresses, config, security=security,  # type: ignore[arg-type]
                               now=self.loop.time())
+        self.core.cork_writes = True     # writes in one loop turn leave together (_flush)
         tso = getattr(link, "tso_max_size", 0)
         if tso and not self.core.config.tcp.tso_max_size:
             # The link segments TCP super-packets (TSO, e.g. a vnet TUN device): let the
@@ -261,6 +262,7 @@ class Stack:
         core = self.core
         # Application events may trigger more output (e.g. a callback writing), so loop.
         for _ in range(64):
+            core.uncork(self.loop.time())
             ready = core.pop_ready()
             listeners = core.pop_ready_listeners()
             for ep in ready:

@@ -12,6 +12,7 @@ import os
 import pytest
 
 from tcpstack.errors import ConnectionRefusedByPeerError
+from tcpstack.stack import StackCore
 from tcpstack.streams import MemoryLink, Stack
 
 A, B = "10.0.0.1", "10.0.0.2"
@@ -281,5 +282,31 @@ async def test_closed_connections_are_freed_by_refcount_not_the_cycle_collector(
         gc.garbage.clear()
         gc.enable()
     assert leaked == []
+    server.close()
+    sa.close(); sb.close()
+
+
+async def test_writes_in_one_loop_turn_leave_as_full_segments_autocork():
+    """Autocorking: ten 1000-byte writes made without yielding, even with TCP_NODELAY, go
+    out as full segments (6 x MSS + the rest) once the loop turns, not as ten small ones;
+    the sans-IO core itself (cork_writes off) still sends at each call."""
+    sa, sb, *_ = make_pair(None, None)
+    got = asyncio.get_running_loop().create_future()
+
+    async def handle(reader, writer):
+        got.set_result(await reader.readexactly(10_000))
+
+    server = await sb.start_server(handle, B, 8083)
+    reader, writer = await sa.open_connection(B, 8083, nodelay=True)
+    sizes = []
+    sa.core.on_packet = lambda d, p, now: sizes.append(len(p) - 52) if len(p) > 52 else None
+    for i in range(10):
+        writer.write(bytes([i]) * 1000)
+    assert sizes == []                            # nothing built yet: corked
+    assert await got == b"".join(bytes([i]) * 1000 for i in range(10))
+    mss = sizes[0]
+    assert mss > 1000 and sizes == [mss] * (10_000 // mss) + [10_000 % mss]
+    assert not StackCore(["10.0.0.9"]).cork_writes
+    writer.close()
     server.close()
     sa.close(); sb.close()
