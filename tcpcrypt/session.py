@@ -358,10 +358,7 @@ class TcpcryptSession:
         return self.rekey()
 
     def receive(self, data: bytes | memoryview) -> tuple[bytes, bytes]:
-        """Wire bytes from the peer -> (application plaintext, wire bytes to send back).
-
-        The plaintext is a new buffer (bytes or bytearray) that the caller owns.
-        """
+        """Wire bytes from the peer -> (application plaintext, wire bytes to send back)."""
         if self._dead is not None:
             raise self._dead
         rx = self._rx
@@ -557,14 +554,13 @@ class TcpcryptSession:
             self._tx_key = None
         return buf
 
-    def _open_frames(self, data: bytes | memoryview, out: list[bytes]) -> bytes | bytearray:
+    def _open_frames(self, data: bytes | memoryview, out: list[bytes]) -> bytes:
         """Decrypt every complete frame in (held partial frame + data); hold the partial tail.
 
         Copies are kept to what AEAD needs, one contiguous ciphertext per frame: only a frame
         that straddles two calls is assembled in self._rx; frames wholly inside `data` are
-        decrypted straight from it into the plaintext buffer that is returned (a new
-        bytearray the caller owns).  Nothing is returned, and the session dies, when any frame
-        fails authentication (3.6).
+        decrypted straight from it into one plaintext buffer.  Nothing is returned, and the
+        session dies, when any frame fails authentication (3.6).
         """
         n = len(data)
         rx = self._rx
@@ -635,9 +631,10 @@ class TcpcryptSession:
             raise TcpcryptProtocolError("data after the FINp frame (RFC 8548 3.7)")
         if w == 1:
             return b""
-        del res[w:]
-        del res[:1]          # O(1): CPython moves a bytearray's start instead of copying
-        return res
+        # bytes, not the bytearray itself: the edge's reader (tcpstack/reader.py) passes large
+        # bytes pieces to read() as they are, so this one copy is the only one to the app.
+        with memoryview(res) as m:
+            return bytes(m[1:w])
 
     def _open_run(self, src: memoryview, pos: int, end: int, base: int, res: bytearray,
                   omv: memoryview, w: int, out: list[bytes]) -> int:
