@@ -317,8 +317,9 @@ class TcpcryptSession:
         self._tx_offset = len(self._init1.raw)
         return self._init1.raw
 
-    def send(self, data: bytes | memoryview) -> bytes:
-        """Application plaintext -> encryption frames (held until keys exist)."""
+    def send(self, data: bytes | memoryview) -> bytes | bytearray:
+        """Application plaintext -> encryption frames (held until keys exist), in a new buffer
+        the caller owns."""
         self._check()
         if self._close_requested:
             raise TcpcryptError("send() after close()")
@@ -329,7 +330,7 @@ class TcpcryptSession:
             return b""
         return self._seal(data)
 
-    def close(self) -> bytes:
+    def close(self) -> bytes | bytearray:
         """The last frame, with FINp (3.7).  After it send() raises."""
         self._check()
         if self._close_requested:
@@ -339,7 +340,7 @@ class TcpcryptSession:
             return b""
         return self._seal(b"", fin=True)
 
-    def rekey(self) -> bytes:
+    def rekey(self) -> bytes | bytearray:
         """Initiate rekeying (3.8): an empty frame of the next generation with rekey = 1.
 
         Returns b"" when a rekey we initiated is still unanswered (3.8: at most one
@@ -353,11 +354,11 @@ class TcpcryptSession:
         self._bump_local()
         return self._seal(b"", empty_ok=True)
 
-    def keepalive(self) -> bytes:
+    def keepalive(self) -> bytes | bytearray:
         """Verified liveness probe (3.9): rekey; the peer must answer with a fresh frame."""
         return self.rekey()
 
-    def receive(self, data: bytes | memoryview) -> tuple[bytes, bytes]:
+    def receive(self, data: bytes | memoryview) -> tuple[bytes, bytes | bytearray]:
         """Wire bytes from the peer -> (application plaintext, wire bytes to send back)."""
         if self._dead is not None:
             raise self._dead
@@ -420,8 +421,8 @@ class TcpcryptSession:
 
     # --- internals: key exchange ---------------------------------------------------------
 
-    def _receive(self, data: bytes | memoryview) -> tuple[bytes, bytes]:
-        out: list[bytes] = []
+    def _receive(self, data: bytes | memoryview) -> tuple[bytes, bytes | bytearray]:
+        out: list[bytes | bytearray] = []
         if self._state != _OPEN:
             if not self._started:
                 out.append(self.start())
@@ -554,7 +555,7 @@ class TcpcryptSession:
             self._tx_key = None
         return buf
 
-    def _open_frames(self, data: bytes | memoryview, out: list[bytes]) -> bytes:
+    def _open_frames(self, data: bytes | memoryview, out: list[bytes | bytearray]) -> bytes:
         """Decrypt every complete frame in (held partial frame + data); hold the partial tail.
 
         Copies are kept to what AEAD needs, one contiguous ciphertext per frame: only a frame
@@ -637,7 +638,7 @@ class TcpcryptSession:
             return bytes(m[1:w])
 
     def _open_run(self, src: memoryview, pos: int, end: int, base: int, res: bytearray,
-                  omv: memoryview, w: int, out: list[bytes]) -> int:
+                  omv: memoryview, w: int, out: list[bytes | bytearray]) -> int:
         """Open the complete frames src[pos:end] (src[i] is at stream offset base + i) into
         res from w - 1 on; return the new w.  3.6 / 4.2: AAD = control | clen as received."""
         unpack = _FHDR.unpack_from
@@ -674,7 +675,7 @@ class TcpcryptSession:
                 self.eof_received = True
         return w
 
-    def _on_peer_rekey(self, key: FrameKey, out: list[bytes]) -> None:
+    def _on_peer_rekey(self, key: FrameKey, out: list[bytes | bytearray]) -> None:
         """3.8: a frame with rekey = 1 authenticated: advance the remote generation and, if it
         passed ours, catch up and answer at once with a rekey = 1 frame (unless FIN sent)."""
         self._remote_gen = key.generation
