@@ -167,3 +167,10 @@ def test_one_frame_key_for_many_offsets():
         assert open_frame(k, off, fr)[3] == off.to_bytes(8, "big")
         with pytest.raises(TcpcryptIntegrityError):
             open_frame(k, off ^ 1, fr)
+
+
+def test_each_aead_is_set_up_at_key_setup_not_in_the_first_frame():
+    from tcpcrypt import frames
+    for ident, suite in AEADS.items():
+        FrameKey(suite, os.urandom(suite.key_len + suite.nonce_len), 0)
+        assert ident in frames._warm
