@@ -49,6 +49,7 @@ except ImportError:  # pragma: no cover - only while eno.py does not exist yet
 
 _FHDR = struct.Struct(">BH")
 _U16 = struct.Struct(">H")
+_FRAME_OVERHEAD = frame_len(0)   # control, clen, flags, tag: 20 bytes a frame (4.2, 4.2.1)
 _V_BIT = 0x80                 # RFC 8547 4.1: the "v" bit of a suboption byte
 _MIN_RESUME_DATA = keys.RESUME_HALF_LEN          # 3.5: fewer bytes => a fresh offer
 _MAX_RESUME_DATA = keys.RESUME_HALF_LEN + 8      # identifier half + nonce of 0..8 bytes
@@ -193,6 +194,7 @@ class TcpcryptSession:
         self._started = False
         self._state = _OPEN
         self._rx = bytearray()
+        self._rx_need = 0          # length of the partial frame held in _rx, 0 if not known
         self._rx_offset = 0        # TCP stream offset of the next unprocessed received byte
         self._tx_offset = 0        # TCP stream offset of the next byte we emit (3.6)
         self._app_rx = 0           # application bytes delivered so far
@@ -315,8 +317,9 @@ class TcpcryptSession:
         self._tx_offset = len(self._init1.raw)
         return self._init1.raw
 
-    def send(self, data: bytes | memoryview) -> bytes:
-        """Application plaintext -> encryption frames (held until keys exist)."""
+    def send(self, data: bytes | memoryview) -> bytes | bytearray:
+        """Application plaintext -> encryption frames (held until keys exist), in a new buffer
+        the caller owns."""
         self._check()
         if self._close_requested:
             raise TcpcryptError("send() after close()")
@@ -327,7 +330,7 @@ class TcpcryptSession:
             return b""
         return self._seal(data)
 
-    def close(self) -> bytes:
+    def close(self) -> bytes | bytearray:
         """The last frame, with FINp (3.7).  After it send() raises."""
         self._check()
         if self._close_requested:
@@ -337,7 +340,7 @@ class TcpcryptSession:
             return b""
         return self._seal(b"", fin=True)
 
-    def rekey(self) -> bytes:
+    def rekey(self) -> bytes | bytearray:
         """Initiate rekeying (3.8): an empty frame of the next generation with rekey = 1.
 
         Returns b"" when a rekey we initiated is still unanswered (3.8: at most one
@@ -351,13 +354,20 @@ class TcpcryptSession:
         self._bump_local()
         return self._seal(b"", empty_ok=True)
 
-    def keepalive(self) -> bytes:
+    def keepalive(self) -> bytes | bytearray:
         """Verified liveness probe (3.9): rekey; the peer must answer with a fresh frame."""
         return self.rekey()
 
-    def receive(self, data: bytes | memoryview) -> tuple[bytes, bytes]:
+    def receive(self, data: bytes | memoryview) -> tuple[bytes, bytes | bytearray]:
         """Wire bytes from the peer -> (application plaintext, wire bytes to send back)."""
-        self._check()
+        if self._dead is not None:
+            raise self._dead
+        rx = self._rx
+        if rx and len(rx) + len(data) < self._rx_need:
+            # Fast path for segments smaller than frames: the held frame is still incomplete
+            # (_rx_need is only set in the open state, once its header is known).
+            rx += data
+            return b"", b""
         try:
             return self._receive(data)
         except TcpcryptError as exc:
@@ -411,8 +421,8 @@ class TcpcryptSession:
 
     # --- internals: key exchange ---------------------------------------------------------
 
-    def _receive(self, data: bytes | memoryview) -> tuple[bytes, bytes]:
-        out: list[bytes] = []
+    def _receive(self, data: bytes | memoryview) -> tuple[bytes, bytes | bytearray]:
+        out: list[bytes | bytearray] = []
         if self._state != _OPEN:
             if not self._started:
                 out.append(self.start())
@@ -497,130 +507,175 @@ class TcpcryptSession:
 
     # --- internals: frames (3.6, 4.2) ----------------------------------------------------
 
-    def _seal(self, data: bytes | memoryview, fin: bool = False, empty_ok: bool = False) -> bytes:
+    def _seal(self, data: bytes | memoryview, fin: bool = False,
+              empty_ok: bool = False) -> bytes | bytearray:
+        """Application bytes -> frames, in one new buffer that the caller owns.
+
+        A write longer than frame_size is cut into equal frames (no runt frame after full
+        ones: 65536 bytes with frame_size 65518 make two 32 KiB frames, not 65518 + 18).
+        """
         if self._fin_sent:
             raise TcpcryptError("no frame may follow the FINp frame (RFC 8548 3.7)")
         mv = memoryview(data)
         n = len(mv)
-        fs = self.config.frame_size
-        nframes = -(-n // fs)
+        nframes = -(-n // self.config.frame_size)
         if nframes == 0:
             if not (fin or empty_ok):
                 return b""
             nframes = 1
-        buf = bytearray(n + nframes * frame_len(0))
+        size, bigger = divmod(n, nframes)      # the first `bigger` frames carry size + 1
+        buf = bytearray(n + nframes * _FRAME_OVERHEAD)
         bmv = memoryview(buf)
         base = self._tx_offset
         lim_frames = self.config.rekey_after_frames
         lim_bytes = self.config.rekey_after_bytes
         pos = 0
         start = 0
-        for i in range(nframes):
-            chunk = mv[start:start + fs]
-            start += fs
-            if ((lim_frames is not None and self._tx_frames >= lim_frames)
-                    or (lim_bytes is not None and self._tx_bytes >= lim_bytes)):
-                self._bump_local()          # 3.8: AEAD usage limit reached
-            rekey = self._tx_rekey
-            self._tx_rekey = False
-            flags = FLAG_FINP if (fin and i == nframes - 1) else 0
-            pos = seal_into(self._tx_key, bmv, pos, base + pos, chunk, flags, rekey)  # type: ignore[arg-type]
-            self._tx_frames += 1
-            self._tx_bytes += len(chunk)
-        bmv.release()
+        try:
+            for i in range(nframes):
+                k = size + 1 if i < bigger else size
+                if ((lim_frames is not None and self._tx_frames >= lim_frames)
+                        or (lim_bytes is not None and self._tx_bytes >= lim_bytes)):
+                    self._bump_local()          # 3.8: AEAD usage limit reached
+                rekey = self._tx_rekey
+                self._tx_rekey = False
+                flags = FLAG_FINP if (fin and i == nframes - 1) else 0
+                pos = seal_into(self._tx_key, bmv, pos, base + pos,   # type: ignore[arg-type]
+                                mv[start:start + k], flags, rekey)
+                start += k
+                self._tx_frames += 1
+                self._tx_bytes += k
+        finally:
+            bmv.release()
+            mv.release()
         self._tx_offset = base + pos
         self.frames_sent += nframes
         if fin:
             self._fin_sent = True
             self._tx_key = None
-        return bytes(buf)
+        return buf
 
-    def _open_frames(self, data: bytes | memoryview, out: list[bytes]) -> bytes:
-        """Decrypt every complete frame in (held bytes + data); keep the partial tail."""
-        if self._rx:
-            if data:
-                self._rx += data
-            src_obj: bytes | bytearray | memoryview = self._rx
-        else:
-            src_obj = data
-        n = len(src_obj)
-        if n == 0:
-            return b""
-        if self.eof_received:
+    def _open_frames(self, data: bytes | memoryview, out: list[bytes | bytearray]) -> bytes:
+        """Decrypt every complete frame in (held partial frame + data); hold the partial tail.
+
+        Copies are kept to what AEAD needs, one contiguous ciphertext per frame: only a frame
+        that straddles two calls is assembled in self._rx; frames wholly inside `data` are
+        decrypted straight from it into one plaintext buffer.  Nothing is returned, and the
+        session dies, when any frame fails authentication (3.6).
+        """
+        n = len(data)
+        rx = self._rx
+        if rx and not n:
+            # What the key exchange left behind its Init message (_receive): any number of
+            # frames.  Treated as new data, so that rx only ever holds one partial frame.
+            data = bytes(rx)
+            n = len(data)
+            rx = self._rx = bytearray()
+        if self.eof_received and (n or rx):
             raise TcpcryptProtocolError("data after the FINp frame (RFC 8548 3.7)")
-        src = memoryview(src_obj)
-        # Walk the headers first: nothing to allocate or decrypt until a frame is complete
-        # (the common case when segments are much smaller than frames).
-        complete = 0
         unpack = _FHDR.unpack_from
-        while n - complete >= FRAME_HEADER_LEN:
-            clen = unpack(src, complete)[1]
-            if clen <= TAG_LEN:
-                src.release()
-                raise TcpcryptProtocolError(f"frame clen {clen} too short for any plaintext")
-            if complete + FRAME_HEADER_LEN + clen > n:
-                break
-            complete += FRAME_HEADER_LEN + clen
-        if complete == 0:
-            src.release()
-            if src_obj is not self._rx:
-                self._rx = bytearray(src_obj)
-            return b""
-        # Plaintext is never longer than the ciphertext; one byte of headroom lets each frame
-        # decrypt so that its flags byte lands on the byte before its data (saved/restored).
-        res = bytearray(complete + 1)
-        omv = memoryview(res)
-        w = 1
-        pos = 0
-        base = self._rx_offset
-        try:
-            while pos < complete:
-                if self.eof_received:
-                    raise TcpcryptProtocolError("data after the FINp frame (RFC 8548 3.7)")
-                control, clen = unpack(src, pos)
-                end = pos + FRAME_HEADER_LEN + clen
-                rekey = control & CONTROL_REKEY    # cres bits: ignored, but authenticated as sent
-                key = self._next_rx_key() if rekey else self._rx_key
-                plen = clen - TAG_LEN
-                saved = res[w - 1]
-                open_into(key, base + pos, control, clen,   # type: ignore[arg-type]
-                          src[pos + FRAME_HEADER_LEN:end], omv[w - 1:w - 1 + plen])
-                flags = res[w - 1]
-                res[w - 1] = saved
-                if flags & FLAG_URGP:
-                    if plen < 3:
-                        raise TcpcryptProtocolError("URGp frame without an urgent field")
-                    urgent = _U16.unpack_from(res, w)[0]
-                    dlen = plen - 3
-                    res[w:w + dlen] = res[w + 2:w + 2 + dlen]
-                    # 3.7: offset from the frame's beginning; recorded against the app stream.
-                    self.urgent_index = self._app_rx + urgent
-                else:
-                    dlen = plen - 1
-                w += dlen
-                self._app_rx += dlen
-                pos = end
-                self.frames_received += 1
-                if rekey:
-                    self._on_peer_rekey(key, out)   # type: ignore[arg-type]
-                if flags & FLAG_FINP:
-                    self.eof_received = True
-        finally:
-            src.release()
-            omv.release()
-        self._rx_offset = base + pos
-        if src_obj is self._rx:
-            del self._rx[:pos]
-        elif pos < n:
-            self._rx = bytearray(src_obj[pos:])
+        with memoryview(data) as mv:
+            pos = 0                         # bytes of data consumed
+            held = 0                        # length of the completed frame in rx, if any
+            if rx:
+                have = len(rx)
+                if have < FRAME_HEADER_LEN:
+                    pos = min(FRAME_HEADER_LEN - have, n)
+                    rx += mv[:pos]
+                    have += pos
+                    if have < FRAME_HEADER_LEN:
+                        self._rx_need = 0
+                        return b""
+                clen = unpack(rx, 0)[1]
+                if clen <= TAG_LEN:
+                    raise TcpcryptProtocolError(f"frame clen {clen} too short for any plaintext")
+                need = FRAME_HEADER_LEN + clen - have
+                if n - pos < need:          # the held frame is still incomplete
+                    rx += mv[pos:] if pos else data
+                    self._rx_need = FRAME_HEADER_LEN + clen
+                    return b""
+                rx += mv[pos:pos + need]
+                pos += need
+                held = len(rx)
+            # Walk the headers first: nothing to allocate or decrypt until a frame is complete.
+            end = pos
+            while n - end >= FRAME_HEADER_LEN:
+                clen = unpack(mv, end)[1]
+                if clen <= TAG_LEN:
+                    raise TcpcryptProtocolError(f"frame clen {clen} too short for any plaintext")
+                if end + FRAME_HEADER_LEN + clen > n:
+                    break
+                end += FRAME_HEADER_LEN + clen
+            if held == 0 and end == 0:
+                self._rx = bytearray(data)
+                self._rx_need = FRAME_HEADER_LEN + clen if n >= FRAME_HEADER_LEN else 0
+                return b""
+            # Plaintext is never longer than the ciphertext; one byte of headroom lets each
+            # frame decrypt so that its flags byte lands on the byte before its data.
+            res = bytearray(held + end - pos + 1)
+            with memoryview(res) as omv:
+                w = 1
+                base = self._rx_offset
+                if held:
+                    with memoryview(rx) as rmv:
+                        w = self._open_run(rmv, 0, held, base, res, omv, w, out)
+                    base += held
+                    self._rx = bytearray()
+                if end > pos:
+                    w = self._open_run(mv, pos, end, base - pos, res, omv, w, out)
+            self._rx_offset = base + end - pos
+            if end < n:
+                self._rx = bytearray(mv[end:])
+                # the walk above stopped at this partial frame, its clen already checked
+                self._rx_need = FRAME_HEADER_LEN + clen if n - end >= FRAME_HEADER_LEN else 0
         if self.eof_received and self._rx:
             raise TcpcryptProtocolError("data after the FINp frame (RFC 8548 3.7)")
         if w == 1:
             return b""
+        # bytes, not the bytearray itself: the edge's reader (tcpstack/reader.py) passes large
+        # bytes pieces to read() as they are, so this one copy is the only one to the app.
         with memoryview(res) as m:
             return bytes(m[1:w])
 
-    def _on_peer_rekey(self, key: FrameKey, out: list[bytes]) -> None:
+    def _open_run(self, src: memoryview, pos: int, end: int, base: int, res: bytearray,
+                  omv: memoryview, w: int, out: list[bytes | bytearray]) -> int:
+        """Open the complete frames src[pos:end] (src[i] is at stream offset base + i) into
+        res from w - 1 on; return the new w.  3.6 / 4.2: AAD = control | clen as received."""
+        unpack = _FHDR.unpack_from
+        while pos < end:
+            if self.eof_received:
+                raise TcpcryptProtocolError("data after the FINp frame (RFC 8548 3.7)")
+            control, clen = unpack(src, pos)
+            nxt = pos + FRAME_HEADER_LEN + clen
+            rekey = control & CONTROL_REKEY    # cres bits: ignored, but authenticated as sent
+            key = self._next_rx_key() if rekey else self._rx_key
+            plen = clen - TAG_LEN
+            saved = res[w - 1]
+            open_into(key, base + pos, control, clen,   # type: ignore[arg-type]
+                      src[pos + FRAME_HEADER_LEN:nxt], omv[w - 1:w - 1 + plen])
+            flags = res[w - 1]
+            res[w - 1] = saved
+            if flags & FLAG_URGP:
+                if plen < 3:
+                    raise TcpcryptProtocolError("URGp frame without an urgent field")
+                urgent = _U16.unpack_from(res, w)[0]
+                dlen = plen - 3
+                res[w:w + dlen] = res[w + 2:w + 2 + dlen]
+                # 3.7: offset from the frame's beginning; recorded against the app stream.
+                self.urgent_index = self._app_rx + urgent
+            else:
+                dlen = plen - 1
+            w += dlen
+            self._app_rx += dlen
+            pos = nxt
+            self.frames_received += 1
+            if rekey:
+                self._on_peer_rekey(key, out)   # type: ignore[arg-type]
+            if flags & FLAG_FINP:
+                self.eof_received = True
+        return w
+
+    def _on_peer_rekey(self, key: FrameKey, out: list[bytes | bytearray]) -> None:
         """3.8: a frame with rekey = 1 authenticated: advance the remote generation and, if it
         passed ours, catch up and answer at once with a rekey = 1 frame (unless FIN sent)."""
         self._remote_gen = key.generation

@@ -216,19 +216,23 @@ class TcpcryptConfig:
     cache_secrets   -- cache ss[i+1] for later resumption (3.5 policy 2 when False)
     nonce_len       -- resumption nonce length, 0..8; 8 by default (3.5: MUST default to
                        eight bytes when reuse of session secrets cannot be prohibited)
-    frame_size      -- maximum application bytes per encryption frame
+    frame_size      -- maximum application bytes per encryption frame; by default the largest
+                       the 16-bit clen allows (3.6, 4.2): one frame per application write
+                       up to 64 KiB (a longer write is cut into equal frames), so the per-frame
+                       cost (header, tag, one AEAD call) is paid as rarely as possible
     rekey_after_frames / rekey_after_bytes -- AEAD usage limits per key set: reaching either
-                       makes the next frame start a new generation (3.8).  2**24 frames stays
-                       under the AES-GCM limit of ~2**24.5 full records (RFC 8446 5.5).
+                       makes the next frame start a new generation (3.8).  RFC 8446 5.5 allows
+                       AES-GCM ~2**24.5 full TLS records (2**14 bytes) per key, ~2**38.5 bytes:
+                       2**38 bytes, and 2**24 frames, stay under it whatever the frame size.
     """
     teps: tuple[int, ...] = (TEP_P521, TEP_P256, TEP_CURVE448, TEP_CURVE25519)
     aeads: tuple[int, ...] = (AEAD_CHACHA20_POLY1305, AEAD_AES_256_GCM, AEAD_AES_128_GCM)
     resumption: bool = True
     cache_secrets: bool = True
     nonce_len: int = 8
-    frame_size: int = 16384
+    frame_size: int = MAX_FRAME_DATA
     rekey_after_frames: int | None = 1 << 24
-    rekey_after_bytes: int | None = 1 << 40
+    rekey_after_bytes: int | None = 1 << 38
 
     def __post_init__(self) -> None:
         if not self.teps or any(t not in TEPS for t in self.teps) or len(set(self.teps)) != len(self.teps):

@@ -111,7 +111,7 @@ async def test_flipping_a_bit_of_a_frame_on_the_wire_aborts_and_delivers_nothing
 
 @pytest.mark.parametrize("which", [0, 5, -1])
 async def test_a_frame_spanning_many_segments_releases_nothing_before_its_tag(which):
-    """One 16 KiB frame (the default frame size) spans about a dozen segments.  A bit flipped
+    """One 16 KiB write, one 16 KiB frame, spans about a dozen segments.  A bit flipped
     in its first, a middle or its last segment (the tag) aborts the connection, and none of
     the frame's octets -- not even those of the untouched earlier segments -- reach the
     application: a frame is released only after its tag verifies (RFC 8548 4.2.2)."""
