@@ -468,8 +468,10 @@ class TCPConnection:
         self._finish_negotiation(syn)
         self._t_rtx = now + self._rtt.rto
 
-    def send(self, data: bytes | memoryview) -> int:
-        """SEND (RFC 9293 3.10.2): queue up to send_buffer_free octets; returns how many."""
+    def send(self, data: bytes | bytearray | memoryview, owned: bool = False) -> int:
+        """SEND (RFC 9293 3.10.2): queue up to send_buffer_free octets; returns how many.
+        owned: the caller hands the buffer over and will not change it, so a mutable one is
+        kept by reference too (see SendBuffer.append)."""
         if self._write_shut or self.state not in _APP_SEND_STATES:
             err = self._terminal_error
             if isinstance(err, ConnectionError):
@@ -484,7 +486,7 @@ class TCPConnection:
             if n == 0:
                 return 0
             data = memoryview(data)[:n]
-        self._sndbuf.append(data)
+        self._sndbuf.append(data, owned)
         return n
 
     def shutdown_write(self, now: float) -> None:

@@ -35,7 +35,9 @@ class StreamTransform(Protocol):
     eof_received: bool
 
     def start(self) -> bytes: ...
-    def send(self, data: bytes | memoryview) -> bytes | bytearray: ...   # a buffer we then own
+    # send/close/receive return buffers the endpoint then owns: the transform never touches
+    # them again, so the TCB's send buffer keeps even a bytearray by reference.
+    def send(self, data: bytes | memoryview) -> bytes | bytearray: ...
     def close(self) -> bytes | bytearray: ...
     def receive(self, data: bytes | memoryview) -> tuple[bytes, bytes | bytearray]: ...
     def peer_fin(self) -> None: ...
@@ -138,14 +140,16 @@ class Endpoint:
             raise TcpStackError(f"cannot write to {self.remote} after write_eof()")
         if not data:
             return
+        owned = False
         if self.transform is not None:
             data = self.transform.send(data)
+            owned = True                  # the transform's frames are ours (StreamTransform)
         elif self.negotiator is not None and not self._established:
             # ENO still negotiating: whether these bytes go out plain or through a TEP is
             # only known at the end of the handshake (RFC 8547 4.6).  Keep them aside.
             self._plain_hold += data
             return
-        self._queue(data)
+        self._queue(data, owned)
         self.core._after_app_call(self, now, write=True)
 
     def shutdown_write(self, now: float) -> None:
@@ -154,7 +158,7 @@ class Endpoint:
             return
         self._eof_requested = True
         if self.transform is not None:
-            self._queue(self.transform.close())
+            self._queue(self.transform.close(), True)
         self._flush(now)
         self.core._after_app_call(self, now)
 
@@ -210,15 +214,17 @@ class Endpoint:
 
     # --- stack side ------------------------------------------------------------------
 
-    def _queue(self, data: bytes | memoryview) -> None:
+    def _queue(self, data: bytes | bytearray | memoryview, owned: bool = False) -> None:
+        """Hand bytes to the TCB, keeping what its send buffer cannot take yet.  owned: a
+        buffer given up by its maker (tcpcrypt frames), kept by reference even if mutable."""
         if not data:
             return
         if not self._pending:
-            n = self.conn.send(data)
+            n = self.conn.send(data, owned)
             if n == len(data):
                 return
             data = memoryview(data)[n:]
-        if not immutable(data):
+        if not owned and not immutable(data):
             data = bytes(data)      # a mutable buffer may change after write() returns
         self._pending.append(data)
         self._pending_len += len(data)
@@ -229,7 +235,7 @@ class Endpoint:
         send = self.conn.send
         while pending:
             head = pending[0]
-            n = send(head)
+            n = send(head, True)    # immutable, copied, or owned: see _queue
             self._pending_len -= n
             if n < len(head):
                 if n:
@@ -282,7 +288,8 @@ class Endpoint:
             held = self._plain_hold
             if held:
                 self._plain_hold = bytearray()
-                self._queue(self.transform.send(bytes(held)) if self.transform else held)
+                # the transform's frames, or the hold buffer just replaced: ours either way
+                self._queue(self.transform.send(bytes(held)) if self.transform else held, True)
             if self.transform is not None and not self.transform.established:
                 return
         self._mark_established()
@@ -310,7 +317,7 @@ class Endpoint:
             self._fail(exc, now)
             return
         if out:
-            self._queue(out)
+            self._queue(out, True)
         if not self._established and tr.established:
             self._mark_established()
         if plaintext:

@@ -64,7 +64,9 @@ class SendBuffer:
     def __len__(self) -> int:
         return self._frozen_end + len(self._tail) - self._base
 
-    def append(self, data: bytes | bytearray | memoryview) -> None:
+    def append(self, data: bytes | bytearray | memoryview, owned: bool = False) -> None:
+        """Queue data at the end.  owned: the caller gives the buffer up (a tcpcrypt frame
+        buffer), so even a mutable one is kept by reference."""
         n = len(data)
         if n >= _BIG:
             if self._tail:
@@ -72,7 +74,7 @@ class SendBuffer:
             # Keep immutable bytes (or a read-only view of them) by reference; a mutable
             # buffer may change after write() returns, so it is copied (once), as
             # asyncio's transports do.
-            chunk = data if immutable(data) else bytes(data)
+            chunk = data if owned or immutable(data) else bytes(data)
             self._chunks.append(chunk)
             self._starts.append(self._frozen_end)
             self._frozen_end += n

@@ -76,3 +76,13 @@ def test_small_writes_share_chunks_and_a_straddling_range_can_stay_in_pieces():
     assert bytes(g) == bytes(i % 256 for i in range(500, 1000)) + b"z" * 6000
     buf.consume(10500)
     assert len(buf) == 500 and bytes(buf.get(0, 500)) == b"z" * 500
+
+
+def test_an_owned_buffer_is_kept_by_reference():
+    """tcpcrypt frames are a bytearray the endpoint owns (StreamTransform contract): the
+    send buffer keeps it without the copy a caller's mutable buffer gets."""
+    frames = bytearray(b"f" * 9000)
+    buf = SendBuffer()
+    buf.append(frames, owned=True)
+    view = buf.get(0, 9000)
+    assert view is frames or view.obj is frames
