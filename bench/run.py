@@ -134,30 +134,9 @@ async def handshakes(s1: Stack, s2: Stack, addr2: str, port: int, seconds: float
         writer.close()
 
     srv = await s2.start_server(server, addr2, port, encrypt=encrypt, backlog=1024)
-    count = resumed = 0
-    lat: list[float] = []
-    stop = time.perf_counter() + seconds
-
-    async def client() -> None:
-        nonlocal count, resumed
-        while time.perf_counter() < stop:
-            t = time.perf_counter()
-            _, w = await s1.open_connection(addr2, port, encrypt=encrypt,
-                                            require_encryption=encrypt)
-            lat.append(time.perf_counter() - t)
-            tc = w.get_extra_info("tcpcrypt")
-            if tc and tc.get("resumed"):
-                resumed += 1
-            count += 1
-            w.close()
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    el = time.perf_counter() - t0
+    r = await handshakes_to(s1, addr2, port, seconds, encrypt, concurrency)
     srv.close()
-    await asyncio.sleep(0.05)
-    return {"per_s": count / el, "count": count, "resumed": resumed,
-            "median_ms": statistics.median(lat) * 1e3 if lat else None}
+    return r
 
 
 async def echo_rtt(s1: Stack, s2: Stack, addr2: str, port: int, rounds: int,
@@ -641,14 +620,17 @@ def two_process_handshakes(quick: bool, loop_name: str) -> list[dict[str, Any]]:
 
 async def handshakes_to(st: Stack, addr: str, port: int, seconds: float, encrypt: bool,
                         concurrency: int = 16) -> dict[str, Any]:
-    """The client half of handshakes(): connect, close, repeat, against a remote server."""
+    """The client half of handshakes(): connect, close, repeat, against a listening server."""
     count = resumed = 0
+    lat: list[float] = []
     stop = time.perf_counter() + seconds
 
     async def client() -> None:
         nonlocal count, resumed
         while time.perf_counter() < stop:
+            t = time.perf_counter()
             _, w = await st.open_connection(addr, port, encrypt=encrypt, require_encryption=encrypt)
+            lat.append(time.perf_counter() - t)
             tc = w.get_extra_info("tcpcrypt")
             if tc and tc.get("resumed"):
                 resumed += 1
@@ -659,7 +641,8 @@ async def handshakes_to(st: Stack, addr: str, port: int, seconds: float, encrypt
     await asyncio.gather(*(client() for _ in range(concurrency)))
     el = time.perf_counter() - t0
     await asyncio.sleep(0.05)
-    return {"per_s": count / el, "count": count, "resumed": resumed}
+    return {"per_s": count / el, "count": count, "resumed": resumed,
+            "median_ms": statistics.median(lat) * 1e3 if lat else None}
 
 
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
