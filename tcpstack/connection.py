@@ -63,7 +63,7 @@ from .rack import LOST, RTX, SACKED, SendQueue, SentSegment
 from .rtt import RTTEstimator
 from .sack import SackScoreboard
 from .segment import ACK, FIN, PSH, RST, SYN, TCPSegment
-from .sndbuf import SendBuffer
+from .sndbuf import SendBuffer, immutable
 
 log = logging.getLogger(__name__)
 
@@ -1610,7 +1610,10 @@ class TCPConnection:
         return self._rcv_buf
 
     def _deliver(self, data: bytes | memoryview) -> None:
-        if not isinstance(data, bytes):
+        # A view of an immutable packet (bytes) is handed on as it is: the copy into bytes is
+        # made once, where the application takes the data (tcpstack/reader.py joins views
+        # straight into what read() returns).  A view of a mutable buffer is copied now.
+        if type(data) is not bytes and not immutable(data):
             data = bytes(data)
         if self._paused:
             self._rbuf.append(data)

@@ -16,8 +16,9 @@ class ConnectionEstablished:
 
 @dataclass(slots=True)
 class DataReceived:
-    """In-order bytes for the application."""
-    data: bytes
+    """In-order bytes for the application: bytes, or a read-only view of the received
+    packet's bytes (never of a buffer that can change)."""
+    data: bytes | memoryview
 
 
 @dataclass(slots=True)

@@ -3,9 +3,11 @@
 asyncio.StreamReader keeps everything in one bytearray: feed_data() copies each piece in and
 read() copies it out again (`bytes(memoryview(buffer)[:n])`).  With 64 KB GRO super-segments
 and 16 KB tcpcrypt frames, those two copies are a quarter of a bulk receiver's time.  This
-subclass keeps large pieces (bytes objects, immutable, already owned) in a queue of their
-own: read(n) returns exactly what asyncio's would (min(n, all available)), and when that is
-one whole queued piece -- the usual case for a reader keeping up -- the piece itself.
+subclass keeps large pieces (bytes objects, or read-only views of the received packets'
+bytes: immutable either way) in a queue of their own: read(n) returns exactly what
+asyncio's would (min(n, all available)), made with one copy (the join, or bytes() of one
+view), or when that is one whole queued bytes piece -- a reader keeping up with tcpcrypt
+frames -- the piece itself.
 
 Everything else is asyncio's: the moment readline(), readuntil(), readexactly() or at_eof()
 is used, queued pieces move into the ordinary buffer first (and stay there while such a call
@@ -43,7 +45,8 @@ class ChunkedStreamReader(asyncio.StreamReader):
             raise AssertionError("feed_data after feed_eof")
         if not data:
             return
-        if not self._flat and type(data) is bytes and (
+        if not self._flat and (type(data) is bytes or (
+                type(data) is memoryview and type(data.obj) is bytes)) and (
                 self._chunks or (len(data) >= _LARGE and not self._buffer)):  # type: ignore[attr-defined]
             self._chunks.append(data)   # behind whatever is queued: order is kept
             self._chunk_len += len(data)
@@ -84,7 +87,7 @@ class ChunkedStreamReader(asyncio.StreamReader):
                 chunks.popleft()
                 self._chunk_len -= len(c)
                 self._maybe_resume_transport()
-                return c
+                return c if type(c) is bytes else bytes(c)
             parts = []
             need = n
             while chunks and need:
@@ -93,8 +96,9 @@ class ChunkedStreamReader(asyncio.StreamReader):
                     parts.append(chunks.popleft())
                     need -= len(c)
                 else:
-                    parts.append(c[:need])
-                    chunks[0] = c[need:]
+                    mv = memoryview(c)              # split without copying either part
+                    parts.append(mv[:need])
+                    chunks[0] = mv[need:]
                     need = 0
             self._chunk_len -= n - need
             self._maybe_resume_transport()

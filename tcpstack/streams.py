@@ -200,7 +200,7 @@ class Stack:
         ep = self.core.connect(host, port, loop.time(),
                                local_addr=local_addr[0] if local_addr else None,
                                local_port=local_addr[1] if local_addr else 0, options=opts)
-        transport = _StreamTransport(self, ep, protocol)
+        transport = _StreamTransport(self, ep, protocol, views_ok=True)
         self._kick()
         try:
             await transport._connected
@@ -304,8 +304,13 @@ class Stack:
 class _StreamTransport(asyncio.Transport):
     """asyncio.Transport over an Endpoint."""
 
-    def __init__(self, stack: Stack, ep: Endpoint, protocol: asyncio.BaseProtocol) -> None:
+    def __init__(self, stack: Stack, ep: Endpoint, protocol: asyncio.BaseProtocol, *,
+                 views_ok: bool = False) -> None:
         super().__init__()
+        # views_ok: the protocol feeds a ChunkedStreamReader, which takes read-only views of
+        # received packets and makes the one copy when read() returns.  Any other protocol
+        # gets bytes, as asyncio always gives data_received().
+        self._views_ok = views_ok
         self._stack = stack
         self._ep = ep
         self._protocol = protocol
@@ -346,6 +351,8 @@ class _StreamTransport(asyncio.Transport):
                             parts.append(evs[i].data)  # type: ignore[attr-defined]
                             i += 1
                         data = b"".join(parts)
+                    elif type(data) is not bytes and not self._views_ok:
+                        data = bytes(data)
                     proto.data_received(data)  # type: ignore[attr-defined]
                 elif isinstance(ev, Established):
                     if not self._connected.done():
@@ -537,7 +544,7 @@ class Server:
                 break
             reader = ChunkedStreamReader(limit=self._limit, loop=loop)
             protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
-            transport = _StreamTransport(self._stack, ep, protocol)
+            transport = _StreamTransport(self._stack, ep, protocol, views_ok=True)
             if not transport._connected.done():
                 transport._connected.set_result(None)
                 protocol.connection_made(transport)

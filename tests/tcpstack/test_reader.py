@@ -65,6 +65,26 @@ def test_same_results_as_asyncio_streamreader(sizes, ops, seed):
     assert got == ref
 
 
+@settings(max_examples=150, deadline=None)
+@given(sizes=PIECES, ops=OPS, seed=st.integers(0, 1000))
+def test_views_of_packets_give_the_same_bytes_as_asyncio(sizes, ops, seed):
+    """The TCB hands on read-only views of received packets (bytes): every result is still
+    a bytes object equal to asyncio's for the same stream fed as bytes."""
+    data = pieces_data(sizes, seed)
+
+    async def scenario(cls, as_views):
+        r = cls(limit=1 << 16)
+        for d in data:
+            r.feed_data(memoryview(b"HDR" + d)[3:] if as_views else d)
+        r.feed_eof()
+        return await run_ops(r, ops)
+
+    ref = asyncio.run(scenario(asyncio.StreamReader, False))
+    got = asyncio.run(scenario(ChunkedStreamReader, True))
+    assert got == ref
+    assert all(type(v) is bytes for k, v in got if k == "ok" and not isinstance(v, bool))
+
+
 @settings(max_examples=60, deadline=None)
 @given(sizes=PIECES, seed=st.integers(0, 1000), reads=st.lists(st.integers(1, 70000), min_size=1))
 def test_interleaved_feeding_and_reading_delivers_the_same_stream(sizes, seed, reads):

@@ -310,3 +310,25 @@ async def test_writes_in_one_loop_turn_leave_as_full_segments_autocork():
     writer.close()
     server.close()
     sa.close(); sb.close()
+
+
+def test_received_data_from_a_mutable_packet_buffer_is_copied():
+    """A link may hand the core a bytearray it reuses (recv_into): the TCB keeps views only
+    of immutable packets, so data already delivered cannot change afterwards."""
+    from tcpstack.connection import TCPConnection
+    from tcpstack.config import TCPConfig
+    from tcpstack.events import DataReceived
+    from tcpstack.segment import ACK, SYN, TCPSegment
+    c = TCPConnection(80, 4000, iss=1000, config=TCPConfig(), now=0.0)
+    c.accept_syn(TCPSegment(4000, 80, 5000, 0, SYN, 65535, mss=1460), 0.0)
+    c.segments_to_send(0.0)
+    c.receive(TCPSegment(4000, 80, 5001, 1001, ACK, 65535), 0.0)
+    packet = bytearray(b"hello world")
+    c.receive(TCPSegment(4000, 80, 5001, 1001, ACK, 65535, memoryview(packet)), 0.0)
+    immutable_pkt = b"XXimmutable"
+    c.receive(TCPSegment(4000, 80, 5012, 1001, ACK, 65535, memoryview(immutable_pkt)[2:]), 0.0)
+    packet[:] = b"overwritten"
+    events = iter(c.next_event, None)
+    data = [e.data for e in events if isinstance(e, DataReceived)]
+    assert [bytes(d) for d in data] == [b"hello world", b"immutable"]
+    assert type(data[0]) is bytes and type(data[1]) is memoryview   # the view is kept
