@@ -68,6 +68,8 @@ class Host:
         self.stack: Any = None
         self.control: control.ControlServer | None = None
         self._pcap: Any = None
+        # seconds to wait at exit for unacknowledged data (see Stack.linger)
+        self.linger: float = getattr(args, "linger", 10.0)
 
     async def __aenter__(self) -> "Host":
         from tun.device import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, AsyncTun, TunDevice, unique_ifname
@@ -106,6 +108,10 @@ class Host:
         if self.control is not None:
             self.control.close()
         if self.stack is not None:
+            if exc[0] is None:
+                # What the application wrote must still reach the peer after it is done:
+                # the stack dies with this process (a kernel would keep sending).
+                await self.stack.linger(self.linger)
             self.stack.close()
         if self._pcap is not None:
             self._pcap.close()
@@ -223,7 +229,6 @@ async def cmd_connect(args: argparse.Namespace) -> int:
             return 1
         err(session_line(writer))
         await netcat(reader, writer, Progress(args.progress or sys.stderr.isatty()))
-        await asyncio.sleep(0.05)            # let the last ACK / FIN leave
     return 0
 
 
@@ -248,7 +253,6 @@ async def cmd_listen(args: argparse.Namespace) -> int:
             await netcat(reader, writer, Progress(args.progress or sys.stderr.isatty()))
         finally:
             done.set_result(None)
-        await asyncio.sleep(0.05)
     return 0
 
 
@@ -443,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fail instead of falling back to plain TCP")
         p.add_argument("--progress", action="store_true", help="progress bar on stderr (default: when a TTY)")
         p.add_argument("--timeout", type=float, default=30.0, help="connect timeout, seconds")
+        p.add_argument("--linger", type=float, default=10.0,
+                       help="at exit, wait this long for sent data to be acknowledged (seconds)")
     p = sub.add_parser("ping", help="ICMP echo from the userspace stack")
     p.add_argument("host")
     p.add_argument("-c", "--count", type=int, default=3)

@@ -233,6 +233,23 @@ class Stack:
     def stats(self) -> dict[str, Any]:
         return dict(vars(self.core.stats))
 
+    async def linger(self, timeout: float = 10.0) -> bool:
+        """Wait until every connection has had all it was given to send, and its FIN if it
+        closed, acknowledged by the peer (or is gone), at most `timeout` seconds; True if
+        so.  A process about to exit calls this before close(): a kernel keeps sending
+        after close(2), but this stack dies with its process (cf. SO_LINGER)."""
+        deadline = self.loop.time() + timeout
+        while True:
+            busy = [ep for ep in self.core.endpoints()
+                    if not ep.conn.is_terminated and (
+                        ep.write_buffer_size or ep.conn.send_buffer_used
+                        or ep.conn.snd_nxt != ep.conn.snd_una)]
+            if not busy:
+                return True
+            if self.loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+
     def close(self) -> None:
         if self._closed:
             return

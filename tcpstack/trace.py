@@ -83,7 +83,8 @@ class Tracer:
         proto = hdr.proto if isinstance(hdr, IPv4Header) else hdr.next_header
         if proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
             kind = payload[0] if len(payload) else -1
-            return f"{t} {src} > {dst} ICMP type {kind} len {len(payload)}"
+            code = payload[1] if len(payload) > 1 else -1
+            return f"{t} {src} > {dst} ICMP type {kind} code {code} len {len(payload)}"
         if proto != IPPROTO_TCP:
             return f"{t} {src} > {dst} protocol {proto} len {len(payload)}"
         try:

@@ -332,3 +332,36 @@ def test_received_data_from_a_mutable_packet_buffer_is_copied():
     data = [e.data for e in events if isinstance(e, DataReceived)]
     assert [bytes(d) for d in data] == [b"hello world", b"immutable"]
     assert type(data[0]) is bytes and type(data[1]) is memoryview   # the view is kept
+
+
+async def test_linger_waits_until_everything_sent_is_acknowledged():
+    """Stack.linger(): a process about to exit waits for its queued data and FIN to be
+    acknowledged (the stack dies with the process; a kernel would keep sending).  A peer
+    that does not read makes it give up at the timeout."""
+    sa, sb, *_ = make_pair(None, None)
+    readers = []
+
+    async def handle(reader, writer):
+        readers.append((reader, writer))          # (a dropped writer closes the transport)
+
+    server = await sb.start_server(handle, B, 8084)
+    reader, writer = await sa.open_connection(B, 8084)
+    writer.write(bytes(3 << 20))                   # more than the peer's window holds
+    writer.close()
+    assert not await sa.linger(0.3)                # the peer reads nothing: not all acked
+    conn = sa.connections()[0].conn
+    assert conn.snd_nxt != conn.snd_una or conn.send_buffer_used
+    got = 0
+
+    async def drain_peer():
+        nonlocal got
+        while b := await readers[0][0].read(1 << 20):
+            got += len(b)
+
+    task = asyncio.create_task(drain_peer())
+    assert await sa.linger(10.0)
+    assert all(ep.conn.snd_una == ep.conn.snd_nxt for ep in sa.connections())
+    await task
+    assert got == 3 << 20
+    server.close()
+    sa.close(); sb.close()
