@@ -358,8 +358,8 @@ class StackCore:
                 local_port: int = 0, options: dict[str, Any] | None = None) -> Endpoint:
         """Active OPEN (RFC 9293 3.10.1): returns the endpoint; its SYN is queued."""
         self.now = now
-        raddr = ipaddress.ip_address(host)
-        laddr = ipaddress.ip_address(local_addr) if local_addr else self._source_for(raddr)
+        raddr = _ip(host)
+        laddr = _ip(local_addr) if local_addr else self._source_for(raddr)
         rp, lp = raddr.packed, laddr.packed
         if not local_port:
             local_port = self._free_port(lp, (rp, port))
@@ -534,7 +534,7 @@ class StackCore:
         lp, rp = hdr.dst, hdr.src
         conn = TCPConnection(seg.dst_port, seg.src_port,
                              iss=self._isn(lp, seg.dst_port, rp, seg.src_port, now),
-                             config=self._tcp_config(ipaddress.ip_address(lp), lst.options), now=now,
+                             config=self._tcp_config(_ip(lp), lst.options), now=now,
                              eno=negotiator,
                              ts_offset=self._ts_offset(lp, seg.dst_port, rp, seg.src_port))
         ep = Endpoint(self, conn, local, remote, negotiator=negotiator,
@@ -798,4 +798,8 @@ def _fmt(packed: bytes) -> str:
 @functools.lru_cache(maxsize=4096)
 def _fmt_cached(packed: bytes) -> str:
     return str(ipaddress.ip_address(packed))
+
+
+# Parsed addresses (immutable objects), cached: connect() and every SYN parse one or two.
+_ip = functools.lru_cache(maxsize=4096)(ipaddress.ip_address)
 
