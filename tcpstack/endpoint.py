@@ -358,6 +358,7 @@ class Endpoint:
             return
         self._closed = True
         self._pending.clear()
+        self._pending_len = 0
         self.events.append(Closed(error))
         if self.listener is not None:
             self.listener._on_closed(self)

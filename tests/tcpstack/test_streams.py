@@ -365,3 +365,20 @@ async def test_linger_waits_until_everything_sent_is_acknowledged():
     assert got == 3 << 20
     server.close()
     sa.close(); sb.close()
+
+
+async def test_abort_drops_what_was_pending_and_the_buffer_size_says_so():
+    sa, sb, *_ = make_pair(None, None)
+    held = []
+
+    async def handle(reader, writer):
+        held.append(writer)                       # never reads
+
+    server = await sb.start_server(handle, B, 8085)
+    reader, writer = await sa.open_connection(B, 8085)
+    writer.write(bytes(3 << 20))                  # beyond the TCB's 1 MiB send buffer
+    assert writer.transport.get_write_buffer_size() > 0
+    writer.transport.abort()
+    assert writer.transport.get_write_buffer_size() == 0
+    server.close()
+    sa.close(); sb.close()
