@@ -134,9 +134,7 @@ def build_ip_tcp(seg: TCPSegment, src: bytes, dst: bytes, *, ttl: int = 64, iden
     build_gso_frame): the caller must hand it to a link that accepts them."""
     if seg.gso_size and len(seg.payload) > seg.gso_size:
         return build_gso_frame(seg, src, dst, ttl=ttl, ident=ident, tos=tos, flow_label=flow_label)
-    opts = _options(seg) if (seg.mss is not None or seg.tsval is not None or seg.eno
-                             or seg.sack_blocks or seg.wscale is not None
-                             or seg.sack_permitted or seg.unknown_options) else b""
+    opts = _options(seg)
     tcp_len = 20 + len(opts) + len(seg.payload)
     if len(src) == 4:
         iph = 20
@@ -210,9 +208,7 @@ def build_gso(seg: TCPSegment, src: bytes, dst: bytes, *, ttl: int = 64, ident: 
               tos: int = 0, flow_label: int = 0) -> GSOFrame:
     """build_gso_frame's frame as a GSOFrame: the headers built here, the payload by
     reference (the TSO send hot path: nothing of the payload is read or copied)."""
-    opts = _options(seg) if (seg.mss is not None or seg.tsval is not None or seg.eno
-                             or seg.sack_blocks or seg.wscale is not None
-                             or seg.sack_permitted or seg.unknown_options) else b""
+    opts = _options(seg)
     thl = 20 + len(opts)
     payload = seg.payload
     tcp_len = thl + len(payload)
