@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, BinaryIO, Callable, Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -468,6 +470,33 @@ async def bulk_to(stack: Stack, host: str, port: int, n: int) -> float:
     return el
 
 
+@contextlib.contextmanager
+def forked_server(serve: Callable[[socket.socket], Awaitable[None]]
+                  ) -> Iterator[tuple[socket.socket, BinaryIO]]:
+    """Run `serve(ctl)` in a forked child, as a second host would run it (its own process:
+    its own core and CPU clock).  serve writes b"ready\\n" on ctl once it listens; the
+    parent gets its end of the socket pair and a line reader on it.  The child is killed on
+    exit."""
+    ctl_parent, ctl_child = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ctl_parent.close()
+            asyncio.run(serve(ctl_child))
+        finally:
+            os._exit(0)
+    ctl_child.close()
+    ctl = ctl_parent.makefile("rb")
+    try:
+        ctl.readline()
+        yield ctl_parent, ctl
+    finally:
+        os.kill(pid, 15)
+        os.waitpid(pid, 0)
+        ctl.close()
+        ctl_parent.close()
+
+
 def two_process_bulk(quick: bool, loop_name: str, offload: bool = False) -> list[dict[str, Any]]:
     """stack<->stack across two namespaces with each stack in its own process (as two hosts
     would be): a forked child runs the receiving Stack on the second TUN device.  offload:
@@ -479,59 +508,44 @@ def two_process_bulk(quick: bool, loop_name: str, offload: bool = False) -> list
     rows: list[dict[str, Any]] = []
     label = "2 netns 2 processes TSO/GRO" if offload else "2 netns 2 processes"
     with TwoHosts(offload=offload) as net:
-        rfd, wfd = os.pipe()
-        pid = os.fork()
-        if pid == 0:                                     # the receiver host
-            try:
-                os.close(rfd)
 
-                async def serve() -> None:
-                    st = Stack(AsyncTun(net.devices[1], close_device=False, gro=offload),
-                               [net.stack_addrs[1]], security=provider())
+        async def serve(ctl: socket.socket) -> None:           # the receiver host
+            st = Stack(AsyncTun(net.devices[1], close_device=False, gro=offload),
+                       [net.stack_addrs[1]], security=provider())
 
-                    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-                        while await reader.read(1 << 20):
-                            pass
-                        writer.close()
+            async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                while await reader.read(1 << 20):
+                    pass
+                writer.close()
 
-                    await st.start_server(sink, net.stack_addrs[1], port, backlog=16)
-                    os.write(wfd, b"r")
-                    await asyncio.sleep(3600)
+            await st.start_server(sink, net.stack_addrs[1], port, backlog=16)
+            ctl.sendall(b"ready\n")
+            await asyncio.sleep(3600)
 
-                asyncio.run(serve())
-            finally:
-                os._exit(0)
-        os.close(wfd)
-        try:
-            os.read(rfd, 1)
+        async def send_all() -> None:
+            for aead in (None,) + ALL_AEADS:
+                st = Stack(AsyncTun(net.devices[0], close_device=False, gro=offload),
+                           [net.stack_addrs[0]],
+                           security=provider(aeads=(aead,)) if aead else None)
+                enc = aead is not None
+                n = nbytes if not enc else nbytes // 2
+                t0 = time.perf_counter()
+                r, w = await st.open_connection(net.stack_addrs[1], port, encrypt=enc,
+                                                require_encryption=enc)
+                await send_bytes(w, n)
+                await asyncio.wait_for(r.read(), 120)
+                el = time.perf_counter() - t0
+                stats = w.get_extra_info("tcp_stats")
+                name = AEADS[aead].name if aead else "plain"
+                rows.append({"group": "bulk", "name": f"{label} stack->stack {name}",
+                             "value": n / el / 1e6, "unit": "MB/s",
+                             "retransmits": stats.get("retransmits")})
+                w.close()
+                await asyncio.sleep(0.05)
+                st.close()
 
-            async def send_all() -> None:
-                for aead in (None,) + ALL_AEADS:
-                    st = Stack(AsyncTun(net.devices[0], close_device=False, gro=offload),
-                               [net.stack_addrs[0]],
-                               security=provider(aeads=(aead,)) if aead else None)
-                    enc = aead is not None
-                    n = nbytes if not enc else nbytes // 2
-                    t0 = time.perf_counter()
-                    r, w = await st.open_connection(net.stack_addrs[1], port, encrypt=enc,
-                                                    require_encryption=enc)
-                    await send_bytes(w, n)
-                    await asyncio.wait_for(r.read(), 120)
-                    el = time.perf_counter() - t0
-                    stats = w.get_extra_info("tcp_stats")
-                    name = AEADS[aead].name if aead else "plain"
-                    rows.append({"group": "bulk", "name": f"{label} stack->stack {name}",
-                                 "value": n / el / 1e6, "unit": "MB/s",
-                                 "retransmits": stats.get("retransmits")})
-                    w.close()
-                    await asyncio.sleep(0.05)
-                    st.close()
-
+        with forked_server(serve):
             asyncio.run(send_all())
-        finally:
-            os.kill(pid, 15)
-            os.waitpid(pid, 0)
-            os.close(rfd)
     return rows
 
 
@@ -540,50 +554,37 @@ def two_process_handshakes(quick: bool, loop_name: str) -> list[dict[str, Any]]:
     each): its CPU time over the run gives handshakes per server core-second, the issue's
     "on one core" figure.  The client process (16 parallel clients) has the other core; the
     wall-clock rate is what the pair reaches together."""
-    import socket
     from tun.device import AsyncTun
     from tun.topology import TwoHosts
     secs = 1.5 if quick else 4.0
     port = 32000
     rows: list[dict[str, Any]] = []
     with TwoHosts() as net:
-        ctl_parent, ctl_child = socket.socketpair()
-        pid = os.fork()
-        if pid == 0:                                     # the server host
-            try:
-                ctl_parent.close()
 
-                async def serve() -> None:
-                    loop = asyncio.get_running_loop()
-                    st = Stack(AsyncTun(net.devices[1], close_device=False),
-                               [net.stack_addrs[1]], security=provider(teps=(TEP_CURVE25519,)))
+        async def serve(ctl: socket.socket) -> None:           # the server host
+            st = Stack(AsyncTun(net.devices[1], close_device=False),
+                       [net.stack_addrs[1]], security=provider(teps=(TEP_CURVE25519,)))
 
-                    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-                        await reader.read()
-                        writer.close()
+            async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                await reader.read()
+                writer.close()
 
-                    for enc in (False, True):
-                        await st.start_server(server, net.stack_addrs[1], port + enc,
-                                              encrypt=enc, backlog=1024)
+            for enc in (False, True):
+                await st.start_server(server, net.stack_addrs[1], port + enc,
+                                      encrypt=enc, backlog=1024)
 
-                    def on_ctl() -> None:
-                        if ctl_child.recv(1):
-                            ctl_child.sendall(f"{time.process_time()}\n".encode())
-                    ctl_child.setblocking(False)
-                    loop.add_reader(ctl_child.fileno(), on_ctl)
-                    ctl_child.sendall(b"ready\n")
-                    await asyncio.sleep(3600)
+            def on_ctl() -> None:                              # "t": report CPU seconds
+                if ctl.recv(1):
+                    ctl.sendall(f"{time.process_time()}\n".encode())
+            ctl.setblocking(False)
+            asyncio.get_running_loop().add_reader(ctl.fileno(), on_ctl)
+            ctl.sendall(b"ready\n")
+            await asyncio.sleep(3600)
 
-                asyncio.run(serve())
-            finally:
-                os._exit(0)
-        ctl_child.close()
-        ctl = ctl_parent.makefile("rb")
-        try:
-            ctl.readline()
+        with forked_server(serve) as (ctl_sock, ctl):
 
             def server_cpu() -> float:
-                ctl_parent.sendall(b"t")
+                ctl_sock.sendall(b"t")
                 return float(ctl.readline())
 
             async def run_all() -> None:
@@ -610,11 +611,6 @@ def two_process_handshakes(quick: bool, loop_name: str) -> list[dict[str, Any]]:
                     st.close()
 
             asyncio.run(run_all())
-        finally:
-            os.kill(pid, 15)
-            os.waitpid(pid, 0)
-            ctl.close()
-            ctl_parent.close()
     return rows
 
 
