@@ -12,18 +12,24 @@
 (3.6: "the offset in the framing stream, not the plaintext application stream"), i.e. it
 counts every byte the host sent on the connection, the Init1/Init2 message included.
 
-The hot path encrypts in place into one preallocated buffer (AEAD ``encrypt_into``) and
-decrypts straight into the caller's output buffer (``decrypt_into``).
+The hot path makes one copy of the application's bytes on the way out and none on the way
+in: ``seal_into`` lays out a frame's plaintext (flags, urgent pointer, data) in a per-thread
+scratch buffer and has the AEAD write the ciphertext straight into the caller's frame buffer
+(``encrypt_into``); ``open_into`` decrypts straight into the caller's output buffer
+(``decrypt_into``).  Input and output never overlap: cryptography 51 and later refuse an
+in-place ``encrypt_into`` ("data and buf must not overlap"), and nothing here relies on it.
+``encrypt_into``/``decrypt_into`` exist from cryptography 47 on, the oldest release declared.
 """
 from __future__ import annotations
 
 import logging
 import os
 import struct
+import threading
 
 from cryptography.exceptions import InvalidTag
 
-from .errors import TcpcryptIntegrityError
+from .errors import TcpcryptError, TcpcryptIntegrityError
 from .suites import TAG_LEN, AEADSuite
 
 log = logging.getLogger(__name__)
@@ -39,16 +45,54 @@ _HDR = struct.Struct(">BH")
 
 
 _U64 = struct.Struct(">Q")
-_warm: set[int] = set()         # AEAD identifiers already set up in this process
+_warm: set[int] = set()         # AEAD identifiers already set up (and checked) in this process
+_scratch = threading.local()    # .buf: this thread's plaintext staging buffer for seal_into
+
+
+def _staging(size: int) -> bytearray:
+    """This thread's scratch buffer for one frame's plaintext, at least size bytes long.
+
+    One per thread, grown to the largest frame sealed so far (at most 65,519 bytes: 3.6's clen
+    bound), so the copy of the application's bytes always lands in memory that is already hot
+    and no connection keeps a buffer of its own (10,000 idle sessions cost nothing here)."""
+    buf: bytearray | None = getattr(_scratch, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _scratch.buf = bytearray(max(size, 4096))
+    return buf
 
 
 def _warm_up(suite: AEADSuite) -> None:
     """Pay the AEAD's one-time set-up (OpenSSL cipher fetch: ~60 us on the first AES-GCM use
     in a process, ~25 us more for the other key size) at key setup instead of in the first
-    frame: seal one byte under a throwaway random key (never a connection's key, so no nonce
-    of a real key is spent)."""
-    aead = suite.new(os.urandom(suite.key_len))
-    aead.encrypt_into(bytes(suite.nonce_len), b"\0", b"", bytearray(1 + TAG_LEN))
+    frame, and check that the installed ``cryptography`` does exactly what seal_into/open_into
+    rely on: ``encrypt_into`` from a memoryview slice of one buffer into a slice of another,
+    with the AAD a slice of that other buffer (as seal_into calls it), and ``decrypt_into``
+    from a read-only view into a slice of a bytearray, giving back the plaintext.  A throwaway
+    random key is used (never a connection's key, so no nonce of a real key is spent).
+    Raises TcpcryptError, naming the installed version, when the library behaves otherwise."""
+    import cryptography
+    key = os.urandom(suite.key_len)
+    nonce = bytes(suite.nonce_len)
+    plain = b"\x01warm-up"
+    try:
+        aead = suite.new(key)
+        src = memoryview(bytearray(b"??" + plain))[2:]
+        dst = bytearray(FRAME_HEADER_LEN + len(plain) + TAG_LEN)
+        dmv = memoryview(dst)
+        _HDR.pack_into(dst, 0, 0, len(plain) + TAG_LEN)
+        aead.encrypt_into(nonce, src, dmv[:FRAME_HEADER_LEN], dmv[FRAME_HEADER_LEN:])
+        out = bytearray(len(plain) + 1)
+        aead.decrypt_into(nonce, memoryview(bytes(dst))[FRAME_HEADER_LEN:], bytes(dst[:FRAME_HEADER_LEN]),
+                          memoryview(out)[1:])
+        ok = bytes(out[1:]) == plain and dst[FRAME_HEADER_LEN:] == suite.new(key).encrypt(
+            nonce, plain, bytes(dst[:FRAME_HEADER_LEN]))
+    except (AttributeError, TypeError, ValueError) as e:
+        raise TcpcryptError(
+            f"cryptography {cryptography.__version__}: {suite.name} cannot seal/open frames as "
+            f"tcpcrypt needs ({type(e).__name__}: {e}); cryptography 47 or later is required") from e
+    if not ok:
+        raise TcpcryptError(f"cryptography {cryptography.__version__}: {suite.name} "
+                            "encrypt_into/decrypt_into gave a wrong result")
     _warm.add(suite.ident)
 
 
@@ -92,7 +136,8 @@ def seal_into(key: FrameKey, buf: memoryview, pos: int, offset: int, data: bytes
     """Write one frame at buf[pos:]; return the position after it.
 
     buf must be writable and hold frame_len(len(data), urgent is not None) bytes from pos.
-    The plaintext is laid out where its ciphertext goes and encrypted in place.
+    The plaintext is laid out in this thread's scratch buffer (the one copy of data) and the
+    AEAD writes its ciphertext and tag straight into buf: input and output never overlap.
     """
     if urgent is not None:
         flags |= FLAG_URGP
@@ -106,13 +151,15 @@ def seal_into(key: FrameKey, buf: memoryview, pos: int, offset: int, data: bytes
     if clen > MAX_CLEN:
         raise ValueError(f"frame too large: clen {clen} must be < 2**16 (RFC 8548 3.6)")
     control = CONTROL_REKEY if rekey else 0
-    _HDR.pack_into(buf, pos, control, clen)
+    _HDR.pack_into(buf, pos, control, clen)             # 4.2: control | clen, also the AAD (4.2.2)
     p = pos + FRAME_HEADER_LEN
-    buf[p] = flags
+    plain = _staging(plen)
+    plain[0] = flags                                    # 4.2.1: flags [| urgent] | data
     if urgent is not None:
-        _CLEN.pack_into(buf, p + 1, urgent)
-    buf[p + hlen:p + plen] = data
-    key.aead.encrypt_into(key.nonce(offset), buf[p:p + plen], buf[pos:p], buf[p:p + clen])
+        _CLEN.pack_into(plain, 1, urgent)
+    plain[hlen:plen] = data
+    with memoryview(plain) as pmv:
+        key.aead.encrypt_into(key.nonce(offset), pmv[:plen], buf[pos:p], buf[p:p + clen])
     return p + clen
 
 
