@@ -74,23 +74,13 @@ def _stack_from_env() -> Any:
     return _env_stack
 
 
-# asyncio arguments about kernel sockets that mean nothing on a userspace stack.
-_SOCKET_ONLY = ("family", "flags", "proto", "reuse_address", "reuse_port", "keep_alive",
-                "happy_eyeballs_delay", "interleave", "all_errors", "ssl_handshake_timeout",
-                "ssl_shutdown_timeout")
-# ... and ones it cannot honour: refused rather than silently ignored.
-_UNSUPPORTED = ("ssl", "sock", "server_hostname")
-
-
 def _stack(kwargs: dict[str, Any]) -> Any:
-    for k in _SOCKET_ONLY:
-        kwargs.pop(k, None)
-    for k in _UNSUPPORTED:
-        if kwargs.pop(k, None) is not None:
-            raise NotImplementedError(f"tcpcrypt.asyncio: {k}= is not supported on the userspace "
-                                      f"stack (tcpcrypt encrypts; bind to the session ID instead)")
+    """The stack to use.  Every other keyword goes on to Stack.open_connection/start_server,
+    which take asyncio's arguments with asyncio's meaning and refuse, before sending
+    anything, what they cannot honour (ssl=, sock=, unknown names)."""
     if kwargs.get("stack") is not None or _tcpcrypt._default_stack is not None:
         return kwargs.pop("stack", None)
+    kwargs.pop("stack", None)
     return _stack_from_env()
 
 

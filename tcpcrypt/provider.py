@@ -35,6 +35,10 @@ Addr = tuple[str, int]
 class TcpcryptProvider:
     """Hands out ENONegotiator objects and TcpcryptSession transforms."""
 
+    # The per-connection options listed in the module docstring ("encrypt" is the stack's).
+    option_names = frozenset({"require_encryption", "app_aware", "mandatory_app_aware", "resume",
+                              "cache_secrets", "passive_role_bit"})
+
     def __init__(self, config: TcpcryptConfig | None = None,
                  cache: SessionCache | None = None) -> None:
         self.config = config or TcpcryptConfig()

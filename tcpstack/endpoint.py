@@ -45,7 +45,12 @@ class StreamTransform(Protocol):
 
 
 class SecurityProvider(Protocol):
-    """Hands the stack ENO negotiators and, once the handshake is over, stream transforms."""
+    """Hands the stack ENO negotiators and, once the handshake is over, stream transforms.
+
+    ``option_names``: the per-connection options (open_connection / start_server keyword
+    arguments) the provider understands; the stack refuses any other name with TypeError."""
+
+    option_names: frozenset[str]
 
     def negotiator(self, *, active: bool, local: tuple[str, int], remote: tuple[str, int],
                    options: dict[str, Any]) -> Any: ...

@@ -52,6 +52,8 @@ IPPROTO_ICMPV6 = 58
 Addr = tuple[str, int]
 _counter = itertools.count()   # tie-breaker for the timer heap
 _TCP_FIELDS = frozenset(TCPConfig.__dataclass_fields__) - {"mss", "ip_header_size"}
+# Per-connection options the core itself reads; a security provider adds its own names.
+_CORE_OPTIONS = frozenset({"encrypt", "require_encryption", "app_aware"})
 
 
 @dataclass
@@ -340,8 +342,31 @@ class StackCore:
 
     # --- application interface -----------------------------------------------------------
 
+    def check_options(self, options: dict[str, Any], api: str = "open_connection") -> None:
+        """Refuse what cannot be honoured, before anything is sent (nothing is silently
+        dropped): an option name that neither TCP (a TCPConfig field), the stack nor its
+        security provider knows raises TypeError, as a misspelled keyword does in asyncio;
+        asking for encryption that cannot happen raises ValueError."""
+        sec = self.security
+        known = _TCP_FIELDS | _CORE_OPTIONS | getattr(sec, "option_names", frozenset())
+        unknown = options.keys() - known
+        if unknown:
+            raise TypeError(f"{api}() got an unexpected keyword argument {min(unknown)!r}")
+        if options.get("require_encryption"):
+            if sec is None:
+                raise ValueError(f"{api}(require_encryption=True): this stack has no security "
+                                 "provider (it was made with security=None), so nothing can "
+                                 "be encrypted")
+            if options.get("encrypt") is False:
+                raise ValueError(f"{api}(): require_encryption=True contradicts encrypt=False")
+        if sec is None and options.get("app_aware"):
+            raise ValueError(f"{api}(app_aware=...): this stack has no security provider "
+                             "(security=None), so there is no TCP-ENO to carry the a bit")
+
     def listen(self, port: int, addr: str | None = None, *, backlog: int = 128,
                options: dict[str, Any] | None = None) -> Listener:
+        if options:
+            self.check_options(options, "start_server")
         packed = ipaddress.ip_address(addr).packed if addr else None
         if packed is not None and packed not in self._local:
             raise TcpStackError(f"cannot listen on {addr}: not an address of this stack")
@@ -357,6 +382,8 @@ class StackCore:
     def connect(self, host: str, port: int, now: float, *, local_addr: str | None = None,
                 local_port: int = 0, options: dict[str, Any] | None = None) -> Endpoint:
         """Active OPEN (RFC 9293 3.10.1): returns the endpoint; its SYN is queued."""
+        if options:
+            self.check_options(options)
         self.now = now
         raddr = _ip(host)
         laddr = _ip(local_addr) if local_addr else self._source_for(raddr)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import logging
+import socket
 from typing import Any, Callable, Iterable, Protocol
 
 from .reader import ChunkedStreamReader
@@ -147,6 +149,42 @@ class MemoryLink:
         self.closed = True
 
 
+def _refuse_tls(api: str, ssl: Any, server_hostname: str | None,
+                ssl_handshake_timeout: float | None, ssl_shutdown_timeout: float | None) -> None:
+    """TLS is not available on the stack's streams yet: asking for it raises before a SYN
+    leaves, so nothing meant for a TLS channel ever goes out in plaintext."""
+    if ssl is not None and ssl is not False:
+        raise ValueError(f"{api}(ssl=...): TLS over the userspace stack is not available; "
+                         "refusing rather than sending plaintext (tcpcrypt encrypts when the "
+                         "peer speaks TCP-ENO: require_encryption=True makes that mandatory)")
+    # asyncio's own rules for the TLS-only arguments without ssl=
+    if server_hostname is not None:
+        raise ValueError("server_hostname is only meaningful with ssl")
+    if ssl_handshake_timeout is not None:
+        raise ValueError("ssl_handshake_timeout is only meaningful with ssl")
+    if ssl_shutdown_timeout is not None:
+        raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
+
+
+def _check_socket_args(api: str, *, sock: Any, family: int, proto: int, host: Any) -> None:
+    """asyncio's socket-level arguments: a kernel socket cannot be carried by the userspace
+    stack; family and proto must be ones TCP over IPv4/IPv6 can satisfy."""
+    if sock is not None:
+        raise ValueError(f"{api}(sock=...): a kernel socket cannot be moved onto the "
+                         "userspace stack; pass host and port instead")
+    if family not in (0, socket.AF_INET, socket.AF_INET6):
+        raise ValueError(f"{api}(family={family!r}): the stack speaks IPv4 and IPv6 only")
+    if proto not in (0, socket.IPPROTO_TCP):
+        raise ValueError(f"{api}(proto={proto!r}): the stack's streams are TCP")
+    if family and isinstance(host, str):
+        try:
+            version = ipaddress.ip_address(host).version
+        except ValueError:
+            return
+        if (version == 4) != (family == socket.AF_INET):
+            raise ValueError(f"{api}(): host {host} is not of family {socket.AddressFamily(family).name}")
+
+
 class Stack:
     """A userspace TCP/IP host on an asyncio loop.
 
@@ -185,18 +223,34 @@ class Stack:
     # --- applications ----------------------------------------------------------------
 
     async def open_connection(self, host: str, port: int, *, limit: int = _DEFAULT_LIMIT,
-                              local_addr: tuple[str, int] | None = None,
+                              ssl: Any = None, family: int = 0, proto: int = 0, flags: int = 0,
+                              sock: Any = None, local_addr: tuple[str, int] | None = None,
+                              server_hostname: str | None = None,
+                              ssl_handshake_timeout: float | None = None,
+                              ssl_shutdown_timeout: float | None = None,
+                              happy_eyeballs_delay: float | None = None,
+                              interleave: int | None = None, all_errors: bool = False,
                               encrypt: bool = True, require_encryption: bool = False,
                               app_aware: int = 0, **options: Any
                               ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """asyncio.open_connection() over this stack.  With a security provider (the default),
         TCP-ENO is offered and tcpcrypt used when the peer agrees; `require_encryption`
-        fails the connect with EncryptionRequiredError instead of falling back."""
+        fails the connect with EncryptionRequiredError instead of falling back.
+
+        asyncio's own keyword arguments are accepted with asyncio's meaning; those this stack
+        cannot honour raise before anything is sent: `ssl=` (never plaintext where TLS was
+        asked for) and `sock=`.  Other keywords are TCP options (TCPConfig fields, e.g.
+        nodelay=True) or the security provider's (resume=False, ...); an unknown name raises
+        TypeError, as asyncio does."""
+        _refuse_tls("open_connection", ssl, server_hostname, ssl_handshake_timeout,
+                    ssl_shutdown_timeout)
+        _check_socket_args("open_connection", sock=sock, family=family, proto=proto, host=host)
         loop = self.loop
-        reader = ChunkedStreamReader(limit=limit, loop=loop)
-        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         opts = dict(options, encrypt=encrypt, require_encryption=require_encryption,
                     app_aware=app_aware)
+        self.core.check_options(opts)
+        reader = ChunkedStreamReader(limit=limit, loop=loop)
+        protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
         ep = self.core.connect(host, port, loop.time(),
                                local_addr=local_addr[0] if local_addr else None,
                                local_port=local_addr[1] if local_addr else 0, options=opts)
@@ -214,13 +268,29 @@ class Stack:
 
     async def start_server(self, client_connected_cb: Callable[..., Any],
                            host: str | None = None, port: int = 0, *,
-                           limit: int = _DEFAULT_LIMIT, backlog: int = 100,
+                           limit: int = _DEFAULT_LIMIT, family: int = 0, flags: int = 0,
+                           sock: Any = None, backlog: int = 100, ssl: Any = None,
+                           reuse_address: bool | None = None, reuse_port: bool | None = None,
+                           keep_alive: bool | None = None,
+                           ssl_handshake_timeout: float | None = None,
+                           ssl_shutdown_timeout: float | None = None,
                            start_serving: bool = True, encrypt: bool = True,
                            require_encryption: bool = False, app_aware: int = 0,
                            **options: Any) -> "Server":
-        """asyncio.start_server() over this stack."""
+        """asyncio.start_server() over this stack (the same rules for keywords as
+        open_connection; `keep_alive=True` turns on TCP keepalive, RFC 9293 3.8.4)."""
+        _refuse_tls("start_server", ssl, None, ssl_handshake_timeout, ssl_shutdown_timeout)
+        _check_socket_args("start_server", sock=sock, family=family, proto=0, host=host)
+        if reuse_port:
+            raise ValueError("start_server(reuse_port=True): the userspace stack has one "
+                             "listener per address and port; SO_REUSEPORT load sharing is "
+                             "not available")
+        # reuse_address: SO_REUSEADDR only concerns binding over TIME-WAIT kernel sockets;
+        # this stack's listeners never conflict with TIME-WAIT connections, so it is moot.
         opts = dict(options, encrypt=encrypt, require_encryption=require_encryption,
                     app_aware=app_aware)
+        if keep_alive:
+            opts["keepalive"] = True
         listener = self.core.listen(port, host, backlog=backlog, options=opts)
         server = Server(self, listener, client_connected_cb, limit)
         if start_serving:
