@@ -71,6 +71,9 @@ MASK = 0xFFFFFFFF
 HALF = 0x80000000
 TS_OVERHEAD = 12          # NOP NOP TS(10): what timestamps cost every segment (RFC 7323 3.2)
 DEFAULT_PEER_MSS = 536    # RFC 9293 3.7.1 / RFC 1122 4.2.2.6 when no MSS option arrives
+DEFAULT_PEER_MSS_V6 = 1220  # RFC 9293 3.7.1 MUST-15: 1280 - 60 for IPv6
+IPV6_MIN_MTU = 1280       # RFC 8200 5 / RFC 8201 4: a path MTU is never taken below this
+IPV4_MIN_PMTU = 552       # floor for ICMP "fragmentation needed" values (Linux min_pmtu)
 PAWS_IDLE = 24 * 86400.0  # RFC 7323 5.5: TS.Recent is invalid after 24 days idle
 MIN_MSS = 64
 
@@ -429,7 +432,7 @@ class TCPConnection:
         self._last_recv = now
         self.irs = syn.seq & MASK
         self.rcv_nxt = self.irs + 1
-        self.peer_mss = syn.mss if syn.mss else DEFAULT_PEER_MSS
+        self.peer_mss = syn.mss if syn.mss else self._default_send_mss()   # MUST-15
         if syn.tsval is not None:
             self.ts_recent = syn.tsval
             self._ts_recent_age = now
@@ -624,6 +627,12 @@ class TCPConnection:
             ws = False
         return ws, sackok, ts
 
+    def _default_send_mss(self) -> int:
+        """RFC 9293 3.7.1 MUST-15: the send MSS assumed when the peer's SYN has no MSS option,
+        536 (576 - 40) for IPv4 or 1220 (1280 - 60) for IPv6; the family is read from
+        config.ip_header_size (40 for IPv6, set by the stack)."""
+        return DEFAULT_PEER_MSS_V6 if self.config.ip_header_size >= 40 else DEFAULT_PEER_MSS
+
     def _finish_negotiation(self, syn: TCPSegment) -> None:
         """Both SYNs known: fix WS / SACK / TS / MSS for the connection's life."""
         self._negotiated = True
@@ -647,7 +656,7 @@ class TCPConnection:
         if self.ts_ok:
             self.ts_recent = syn.tsval or 0
             self._ts_recent_age = self._now
-        self.peer_mss = syn.mss if syn.mss else DEFAULT_PEER_MSS
+        self.peer_mss = syn.mss if syn.mss else self._default_send_mss()   # MUST-15
         self._update_mss()
         self._rcv_mss = min(self.config.mss - (TS_OVERHEAD if self.ts_ok else 0),
                             DEFAULT_PEER_MSS)

@@ -83,6 +83,7 @@ class StackStats:
     not_for_us: int = 0              # destination address is not ours
     unknown_protocol: int = 0
     no_connection: int = 0           # TCP segment matching no TCB nor listener
+    listen_dropped: int = 0          # to a listener without SYN, ACK or RST: dropped silently
     rst_sent: int = 0
     rst_rate_limited: int = 0
     syn_dropped_backlog: int = 0     # SYN (or cookie ACK) dropped: listener's queues full
@@ -90,6 +91,7 @@ class StackStats:
     syncookies_ok: int = 0           # ACKs that validated as a cookie: connection created
     syncookies_failed: int = 0       # ACKs to a listener that did not validate (then RST)
     syncookie_eno_lost: int = 0      # cookie ACK whose ENO entry was gone: reset (fail safe)
+    syncookie_mss_unfit: int = 0     # of syn_dropped_backlog: MSS below the cookie table's
     rst_peer_limited: int = 0        # of rst_rate_limited: the peer's own bucket was empty
     icmp_peer_limited: int = 0
     icmp_echo_replies: int = 0
@@ -498,6 +500,12 @@ class StackCore:
             if ctl == SYN:
                 self._accept_syn(lst, hdr, seg, now)
                 return
+            if not ctl:
+                # RFC 9293 3.10.7.2 (LISTEN) "fourth, other data or control": a segment
+                # with neither SYN, ACK nor RST (a bare FIN, text without ACK) is dropped
+                # without a reply.  (An ACK gets the RST of "second", below; SYN|ACK too.)
+                self.stats.listen_dropped += 1
+                return
             # RFC 4987 3.6: an ACK matching no TCB may complete a cookie handshake; only
             # checked while cookies were recently sent (as Linux), so ACK floods cost little.
             if (ctl == ACK and self.config.syncookies != "never"
@@ -548,7 +556,9 @@ class StackCore:
     def _send_cookie(self, lst: Listener, hdr: Any, seg: TCPSegment, now: float) -> None:
         """A stateless SYN-ACK whose ISN is a SYN cookie (RFC 4987 3.6).
 
-        Options: our MSS; the peer's MSS is rounded down to a table value kept in the cookie.
+        Options: our MSS; the peer's MSS is rounded down to a table value kept in the cookie
+        (RFC 9293 MUST-16; a SYN whose MSS is below every table value is dropped, see
+        syncookies.mss_index).
         WS and SACK-permitted are offered only when the peer sent timestamps, and are kept
         in the low bits of our TSval (as Linux); without timestamps none of the three.
 
@@ -567,6 +577,13 @@ class StackCore:
         """
         lp, rp, lport, rport = hdr.dst, hdr.src, seg.dst_port, seg.src_port
         v6 = len(lp) == 16
+        st = self.stats
+        mss_index = sc.mss_index(seg.mss, v6)
+        if mss_index is None:
+            # RFC 9293 MUST-16: a cookie could only promise a table MSS above the peer's.
+            st.syncookie_mss_unfit += 1
+            st.syn_dropped_backlog += 1
+            return
         cfg = self._tcp_config(ipaddress.ip_address(lp), lst.options)
         ts = cfg.timestamps and seg.tsval is not None
         ws = ts and cfg.window_scaling and seg.wscale is not None
@@ -580,7 +597,7 @@ class StackCore:
                 eno = neg.syn_options()
         if eno and TCPConnection._syn_option_len(ws, sackok, ts, eno) > 40:
             ts = ws = sackok = False      # no room for TS: no room to remember WS / SACK
-        data = sc.mss_index(seg.mss, v6) | (sc.DATA_ENO if eno else 0)
+        data = mss_index | (sc.DATA_ENO if eno else 0)
         cookie = sc.make_cookie(self._secret, lp, lport, rp, rport, seg.seq,
                                 sc.time_slot(now), data)
         if eno:
@@ -602,7 +619,6 @@ class StackCore:
                             tsecr=seg.tsval if ts else 0, eno=eno)
         self._out.append(build_ip_tcp(synack, lp, rp, ttl=self.config.ttl))
         lst.last_cookie = now
-        st = self.stats
         st.syncookies_sent += 1
         st.packets_out += 1
 

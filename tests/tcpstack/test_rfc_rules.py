@@ -1,0 +1,174 @@
+"""The last RFC deviations of issue 11 (item 8), each pinned by the exact packets the stack
+core sends, with the rule cited at each test.  Sans-IO: StackCore / TCPConnection driven by
+hand-built packets and a virtual clock."""
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+import pytest
+
+from tcpstack import icmp
+from tcpstack import syncookies as sc
+from tcpstack.config import TCPConfig
+from tcpstack.connection import TCPConnection, TCPState
+from tcpstack.endpoint import Closed, Data, Established
+from tcpstack.ip import build_ipv4, build_ipv6, parse_ip
+from tcpstack.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
+from tcpstack.stack import StackConfig, StackCore
+from tcpstack.tcp import build_ip_tcp, parse_tcp
+
+A4 = ipaddress.ip_address("10.0.0.1").packed
+B4 = ipaddress.ip_address("10.0.0.2").packed
+A6 = ipaddress.ip_address("fd00::1").packed
+B6 = ipaddress.ip_address("fd00::2").packed
+FAMILIES = [pytest.param((A4, B4), id="ipv4"), pytest.param((A6, B6), id="ipv6")]
+
+
+def tcp_of(packet: bytes) -> TCPSegment:
+    hdr, payload = parse_ip(packet)
+    return parse_tcp(payload, hdr.src, hdr.dst)
+
+
+def server(**cfg) -> StackCore:
+    return StackCore(["10.0.0.2", "fd00::2"], StackConfig(**cfg))
+
+
+def handshake(core: StackCore, a: bytes, b: bytes, syn: TCPSegment, now: float = 0.0):
+    """Send `syn` from a to the core (address b), return (SYN-ACK, the ACK we answered)."""
+    core.receive_packet(build_ip_tcp(syn, a, b), now)
+    (synack_pkt,) = core.packets_to_send()
+    synack = tcp_of(synack_pkt)
+    assert synack.flags == SYN | ACK
+    ack = TCPSegment(syn.src_port, syn.dst_port, syn.seq + 1, (synack.seq + 1) & 0xFFFFFFFF,
+                     ACK, 65535)
+    core.receive_packet(build_ip_tcp(ack, a, b), now)
+    return synack, ack
+
+
+# --- RFC 9293 3.10.7.2 LISTEN "fourth, other text or control" --------------------------
+
+@pytest.mark.parametrize("addrs", FAMILIES)
+@pytest.mark.parametrize("flags,payload", [(FIN, b""), (FIN | PSH, b"data"), (PSH, b"text"),
+                                           (0, b"")])
+def test_listen_drops_segments_without_syn_ack_or_rst_silently(addrs, flags, payload):
+    """RFC 9293 3.10.7.2: in LISTEN, after the RST, ACK and SYN checks, "Any other control
+    or text-bearing segment (not containing SYN) must have an ACK and thus would be
+    discarded by the ACK processing ... drop the segment and return": no RST, no TCB."""
+    a, b = addrs
+    core = server()
+    core.listen(80)
+    seg = TCPSegment(40000, 80, 1000, 0, flags, 65535, payload)
+    core.receive_packet(build_ip_tcp(seg, a, b), 0.0)
+    assert core.packets_to_send() == []
+    assert core.endpoints() == []
+    assert (core.stats.listen_dropped, core.stats.rst_sent, core.stats.no_connection) == (1, 0, 0)
+    # The other LISTEN rules are unchanged: an ACK gets <SEQ=SEG.ACK><CTL=RST> ("second"),
+    # a RST is ignored ("first"); to a closed port even a bare FIN is reset (3.10.7.1).
+    core.receive_packet(build_ip_tcp(TCPSegment(40000, 80, 1000, 777, ACK, 65535), a, b), 0.1)
+    (rst,) = map(tcp_of, core.packets_to_send())
+    assert (rst.seq, rst.ack, rst.flags) == (777, 0, RST)
+    core.receive_packet(build_ip_tcp(TCPSegment(40000, 80, 1000, 0, RST, 0), a, b), 0.2)
+    assert core.packets_to_send() == []
+    core.receive_packet(build_ip_tcp(TCPSegment(40000, 81, 1000, 0, FIN, 65535), a, b), 0.3)
+    (rst,) = map(tcp_of, core.packets_to_send())
+    assert (rst.seq, rst.ack, rst.flags) == (0, 1001, RST | ACK)
+    assert core.stats.listen_dropped == 1
+
+
+# --- RFC 9293 3.7.1 MUST-15: default send MSS -------------------------------------------
+
+@pytest.mark.parametrize("addrs,default_mss", [
+    pytest.param((A4, B4), 536, id="ipv4"), pytest.param((A6, B6), 1220, id="ipv6")])
+def test_syn_without_mss_option_means_536_for_ipv4_and_1220_for_ipv6(addrs, default_mss):
+    """RFC 9293 3.7.1 MUST-15: "If an MSS Option is not received at connection setup, TCP
+    implementations MUST assume a default send MSS of 536 (576 - 40) for IPv4 or 1220
+    (1280 - 60) for IPv6."  A SYN with no options at all: data segments are exactly the
+    default MSS (no timestamps, so no option bytes), the packets 576 / 1280 bytes."""
+    a, b = addrs
+    core = server()
+    lst = core.listen(80)
+    handshake(core, a, b, TCPSegment(40000, 80, 1000, 0, SYN, 65535))
+    ep = lst.accept()
+    assert ep is not None and ep.conn.peer_mss == default_mss
+    ep.send(bytes(5 * default_mss + 100), 0.0)
+    pkts = core.packets_to_send()
+    iph = 20 if len(a) == 4 else 40
+    # (the 100-byte tail waits for an ACK: Nagle, RFC 9293 3.7.4)
+    assert [len(p) for p in pkts] == [iph + 20 + default_mss] * 5
+    assert [len(p) for p in pkts][0] == (576 if len(a) == 4 else 1280)
+
+
+@pytest.mark.parametrize("ip_header_size,default_mss", [(20, 536), (40, 1220)])
+def test_active_open_syn_ack_without_mss_option_uses_the_family_default(ip_header_size,
+                                                                         default_mss):
+    """The same rule (MUST-15) on the active side: a SYN-ACK without MSS option."""
+    cfg = TCPConfig(mss=1500 - ip_header_size - 20, ip_header_size=ip_header_size,
+                    timestamps=False)
+    c = TCPConnection(40000, 80, iss=1000, config=cfg, now=0.0)
+    c.connect(0.0)
+    (syn,) = c.segments_to_send(0.0)
+    assert syn.mss == cfg.mss
+    c.receive(TCPSegment(80, 40000, 5000, 1001, SYN | ACK, 65535), 0.01)
+    assert c.state is TCPState.ESTABLISHED and c.peer_mss == default_mss
+    c.send(bytes(3 * default_mss))
+    out = [s for s in c.segments_to_send(0.01) if s.payload]
+    assert [len(s.payload) for s in out] == [default_mss] * 3
+
+
+# --- RFC 9293 3.7.1 MUST-16 with SYN cookies (RFC 4987 3.6) -----------------------------
+
+@pytest.mark.parametrize("addrs,announced,table_mss", [
+    pytest.param((A4, B4), 1000, 536, id="ipv4-1000"),
+    pytest.param((A4, B4), 1439, 1300, id="ipv4-1439"),
+    pytest.param((A6, B6), 1300, 1220, id="ipv6-1300"),
+    pytest.param((A6, B6), 1420, 1400, id="ipv6-1420")])
+@pytest.mark.parametrize("ts", [False, True], ids=["no-ts", "ts"])
+def test_cookie_connection_never_exceeds_the_announced_mss(addrs, announced, table_mss, ts):
+    """RFC 9293 3.7.1 MUST-16: the effective send MSS is at most the MSS the peer announced.
+    A SYN cookie keeps only a table index (syncookies.MSS_TABLE_V4 = 536/1300/1440/1460,
+    MSS_TABLE_V6 = 1220/1400/1440/1460), so the announced MSS is rounded DOWN to the
+    largest table value <= it; every data segment of the connection made from the cookie
+    carries at most that much (table_mss - 12 with timestamps, RFC 7323 3.2 / RFC 6691)."""
+    a, b = addrs
+    core = server(syncookies="always")
+    lst = core.listen(80)
+    syn = TCPSegment(40000, 80, 1000, 0, SYN, 65535, mss=announced,
+                     tsval=777 if ts else None)
+    core.receive_packet(build_ip_tcp(syn, a, b), 0.0)
+    (synack,) = map(tcp_of, core.packets_to_send())
+    assert core.stats.syncookies_sent == 1 and core.endpoints() == []
+    ack = TCPSegment(40000, 80, 1001, (synack.seq + 1) & 0xFFFFFFFF, ACK, 65535,
+                     tsval=778 if ts else None, tsecr=synack.tsval or 0)
+    core.receive_packet(build_ip_tcp(ack, a, b), 0.0)
+    assert core.stats.syncookies_ok == 1
+    ep = lst.accept()
+    assert ep is not None and ep.conn.peer_mss == table_mss <= announced
+    ep.send(bytes(20000), 0.0)
+    sizes = [len(tcp_of(p).payload) for p in core.packets_to_send()]
+    payload = table_mss - (12 if ts else 0)
+    assert sizes and max(sizes) <= announced
+    assert sizes[:-1] == [payload] * (len(sizes) - 1) and sizes[-1] <= payload
+
+
+@pytest.mark.parametrize("addrs,announced", [
+    pytest.param((A4, B4), 500, id="ipv4-500"), pytest.param((A6, B6), 1200, id="ipv6-1200")])
+def test_cookie_syn_with_mss_below_the_table_is_dropped(addrs, announced):
+    """MUST-16 again: an MSS below the smallest table entry cannot be kept in a cookie
+    (Linux rounds it up to 536, which breaks the rule): no SYN-ACK, no state; the peer's
+    retransmitted SYN is answered statefully once the SYN queue has room."""
+    a, b = addrs
+    core = server(syncookies="always")
+    core.listen(80)
+    core.receive_packet(build_ip_tcp(TCPSegment(40000, 80, 1000, 0, SYN, 65535,
+                                                mss=announced), a, b), 0.0)
+    assert core.packets_to_send() == [] and core.endpoints() == []
+    assert (core.stats.syncookie_mss_unfit, core.stats.syn_dropped_backlog,
+            core.stats.syncookies_sent) == (1, 1, 0)
+    # Without cookies the SYN is answered and the TCB keeps to the announced MSS.
+    core = server(syncookies="never")
+    lst = core.listen(80)
+    handshake(core, a, b, TCPSegment(40000, 80, 1000, 0, SYN, 65535, mss=announced))
+    ep = lst.accept()
+    ep.send(bytes(3000), 0.0)
+    assert max(len(tcp_of(p).payload) for p in core.packets_to_send()) == announced
