@@ -579,7 +579,18 @@ class TCPConnection:
 
     def set_path_mtu(self, mtu: int) -> None:
         """PMTUD (RFC 1191 / RFC 8201): lower the effective MSS; resend what was in flight
-        at the new size (not a congestion signal)."""
+        at the new size (not a congestion signal).
+
+        Floors, so that one forged ICMP cannot shrink segments to a few bytes: IPv6 never
+        goes below the minimum link MTU, 1280 (RFC 8201 4: "a node MUST NOT reduce its
+        estimate of the Path MTU below the IPv6 minimum link MTU"; a smaller PTB value is
+        taken as 1280).  IPv4: RFC 1191 3 only forbids going below 68; like Linux
+        (net.ipv4.route.min_pmtu) we take values below 552 as 552, i.e. an MSS of 512.
+        Unlike Linux we keep DF set then, so a real path below 552 bytes stays unusable."""
+        v6 = self.config.ip_header_size >= 40
+        floor = IPV6_MIN_MTU if v6 else IPV4_MIN_PMTU
+        if mtu < floor:
+            mtu = floor
         mss = mtu - self.config.ip_header_size - 20
         if mss < MIN_MSS:
             mss = MIN_MSS

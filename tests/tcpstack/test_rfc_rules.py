@@ -172,3 +172,65 @@ def test_cookie_syn_with_mss_below_the_table_is_dropped(addrs, announced):
     ep = lst.accept()
     ep.send(bytes(3000), 0.0)
     assert max(len(tcp_of(p).payload) for p in core.packets_to_send()) == announced
+
+
+# --- RFC 8201 4 / RFC 1191 3: path MTU floors -------------------------------------------
+
+def pair(a_addr: str, b_addr: str, **cfg):
+    """Client core a and server core b with one established plain connection."""
+    a, b = StackCore([a_addr], StackConfig(**cfg)), StackCore([b_addr], StackConfig(**cfg))
+    lst = b.listen(80)
+    ep = a.connect(b_addr, 80, 0.0)
+    for _ in range(10):
+        pa, pb = a.packets_to_send(), b.packets_to_send()
+        for p in pa:
+            b.receive_packet(p, 0.0)
+        for p in pb:
+            a.receive_packet(p, 0.0)
+    srv = lst.accept()
+    assert isinstance(ep.next_event(), Established) and isinstance(srv.next_event(), Established)
+    return a, b, ep, srv
+
+
+@pytest.mark.parametrize("v6,forged_mtu,floor_packet", [
+    pytest.param(False, 68, 552, id="ipv4-frag-needed-68"),
+    pytest.param(False, 300, 552, id="ipv4-frag-needed-300"),
+    pytest.param(True, 600, 1280, id="ipv6-ptb-600"),
+    pytest.param(True, 1279, 1280, id="ipv6-ptb-1279")])
+def test_forged_small_mtu_is_floored(v6, forged_mtu, floor_packet):
+    """RFC 8201 4: "a node MUST NOT reduce its estimate of the Path MTU below the IPv6
+    minimum link MTU" (1280).  IPv4: RFC 1191 3 forbids only going below 68; as Linux's
+    min_pmtu, values below 552 count as 552.  One forged ICMP quoting an in-flight segment
+    thus cannot cut segments to 68 - 40 - 12 = 16 data bytes: the in-flight data is resent
+    in packets of exactly 552 (IPv4: 20 + 20 + 12 TS + 500) / 1280 (IPv6: 40 + 20 + 12 +
+    1208) bytes."""
+    a_addr, b_addr = ("fd00::1", "fd00::2") if v6 else ("10.0.0.1", "10.0.0.2")
+    a, b, ep, srv = pair(a_addr, b_addr)
+    ep.send(bytes(20000), 0.01)
+    sent = a.packets_to_send()
+    assert len(sent[0]) == 1500
+    router = ipaddress.ip_address("fd00::99" if v6 else "10.0.0.99").packed
+    typ = icmp.ICMP6_PACKET_TOO_BIG if v6 else icmp.ICMP_DEST_UNREACH
+    code = 0 if v6 else icmp.UNREACH_FRAG_NEEDED
+    forged = icmp.build_icmp_error(sent[0], router, ipaddress.ip_address(a_addr).packed,
+                                   v6=v6, type=typ, code=code, mtu=forged_mtu)
+    a.receive_packet(forged, 0.02)
+    assert a.stats.icmp_errors_in == 1
+    assert ep.conn.snd_mss == floor_packet - (40 if v6 else 20) - 20 - 12
+    resent = a.packets_to_send()
+    # Each 1448-byte segment in flight is resent cut to the new MSS (per-segment records:
+    # 500 + 500 + 448, or 1208 + 240), from SND.UNA on, as far as cwnd allows.
+    mss, hdrs = ep.conn.snd_mss, floor_packet - ep.conn.snd_mss
+    pattern = []
+    for p in sent:
+        n = len(tcp_of(p).payload)
+        pattern += [hdrs + min(mss, n - i) for i in range(0, n, mss)]
+    assert resent and [len(p) for p in resent] == pattern[:len(resent)]
+    assert max(map(len, resent)) == floor_packet
+    assert tcp_of(resent[0]).seq == tcp_of(sent[0]).seq       # go-back from SND.UNA
+    # A value above the floor is still honoured (RFC 1191 / RFC 8201 are not disabled).
+    if not v6:
+        a.receive_packet(icmp.build_icmp_error(resent[0], router,
+                                               ipaddress.ip_address(a_addr).packed, v6=False,
+                                               type=typ, code=code, mtu=552), 0.03)
+        assert ep.conn.snd_mss == 500
