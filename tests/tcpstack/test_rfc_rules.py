@@ -234,3 +234,169 @@ def test_forged_small_mtu_is_floored(v6, forged_mtu, floor_packet):
                                                ipaddress.ip_address(a_addr).packed, v6=False,
                                                type=typ, code=code, mtu=552), 0.03)
         assert ep.conn.snd_mss == 500
+
+
+# --- RFC 1122 3.2.2.1 / 4.1.3.1, RFC 8200 4: protocol / port unreachable, parameter problem
+
+def _csum(data: bytes) -> int:
+    """RFC 1071 by hand (independent of tcpstack.checksum)."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _pseudo(src: bytes, dst: bytes, proto: int, length: int) -> bytes:
+    if len(src) == 4:
+        return src + dst + struct.pack("!BBH", 0, proto, length)
+    return src + dst + struct.pack("!IxxxB", length, proto)
+
+
+def udp_datagram(src: bytes, dst: bytes, data: bytes, *, checksum: bool = True,
+                 corrupt: bool = False) -> bytes:
+    n = 8 + len(data)
+    udp = struct.pack("!HHHH", 5353, 53, n, 0) + data
+    c = _csum(_pseudo(src, dst, 17, n) + udp) if checksum else 0
+    c = (c or 0xFFFF) if checksum else 0
+    if corrupt:
+        c ^= 0x0101
+    udp = udp[:6] + struct.pack("!H", c) + udp[8:]
+    if len(src) == 4:
+        return build_ipv4(src, dst, 17, udp)
+    return build_ipv6(src, dst, 17, udp)
+
+
+def expected_error(original: bytes, src: bytes, dst: bytes, typ: int, code: int,
+                   rest: int = 0) -> bytes:
+    """The ICMP error built by hand: type, code, checksum, the 32-bit field after it, and
+    the quoted datagram cut so the error fits 576 bytes (IPv4, RFC 1812 4.3.2.3) or 1280
+    (IPv6, RFC 4443 2.4(c))."""
+    v6 = len(src) == 16
+    quoted = original[:1280 - 48] if v6 else original[:576 - 28]
+    body = struct.pack("!BBHI", typ, code, 0, rest) + quoted
+    c = _csum((_pseudo(src, dst, 58, len(body)) if v6 else b"") + body)
+    body = body[:2] + struct.pack("!H", c) + body[4:]
+    if v6:
+        return build_ipv6(src, dst, 58, body)
+    return build_ipv4(src, dst, 1, body, df=False)
+
+
+@pytest.mark.parametrize("size", [20, 1400])
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_udp_gets_port_unreachable_quoting_the_datagram(v6, size):
+    """RFC 1122 4.1.3.1: "If a datagram arrives addressed to a UDP port for which there is
+    no pending LISTEN call, UDP SHOULD send an ICMP Port Unreachable message" (ICMP 3/3;
+    ICMPv6 destination unreachable code 4, RFC 4443 3.1).  The whole datagram is quoted up
+    to 576 / 1280 bytes of error."""
+    a, b = (A6, B6) if v6 else (A4, B4)
+    core = server()
+    dgram = udp_datagram(a, b, bytes(range(256)) * (size // 256) + bytes(size % 256))
+    core.receive_packet(dgram, 0.0)
+    (err,) = core.packets_to_send()
+    typ, code = (1, 4) if v6 else (3, 3)
+    assert err == expected_error(dgram, b, a, typ, code)
+    assert len(err) == (min(len(dgram) + 48, 1280) if v6 else min(len(dgram) + 28, 576))
+    assert core.stats.icmp_unreach_sent == 1
+    # IPv4 UDP without a checksum (0) is well formed too (RFC 768).
+    if not v6:
+        plain = udp_datagram(a, b, b"x", checksum=False)
+        core.receive_packet(plain, 0.1)
+        assert core.packets_to_send() == [expected_error(plain, b, a, 3, 3)]
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_malformed_udp_gets_no_error(v6):
+    a, b = (A6, B6) if v6 else (A4, B4)
+    core = server()
+    core.receive_packet(udp_datagram(a, b, b"bad", corrupt=True), 0.0)
+    short = build_ipv6(a, b, 17, b"\0" * 6) if v6 else build_ipv4(a, b, 17, b"\0" * 6)
+    core.receive_packet(short, 0.0)
+    assert core.packets_to_send() == []
+    assert (core.stats.malformed, core.stats.icmp_unreach_sent) == (2, 0)
+
+
+def test_unknown_ipv4_protocol_gets_protocol_unreachable():
+    """RFC 1122 3.2.2.1: code 2 (Protocol Unreachable) "when the designated transport
+    protocol is not supported" (here SCTP, 132)."""
+    core = server()
+    dgram = build_ipv4(A4, B4, 132, b"sctp-ish payload")
+    core.receive_packet(dgram, 0.0)
+    assert core.packets_to_send() == [expected_error(dgram, B4, A4, 3, 2)]
+    assert core.stats.unknown_protocol == 1
+
+
+@pytest.mark.parametrize("exts,pointer", [
+    ((), 6),                                               # the fixed header's Next Header
+    (((60, bytes(8)),), 40),                               # destination options
+    (((0, bytes(8)), (60, b"\0\1" + bytes(14))), 48),     # hop-by-hop, 16-byte dest. options
+    (((44, bytes(8)),), 40)])                              # an atomic fragment (RFC 8200 4.5)
+def test_unknown_ipv6_next_header_gets_parameter_problem(exts, pointer):
+    """RFC 8200 4: an unrecognized Next Header: "send an ICMP Parameter Problem message to
+    the source of the packet, with an ICMP Code value of 1 ... and the ICMP Pointer field
+    containing the offset of the unrecognized value within the original packet"."""
+    core = server()
+    dgram = build_ipv6(A6, B6, 132, b"payload", extensions=exts)
+    assert dgram[pointer] == 132
+    core.receive_packet(dgram, 0.0)
+    assert core.packets_to_send() == [expected_error(dgram, B6, A6, 4, 1, pointer)]
+
+
+def test_no_next_header_is_not_an_error():
+    """RFC 8200 4.7: octets after a Next Header of 59 are ignored, no error."""
+    core = server()
+    core.receive_packet(build_ipv6(A6, B6, 59, b"ignored"), 0.0)
+    assert core.packets_to_send() == [] and core.stats.icmp_unreach_sent == 0
+
+
+@pytest.mark.parametrize("src,dst", [
+    ("224.0.0.1", "10.0.0.2"), ("0.0.0.0", "10.0.0.2"), ("ff02::1", "fd00::2"),
+    ("::", "fd00::2"), ("10.0.0.1", "255.255.255.255"), ("10.0.0.1", "224.0.0.251"),
+    ("fd00::1", "ff02::fb")])
+def test_no_error_about_multicast_broadcast_or_unspecified(src, dst):
+    """RFC 1122 3.2.2: no ICMP error about a datagram to a broadcast or multicast address
+    or from an address that is not one host's (RFC 4443 2.4(e) for IPv6)."""
+    core = server()
+    s, d = ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed
+    core._local.add(d)          # as if the stack had joined the group / took broadcasts
+    core.receive_packet(udp_datagram(s, d, b"x"), 0.0)
+    core.receive_packet((build_ipv6 if len(s) == 16 else build_ipv4)(s, d, 132, b"x"), 0.0)
+    assert core.packets_to_send() == [] and core.stats.icmp_unreach_sent == 0
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_no_error_about_an_icmp_error(v6):
+    """RFC 1122 3.2.2 / RFC 4443 2.4(e): an ICMP error never answers an ICMP error, even
+    one quoting a UDP datagram or an unknown protocol of ours."""
+    a, b = (A6, B6) if v6 else (A4, B4)
+    core = server()
+    quoted = udp_datagram(b, a, b"x")
+    err = expected_error(quoted, a, b, *((1, 4) if v6 else (3, 3)))
+    core.receive_packet(err, 0.0)
+    assert core.packets_to_send() == [] and core.stats.icmp_unreach_sent == 0
+
+
+def test_unreachables_are_rate_limited_per_peer_and_globally():
+    """The ICMP errors share the echo replies' token buckets: per peer (icmp_peer_rate 20/s,
+    burst 5) under a global one (icmp_rate 200/s, burst 20)."""
+    core = server()
+    for i in range(10):
+        core.receive_packet(udp_datagram(A4, B4, bytes([i])), 0.0)
+    assert len(core.packets_to_send()) == 5
+    assert (core.stats.icmp_unreach_sent, core.stats.icmp_rate_limited,
+            core.stats.icmp_peer_limited) == (5, 5, 5)
+    # Another peer has its own bucket; echo requests draw from the same one.
+    other = ipaddress.ip_address("10.0.0.7").packed
+    for i in range(3):
+        core.receive_packet(build_ipv4(other, B4, 99, bytes([i])), 0.0)
+    assert len(core.packets_to_send()) == 3
+    # The global bucket: 20 at one instant from many peers, then silence.
+    for i in range(40):
+        src = bytes([10, 1, i // 256, i % 256])
+        core.receive_packet(build_ipv4(src, B4, 99, b"x"), 0.0)
+    assert len(core.packets_to_send()) == 20 - 8
+    # The buckets refill with time: 1 s later the first peer gets 5 again.
+    for i in range(10):
+        core.receive_packet(udp_datagram(A4, B4, bytes([i])), 1.0)
+    assert len(core.packets_to_send()) == 5
