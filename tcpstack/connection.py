@@ -543,6 +543,11 @@ class TCPConnection:
     def pause_reading(self) -> None:
         self._paused = True
 
+    @property
+    def reading_paused(self) -> bool:
+        """Received data is held (not handed on as events) until resume_reading()."""
+        return self._paused
+
     def resume_reading(self) -> None:
         if not self._paused:
             return

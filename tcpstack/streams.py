@@ -458,7 +458,13 @@ class _StreamTransport(asyncio.Transport):
     # asyncio.BaseTransport
     def close(self) -> None:
         """Flush what is buffered, then FIN (tcpcrypt: FINp frame first); the TCB finishes the
-        close on its own, like the kernel does after close(2)."""
+        close on its own, like the kernel does after close(2).
+
+        RFC 1122 4.2.2.13: a RST instead of the FIN when received data is still pending in
+        TCP, i.e. held by the TCB while reading is paused (the StreamReader's buffer is
+        over 2 * limit), or when application data arrives later.  Bytes already in the
+        StreamReader's buffer count as read by the application, exactly as with asyncio
+        over a kernel socket, where they have been recv()ed (see Endpoint.close)."""
         if self._closing:
             return
         self._closing = True

@@ -176,17 +176,25 @@ def test_cookie_syn_with_mss_below_the_table_is_dropped(addrs, announced):
 
 # --- RFC 8201 4 / RFC 1191 3: path MTU floors -------------------------------------------
 
-def pair(a_addr: str, b_addr: str, **cfg):
-    """Client core a and server core b with one established plain connection."""
-    a, b = StackCore([a_addr], StackConfig(**cfg)), StackCore([b_addr], StackConfig(**cfg))
+def pump(a: StackCore, b: StackCore, now: float) -> None:
+    for _ in range(20):
+        pa, pb = a.packets_to_send(), b.packets_to_send()
+        if not pa and not pb:
+            return
+        for p in pa:
+            b.receive_packet(p, now)
+        for p in pb:
+            a.receive_packet(p, now)
+
+
+def pair(a_addr: str, b_addr: str, security=None, **cfg):
+    """Client core a and server core b with one established connection (plain unless a
+    security provider is given)."""
+    a = StackCore([a_addr], StackConfig(**cfg), security=security)
+    b = StackCore([b_addr], StackConfig(**cfg), security=security)
     lst = b.listen(80)
     ep = a.connect(b_addr, 80, 0.0)
-    for _ in range(10):
-        pa, pb = a.packets_to_send(), b.packets_to_send()
-        for p in pa:
-            b.receive_packet(p, 0.0)
-        for p in pb:
-            a.receive_packet(p, 0.0)
+    pump(a, b, 0.0)
     srv = lst.accept()
     assert isinstance(ep.next_event(), Established) and isinstance(srv.next_event(), Established)
     return a, b, ep, srv
@@ -400,3 +408,131 @@ def test_unreachables_are_rate_limited_per_peer_and_globally():
     for i in range(10):
         core.receive_packet(udp_datagram(A4, B4, bytes([i])), 1.0)
     assert len(core.packets_to_send()) == 5
+
+
+# --- RFC 1122 4.2.2.13: CLOSE with unread data, or data after CLOSE, resets ----------------
+
+def _security(encrypted: bool):
+    if not encrypted:
+        return None
+    from tcpcrypt.provider import TcpcryptProvider
+    return TcpcryptProvider()
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "tcpcrypt"])
+def test_close_with_unread_data_sends_rst_not_fin(encrypted):
+    """RFC 1122 4.2.2.13: "If such a host issues a CLOSE call while received data is still
+    pending in TCP, or if new data is received after CLOSE is called, its TCP SHOULD send a
+    RST to show that data was lost."  Data pending in TCP: held because reading is paused.
+    The close is then exactly one RST <SEQ=SND.NXT><CTL=RST> (RFC 9293 3.10.5 ABORT), no
+    FIN; with tcpcrypt the same, decided on the decrypted application data."""
+    a, b, ep, srv = pair("10.0.0.1", "10.0.0.2", security=_security(encrypted))
+    assert srv.info["encrypted"] is encrypted
+    srv.pause_reading()
+    ep.send(b"never read", 0.1)
+    pump(a, b, 0.1)
+    assert srv.next_event() is None                  # held in the TCB
+    snd_nxt = srv.conn.snd_nxt
+    srv.close(0.2)
+    (rst,) = map(tcp_of, b.packets_to_send())
+    assert (rst.seq, rst.ack, rst.flags, bytes(rst.payload)) == (snd_nxt & 0xFFFFFFFF, 0, RST, b"")
+    (ev,) = list(iter(srv.next_event, None))
+    assert isinstance(ev, Closed) and "data received after close" in str(ev.error)
+    assert srv.conn.is_terminated
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "tcpcrypt"])
+def test_close_after_data_was_handed_over_sends_fin(encrypted):
+    """Bytes already handed to the application (a Data event; at the asyncio edge, the
+    StreamReader's buffer) count as read, as bytes asyncio recv()ed from a kernel socket:
+    the close is a FIN.  Likewise a paused tcpcrypt connection whose only held bytes are the
+    peer's FINp frame (RFC 8548 3.7: no application data)."""
+    a, b, ep, srv = pair("10.0.0.1", "10.0.0.2", security=_security(encrypted))
+    ep.send(b"handed over", 0.1)
+    pump(a, b, 0.1)
+    assert isinstance(srv.next_event(), Data)
+    srv.pause_reading()
+    ep.shutdown_write(0.15)                          # tcpcrypt: a FINp frame, then FIN
+    pump(a, b, 0.15)
+    srv.close(0.2)
+    out = [tcp_of(p) for p in b.packets_to_send()]
+    assert out and all(not s.flags & RST for s in out)
+    assert out[-1].flags & FIN and out[-1].seq + len(out[-1].payload) == srv.conn.snd_nxt - 1
+    pump(a, b, 0.2)
+    assert not any(isinstance(e, Closed) and e.error for e in iter(srv.next_event, None))
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "tcpcrypt"])
+def test_data_after_close_is_answered_with_rst(encrypted):
+    """The second half of RFC 1122 4.2.2.13: new data after CLOSE: RST <SEQ=SND.NXT> (one
+    past our FIN)."""
+    a, b, ep, srv = pair("10.0.0.1", "10.0.0.2", security=_security(encrypted))
+    srv.close(0.1)
+    pump(a, b, 0.1)
+    assert srv.conn.state is TCPState.FIN_WAIT_2
+    ep.send(b"too late", 0.2)
+    (data,) = map(tcp_of, a.packets_to_send())
+    b.receive_packet(build_ip_tcp(data, A4, B4), 0.2)
+    out = [tcp_of(p) for p in b.packets_to_send()]
+    assert [(s.seq, s.ack, s.flags) for s in out] == [(srv.conn.snd_nxt & 0xFFFFFFFF, 0, RST)]
+
+
+async def _streams_close(encrypted: bool, size: int, *, read_first: bool = False):
+    """A server that never reads `size` bytes the client sends, then writer.close(); the
+    flags of every segment the server sent after that, and what the client's read gives."""
+    import asyncio
+    from tcpstack.streams import MemoryLink, Stack
+    la, lb = MemoryLink.pair()
+    sec = _security(encrypted) or None
+    sa = Stack(la, ["10.0.0.1"], security=sec)
+    sb = Stack(lb, ["10.0.0.2"], security=sec)
+    flags: list[int] = []
+    closing = False
+
+    def watch(packet: bytes) -> bytes:
+        if closing:
+            flags.append(tcp_of(packet).flags)
+        return packet
+    lb.filter = watch
+    arrived = asyncio.Event()
+
+    async def handler(reader, writer):
+        nonlocal closing
+        await arrived.wait()
+        await asyncio.sleep(0.05)
+        closing = True
+        writer.close()
+
+    server = await sb.start_server(handler, "10.0.0.2", 7, encrypt=encrypted)
+    r, w = await sa.open_connection("10.0.0.2", 7, encrypt=encrypted)
+    w.write(bytes(size))
+    await asyncio.sleep(0.05)
+    arrived.set()
+    try:
+        got: bytes | BaseException = await asyncio.wait_for(r.read(), 5)
+    except ConnectionError as exc:
+        got = exc
+    server.close()
+    sa.close(); sb.close()
+    return flags, got
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "tcpcrypt"])
+async def test_streams_close_with_unread_data_held_by_tcp_resets(encrypted):
+    """At the asyncio edge (see Endpoint.close): 1 MB the server never reads fills its
+    StreamReader (which pauses reading at 2 * limit) and the rest stays in the TCB, pending
+    in TCP: writer.close() sends RST (RFC 1122 4.2.2.13), never a FIN, and the client's
+    read raises ConnectionResetError."""
+    flags, got = await _streams_close(encrypted, 1 << 20)
+    assert flags and flags[0] & RST and not any(f & FIN for f in flags)
+    assert isinstance(got, ConnectionResetError)
+
+
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "tcpcrypt"])
+async def test_streams_close_with_bytes_in_the_stream_reader_sends_fin(encrypted):
+    """The gray zone, chosen as asyncio on kernel sockets behaves: 1000 unread bytes that
+    already sit in the server's StreamReader were taken from TCP (as asyncio recv()s them
+    from the kernel), so writer.close() is a plain FIN and the client reads a clean EOF."""
+    flags, got = await _streams_close(encrypted, 1000)
+    assert flags and not any(f & RST for f in flags) and any(f & FIN for f in flags)
+    assert got == b""
