@@ -1514,7 +1514,10 @@ class TCPConnection:
             return
         if n:
             if n > self._rcv_mss:
-                self._rcv_mss = min(n, self.config.mss)
+                # The peer's full-sized segment (for the every-second-segment ACK rule): at
+                # most our MSS less the timestamp option it carries, so that a GRO
+                # super-packet of 2 full segments counts as 2 (RFC 5681 4.2).
+                self._rcv_mss = min(n, self.config.mss - (TS_OVERHEAD if self.ts_ok else 0))
             # Receiver RTT for auto-tuning: one sample per distinct echoed timestamp (a burst
             # of data echoes the same TSval); every segment without timestamps.
             if self._rcv_autotune and (seg.tsecr != self._rcv_tsecr or not self.ts_ok):
@@ -1562,7 +1565,9 @@ class TCPConnection:
             self._out.append(self._build(self.snd_nxt, ACK, now=now))
         elif self._unacked_bytes:
             # Delayed ACK (RFC 9293 3.8.6.3, RFC 5681 4.2): ACK at least every second
-            # full-sized segment, and within delayed_ack_timeout.
+            # full-sized segment, and within delayed_ack_timeout.  Counted in bytes, so a
+            # batch (StackCore.receive_packets) or GRO super-packet of >= 2 full segments
+            # gets one cumulative ACK at once, when the batch has been processed.
             if not self.config.delayed_ack or self._unacked_bytes >= 2 * self._rcv_mss:
                 self._ack_now = True
             elif self._t_delack is None:
