@@ -122,10 +122,17 @@ class _NistCurve(KeyAgreement):
         # (OpenSSL checks the curve equation; cofactor 1, so every such point has order n).
         if len(wire) != self.pub_wire_len:
             raise TcpcryptProtocolError(f"{self.name}: public key field has {len(wire)} bytes")
+        # pubkey_len: the figure of section 5 numbers the structure's bytes 0 .. L-1, which
+        # would make L the length of the whole structure (prefix included), while the prose
+        # ("prefixed by a two-byte length") and the field's name read L as the length of the
+        # point.  We send the point's length (the prose reading) and accept both: for a
+        # given curve a compressed point has one fixed length, so point_len and
+        # point_len + 2 cannot be confused, and the field length is fixed either way.
         plen = int.from_bytes(wire[:2], "big")
-        if plen != self.point_len:
+        if plen != self.point_len and plen != self.pub_wire_len:
             raise TcpcryptProtocolError(
-                f"{self.name}: pubkey_len {plen}, a compressed point has {self.point_len} bytes")
+                f"{self.name}: pubkey_len {plen}; a compressed point has {self.point_len} "
+                f"bytes ({self.pub_wire_len} with the length prefix)")
         point = bytes(wire[2:])
         if point[0] not in (2, 3):
             raise TcpcryptProtocolError(f"{self.name}: public key is not a compressed point")

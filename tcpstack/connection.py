@@ -71,6 +71,9 @@ MASK = 0xFFFFFFFF
 HALF = 0x80000000
 TS_OVERHEAD = 12          # NOP NOP TS(10): what timestamps cost every segment (RFC 7323 3.2)
 DEFAULT_PEER_MSS = 536    # RFC 9293 3.7.1 / RFC 1122 4.2.2.6 when no MSS option arrives
+DEFAULT_PEER_MSS_V6 = 1220  # RFC 9293 3.7.1 MUST-15: 1280 - 60 for IPv6
+IPV6_MIN_MTU = 1280       # RFC 8200 5 / RFC 8201 4: a path MTU is never taken below this
+IPV4_MIN_PMTU = 552       # floor for ICMP "fragmentation needed" values (Linux min_pmtu)
 PAWS_IDLE = 24 * 86400.0  # RFC 7323 5.5: TS.Recent is invalid after 24 days idle
 MIN_MSS = 64
 
@@ -429,7 +432,7 @@ class TCPConnection:
         self._last_recv = now
         self.irs = syn.seq & MASK
         self.rcv_nxt = self.irs + 1
-        self.peer_mss = syn.mss if syn.mss else DEFAULT_PEER_MSS
+        self.peer_mss = syn.mss if syn.mss else self._default_send_mss()   # MUST-15
         if syn.tsval is not None:
             self.ts_recent = syn.tsval
             self._ts_recent_age = now
@@ -540,6 +543,11 @@ class TCPConnection:
     def pause_reading(self) -> None:
         self._paused = True
 
+    @property
+    def reading_paused(self) -> bool:
+        """Received data is held (not handed on as events) until resume_reading()."""
+        return self._paused
+
     def resume_reading(self) -> None:
         if not self._paused:
             return
@@ -576,7 +584,18 @@ class TCPConnection:
 
     def set_path_mtu(self, mtu: int) -> None:
         """PMTUD (RFC 1191 / RFC 8201): lower the effective MSS; resend what was in flight
-        at the new size (not a congestion signal)."""
+        at the new size (not a congestion signal).
+
+        Floors, so that one forged ICMP cannot shrink segments to a few bytes: IPv6 never
+        goes below the minimum link MTU, 1280 (RFC 8201 4: "a node MUST NOT reduce its
+        estimate of the Path MTU below the IPv6 minimum link MTU"; a smaller PTB value is
+        taken as 1280).  IPv4: RFC 1191 3 only forbids going below 68; like Linux
+        (net.ipv4.route.min_pmtu) we take values below 552 as 552, i.e. an MSS of 512.
+        Unlike Linux we keep DF set then, so a real path below 552 bytes stays unusable."""
+        v6 = self.config.ip_header_size >= 40
+        floor = IPV6_MIN_MTU if v6 else IPV4_MIN_PMTU
+        if mtu < floor:
+            mtu = floor
         mss = mtu - self.config.ip_header_size - 20
         if mss < MIN_MSS:
             mss = MIN_MSS
@@ -624,6 +643,12 @@ class TCPConnection:
             ws = False
         return ws, sackok, ts
 
+    def _default_send_mss(self) -> int:
+        """RFC 9293 3.7.1 MUST-15: the send MSS assumed when the peer's SYN has no MSS option,
+        536 (576 - 40) for IPv4 or 1220 (1280 - 60) for IPv6; the family is read from
+        config.ip_header_size (40 for IPv6, set by the stack)."""
+        return DEFAULT_PEER_MSS_V6 if self.config.ip_header_size >= 40 else DEFAULT_PEER_MSS
+
     def _finish_negotiation(self, syn: TCPSegment) -> None:
         """Both SYNs known: fix WS / SACK / TS / MSS for the connection's life."""
         self._negotiated = True
@@ -647,7 +672,7 @@ class TCPConnection:
         if self.ts_ok:
             self.ts_recent = syn.tsval or 0
             self._ts_recent_age = self._now
-        self.peer_mss = syn.mss if syn.mss else DEFAULT_PEER_MSS
+        self.peer_mss = syn.mss if syn.mss else self._default_send_mss()   # MUST-15
         self._update_mss()
         self._rcv_mss = min(self.config.mss - (TS_OVERHEAD if self.ts_ok else 0),
                             DEFAULT_PEER_MSS)
@@ -1489,7 +1514,10 @@ class TCPConnection:
             return
         if n:
             if n > self._rcv_mss:
-                self._rcv_mss = min(n, self.config.mss)
+                # The peer's full-sized segment (for the every-second-segment ACK rule): at
+                # most our MSS less the timestamp option it carries, so that a GRO
+                # super-packet of 2 full segments counts as 2 (RFC 5681 4.2).
+                self._rcv_mss = min(n, self.config.mss - (TS_OVERHEAD if self.ts_ok else 0))
             # Receiver RTT for auto-tuning: one sample per distinct echoed timestamp (a burst
             # of data echoes the same TSval); every segment without timestamps.
             if self._rcv_autotune and (seg.tsecr != self._rcv_tsecr or not self.ts_ok):
@@ -1537,7 +1565,9 @@ class TCPConnection:
             self._out.append(self._build(self.snd_nxt, ACK, now=now))
         elif self._unacked_bytes:
             # Delayed ACK (RFC 9293 3.8.6.3, RFC 5681 4.2): ACK at least every second
-            # full-sized segment, and within delayed_ack_timeout.
+            # full-sized segment, and within delayed_ack_timeout.  Counted in bytes, so a
+            # batch (StackCore.receive_packets) or GRO super-packet of >= 2 full segments
+            # gets one cumulative ACK at once, when the batch has been processed.
             if not self.config.delayed_ack or self._unacked_bytes >= 2 * self._rcv_mss:
                 self._ack_now = True
             elif self._t_delack is None:

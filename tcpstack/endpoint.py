@@ -169,10 +169,29 @@ class Endpoint:
 
     def close(self, now: float) -> None:
         """Full close: like shutdown_write(), and the application reads no more either, so the
-        TCB may reset on later data and bounds FIN-WAIT-2 (RFC 1122 4.2.2.13)."""
+        TCB may reset on later data and bounds FIN-WAIT-2.
+
+        RFC 1122 4.2.2.13: "If such a host issues a CLOSE call while received data is still
+        pending in TCP, or if new data is received after CLOSE is called, its TCP SHOULD
+        send a RST to show that data was lost."  Pending in TCP means here: held by the TCB
+        because reading is paused (the asyncio edge pauses when the StreamReader's buffer
+        is full, as asyncio's socket transports stop recv() and leave the data in the
+        kernel).  Those bytes, and any application data arriving later, make the close a
+        RST <SEQ=SND.NXT> (RFC 9293 3.10.5) instead of a FIN -- for tcpcrypt after
+        decryption, so only real application data counts, not the peer's FINp frame.
+        Bytes already handed to the application (Data events, a StreamReader's buffer)
+        count as read, exactly as bytes asyncio has recv()ed from a kernel socket."""
         if self._closed or self._close_requested:
             return
         self._close_requested = True
+        conn = self.conn
+        if conn.reading_paused:
+            # The held bytes come out as events now; _on_data resets on application data.
+            conn.resume_reading()
+            self._process(now)
+            if self._closed:
+                self.core._after_app_call(self, now)
+                return
         if self._fin_queued:
             self.conn.close(now, reset_on_data=self.transform is None)
             self.core._after_app_call(self, now)
@@ -312,6 +331,9 @@ class Endpoint:
     def _on_data(self, data: bytes, now: float) -> None:
         tr = self.transform
         if tr is None:
+            if self._close_requested:
+                self._data_after_close(now)   # see close(); the TCB may not be closed yet
+                return
             self.events.append(Data(data))
             return
         try:
@@ -330,9 +352,7 @@ class Endpoint:
                 # Application data after a full close (RFC 1122 4.2.2.13): nobody will read
                 # it, so reset -- as the TCB does itself for a plain connection.  Frames that
                 # carry none (the FINp frame) are not data and pass.
-                self.conn.abort(now, data_after_close=True)
-                self._emit_closed(ConnectionAbortedLocallyError(
-                    f"connection {self.local} -> {self.remote}: data received after close"))
+                self._data_after_close(now)
                 return
             self.events.append(Data(plaintext))
         if tr.eof_received and not self._eof_emitted:
@@ -340,6 +360,12 @@ class Endpoint:
             self.events.append(Eof())
         if self._eof_requested and not self._fin_queued:
             self._flush(now)
+
+    def _data_after_close(self, now: float) -> None:
+        """RFC 1122 4.2.2.13: application data nobody will read (see close()): reset."""
+        self.conn.abort(now, data_after_close=True)
+        self._emit_closed(ConnectionAbortedLocallyError(
+            f"connection {self.local} -> {self.remote}: data received after close"))
 
     def _on_peer_fin(self, now: float) -> None:
         tr = self.transform

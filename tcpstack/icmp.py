@@ -19,6 +19,8 @@ ICMP_TIME_EXCEEDED = 11
 ICMP6_DEST_UNREACH = 1
 ICMP6_PACKET_TOO_BIG = 2
 ICMP6_TIME_EXCEEDED = 3
+ICMP6_PARAM_PROBLEM = 4
+PARAM6_UNKNOWN_NEXT_HEADER = 1   # RFC 4443 3.4 code 1: unrecognized Next Header type
 ICMP6_ECHO_REQUEST = 128
 ICMP6_ECHO_REPLY = 129
 IPPROTO_ICMP = 1
@@ -105,13 +107,21 @@ def build_icmp_echo_request(src: bytes, dst: bytes, *, ident: int, seq: int, dat
 
 
 def build_icmp_error(original: bytes | memoryview, src: bytes, dst: bytes, *, v6: bool,
-                     type: int, code: int, mtu: int = 0, ttl: int = 64) -> bytes:
+                     type: int, code: int, mtu: int = 0, pointer: int = 0,
+                     ttl: int = 64) -> bytes:
     """An ICMP error quoting `original` (the offending IP datagram): as much as fits in 576
-    bytes for IPv4 (RFC 1812 4.3.2.3) and in the minimum MTU 1280 for IPv6 (RFC 4443 2.4c)."""
+    bytes for IPv4 (RFC 1812 4.3.2.3) and in the minimum MTU 1280 for IPv6 (RFC 4443 2.4c).
+    `mtu`: of a fragmentation-needed / packet-too-big error; `pointer`: of an ICMPv6
+    parameter problem (RFC 4443 3.4, the offset of the offending octet)."""
     limit = (1280 - 48) if v6 else (576 - 28)
     quoted = bytes(original[:limit])
     if v6:
-        a, b = (mtu >> 16, mtu & 0xFFFF) if type == ICMP6_PACKET_TOO_BIG else (0, 0)
+        if type == ICMP6_PACKET_TOO_BIG:
+            a, b = mtu >> 16, mtu & 0xFFFF
+        elif type == ICMP6_PARAM_PROBLEM:
+            a, b = pointer >> 16, pointer & 0xFFFF
+        else:
+            a, b = 0, 0
     else:
         a, b = (0, mtu) if type == ICMP_DEST_UNREACH and code == UNREACH_FRAG_NEEDED else (0, 0)
     body = _build(type, code, a, b, quoted, src, dst, v6)
@@ -141,6 +151,7 @@ def is_hard_error(msg: ICMPMessage) -> bool:
 def describe(msg: ICMPMessage) -> str:
     names4 = {0: "echo-reply", 3: "destination-unreachable", 8: "echo-request", 11: "time-exceeded"}
     names6 = {1: "destination-unreachable", 2: "packet-too-big", 3: "time-exceeded",
+              4: "parameter-problem",
               128: "echo-request", 129: "echo-reply"}
     name = (names6 if msg.v6 else names4).get(msg.type, f"type-{msg.type}")
     return f"{name}/{msg.code}" + (f" mtu={msg.mtu}" if msg.mtu else "")

@@ -10,7 +10,9 @@ Implements:
   - ISNs per RFC 6528 (keyed hash of the 4-tuple plus a 4 us clock), timestamp offsets
     per connection (RFC 7323 5.4 / 7.1), ephemeral ports (RFC 6056 "algorithm 1"-like);
   - ICMP/ICMPv6 echo reply, and ICMP errors routed to their connection
-    (RFC 1122 4.2.3.9, RFC 5927, RFC 1191 / RFC 8201 PMTU);
+    (RFC 1122 4.2.3.9, RFC 5927, RFC 1191 / RFC 8201 PMTU); protocol / port unreachable and
+    ICMPv6 parameter problem for protocols the stack does not speak (RFC 1122 3.2.2.1,
+    4.1.3.1, RFC 8200 4; :meth:`StackCore._unreachable`);
   - a timer heap so the earliest deadline over all connections is O(log n) to find.
 
 A driver (the asyncio edge, the simulator, a test) feeds :meth:`receive_packet`, calls
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
 from . import icmp as icmp_mod
+from .checksum import ones_sum, pseudo_header_sum
 from .config import TCPConfig
 from .connection import TCPConnection, TCPState
 from .endpoint import Endpoint, SecurityProvider
@@ -85,6 +88,7 @@ class StackStats:
     not_for_us: int = 0              # destination address is not ours
     unknown_protocol: int = 0
     no_connection: int = 0           # TCP segment matching no TCB nor listener
+    listen_dropped: int = 0          # to a listener without SYN, ACK or RST: dropped silently
     rst_sent: int = 0
     rst_rate_limited: int = 0
     syn_dropped_backlog: int = 0     # SYN (or cookie ACK) dropped: listener's queues full
@@ -92,11 +96,13 @@ class StackStats:
     syncookies_ok: int = 0           # ACKs that validated as a cookie: connection created
     syncookies_failed: int = 0       # ACKs to a listener that did not validate (then RST)
     syncookie_eno_lost: int = 0      # cookie ACK whose ENO entry was gone: reset (fail safe)
+    syncookie_mss_unfit: int = 0     # of syn_dropped_backlog: MSS below the cookie table's
     rst_peer_limited: int = 0        # of rst_rate_limited: the peer's own bucket was empty
     icmp_peer_limited: int = 0
     icmp_echo_replies: int = 0
     icmp_errors_in: int = 0
     icmp_rate_limited: int = 0
+    icmp_unreach_sent: int = 0       # protocol / port unreachable, ICMPv6 parameter problem
     connections_opened: int = 0
     connections_accepted: int = 0
 
@@ -336,6 +342,8 @@ class StackCore:
                 self._receive_icmp(hdr, payload, now, v6=not v4)
             else:
                 st.unknown_protocol += 1
+                if not hdr.is_fragment:
+                    self._unreachable(hdr, packet, payload, proto, now)
         except ParseError as exc:
             st.malformed += 1
             log.debug("dropping malformed packet from %s: %s", _fmt(hdr.src), exc)
@@ -525,6 +533,12 @@ class StackCore:
             if ctl == SYN:
                 self._accept_syn(lst, hdr, seg, now)
                 return
+            if not ctl:
+                # RFC 9293 3.10.7.2 (LISTEN) "fourth, other data or control": a segment
+                # with neither SYN, ACK nor RST (a bare FIN, text without ACK) is dropped
+                # without a reply.  (An ACK gets the RST of "second", below; SYN|ACK too.)
+                self.stats.listen_dropped += 1
+                return
             # RFC 4987 3.6: an ACK matching no TCB may complete a cookie handshake; only
             # checked while cookies were recently sent (as Linux), so ACK floods cost little.
             if (ctl == ACK and self.config.syncookies != "never"
@@ -575,7 +589,9 @@ class StackCore:
     def _send_cookie(self, lst: Listener, hdr: Any, seg: TCPSegment, now: float) -> None:
         """A stateless SYN-ACK whose ISN is a SYN cookie (RFC 4987 3.6).
 
-        Options: our MSS; the peer's MSS is rounded down to a table value kept in the cookie.
+        Options: our MSS; the peer's MSS is rounded down to a table value kept in the cookie
+        (RFC 9293 MUST-16; a SYN whose MSS is below every table value is dropped, see
+        syncookies.mss_index).
         WS and SACK-permitted are offered only when the peer sent timestamps, and are kept
         in the low bits of our TSval (as Linux); without timestamps none of the three.
 
@@ -594,6 +610,13 @@ class StackCore:
         """
         lp, rp, lport, rport = hdr.dst, hdr.src, seg.dst_port, seg.src_port
         v6 = len(lp) == 16
+        st = self.stats
+        mss_index = sc.mss_index(seg.mss, v6)
+        if mss_index is None:
+            # RFC 9293 MUST-16: a cookie could only promise a table MSS above the peer's.
+            st.syncookie_mss_unfit += 1
+            st.syn_dropped_backlog += 1
+            return
         cfg = self._tcp_config(ipaddress.ip_address(lp), lst.options)
         ts = cfg.timestamps and seg.tsval is not None
         ws = ts and cfg.window_scaling and seg.wscale is not None
@@ -607,7 +630,7 @@ class StackCore:
                 eno = neg.syn_options()
         if eno and TCPConnection._syn_option_len(ws, sackok, ts, eno) > 40:
             ts = ws = sackok = False      # no room for TS: no room to remember WS / SACK
-        data = sc.mss_index(seg.mss, v6) | (sc.DATA_ENO if eno else 0)
+        data = mss_index | (sc.DATA_ENO if eno else 0)
         cookie = sc.make_cookie(self._secret, lp, lport, rp, rport, seg.seq,
                                 sc.time_slot(now), data)
         if eno:
@@ -629,7 +652,6 @@ class StackCore:
                             tsecr=seg.tsval if ts else 0, eno=eno)
         self._out.append(build_ip_tcp(synack, lp, rp, ttl=self.config.ttl))
         lst.last_cookie = now
-        st = self.stats
         st.syncookies_sent += 1
         st.packets_out += 1
 
@@ -749,6 +771,56 @@ class StackCore:
                 f"ICMP {icmp_mod.describe(msg)} from {_fmt(hdr.src)} for {ep.remote}"), now, hard=hard)
         self._service(ep, now)
 
+    def _unreachable(self, hdr: Any, packet: bytes | memoryview, payload: memoryview,
+                     proto: int, now: float) -> None:
+        """The ICMP error for a datagram to us whose protocol we do not speak:
+
+        - RFC 1122 4.1.3.1: UDP to a port nobody listens on (here: every port) SHOULD get
+          port unreachable: ICMP 3/3, ICMPv6 1/4 (RFC 4443 3.1).  A malformed UDP datagram
+          (short, bad length or checksum) is counted and dropped, as Linux does.
+        - RFC 1122 3.2.2.1: another transport protocol gets protocol unreachable (3/2).
+        - RFC 8200 4: an unrecognized Next Header gets an ICMPv6 parameter problem, code 1,
+          the pointer at the offending Next Header field (6 in the fixed header, else the
+          first octet of the last extension header).  No Next Header (59) is not an error.
+
+        Never about an ICMP error, a multicast/broadcast destination or a non-unicast
+        source (RFC 1122 3.2.2, RFC 4443 2.4(e); icmp.error_allowed), and under the same
+        per-peer and global ICMP rate limits as echo replies (RFC 1812 4.3.2.8, RFC 4443
+        2.4(f)).  Reassembled datagrams get none (we keep no copy of the first fragment;
+        RFC 1122 3.2.2 only requires silence for the non-initial ones)."""
+        st = self.stats
+        v6 = hdr.version == 6
+        if proto == IPPROTO_UDP:
+            if not _udp_ok(payload, hdr.src, hdr.dst, v6):
+                st.malformed += 1
+                return
+            typ, code = ((icmp_mod.ICMP6_DEST_UNREACH, icmp_mod.UNREACH6_PORT) if v6 else
+                         (icmp_mod.ICMP_DEST_UNREACH, icmp_mod.UNREACH_PORT))
+        elif not v6:
+            typ, code = icmp_mod.ICMP_DEST_UNREACH, icmp_mod.UNREACH_PROTOCOL
+        elif proto == 59:        # RFC 8200 4.7: No Next Header; the rest is ignored
+            return
+        else:
+            typ, code = icmp_mod.ICMP6_PARAM_PROBLEM, icmp_mod.PARAM6_UNKNOWN_NEXT_HEADER
+        original = packet[:40 + hdr.payload_length] if v6 else packet[:hdr.total_length]
+        if not icmp_mod.error_allowed(original):
+            return
+        limited = self._icmp_limiter.take(hdr.src, now)
+        if limited:
+            st.icmp_rate_limited += 1
+            if limited == 1:
+                st.icmp_peer_limited += 1
+            return
+        pointer = 0
+        if typ == icmp_mod.ICMP6_PARAM_PROBLEM:
+            exts = hdr.ext_headers
+            pointer = 40 + sum(len(raw) for _, raw in exts[:-1]) if exts else 6
+        self._out.append(icmp_mod.build_icmp_error(original, hdr.dst, hdr.src, v6=v6, type=typ,
+                                                   code=code, pointer=pointer,
+                                                   ttl=self.config.ttl))
+        st.icmp_unreach_sent += 1
+        st.packets_out += 1
+
     def _negotiator(self, active: bool, local: Addr, remote: Addr, options: dict[str, Any]) -> Any:
         if self.security is None or options.get("encrypt") is False:
             return None
@@ -810,6 +882,17 @@ def _cookie_options(options: dict[str, Any]) -> dict[str, Any]:
     """Listener options for a cookie handshake's ENO negotiator: no resumption (stateless,
     deterministic answer; see StackCore._send_cookie)."""
     return dict(options, resume=False)
+
+
+def _udp_ok(udp: memoryview, src: bytes, dst: bytes, v6: bool) -> bool:
+    """A well-formed UDP datagram (RFC 768; RFC 8200 8.1: the checksum is mandatory over
+    IPv6, optional (0) over IPv4)."""
+    n = len(udp)
+    if n < 8 or int.from_bytes(udp[4:6], "big") != n:
+        return False
+    if not v6 and udp[6] == 0 and udp[7] == 0:
+        return True
+    return ones_sum(udp, pseudo_header_sum(src, dst, IPPROTO_UDP, n)) == 0
 
 
 def _seq_in(seq: int, lo: int, hi: int) -> bool:

@@ -32,10 +32,14 @@ def coalesce_acks(packets: list[bytes]) -> list[bytes]:
     cumulative ACK (mod 2**32) and, by construction, the newer window and SACK state.
 
     Edge-level ACK coalescing for a received batch (what Linux gets from GRO): one ACK per
-    batch instead of one per two segments.  This departs from the every-second-segment
-    SHOULD of RFC 5681 4.2 / RFC 1122 4.2.3.2 only within one batch read at a single instant,
-    as Linux does for GRO-merged segments; duplicate ACKs (equal ACK numbers, RFC 5681 3.2)
-    and anything with data, SYN, FIN or RST are never dropped.  Headers are read in place.
+    batch instead of one per two segments.  RFC 5681 4.2 / RFC 1122 4.2.3.2 ("an ACK for at
+    least every second full-sized segment"): the ACK kept acknowledges every segment of the
+    batch at the instant the batch was read, so no full-sized segment waits for its ACK;
+    we read the SHOULD as bounding how long acknowledgement is withheld, not the count of
+    ACK packets, as Linux does for GRO-merged segments (pinned in tests/tcpstack/
+    test_rfc_rules.py).  The cost falls on senders that count ACKs rather than bytes.
+    Duplicate ACKs (equal ACK numbers, RFC 5681 3.2) and anything with data, SYN, FIN or
+    RST are never dropped.  Headers are read in place.
     """
     pending: dict[bytes, tuple[int, int]] = {}   # connection -> (index, ack) of its last pure ACK
     drop: list[int] | None = None
@@ -528,7 +532,13 @@ class _StreamTransport(asyncio.Transport):
     # asyncio.BaseTransport
     def close(self) -> None:
         """Flush what is buffered, then FIN (tcpcrypt: FINp frame first); the TCB finishes the
-        close on its own, like the kernel does after close(2)."""
+        close on its own, like the kernel does after close(2).
+
+        RFC 1122 4.2.2.13: a RST instead of the FIN when received data is still pending in
+        TCP, i.e. held by the TCB while reading is paused (the StreamReader's buffer is
+        over 2 * limit), or when application data arrives later.  Bytes already in the
+        StreamReader's buffer count as read by the application, exactly as with asyncio
+        over a kernel socket, where they have been recv()ed (see Endpoint.close)."""
         if self._closing:
             return
         self._closing = True

@@ -56,14 +56,22 @@ def time_slot(now: float) -> int:
     return int(now // COOKIE_SLOT) & MASK
 
 
-def mss_index(peer_mss: int | None, v6: bool) -> int:
-    """Index of the largest table MSS not above the peer's (536 / 1220 floor)."""
+def mss_index(peer_mss: int | None, v6: bool) -> int | None:
+    """Index of the largest table MSS not above the peer's, or None when even the smallest
+    is above it.
+
+    RFC 9293 3.7.1 MUST-16: we never send a segment larger than the MSS the peer announced,
+    so the table value is rounded *down*; a SYN without MSS option stands for the MUST-15
+    default, 536 (IPv4) or 1220 (IPv6), both table entries.  An announced MSS below the
+    smallest entry cannot be kept in a cookie: the caller drops such a SYN (the peer
+    retries and is answered statefully once the SYN queue has room), where Linux would
+    round it *up* to 536."""
     table = MSS_TABLE_V6 if v6 else MSS_TABLE_V4
-    mss = peer_mss if peer_mss else 536
-    for i in range(len(table) - 1, 0, -1):
+    mss = peer_mss if peer_mss else (1220 if v6 else 536)
+    for i in range(len(table) - 1, -1, -1):
         if mss >= table[i]:
             return i
-    return 0
+    return None
 
 
 def mss_from_index(index: int, v6: bool) -> int:

@@ -97,7 +97,8 @@ def test_cookie_round_trip_every_mss_index_and_eno_bit(v6):
             assert sc.check_cookie(SECRET, ra, 80, la, 40000, peer_isn, c, count) is None
             assert sc.check_cookie(SECRET, la, 80, ra, 40000, peer_isn + 1, c, count) is None
             assert sc.check_cookie(SECRET, la, 80, ra, 40000, peer_isn, c + 1, count) is None
-    assert sc.mss_index(None, v6) == 0 and sc.mss_index(100, v6) == 0
+    # RFC 9293 MUST-16: rounded down, never up; below the table there is no cookie MSS.
+    assert sc.mss_index(None, v6) == 0 and sc.mss_index(100, v6) is None
     assert sc.mss_index(9000, v6) == 3
     with pytest.raises(ValueError):
         sc.make_cookie(SECRET, la, 80, ra, 1, 0, 0, sc.DATA_LIMIT)
