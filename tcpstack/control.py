@@ -24,7 +24,8 @@ from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DIR = "/run/tcpstack"
+# where control sockets go by default; TCPSTACK_RUN_DIR moves them (tests, a non-root setup)
+DEFAULT_DIR = os.environ.get("TCPSTACK_RUN_DIR") or "/run/tcpstack"
 
 
 def default_path(dev: str) -> str:
