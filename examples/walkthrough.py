@@ -20,6 +20,7 @@ import random
 import sys
 
 from tcpcrypt.provider import TcpcryptProvider
+from tcpcrypt.suites import AEADS, TEPS
 from tcpstack.diagram import Diagram, build, render_svg, render_text
 from tcpstack.endpoint import Closed, Data, Eof, Established
 from tcpstack.sim import LinkConfig, Network, StackHost
@@ -86,6 +87,14 @@ class Host(StackHost):
         return kept
 
 
+def _named(key: str, value: object) -> object:
+    """TEP and AEAD identifiers by their RFC 8548 names (section 7, Tables 4 and 5)."""
+    table = {"tep": TEPS, "aead": AEADS}.get(key)
+    if table is not None and value in table:
+        return table[value].name
+    return value
+
+
 def heading(n: int, title: str) -> None:
     print(f"\n=== Chapter {n}: {title} ===\n")
 
@@ -141,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         show(d, 3, n_setup, args.svg, "2-key-exchange")
         print(f"\nInit1 (host A to B) and Init2 (B to A) carry the ECDHE public keys and nonces\n"
               f"(RFC 8548 4.3); both ends then derive the same keys (4.2) with HKDF.")
-        print(f"agreed: {', '.join(f'{k}={v}' for k, v in info.items() if k != 'session_id')}")
+        print(f"agreed: {', '.join(f'{k}={_named(k, v)}' for k, v in info.items() if k != 'session_id')}")
         print(f"client session ID: {sid_c.hex() if sid_c else None}")
         print(f"server session ID: {sid_s.hex() if sid_s else None}")
         print(f"session IDs match: {sid_c == sid_s and sid_c is not None}")

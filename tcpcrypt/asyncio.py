@@ -60,13 +60,14 @@ def _stack_from_env() -> Any:
                            f"({peer}); pick another, or set TCPCRYPT_TUN_PEER")
     mtu = int(os.environ.get("TCPCRYPT_TUN_MTU", "1500"))
     from tcpstack.streams import Stack       # edge imports: only when really used
-    from tun.device import AsyncTun, TunDevice, unique_ifname
+    from tun.device import async_link, bring_up, unique_ifname
 
-    dev = TunDevice(unique_ifname("tcc"))
+    # Offloads (IFF_VNET_HDR, checksum/TSO, GRO) when the kernel takes them: the shared
+    # bring-up of the command line, with its fallback to none.
+    dev = bring_up(unique_ifname("tcc"), f"{peer}/{iface.network.prefixlen}", None, mtu)
     try:
-        dev.configure(f"{peer}/{iface.network.prefixlen}", None, mtu)
         security: Any = None if os.environ.get("TCPCRYPT_PLAIN") else "default"
-        _env_stack = Stack(AsyncTun(dev), [str(iface.ip)], security=security)
+        _env_stack = Stack(async_link(dev), [str(iface.ip)], security=security)
     except BaseException:
         dev.close()
         raise

@@ -18,19 +18,22 @@ def _run(coro) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import COMMANDS, build_parser
+    from .cli import CliError, build_parser, err, run_command
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["diagram"]:
         from .diagram import main as diagram_main
         return diagram_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)       # a usage error: one line, exit 2
     logging.basicConfig(level=logging.WARNING - 10 * args.verbose,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.cmd == "demo":
-        from .demo import main as demo_main
-        return _run(demo_main())
     try:
-        return _run(COMMANDS[args.cmd](args)) or 0
+        if args.cmd == "demo":
+            from .demo import main as demo_main
+            return _run(demo_main())
+        return _run(run_command(args))
+    except CliError as e:                        # an ordinary mistake: one line, no traceback
+        err(str(e))
+        return e.status
     except KeyboardInterrupt:
         return 130
 

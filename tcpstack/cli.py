@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import ipaddress
 import json
 import os
+import shutil
 import signal
+import socket
+import stat
+import subprocess
 import sys
 import threading
 import time
@@ -30,79 +35,358 @@ from typing import Any
 
 from . import control
 
+IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# --addr without a prefix length gets these (said once on stderr): a /24 or /64 subnet
+# leaves room for the kernel side and for --peer.
+DEFAULT_PREFIX = {4: 24, 6: 64}
+CAP_NET_ADMIN = 12              # linux/capability.h
+
+
+class CliError(Exception):
+    """An ordinary mistake: one line for the user and an exit status (2: what was typed,
+    as argparse does; 1: what was found on this host or on the network)."""
+
+    def __init__(self, msg: str, status: int = 1) -> None:
+        super().__init__(msg)
+        self.status = status
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (usage: `--help`), exit status 2."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _bounded(kind: type, lo: float, hi: float | None, what: str) -> Any:
+    def conv(text: str) -> Any:
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if v < lo or (hi is not None and v > hi) or v != v:
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return v
+    conv.__name__ = what
+    return conv
+
+
+port_arg = _bounded(int, 1, 65535, "a port number (1-65535)")
+mtu_arg = _bounded(int, 68, 65535, "an MTU (68-65535)")
+count_arg = _bounded(int, 1, None, "a count of 1 or more")
+seconds_arg = _bounded(float, 0.001, None, "a number of seconds above 0")
+linger_arg = _bounded(float, 0, None, "a number of seconds (0 or more)")
+
 
 def add_link_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("the TUN device and the stack")
-    g.add_argument("--addr", required=True, help="the stack's address with prefix, e.g. 10.77.0.2/24")
+    g.add_argument("--addr", required=True,
+                   help="the stack's address with prefix, e.g. 10.77.0.2/24 (no prefix: /24 "
+                        "for IPv4, /64 for IPv6)")
     g.add_argument("--peer", help="the kernel side's address (default: the prefix's first other one)")
     g.add_argument("--dev", help="TUN device name (default: tcs<pid>x<n>)")
-    g.add_argument("--mtu", type=int, default=1500)
+    g.add_argument("--mtu", type=mtu_arg, default=1500)
     g.add_argument("--route", action="append", default=[], metavar="CIDR",
                    help="also route CIDR through the TUN device (repeatable)")
-    g.add_argument("--offload", action="store_true",
-                   help="IFF_VNET_HDR with checksum/TSO offloads (64 KB super-segments)")
+    g.add_argument("--no-offload", dest="offload", action="store_false",
+                   help="no IFF_VNET_HDR/checksum/TSO offloads (they are on by default when "
+                        "the kernel accepts them: 64 KB super-segments)")
+    g.add_argument("--offload", dest="offload", action="store_true",
+                   help=argparse.SUPPRESS)          # the default now; kept for old scripts
     g.add_argument("--plain", action="store_true", help="no TCP-ENO/tcpcrypt: plain TCP only")
     g.add_argument("--pcap", metavar="FILE", help="capture every packet sent and received")
     g.add_argument("--trace", action="store_true", help="print the per-segment trace on stderr")
     g.add_argument("--control", metavar="PATH", help="control socket (default /run/tcpstack/DEV.sock)")
+    p.set_defaults(offload=True)
 
 
 def err(msg: str) -> None:
     print(f"tcpstack: {msg}", file=sys.stderr, flush=True)
 
 
+def hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# --- checking what was typed (exit 2) ----------------------------------------------------
+
+def parse_addr(text: str) -> IPInterface:
+    """--addr: a unicast host address with a prefix length; without one, DEFAULT_PREFIX
+    (said on stderr).  The network and broadcast addresses of a subnet are refused."""
+    try:
+        if "/" in text:
+            iface = ipaddress.ip_interface(text)
+        else:
+            ip = ipaddress.ip_address(text)
+            iface = ipaddress.ip_interface(f"{ip}/{DEFAULT_PREFIX[ip.version]}")
+            err(f"--addr {text} has no prefix length: using {iface}")
+    except ValueError:
+        raise CliError(f"--addr {text}: not an IP address with a prefix length "
+                       "(e.g. 10.77.0.2/24 or fd00:77::2/64)", 2) from None
+    ip, net = iface.ip, iface.network
+    if ip.is_multicast or ip.is_unspecified or ip.is_loopback:
+        kind = "multicast" if ip.is_multicast else "unspecified" if ip.is_unspecified else "loopback"
+        raise CliError(f"--addr {text}: {ip} is a {kind} address; the stack needs a unicast one", 2)
+    hostbits = net.max_prefixlen - net.prefixlen
+    if hostbits >= 2 and ip == net.network_address:
+        what = "network address" if ip.version == 4 else "subnet-router anycast address (RFC 4291 2.6.1)"
+        raise CliError(f"--addr {text}: {ip} is the {what} of {net}; pick a host address "
+                       f"such as {net.network_address + 2}/{net.prefixlen}", 2)
+    if hostbits >= 2 and ip.version == 4 and ip == net.broadcast_address:
+        raise CliError(f"--addr {text}: {ip} is the broadcast address of {net}; pick a host "
+                       f"address such as {net.network_address + 2}/{net.prefixlen}", 2)
+    return iface
+
+
+def parse_peer(text: str | None, iface: IPInterface) -> IPAddress:
+    net = iface.network
+    if text is None:
+        peer = next((h for h in net.hosts() if h != iface.ip), None)
+        if peer is None:
+            raise CliError(f"--addr {iface} leaves no address for the kernel side: use a "
+                           f"shorter prefix (e.g. /{DEFAULT_PREFIX[iface.version]}) or --peer", 2)
+        return peer
+    try:
+        peer = ipaddress.ip_address(text)
+    except ValueError:
+        raise CliError(f"--peer {text}: not an IP address", 2) from None
+    if peer.version != iface.version:
+        raise CliError(f"--peer {text} is IPv{peer.version} but --addr {iface} is IPv{iface.version}", 2)
+    if peer == iface.ip:
+        raise CliError(f"--peer {text} is the stack's own address (--addr); the kernel side needs another", 2)
+    if peer not in net:
+        raise CliError(f"--peer {text} is outside --addr's subnet {net}", 2)
+    return peer
+
+
+def parse_routes(texts: list[str]) -> list[str]:
+    out = []
+    for t in texts:
+        try:
+            out.append(str(ipaddress.ip_network(t)))
+        except ValueError as e:
+            hint = ""
+            try:
+                hint = f"; did you mean {ipaddress.ip_network(t, strict=False)}?"
+            except ValueError:
+                pass
+            raise CliError(f"--route {t}: {e}{hint}", 2) from None
+    return out
+
+
+def check_dev_name(name: str | None) -> None:
+    # linux/net/core/dev.c dev_valid_name(): 1..15 bytes, no '/', ':' or white space
+    if name is None:
+        return
+    if not name or len(name.encode()) > 15 or name in (".", "..") or any(
+            c in name for c in "/: \t\n"):
+        raise CliError(f"--dev {name!r}: not a valid interface name (1-15 characters, "
+                       "no '/', ':' or spaces)", 2)
+
+
+def resolve(host: str, version: int) -> str:
+    """HOST as an address of the stack's family: a literal, or a name looked up with the
+    system resolver (getaddrinfo, as netcat does)."""
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        pass
+    else:
+        if ip.version != version:
+            raise CliError(f"{host} is an IPv{ip.version} address but the stack is IPv{version} "
+                           "(--addr)", 2)
+        return str(ip)
+    family = socket.AF_INET if version == 4 else socket.AF_INET6
+    try:
+        infos = socket.getaddrinfo(host, None, family, socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        other = ""
+        if e.errno in (socket.EAI_NODATA if hasattr(socket, "EAI_NODATA") else -5,
+                       socket.EAI_ADDRFAMILY if hasattr(socket, "EAI_ADDRFAMILY") else -9,
+                       socket.EAI_NONAME):
+            try:
+                socket.getaddrinfo(host, None, socket.AF_INET6 if version == 4 else socket.AF_INET)
+                other = f" (it has IPv{10 - version} addresses only; the stack is IPv{version})"
+            except socket.gaierror:
+                pass
+        raise CliError(f"cannot resolve {host}: {e.strerror}{other}", 2) from None
+    except UnicodeError:
+        raise CliError(f"cannot resolve {host!r}: not a valid host name", 2) from None
+    return str(infos[0][4][0]).split("%")[0]
+
+
+# --- checking this host (exit 1) ---------------------------------------------------------
+
+def _capabilities() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except OSError:
+        pass
+    return None
+
+
+def check_privileges() -> None:
+    """Creating a TUN device and configuring it needs CAP_NET_ADMIN (root has it, unless a
+    container took it away)."""
+    caps = _capabilities()
+    if caps is not None and caps & (1 << CAP_NET_ADMIN):
+        return
+    if caps is None and os.geteuid() == 0:
+        return
+    if os.geteuid() != 0:
+        raise CliError(f"not root and no CAP_NET_ADMIN (uid {os.getuid()}): creating a TUN "
+                       "device needs one of them (run it with sudo)")
+    raise CliError("root but without CAP_NET_ADMIN (a restricted container?): cannot create a "
+                   "TUN device")
+
+
+def check_host() -> None:
+    check_privileges()
+    if not os.path.exists("/dev/net/tun"):
+        raise CliError("no /dev/net/tun: this kernel has no TUN driver loaded (modprobe tun), "
+                       "or the device node is missing (mknod /dev/net/tun c 10 200)")
+    if shutil.which("ip") is None:
+        raise CliError("no `ip` command: install iproute2")
+
+
+def host_addresses() -> list[tuple[str, IPInterface]]:
+    """(interface, address/prefix) of every interface in the current network namespace."""
+    try:
+        out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True,
+                             timeout=10).stdout
+        links = json.loads(out or "[]")
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return []
+    found = []
+    for link in links:
+        for a in link.get("addr_info", []):
+            try:
+                found.append((link.get("ifname", "?"),
+                              ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}")))
+            except (KeyError, ValueError):
+                continue
+    return found
+
+
+def check_free(dev: str | None, iface: IPInterface, peer: IPAddress) -> None:
+    """Refuse a device name, address or subnet already used on this host (in this network
+    namespace): a second stack on them would start, and nothing would reach it."""
+    if dev and os.path.exists(f"/sys/class/net/{dev}"):
+        raise CliError(f"device {dev} already exists on this host (--dev): pick another name")
+    for ifname, other in host_addresses():
+        if other.version != iface.version:
+            continue
+        if iface.ip == other.ip:
+            raise CliError(f"{iface.ip} is already an address of {ifname} on this host: "
+                           "pick another --addr")
+        if iface.network.overlaps(other.network):
+            raise CliError(f"{iface.network} (--addr {iface}) is already served by {ifname} "
+                           f"({other}) on this host: pick another subnet")
+        if peer == other.ip:
+            raise CliError(f"{peer} (the kernel side, --peer) is already an address of "
+                           f"{ifname} on this host: pick another")
+
+
 class Host:
-    """A TUN device + Stack + capture/trace/control, as the command line options say."""
+    """A TUN device + Stack + capture/trace/control, as the command line options say.
+    Everything checkable is checked before anything is created: a mistake is one CliError."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        iface = ipaddress.ip_interface(args.addr)
+        iface = parse_addr(args.addr)
+        peer = parse_peer(args.peer, iface)
+        self.routes = parse_routes(args.route)
+        check_dev_name(args.dev)
+        if iface.version == 6 and args.mtu < 1280:
+            raise CliError(f"--mtu {args.mtu}: IPv6 needs at least 1280 (RFC 8200 5)", 2)
+        self.iface = iface
+        self.version = iface.version
         self.addr = str(iface.ip)
-        if args.peer:
-            peer = ipaddress.ip_address(args.peer)
-        else:
-            peer = next(h for h in iface.network.hosts() if h != iface.ip)
         self.peer = str(peer)
         self.prefixlen = iface.network.prefixlen
         self.dev: Any = None
         self.stack: Any = None
         self.control: control.ControlServer | None = None
         self._pcap: Any = None
+        self._tracer: Any = None
+        self._tracing = False
+        self.watch: Any = None          # connect()'s ICMP watcher
         # seconds to wait at exit for unacknowledged data (see Stack.linger)
         self.linger: float = getattr(args, "linger", 10.0)
 
     async def __aenter__(self) -> "Host":
-        from tun.device import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, AsyncTun, TunDevice, unique_ifname
+        a = self.args
+        check_host()
+        check_free(a.dev, self.iface, ipaddress.ip_address(self.peer))
+        from tun.device import async_link, bring_up, unique_ifname
 
         from .pcap import PcapWriter
         from .streams import Stack
         from .trace import Tracer
-        a = self.args
-        self.dev = TunDevice(a.dev or unique_ifname("tcs"), vnet_hdr=a.offload)
+        if a.pcap:
+            try:
+                open(a.pcap, "ab").close()
+            except OSError as e:
+                raise CliError(f"--pcap {a.pcap}: {e.strerror}") from None
         try:
-            self.dev.configure(f"{self.peer}/{self.prefixlen}", a.route or None, a.mtu)
-            if a.offload:
-                self.dev.enable_offloads(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+            self.dev = bring_up(a.dev or unique_ifname("tcs"), f"{self.peer}/{self.prefixlen}",
+                                self.routes or None, a.mtu, offload=a.offload)
+        except OSError as e:
+            raise CliError(f"cannot bring the TUN device up: {e.strerror or e}") from None
+        try:
             loop = asyncio.get_running_loop()
-            self.stack = Stack(AsyncTun(self.dev, gro=a.offload), [self.addr],
+            self.stack = Stack(async_link(self.dev), [self.addr],
                                security=None if a.plain else "default")
-            core = self.stack.core
             if a.pcap:
                 self._pcap = PcapWriter(a.pcap, clock_offset=time.time() - loop.time())
-                core.on_packet = self._pcap
-            self.control = control.ControlServer(self.stack, a.control or control.default_path(self.dev.name))
-            await self.control.start()
+            path = a.control or control.default_path(self.dev.name)
+            self.control = control.ControlServer(self.stack, path)
+            try:
+                await self.control.start()
+            except OSError as e:
+                self.control = None
+                raise CliError(f"control socket {path}: {e.strerror or e}") from None
             ctl = self.control
 
             def sink(line: str) -> None:
                 if a.trace:
                     print(line, file=sys.stderr, flush=True)
                 ctl.trace_line(line)
-            Tracer(core, sink)
+            self._tracer = Tracer(None, sink)
+            ctl.on_tracing = self.update_hooks
+            self.update_hooks()
         except BaseException:
-            await self.__aexit__()
+            await self.__aexit__(*sys.exc_info())
             raise
         return self
+
+    # Packet hooks cost time on every packet (a 64 KB TSO frame is copied to be shown), so
+    # they are set only while someone looks: --pcap, --trace, a `tcpstack trace` client,
+    # or connect() watching for ICMP errors.
+    def update_hooks(self) -> None:
+        core = self.stack.core
+        tracing = bool(self.args.trace or (self.control and self.control.tracing))
+        self._tracing = tracing
+        core.on_service = self._tracer.on_service if tracing else None
+        want = tracing or self._pcap is not None or self.watch is not None
+        core.on_packet = self._on_packet if want else None
+
+    def _on_packet(self, direction: str, packet: bytes, now: float) -> None:
+        tso = packet[0] == 1                  # a TSO frame: virtio_net_hdr before the IP header
+        if self._pcap is not None:
+            for p in wire_packets(packet, direction):
+                self._pcap(direction, p, now)
+        if tso:
+            packet = packet[10:]
+        if self._tracing:
+            self._tracer.packet(direction, packet, now)
+        if self.watch is not None:
+            self.watch(direction, packet, now)
 
     async def __aexit__(self, *exc: object) -> None:
         if self.control is not None:
@@ -119,8 +403,12 @@ class Host:
             self.dev.close()
 
     def describe(self) -> str:
+        if self.dev.offloads:
+            off = "offloads on"
+        else:
+            off = "offloads off" + (" (--no-offload)" if not self.args.offload else "")
         return (f"stack {self.addr} on {self.dev.name} (kernel side {self.peer}/{self.prefixlen}, "
-                f"MTU {self.args.mtu}{', offloads' if self.args.offload else ''}), "
+                f"MTU {self.args.mtu}, {off}), "
                 f"control {self.control.path if self.control else '-'}")
 
     def conn_options(self) -> dict[str, Any]:
@@ -139,25 +427,84 @@ def session_line(writer: asyncio.StreamWriter) -> str:
     return f"{head}, plain TCP (the peer did not negotiate TCP-ENO)"
 
 
-class Progress:
-    """Bytes both ways and the rate, redrawn in place on stderr."""
+def wire_packets(packet: bytes, direction: str) -> list[bytes]:
+    """A packet as StackCore.on_packet hands it, as it is on the wire, for a capture: a TSO
+    frame (virtio_net_hdr first) cut into its segments with their checksums; a GRO
+    super-packet from the kernel with its partial checksum (only the pseudo-header sum,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM) completed, so Wireshark does not flag it."""
+    from tun import vnet
 
-    def __init__(self, enabled: bool) -> None:
+    from .checksum import internet_checksum, ones_sum, pseudo_header_sum
+    if packet[0] == 1:
+        return vnet.to_packets(packet)
+    if direction != "in" or len(packet) < 40:
+        return [packet]
+    v4 = packet[0] >> 4 == 4
+    if v4:
+        ihl, proto = (packet[0] & 15) * 4, packet[9]
+        src, dst = packet[12:16], packet[16:20]
+        total = int.from_bytes(packet[2:4], "big")
+    else:
+        ihl, proto = 40, packet[6]
+        src, dst = packet[8:24], packet[24:40]
+        total = 40 + int.from_bytes(packet[4:6], "big")
+    if proto != 6 or total > len(packet) or total < ihl + 20:
+        return [packet]
+    seg = memoryview(packet)[ihl:total]
+    pseudo = pseudo_header_sum(src, dst, 6, len(seg))
+    if ones_sum(seg, pseudo) == 0:
+        return [packet]                               # a complete, correct checksum
+    field = int.from_bytes(seg[16:18], "big")
+    if field not in (pseudo, ~pseudo & 0xFFFF):       # not a partial one: show it as it is
+        return [packet]
+    buf = bytearray(packet)
+    buf[ihl + 16:ihl + 18] = b"\0\0"
+    c = internet_checksum(memoryview(buf)[ihl:total], pseudo)
+    buf[ihl + 16:ihl + 18] = c.to_bytes(2, "big")
+    return [bytes(buf)]
+
+
+def stdin_size() -> int | None:
+    """Bytes left to read on stdin when it is a regular file (`< file.bin`), else None."""
+    try:
+        fd = sys.stdin.fileno()
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return max(st.st_size - os.lseek(fd, 0, os.SEEK_CUR), 0)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+class Progress:
+    """Bytes both ways and the rate, redrawn in place on stderr; with the input's size
+    known (`total`), the bar and a percentage show how much of it is sent."""
+
+    def __init__(self, enabled: bool, total: int | None = None) -> None:
         self.enabled = enabled
+        self.total = total
         self.sent = self.received = 0
         self.t0 = time.monotonic()
         self._last = 0.0
+
+    def line(self, now: float | None = None) -> str:
+        el = max((now or time.monotonic()) - self.t0, 1e-6)
+        moved = self.sent + self.received
+        if self.total:
+            frac = min(self.sent / self.total, 1.0)
+            bar = "#" * int(30 * frac)
+            head = f"[{bar:<30}] {100 * frac:3.0f}% sent {self.sent / 1e6:.2f} of {self.total / 1e6:.2f} MB"
+        else:
+            bar = "#" * (int(moved / (1 << 20)) % 31)
+            head = f"[{bar:<30}] sent {self.sent / 1e6:9.2f} MB"
+        return f"{head}  received {self.received / 1e6:9.2f} MB  {moved / el / 1e6:8.2f} MB/s"
 
     def update(self, force: bool = False) -> None:
         now = time.monotonic()
         if not self.enabled or (not force and now - self._last < 0.25):
             return
         self._last = now
-        el = max(now - self.t0, 1e-6)
-        total = self.sent + self.received
-        bar = "#" * min(30, int(total / (1 << 20)) % 31)
-        sys.stderr.write(f"\r[{bar:<30}] sent {self.sent / 1e6:9.2f} MB  received "
-                         f"{self.received / 1e6:9.2f} MB  {total / el / 1e6:8.2f} MB/s")
+        sys.stderr.write("\r" + self.line(now))
         sys.stderr.flush()
 
     def done(self) -> None:
@@ -178,7 +525,10 @@ def _stdin_chunks(loop: asyncio.AbstractEventLoop) -> asyncio.Queue[bytes]:
                 chunk = os.read(fd, 1 << 16)
             except OSError:
                 chunk = b""
-            asyncio.run_coroutine_threadsafe(q.put(chunk), loop).result()
+            try:
+                asyncio.run_coroutine_threadsafe(q.put(chunk), loop).result()
+            except (RuntimeError, asyncio.CancelledError):
+                return                      # the loop is gone: the process is exiting
             if not chunk:
                 return
     threading.Thread(target=reader, name="stdin", daemon=True).start()
@@ -212,23 +562,109 @@ async def netcat(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     try:
         await down()
         await up_task
+    except ConnectionError as exc:
+        raise CliError(f"connection lost: {exc or type(exc).__name__}") from None
     finally:
         up_task.cancel()
         progress.done()
         writer.close()
 
 
-async def cmd_connect(args: argparse.Namespace) -> int:
-    async with Host(args) as host:
-        err(host.describe())
+# ICMP destination unreachable codes (RFC 792, RFC 1812 5.2.7.1; RFC 4443 3.1), as ping says them
+_UNREACH4 = {0: "net unreachable", 1: "host unreachable", 2: "protocol unreachable",
+             3: "port unreachable", 4: "fragmentation needed", 5: "source route failed",
+             6: "destination net unknown", 7: "destination host unknown",
+             9: "net administratively prohibited", 10: "host administratively prohibited",
+             11: "net unreachable for TOS", 12: "host unreachable for TOS",
+             13: "communication administratively prohibited"}
+_UNREACH6 = {0: "no route to destination", 1: "communication administratively prohibited",
+             2: "beyond scope of source address", 3: "address unreachable", 4: "port unreachable",
+             5: "source address failed ingress/egress policy", 6: "reject route to destination"}
+
+
+def icmp_unreachable(packet: bytes, dst: str, port: int) -> str | None:
+    """"ICMP host unreachable from 10.0.0.1" when `packet` is an ICMP destination
+    unreachable (or time exceeded) quoting one of our segments to dst:port, else None."""
+    from . import icmp
+    from .ip import IPv4Header, parse_ip
+    try:
+        hdr, payload = parse_ip(packet)
+        v6 = not isinstance(hdr, IPv4Header)
+        if (hdr.next_header if v6 else hdr.proto) != (icmp.IPPROTO_ICMPV6 if v6 else icmp.IPPROTO_ICMP):
+            return None
+        msg = icmp.parse_icmp(payload, hdr.src, hdr.dst, v6=v6)
+        quoted = icmp.quoted_tcp_ports_seq(msg)
+    except (ValueError, IndexError):
+        return None
+    if quoted is None or str(ipaddress.ip_address(quoted[1])) != dst or quoted[3] != port:
+        return None
+    if msg.type == (icmp.ICMP6_DEST_UNREACH if v6 else icmp.ICMP_DEST_UNREACH):
+        what = (_UNREACH6 if v6 else _UNREACH4).get(msg.code, f"destination unreachable code {msg.code}")
+    elif msg.type == (icmp.ICMP6_TIME_EXCEEDED if v6 else icmp.ICMP_TIME_EXCEEDED):
+        what = "time exceeded"
+    else:
+        return None
+    return f"ICMP {what} from {ipaddress.ip_address(hdr.src)}"
+
+
+async def connect(host: Host, dst: str, port: int, timeout: float
+                  ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """open_connection with what a user needs to hear when it fails.  Like connect(2) on
+    Linux, an ICMP destination unreachable for our SYN ends the attempt at once (RFC 1122
+    4.2.3.9 calls it a soft error; the stack itself only reports it on timeout)."""
+    loop = asyncio.get_running_loop()
+    unreachable: asyncio.Future[str] = loop.create_future()
+
+    def watch(direction: str, packet: bytes, now: float) -> None:
+        if direction == "in" and not unreachable.done() and len(packet) > 40 and \
+                packet[9 if packet[0] >> 4 == 4 else 6] in (1, 58):     # ICMP, ICMPv6
+            why = icmp_unreachable(packet, dst, port)
+            if why:
+                unreachable.set_result(why)
+    host.watch = watch
+    host.update_hooks()
+    t0 = loop.time()
+    task = asyncio.ensure_future(host.stack.open_connection(dst, port, **host.conn_options()))
+    try:
+        done, _ = await asyncio.wait({task, unreachable}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        host.watch = None
+        host.update_hooks()
+    where = hostport(dst, port)
+    if task in done:
         try:
-            reader, writer = await asyncio.wait_for(
-                host.stack.open_connection(args.host, args.port, **host.conn_options()), args.timeout)
-        except Exception as exc:          # refused, reset, timed out, encryption required
-            err(f"connect to {args.host}:{args.port} failed: {exc or type(exc).__name__}")
-            return 1
+            return task.result()
+        except ConnectionRefusedError:
+            raise CliError(f"{where} refused the connection (RST: nothing listening there)") from None
+        except TimeoutError:
+            raise CliError(f"no answer from {where} after {loop.time() - t0:.0f} s") from None
+        except Exception as exc:            # HostUnreachableError, EncryptionRequiredError, ...
+            name = type(exc).__name__
+            if name == "HostUnreachableError":
+                raise CliError(f"{where} unreachable ({exc})") from None
+            if name == "EncryptionRequiredError":
+                raise CliError(f"{where} did not negotiate tcpcrypt and --require-encryption "
+                               "is set") from None
+            raise CliError(f"connect to {where} failed: {exc or name}") from None
+    task.cancel()
+    try:
+        await task
+    except BaseException:
+        pass
+    if unreachable.done():
+        raise CliError(f"{where} unreachable ({unreachable.result()})")
+    raise CliError(f"no answer from {where} after {timeout:g} s")
+
+
+async def cmd_connect(args: argparse.Namespace) -> int:
+    host = Host(args)
+    dst = resolve(args.host, host.version)
+    async with host:
+        err(host.describe())
+        reader, writer = await connect(host, dst, args.port, args.timeout)
         err(session_line(writer))
-        await netcat(reader, writer, Progress(args.progress or sys.stderr.isatty()))
+        await netcat(reader, writer, Progress(args.progress or sys.stderr.isatty(), stdin_size()))
     return 0
 
 
@@ -250,14 +686,22 @@ async def cmd_listen(args: argparse.Namespace) -> int:
         server.close()
         err(session_line(writer))
         try:
-            await netcat(reader, writer, Progress(args.progress or sys.stderr.isatty()))
+            await netcat(reader, writer, Progress(args.progress or sys.stderr.isatty(), stdin_size()))
         finally:
             done.set_result(None)
     return 0
 
 
+def fmt_rtt(seconds: float) -> str:
+    """An RTT a person can read: "87 us" below a millisecond, "1.234 ms" above."""
+    us = seconds * 1e6
+    return f"{us:.0f} us" if us < 1000 else f"{us / 1000:.3f} ms"
+
+
 async def cmd_ping(args: argparse.Namespace) -> int:
-    async with Host(args) as host:
+    host = Host(args)
+    dst = resolve(args.host, host.version)
+    async with host:
         core = host.stack.core
         loop = asyncio.get_running_loop()
         sent: dict[int, float] = {}
@@ -267,16 +711,17 @@ async def cmd_ping(args: argparse.Namespace) -> int:
 
         def on_reply(src: str, rid: int, seq: int, data: bytes, now: float) -> None:
             if rid == ident and seq in sent:
-                rtt = (loop.time() - sent.pop(seq)) * 1e3
+                rtt = now - sent.pop(seq)          # `now`: when the batch was read
                 got.append(rtt)
-                print(f"{len(data)} bytes from {src}: icmp_seq={seq} time={rtt:.3f} ms", flush=True)
+                print(f"{len(data)} bytes from {src}: icmp_seq={seq} time={fmt_rtt(rtt)}", flush=True)
                 replied.set()
         core.on_echo_reply = on_reply
-        print(f"PING {args.host} from {host.addr}", flush=True)
+        print(f"PING {args.host}" + (f" ({dst})" if dst != args.host else "")
+              + f" from {host.addr}", flush=True)
         for seq in range(1, args.count + 1):
             replied.clear()
             sent[seq] = loop.time()
-            core.ping(args.host, loop.time(), ident=ident, seq=seq, data=bytes(56))
+            core.ping(dst, loop.time(), ident=ident, seq=seq, data=bytes(56))
             host.stack._kick()
             try:
                 await asyncio.wait_for(replied.wait(), args.interval)
@@ -288,7 +733,8 @@ async def cmd_ping(args: argparse.Namespace) -> int:
         print(f"--- {args.host} ping statistics ---\n{args.count} packets transmitted, "
               f"{len(got)} received, {loss:.0f}% packet loss", flush=True)
         if got:
-            print(f"rtt min/avg/max = {min(got):.3f}/{sum(got) / len(got):.3f}/{max(got):.3f} ms")
+            ms = [g * 1e3 for g in got]
+            print(f"rtt min/avg/max = {min(ms):.3f}/{sum(ms) / len(ms):.3f}/{max(ms):.3f} ms")
         return 0 if got else 1
 
 
@@ -350,7 +796,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
                       (("echo", args.echo), ("discard", args.discard), ("http", args.http)) if p))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         for s in servers:
@@ -361,17 +807,74 @@ async def cmd_up(args: argparse.Namespace) -> int:
 
 # --- clients of a running process ----------------------------------------------------------
 
-def _find_control(path: str | None) -> str:
-    if path:
-        return path
+def _probe(path: str) -> str:
+    """"live", "dead" (a socket nobody listens on: a process that was killed), "missing",
+    or why it cannot be opened."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(2)
     try:
-        socks = sorted(f for f in os.listdir(control.DEFAULT_DIR) if f.endswith(".sock"))
+        sock.connect(path)
+        return "live"
     except FileNotFoundError:
-        socks = []
-    if len(socks) != 1:
-        raise SystemExit(f"tcpstack: {len(socks)} control sockets in {control.DEFAULT_DIR}; "
-                         "say which with --control PATH")
-    return os.path.join(control.DEFAULT_DIR, socks[0])
+        return "missing"
+    except ConnectionRefusedError:
+        return "dead"
+    except OSError as e:
+        if e.errno == errno.ENOTSOCK or e.errno == errno.ECONNREFUSED:
+            return "dead"
+        return e.strerror or str(e)
+    finally:
+        sock.close()
+
+
+def _find_control(path: str | None) -> str:
+    """The control socket to talk to: --control, else the one live socket in
+    control.DEFAULT_DIR (dead ones, left by killed processes, are removed)."""
+    if path:
+        state = _probe(path)
+        if state == "live":
+            return path
+        if state == "missing":
+            raise CliError(f"no control socket at {path}: is the tcpstack process running "
+                           "(and was it given this --control)?")
+        if state == "dead":
+            raise CliError(f"nothing answers at {path}: the tcpstack process that made it "
+                           "has exited")
+        raise CliError(f"cannot open {path}: {state}")
+    try:
+        names = sorted(f for f in os.listdir(control.DEFAULT_DIR) if f.endswith(".sock"))
+    except FileNotFoundError:
+        names = []
+    except OSError as e:
+        raise CliError(f"cannot list {control.DEFAULT_DIR}: {e.strerror}") from None
+    live = []
+    for name in names:
+        p = os.path.join(control.DEFAULT_DIR, name)
+        state = _probe(p)
+        if state == "live":
+            live.append(p)
+        elif state == "dead":
+            try:
+                os.unlink(p)                 # a stale socket of a killed process
+            except OSError:
+                pass
+    if len(live) == 1:
+        return live[0]
+    if not live:
+        raise CliError(f"no running tcpstack found (no live control socket in "
+                       f"{control.DEFAULT_DIR}); give --control PATH if it uses another")
+    raise CliError(f"{len(live)} tcpstack processes are running; pick one with --control: "
+                   + ", ".join(live))
+
+
+async def _request(args: argparse.Namespace, cmd: str
+                   ) -> tuple[str, asyncio.StreamReader, asyncio.StreamWriter]:
+    path = _find_control(args.control)
+    try:
+        reader, writer = await control.request(path, cmd)
+    except OSError as e:
+        raise CliError(f"cannot talk to {path}: {e.strerror or e}") from None
+    return path, reader, writer
 
 
 def render_stats(snap: dict[str, Any]) -> str:
@@ -400,9 +903,17 @@ def render_stats(snap: dict[str, Any]) -> str:
 
 
 async def cmd_stats(args: argparse.Namespace) -> int:
-    reader, writer = await control.request(_find_control(args.control), "stats")
-    snap = json.loads(await reader.readline())
-    writer.close()
+    path, reader, writer = await _request(args, "stats")
+    try:
+        line = await reader.readline()
+    except OSError as e:
+        raise CliError(f"{path}: {e.strerror or e}") from None
+    finally:
+        writer.close()
+    try:
+        snap = json.loads(line)
+    except ValueError:
+        raise CliError(f"{path} closed without an answer (the process is exiting?)") from None
     if args.json:
         print(json.dumps(snap, indent=1))
     else:
@@ -411,7 +922,7 @@ async def cmd_stats(args: argparse.Namespace) -> int:
 
 
 async def cmd_trace(args: argparse.Namespace) -> int:
-    reader, writer = await control.request(_find_control(args.control), "trace")
+    path, reader, writer = await _request(args, "trace")
     n = 0
     try:
         while line := await reader.readline():
@@ -419,50 +930,82 @@ async def cmd_trace(args: argparse.Namespace) -> int:
             sys.stdout.flush()
             n += 1
             if args.count and n >= args.count:
-                break
+                return 0
+    except BrokenPipeError:                 # `tcpstack trace | head`: the reader is done
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except ConnectionError:
+        pass
     finally:
         writer.close()
+    err(f"{path}: the traced process has exited")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .__main__ import __doc__ as main_doc
-    parser = argparse.ArgumentParser(prog="tcpstack", description=main_doc,
+    parser = Parser(prog="tcpstack", description=main_doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="count", default=0)
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("demo", help="show the stack working (TUN + kernel as root, in-memory otherwise)")
     p = sub.add_parser("up", help="bring a TUN interface and a stack up and keep serving")
     add_link_options(p)
-    p.add_argument("--echo", type=int, metavar="PORT", help="serve echo on PORT")
-    p.add_argument("--discard", type=int, metavar="PORT", help="serve discard on PORT")
-    p.add_argument("--http", type=int, metavar="PORT", help="serve HTTP on PORT (GET /N: N bytes)")
+    p.add_argument("--echo", type=port_arg, metavar="PORT", help="serve echo on PORT")
+    p.add_argument("--discard", type=port_arg, metavar="PORT", help="serve discard on PORT")
+    p.add_argument("--http", type=port_arg, metavar="PORT", help="serve HTTP on PORT (GET /N: N bytes)")
     for name, helptext in (("connect", "netcat-like client"), ("listen", "netcat-like server")):
         p = sub.add_parser(name, help=helptext)
         if name == "connect":
             p.add_argument("host")
-        p.add_argument("port", type=int)
+        p.add_argument("port", type=port_arg)
         add_link_options(p)
         p.add_argument("--require-encryption", action="store_true",
                        help="fail instead of falling back to plain TCP")
         p.add_argument("--progress", action="store_true", help="progress bar on stderr (default: when a TTY)")
-        p.add_argument("--timeout", type=float, default=30.0, help="connect timeout, seconds")
-        p.add_argument("--linger", type=float, default=10.0,
+        p.add_argument("--timeout", type=seconds_arg, default=30.0, help="connect timeout, seconds")
+        p.add_argument("--linger", type=linger_arg, default=10.0,
                        help="at exit, wait this long for sent data to be acknowledged (seconds)")
     p = sub.add_parser("ping", help="ICMP echo from the userspace stack")
     p.add_argument("host")
-    p.add_argument("-c", "--count", type=int, default=3)
-    p.add_argument("-i", "--interval", type=float, default=1.0)
+    p.add_argument("-c", "--count", type=count_arg, default=3)
+    p.add_argument("-i", "--interval", type=seconds_arg, default=1.0)
     add_link_options(p)
     p = sub.add_parser("stats", help="connections of a running tcpstack (like ss -ti)")
     p.add_argument("--control", metavar="PATH")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("trace", help="live per-segment trace of a running tcpstack")
     p.add_argument("--control", metavar="PATH")
-    p.add_argument("-n", "--count", type=int, default=0, help="stop after N lines")
+    p.add_argument("-n", "--count", type=_bounded(int, 0, None, "a count (0: no limit)"), default=0,
+                   help="stop after N lines")
     p = sub.add_parser("diagram", help="ladder diagram of a pcap (text, --svg)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
+
+
+async def run_command(args: argparse.Namespace) -> int:
+    """One command, with SIGTERM and SIGHUP stopping it as Ctrl-C does: everything it made
+    (TUN device, control socket, capture) is removed on the way out."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    caught: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        caught.append(sig)
+        if task is not None:
+            task.cancel()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        return await COMMANDS[args.cmd](args) or 0
+    except asyncio.CancelledError:
+        if caught:
+            err(f"stopped by {caught[0].name}")
+            return 128 + int(caught[0])
+        raise
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
 
 
 COMMANDS = {"up": cmd_up, "connect": cmd_connect, "listen": cmd_listen, "ping": cmd_ping,

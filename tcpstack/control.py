@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import ipaddress
 import json
 import logging
 import os
-from typing import Any
+import socket
+from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DIR = "/run/tcpstack"
+# where control sockets go by default; TCPSTACK_RUN_DIR moves them (tests, a non-root setup)
+DEFAULT_DIR = os.environ.get("TCPSTACK_RUN_DIR") or "/run/tcpstack"
 
 
 def default_path(dev: str) -> str:
@@ -81,10 +84,15 @@ class ControlServer:
         self.path = path
         self._server: asyncio.AbstractServer | None = None
         self._trace_queues: set[asyncio.Queue[str]] = set()
+        # called when the first trace client comes or the last one goes (`tracing` changed)
+        self.on_tracing: Callable[[], None] | None = None
 
     async def start(self) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         if os.path.exists(self.path):
+            if is_live(self.path):
+                raise OSError(errno.EADDRINUSE, "in use by another running tcpstack "
+                              "(give this one another --control)")
             os.unlink(self.path)            # a stale socket of a dead process
         self._server = await asyncio.start_unix_server(self._client, self.path)
 
@@ -93,32 +101,47 @@ class ControlServer:
             if q.qsize() < 10_000:          # a slow reader loses lines, never memory
                 q.put_nowait(line)
 
+    def _tracing_changed(self) -> None:
+        if self.on_tracing is not None and self._server is not None:
+            self.on_tracing()
+
     @property
     def tracing(self) -> bool:
         return bool(self._trace_queues)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A client may go away at any moment (`tcpstack trace` stopped, a probe that only
+        # connects): that ends its service quietly, it is never an error of this process.
         try:
-            req = json.loads(await reader.readline() or b"{}")
-            cmd = req.get("cmd")
+            line = await reader.readline()
+            if not line:
+                return
+            req = json.loads(line)
+            cmd = req.get("cmd") if isinstance(req, dict) else None
             if cmd == "stats":
                 writer.write(json.dumps(snapshot(self.stack)).encode() + b"\n")
                 await writer.drain()
             elif cmd == "trace":
                 q: asyncio.Queue[str] = asyncio.Queue()
                 self._trace_queues.add(q)
+                self._tracing_changed()
                 try:
-                    while True:
+                    while not writer.is_closing():
                         writer.write((await q.get() + "\n").encode())
                         await writer.drain()
                 finally:
                     self._trace_queues.discard(q)
+                    self._tracing_changed()
             else:
                 writer.write(json.dumps({"error": f"unknown command {cmd!r}"}).encode() + b"\n")
-        except (ConnectionError, json.JSONDecodeError, asyncio.CancelledError) as exc:
+                await writer.drain()
+        except (OSError, ValueError, asyncio.CancelledError) as exc:
             log.debug("control client: %s", exc)
         finally:
-            writer.close()
+            try:
+                writer.close()
+            except (OSError, RuntimeError):     # (the loop may already be closing)
+                pass
 
     def close(self) -> None:
         if self._server is not None:
@@ -128,6 +151,19 @@ class ControlServer:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+
+
+def is_live(path: str) -> bool:
+    """Whether a process listens on the unix socket at `path` (False for a stale one)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(2)
+    try:
+        sock.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
 
 
 async def request(path: str, cmd: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

@@ -52,6 +52,7 @@ class Diagram:
     right: Endpoint
     arrows: list[Arrow] = field(default_factory=list)
     states: list[tuple[float, bool, str]] = field(default_factory=list)   # (t, left?, label)
+    t0: float = 0.0            # the time of the first packet; arrow and state times count from it
 
 
 # --- input -----------------------------------------------------------------------------------
@@ -184,7 +185,10 @@ def build(records: Iterable[Record], conn: tuple[Endpoint, Endpoint] | None = No
     first_syn = next((s for s in segs if s[3].flags & (SYN | ACK) == SYN), None)
     left = first_syn[1] if first_syn else segs[0][1]
     right = conn[1] if conn[0] == left else conn[0]
-    d = Diagram(left, right)
+    # Times are shown relative to the connection's first packet (a pcap's are wall-clock
+    # seconds since 1970); Diagram.t0 keeps the absolute start.
+    t0 = segs[0][0]
+    d = Diagram(left, right, t0=t0)
     isn: dict[Endpoint, int] = {}
     high: dict[Endpoint, int] = {}         # highest relative sequence end sent, per side
     for t, src, dst, seg in segs:
@@ -199,9 +203,9 @@ def build(records: Iterable[Record], conn: tuple[Endpoint, Endpoint] | None = No
         ack = None
         if seg.flags & ACK:
             ack = (seg.ack - isn[dst]) & 0xFFFFFFFF if dst in isn else seg.ack
-        d.arrows.append(Arrow(t, src == left, _flags(seg.flags), rel, ack, length, seg.window,
+        d.arrows.append(Arrow(t - t0, src == left, _flags(seg.flags), rel, ack, length, seg.window,
                               describe_options(seg, isn.get(dst)), rtx))
-    d.states = [(t, ep == left, label) for t, ep, label in states]
+    d.states = [(t - t0, ep == left, label) for t, ep, label in states]
     return d
 
 

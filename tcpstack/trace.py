@@ -50,9 +50,17 @@ class Tracer:
         def on_packet(direction: str, packet: bytes, now: float) -> None:
             if prev is not None:
                 prev(direction, packet, now)
-            self.sink(self.format_packet(direction, packet, now))
+            self.packet(direction, packet, now)
         core.on_packet = on_packet
         core.on_service = self._on_service
+
+    def packet(self, direction: str, packet: bytes, now: float) -> None:
+        """One packet sent ("out") or received ("in"): its line to the sink."""
+        self.sink(self.format_packet(direction, packet, now))
+
+    def on_service(self, ep: Any, now: float) -> None:
+        """For StackCore.on_service: a line per state transition of a connection."""
+        self._on_service(ep, now)
 
     def _t(self, now: float) -> float:
         if self.t0 is None:

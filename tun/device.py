@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "TunError", "TunDevice", "AsyncTun", "TunStats", "unique_ifname", "run_ip",
     "TUN_F_CSUM", "TUN_F_TSO4", "TUN_F_TSO6", "TUN_F_TSO_ECN", "TUN_F_UFO", "TUN_F_USO4",
-    "TUN_F_USO6", "ALL_OFFLOADS",
+    "TUN_F_USO6", "ALL_OFFLOADS", "bring_up", "async_link",
 ]
 
 
@@ -532,3 +532,57 @@ class AsyncTun:
         self._queue.clear()
         if self.close_device:
             self.device.close()
+
+
+# --- the one bring-up used by the command line and by TCPCRYPT_TUN -------------------------
+
+# What a stack on a TUN device asks of the kernel: checksum offload and TSO both ways, so
+# 64 KB super-segments cross the device instead of ~45 MTU-sized packets each.
+STACK_OFFLOADS = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+
+
+def bring_up(name: str | None, address: str | Iterable[str] | None,
+             routes: str | Iterable[str] | None = None, mtu: int = 1500, *,
+             offload: bool = True) -> TunDevice:
+    """A configured TUN device for a userspace stack, fast by default.
+
+    With offload=True (the default) the device is opened with IFF_VNET_HDR and TUNSETOFFLOAD
+    asks for checksum + TSO4/TSO6; if the kernel refuses either step (an old or restricted
+    tun driver), the device is reopened without them and one log line (WARNING) says why.
+    offload=False opens a plain device.  address/routes/mtu as TunDevice.configure (the
+    kernel side's address with prefix length).  The device's `offloads` tells what was
+    accepted; async_link() makes the matching AsyncTun.
+    """
+    dev: TunDevice | None = None
+    why = ""
+    if offload:
+        try:
+            dev = TunDevice(name, vnet_hdr=True)
+        except TunError as e:
+            why = f"IFF_VNET_HDR refused ({e.strerror})"
+        else:
+            try:
+                got = dev.enable_offloads(STACK_OFFLOADS)
+            except OSError as e:
+                got, why = 0, f"TUNSETOFFLOAD failed ({e.strerror or e})"
+            if not got & TUN_F_CSUM:
+                why = why or "the kernel accepted no checksum offload"
+                dev.close()
+                dev = None
+    if dev is None:
+        dev = TunDevice(name)          # (raises as it would have without offloads)
+        if why:
+            log.warning("TUN %s: offloads off: %s", dev.name, why)
+    try:
+        dev.configure(address, routes, mtu)
+    except BaseException:
+        dev.close()
+        raise
+    return dev
+
+
+def async_link(dev: TunDevice, loop: "asyncio.AbstractEventLoop | None" = None,
+               **kw: Any) -> AsyncTun:
+    """The AsyncTun for a device from bring_up(): GRO (super-packets passed up whole) when
+    the device has offloads."""
+    return AsyncTun(dev, loop, gro=bool(dev.offloads), **kw)
