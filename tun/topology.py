@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import subprocess
 import time
@@ -19,6 +20,7 @@ from typing import Any
 from .device import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, AsyncTun, TunDevice
 from .netns import ImpairedLink, Impairment, Netem, NetemUnavailable, NetNS, TunInNamespace, VethPair
 
+log = logging.getLogger(__name__)
 _n = itertools.count(1)
 
 
@@ -44,11 +46,29 @@ class KernelSide:
     def __enter__(self) -> "KernelSide":
         self.ns = NetNS()
         try:
-            self._tun = TunInNamespace(self.ns, f"{self.kernel_addr}/24", mtu=self.mtu,
-                                       vnet_hdr=self.offload)
-            self.dev = self._tun.device
             if self.offload:
-                self.offloads_accepted = self.dev.enable_offloads(TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+                # As tun.device.bring_up: offloads when the kernel takes them, else a plain
+                # device and one warning saying why.
+                why = ""
+                try:
+                    self._tun = TunInNamespace(self.ns, f"{self.kernel_addr}/24", mtu=self.mtu,
+                                               vnet_hdr=True)
+                    self.offloads_accepted = self._tun.device.enable_offloads(
+                        TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+                    if not self.offloads_accepted & TUN_F_CSUM:
+                        why = "the kernel accepted no checksum offload"
+                except OSError as e:
+                    why = f"{e.strerror or e}"
+                if why:
+                    log.warning("TUN in %s: offloads off: %s", self.ns.name, why)
+                    if self._tun is not None:
+                        self._tun.close()
+                        self._tun = None
+                    self.offload = False
+                    self.offloads_accepted = 0
+            if self._tun is None:
+                self._tun = TunInNamespace(self.ns, f"{self.kernel_addr}/24", mtu=self.mtu)
+            self.dev = self._tun.device
         except BaseException:
             self.__exit__(None, None, None)
             raise
