@@ -330,33 +330,44 @@ class Leftovers:
 
     def sweep(self, *, tun: bool = True) -> list[str]:
         """Report and remove everything left; [] when nothing was.  tun=False skips the
-        namespace and interface checks (no root, no `ip`)."""
+        namespace and interface checks (no root, no `ip`).  All is looked at before
+        anything is removed (removing one thing can take another along)."""
         import gc
         gc.collect()                          # objects only garbage may still hold fds
         report: list[str] = []
         procs = self.processes()
         report += [msg for _, msg in procs]
+        objs: list[Any] = []
+        namespaces: list[tuple[str, list[str]]] = []
+        interfaces: list[str] = []
+        if tun:
+            from tun.device import run_ip
+            objs = self.unclosed_objects()
+            report += [f"never closed: {obj!r}" for obj in objs]
+            for ns in self.namespaces():
+                pids = run_ip(["netns", "pids", ns], check=False).stdout.split()
+                namespaces.append((ns, pids))
+                report.append(f"network namespace {ns}"
+                              + (f" (processes {', '.join(pids)} inside)" if pids else ""))
+            interfaces = self.interfaces()
+            report += [f"interface {name}" for name in interfaces]
+        fds = self.tun_fds()
+        report += [f"TUN device {iff} (fd {fd} still open)" for fd, iff in fds]
+
         for p, _ in procs:                    # SIGTERM them all, then end each
             _signal(p, signal.SIGTERM, False)
         for p, _ in procs:
             end_process(p, grace=1.0)
-        if tun:
-            from tun.device import run_ip
-            for obj in self.unclosed_objects():
-                report.append(f"never closed: {obj!r}")
-                with contextlib.suppress(Exception):
-                    obj.close()
-            for ns in self.namespaces():
-                pids = run_ip(["netns", "pids", ns], check=False).stdout.split()
-                report.append(f"network namespace {ns}" + (f" (processes {', '.join(pids)} inside)" if pids else ""))
-                for p in pids:
-                    end_process(int(p), grace=1.0)
-                run_ip(["netns", "del", ns], check=False)
-            for name in self.interfaces():
-                report.append(f"interface {name}")
-                run_ip(["link", "del", "dev", name], check=False)
-        for fd, iff in self.tun_fds():
-            report.append(f"TUN device {iff} (fd {fd} still open)")
+        for obj in objs:
+            with contextlib.suppress(Exception):
+                obj.close()
+        for ns, pids in namespaces:
+            for pid in pids:
+                end_process(int(pid), grace=1.0)
+            run_ip(["netns", "del", ns], check=False)
+        for name in interfaces:
+            run_ip(["link", "del", "dev", name], check=False)
+        for fd, _ in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
         return report
