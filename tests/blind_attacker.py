@@ -14,17 +14,34 @@ sequence numbers, and sends through a raw socket (spoofed source addresses):
 
 Input (stdin, JSON): {"targets": [[src, dst, sport, dport], ...], "step": int, "syns": int,
 "seed": int}.  Output (stdout, JSON): how many of each were sent.
+
+It never outlives the test (issue 11): `--parent PID` (the pytest process; `ip netns exec`
+execs in place, so that is our parent) makes it exit when that process is gone -- at once
+through PR_SET_PDEATHSIG (SIGKILL on the parent's death, even a SIGKILLed pytest), and by
+polling getppid() besides -- and `--deadline SECONDS` bounds its run time whatever happens
+(exit status 3, with a message).
 """
 from __future__ import annotations
 
+import argparse
+import ctypes
 import json
+import os
 import random
+import signal
 import socket
 import sys
+import threading
 import time
 
-from tcpstack.segment import ACK, PSH, RST, SYN, TCPSegment
-from tcpstack.tcp import build_ip_tcp
+if __name__ == "__main__":
+    # Run as a script, its own directory comes first on sys.path: tests/, whose tests/tcpstack
+    # package would shadow the real tcpstack.  Put the project root there instead.
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [os.path.dirname(_here)] + [p for p in sys.path if os.path.abspath(p or ".") != _here]
+
+from tcpstack.segment import ACK, PSH, RST, SYN, TCPSegment  # noqa: E402
+from tcpstack.tcp import build_ip_tcp  # noqa: E402
 
 
 def packets(targets: list[list], step: int, syns: int, rng: random.Random) -> tuple[list, dict]:
@@ -53,7 +70,39 @@ def packets(targets: list[list], step: int, syns: int, rng: random.Random) -> tu
     return out, counts
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def guard(parent: int | None, deadline: float | None) -> None:
+    """Exit when `parent` dies or after `deadline` seconds, whichever comes first."""
+    if parent is not None:
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):     # pragma: no cover - not Linux: the poll below
+            pass
+        if os.getppid() != parent:            # it died before prctl took effect
+            os._exit(4)
+    end = None if deadline is None else time.monotonic() + deadline
+
+    def watch() -> None:
+        while True:
+            if parent is not None and os.getppid() != parent:
+                os._exit(4)
+            if end is not None and time.monotonic() >= end:
+                print(f"blind_attacker: deadline of {deadline} s reached, exiting", file=sys.stderr,
+                      flush=True)
+                os._exit(3)
+            time.sleep(0.2)
+
+    threading.Thread(target=watch, daemon=True, name="guard").start()
+
+
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--parent", type=int, help="exit when this process (our parent) is gone")
+    ap.add_argument("--deadline", type=float, help="exit after this many seconds in any case")
+    args = ap.parse_args()
+    guard(args.parent, args.deadline)
     spec = json.load(sys.stdin)
     rng = random.Random(spec["seed"])
     pkts, counts = packets(spec["targets"], spec["step"], spec["syns"], rng)

@@ -4,16 +4,25 @@
   network namespaces are unavailable (not root, no /dev/net/tun, no `ip`).
 - Fixtures for tests on real topologies (tun.netns): `netns` (a fresh namespace) and
   `kernel_tun` (a TUN device inside it, kernel side 10.231.N.1 / fd00:231:N::1).
+- Tests leave nothing behind, even when they fail (tests/reaper.py): the `procs` fixture
+  starts subprocesses in process groups of their own and ends them after the test (SIGTERM,
+  SIGKILL after a grace, reaped); pytest is made a child subreaper so orphaned grandchildren
+  stay findable; and at the end of the session anything still there -- a live descendant
+  process, a namespace or interface named with this pid, an unclosed tun.netns object, an
+  open TUN fd -- is named, removed, and fails the run.
 """
 from __future__ import annotations
 
 import itertools
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
 import pytest
+
+from .reaper import Leftovers, Procs, become_subreaper
 
 if TYPE_CHECKING:
     from tun.device import TunDevice
@@ -34,10 +43,61 @@ def _tun_unavailable() -> str | None:
 TUN_SKIP_REASON = _tun_unavailable()
 
 
+_leftovers_key = pytest.StashKey[Leftovers]()
+_report_key = pytest.StashKey["list[str]"]()
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     if TUN_SKIP_REASON is None:
         from tun.netns import cleanup_stale
         cleanup_stale()          # leftovers of crashed runs: our prefix, dead pids only
+    become_subreaper()           # orphaned grandchildren are re-parented to us, not to init
+    session.config.stash[_leftovers_key] = Leftovers()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    try:
+        return (yield)
+    finally:
+        lo = item.config.stash.get(_leftovers_key, None)
+        if lo is not None:
+            lo.note_after_test(item.nodeid)     # which test a leftover process outlived first
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if the tests left anything behind (after removing it)."""
+    lo = session.config.stash.get(_leftovers_key, None)
+    if lo is None:
+        return
+    report = lo.sweep(tun=TUN_SKIP_REASON is None)
+    session.config.stash[_report_key] = report
+    if report:
+        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if session.config.pluginmanager.get_plugin("terminalreporter") is None:
+            print(_leftovers_text(report), file=sys.stderr)
+
+
+def _leftovers_text(report: list[str]) -> str:
+    return ("LEFTOVERS: the tests left these behind (now removed; the run fails):\n"
+            + "\n".join(f"  {r}" for r in report))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    report = config.stash.get(_report_key, None)
+    if report:
+        terminalreporter.section("leftovers", sep="=", red=True, bold=True)
+        terminalreporter.line(_leftovers_text(report), red=True)
+
+
+@pytest.fixture
+def procs() -> Iterator[Procs]:
+    """Start a test's subprocesses with procs.popen(...) / await procs.exec(...) /
+    await procs.run(...), or procs.adopt(p); every one, with its process group, is ended
+    after the test, whatever its outcome."""
+    with Procs() as p:
+        yield p
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.tun
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHUNK = 32 << 10
+ATTACK_DEADLINE = 150      # s; the attack itself takes a few seconds, the test's timeout is 240
 
 
 def chunk(tag: bytes, i: int) -> bytes:
@@ -55,7 +56,7 @@ async def drain_all(reader: asyncio.StreamReader) -> str:
 
 @pytest.mark.parametrize("encrypt", [True, False], ids=["tcpcrypt", "plain"])
 @pytest.mark.timeout(240)
-async def test_blind_attacks_from_a_third_namespace_reset_and_corrupt_nothing(encrypt):
+async def test_blind_attacks_from_a_third_namespace_reset_and_corrupt_nothing(encrypt, procs):
     with TwoHosts() as net, Attacker(net) as att:
         la, lb = net.links()
         addr_a, addr_b = net.stack_addrs
@@ -87,9 +88,11 @@ async def test_blind_attacks_from_a_third_namespace_reset_and_corrupt_nothing(en
             targets.append([addr_b, addr_a, 443, ep.local[1]])   # to A, as if from B
         spec = json.dumps({"targets": targets, "step": 1 << 19, "syns": 1000, "seed": 5961})
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        attacker = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", att.ns.name, sys.executable,
-            os.path.join(ROOT, "tests", "blind_attacker.py"),
+        # Ended by the procs fixture even if this test fails or times out; it also exits by
+        # itself if pytest dies (--parent) and after ATTACK_DEADLINE seconds in any case.
+        attacker = await procs.exec(
+            sys.executable, os.path.join(ROOT, "tests", "blind_attacker.py"),
+            "--parent", str(os.getpid()), "--deadline", str(ATTACK_DEADLINE), netns=att.ns,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
         async def attack():

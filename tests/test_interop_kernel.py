@@ -71,11 +71,12 @@ async def test_curl_downloads_20mb_from_an_http_server_on_the_stack(kernel):
     server.close()
 
 
-async def test_stack_downloads_from_kernel_http_server(kernel, tmp_path):
+async def test_stack_downloads_from_kernel_http_server(kernel, tmp_path, procs):
     body = pattern(MB20, b"http.server")
     (tmp_path / "big.bin").write_bytes(body)
-    proc = await kernel.spawn(sys.executable, "-m", "http.server", "8000", "--bind",
-                              kernel.kernel_addr, "--directory", str(tmp_path))
+    # adopted: ended by the fixture even if the test times out before its finally
+    proc = procs.adopt(await kernel.spawn(sys.executable, "-m", "http.server", "8000", "--bind",
+                                          kernel.kernel_addr, "--directory", str(tmp_path)))
     try:
         await wait_for_port(kernel, kernel.kernel_addr, 8000)
         reader, writer = await kernel.stack.open_connection(kernel.kernel_addr, 8000)
@@ -206,10 +207,11 @@ async def test_offload_kernel_gso_super_packets_upload_20mb_intact():
     assert stack.core.stats.malformed == 0
 
 
-async def test_require_encryption_against_the_kernel_fails_with_a_clear_error(kernel, tmp_path):
+async def test_require_encryption_against_the_kernel_fails_with_a_clear_error(kernel, tmp_path, procs):
     from tcpcrypt.errors import EncryptionRequiredError
-    proc = await kernel.spawn(sys.executable, "-m", "http.server", "8001", "--bind",
-                              kernel.kernel_addr, "--directory", str(tmp_path))
+    # adopted: ended by the fixture even if the test times out before its finally
+    proc = procs.adopt(await kernel.spawn(sys.executable, "-m", "http.server", "8001", "--bind",
+                                          kernel.kernel_addr, "--directory", str(tmp_path)))
     try:
         await wait_for_port(kernel, kernel.kernel_addr, 8001)
         with pytest.raises(EncryptionRequiredError, match="did not negotiate encryption"):

@@ -4,7 +4,8 @@ created inside a namespace.  Linux only, needs root (CAP_NET_ADMIN + CAP_SYS_ADM
 Every helper is a synchronous context manager that removes everything it created on exit,
 including on an exception or KeyboardInterrupt; objects still alive at interpreter exit are
 removed by an atexit hook, and cleanup_stale() removes leftovers of crashed runs (only names
-with our prefix whose creating process is gone).  Names embed the pid and a counter, so
+with our prefix whose creating process is gone).  Closing a namespace ends every process still
+inside it (end_processes_in), so a timed-out command cannot outlive its namespace.  Names embed the pid and a counter, so
 parallel runs never collide: namespaces "tcpcpy-<pid>-<n>", interfaces "tct<pid>x<n>" (TUN)
 and "tcv<pid>x<n>a/b" (veth).
 
@@ -34,8 +35,10 @@ import os
 import random
 import re
 import shlex
+import signal
 import subprocess
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -46,7 +49,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "NetNS", "VethPair", "Netem", "netem", "TunInNamespace", "enter_netns", "cleanup_stale",
-    "netem_available", "NetemUnavailable", "Impairment", "ImpairedLink", "NS_PREFIX", "IF_PREFIX_TUN", "IF_PREFIX_VETH",
+    "netem_available", "NetemUnavailable", "netns_pids", "end_processes_in", "Impairment", "ImpairedLink", "NS_PREFIX", "IF_PREFIX_TUN", "IF_PREFIX_VETH",
 ]
 
 NS_PREFIX = "tcpcpy"
@@ -138,7 +141,8 @@ class NetNS:
     """A network namespace of our own (`ip netns add`), loopback up; deleted on close/exit.
 
     run()/popen() execute commands inside it through `ip netns exec`; processes started with
-    popen() are terminated on close.  enter() switches the calling thread into it.
+    popen() are terminated on close, and so is any other process still inside it (a run()
+    that timed out, an asyncio subprocess, their children): SIGTERM, SIGKILL after a grace.  enter() switches the calling thread into it.
     """
 
     def __init__(self, name: str | None = None, *, prefix: str = NS_PREFIX,
@@ -210,10 +214,18 @@ class NetNS:
                 p.wait()
         self._procs.clear()
         if self._created:
+            self._end_processes_inside()
             r = run_ip(["netns", "del", self.name], check=False)
             if r.returncode != 0 and self.exists():
                 log.warning("ip netns del %s: %s", self.name, r.stderr.strip())
         _unregister(self)
+
+    def pids(self) -> list[int]:
+        """Processes whose network namespace this is (`ip netns pids`), not counting ours."""
+        return netns_pids(self.name)
+
+    def _end_processes_inside(self) -> None:
+        end_processes_in(self.name)
 
     def __enter__(self) -> "NetNS":
         return self
@@ -446,6 +458,45 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def netns_pids(name: str) -> list[int]:
+    """Processes in network namespace `name` (`ip netns pids`), not counting this one."""
+    out = run_ip(["netns", "pids", name], check=False).stdout.split()
+    return [int(p) for p in out if p.isdigit() and int(p) != os.getpid()]
+
+
+def end_processes_in(name: str, grace: float = 2.0) -> list[int]:
+    """SIGTERM, then SIGKILL after `grace`, every process still inside namespace `name`: those
+    of a run() that timed out or was cancelled, asyncio subprocesses, their children, or a
+    crashed run's orphans.  `ip netns del` only removes the name; they would go on running in
+    the unnamed namespace.  Returns the pids found (not reaped: their parents do that)."""
+    found = pids = netns_pids(name)
+    if not pids:
+        return found
+    log.warning("namespace %s: ending processes still inside: %s", name, pids)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if _running(p)]
+            if pids:
+                time.sleep(0.02)
+        if not pids:
+            break
+    return found
+
+
+def _running(pid: int) -> bool:
+    """pid exists and is not a zombie (its parent reaps it; a zombie holds no namespace)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
+
+
 def cleanup_stale(prefix: str = NS_PREFIX, if_prefixes: Sequence[str] = (IF_PREFIX_TUN, IF_PREFIX_VETH),
                   *, include_live: bool = False) -> list[str]:
     """Delete namespaces named `prefix-<pid>-...` and root-namespace interfaces named
@@ -471,6 +522,7 @@ def cleanup_stale(prefix: str = NS_PREFIX, if_prefixes: Sequence[str] = (IF_PREF
             if rest.startswith("probe-"):
                 rest = rest[len("probe-"):]
             if stale(rest):
+                end_processes_in(ns)
                 run_ip(["netns", "del", ns], check=False)
                 removed.append(ns)
     links = run_ip(["-o", "link", "show"], check=False).stdout

@@ -63,6 +63,22 @@ def test_everything_removed_on_exception(exc):
     assert seen["va"] not in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
 
 
+def test_close_ends_processes_it_did_not_start_and_their_children(procs):
+    """A command run inside by other means (an asyncio subprocess, a run() that timed out)
+    and the children it forked are ended when the namespace closes, not left running in an
+    unnamed namespace."""
+    with NetNS() as ns:
+        sh = procs.popen(["ip", "netns", "exec", ns.name, "sh", "-c",
+                          "trap '' TERM; sleep 300 & echo $!; wait"],
+                         stdout=subprocess.PIPE, text=True)
+        child = int(sh.stdout.readline())
+        assert set(ns.pids()) == {sh.pid, child}
+    assert sh.wait(timeout=10) is not None                  # ended (SIGKILL: it ignored TERM)
+    st = open(f"/proc/{child}/stat").read().rsplit(")", 1)[1].split() if os.path.exists(
+        f"/proc/{child}/stat") else ["gone"]
+    assert st[0] in ("gone", "Z")                            # its child too (a zombie until reaped)
+
+
 def test_enter_switches_thread_namespace_and_restores():
     outside = this_netns_inode()
     with NetNS() as ns:
