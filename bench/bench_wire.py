@@ -10,10 +10,10 @@ import sys
 import time
 from typing import Callable
 
-from tcpstack.checksum import internet_checksum
-from tcpstack.ip import parse_ip
-from tcpstack.segment import ACK, PSH, TCPSegment
-from tcpstack.tcp import build_ip_tcp, parse_tcp
+from tcpstack.wire.checksum import internet_checksum
+from tcpstack.sansio import parse_ip
+from tcpstack.wire.segment import ACK, PSH, TCPSegment
+from tcpstack.wire.tcp import build_ip_tcp, parse_tcp
 
 ADDRS = {
     "v4": (ipaddress.ip_address("10.0.0.1").packed, ipaddress.ip_address("10.0.0.2").packed),

@@ -24,9 +24,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from run import ALL_AEADS, Bench, bulk, provider, send_bytes  # noqa: E402
 
-from tcpcrypt.provider import TcpcryptProvider  # noqa: E402
+from tcpcrypt import TcpcryptProvider  # noqa: E402
 from tcpcrypt.suites import TcpcryptConfig  # noqa: E402
-from tcpstack.streams import MemoryLink, Stack  # noqa: E402
+from tcpstack import Stack  # noqa: E402
+from tun import MemoryLink  # noqa: E402
 
 KINDS = {"aes128": ALL_AEADS[0], "aes256": ALL_AEADS[1], "chacha": ALL_AEADS[2]}
 
@@ -70,7 +71,7 @@ def _spread(xs: list[float]) -> str:
 
 def tso(kind: str, mb: int, runs: int, profile: bool, frame_size: int | None, sort: str) -> None:
     """Two processes, TSO/GRO TUNs; the child is the receiving host."""
-    from tun.device import AsyncTun
+    from tun import AsyncTun
     from tun.topology import TwoHosts
     import uvloop
     port = 31500

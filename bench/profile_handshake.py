@@ -13,7 +13,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from run import TEP_CURVE25519, handshakes, provider  # noqa: E402
 
-from tcpstack.streams import MemoryLink, Stack  # noqa: E402
+from tcpstack import Stack  # noqa: E402
+from tun import MemoryLink  # noqa: E402
 
 
 async def main(kind: str, secs: float) -> None:

@@ -32,11 +32,12 @@ from typing import Any, Awaitable, BinaryIO, Callable, Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tcpcrypt.provider import TcpcryptProvider  # noqa: E402
+from tcpcrypt import TcpcryptProvider  # noqa: E402
 from tcpcrypt.suites import (AEAD_AES_128_GCM, AEAD_AES_256_GCM, AEAD_CHACHA20_POLY1305,  # noqa: E402
                              AEADS, TEP_CURVE448, TEP_CURVE25519, TEP_P256, TEP_P521, TEPS,
                              TcpcryptConfig)
-from tcpstack.streams import MemoryLink, Stack  # noqa: E402
+from tcpstack import Stack  # noqa: E402
+from tun import MemoryLink  # noqa: E402
 
 ALL_AEADS = (AEAD_AES_128_GCM, AEAD_AES_256_GCM, AEAD_CHACHA20_POLY1305)
 ALL_TEPS = (TEP_CURVE25519, TEP_CURVE448, TEP_P256, TEP_P521)
@@ -362,7 +363,7 @@ class Bench:
                 stack.close()
 
     async def two_hosts(self, only: set[str]) -> None:
-        from tun.device import AsyncTun
+        from tun import AsyncTun
         from tun.topology import TwoHosts
         with TwoHosts() as net:
             a2 = net.stack_addrs[1]
@@ -501,7 +502,7 @@ def two_process_bulk(quick: bool, loop_name: str, offload: bool = False) -> list
     """stack<->stack across two namespaces with each stack in its own process (as two hosts
     would be): a forked child runs the receiving Stack on the second TUN device.  offload:
     both TUNs with IFF_VNET_HDR + TSO, GRO links (64 KB super-segments end to end)."""
-    from tun.device import AsyncTun
+    from tun import AsyncTun
     from tun.topology import TwoHosts
     nbytes = ((32 if quick else 128) << 20) * (8 if offload else 1)   # see Bench._kernel_tun
     port = 31000
@@ -554,7 +555,7 @@ def two_process_handshakes(quick: bool, loop_name: str) -> list[dict[str, Any]]:
     each): its CPU time over the run gives handshakes per server core-second, the issue's
     "on one core" figure.  The client process (16 parallel clients) has the other core; the
     wall-clock rate is what the pair reaches together."""
-    from tun.device import AsyncTun
+    from tun import AsyncTun
     from tun.topology import TwoHosts
     secs = 1.5 if quick else 4.0
     port = 32000

@@ -19,7 +19,8 @@ import sys
 
 sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.dirname(__file__)))
 
-from tcpstack.streams import MemoryLink, Stack  # noqa: E402
+from tcpstack import Stack  # noqa: E402
+from tun import MemoryLink  # noqa: E402
 
 PSK = b"correct horse battery staple"
 

@@ -19,14 +19,10 @@ import os
 import random
 import sys
 
-from tcpcrypt.provider import TcpcryptProvider
-from tcpcrypt.suites import AEADS, TEPS
-from tcpstack.diagram import Diagram, build, render_svg, render_text
-from tcpstack.endpoint import Closed, Data, Eof, Established
-from tcpstack.sim import LinkConfig, Network, StackHost
-from tcpstack.stack import StackCore
-from tcpstack.tcp import parse_tcp
-from tcpstack.ip import parse_ip
+from tcpcrypt import AEADS, TEPS, TcpcryptProvider
+from tcpstack.tools import Diagram, build, render_svg, render_text
+from tcpstack.sansio import (Closed, Data, Eof, Established, LinkConfig, Network, StackCore,
+                             StackHost, parse_ip, parse_tcp)
 
 CLIENT, SERVER, PORT = "10.0.0.1", "10.0.0.2", 443
 DROP = (40, 41)           # the client's 40th and 41st data segments are lost

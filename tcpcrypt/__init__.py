@@ -2,7 +2,7 @@
 plus asyncio-style entry points over a userspace stack.
 
     import tcpcrypt
-    tcpcrypt.set_default_stack(stack)                 # a tcpstack.streams.Stack
+    tcpcrypt.set_default_stack(stack)                 # a tcpstack.aio.streams.Stack
     reader, writer = await tcpcrypt.open_connection("10.231.1.2", 7)
     writer.get_extra_info("tcpcrypt_session_id")
 
@@ -14,10 +14,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+from tcpcrypt.errors import (ENOError, EncryptionRequiredError, TcpcryptError,
+                             TcpcryptIntegrityError, TcpcryptProtocolError)
+from tcpstack._lazy import lazy
+
 if TYPE_CHECKING:  # pragma: no cover
     import asyncio
 
-    from tcpstack.streams import Server, Stack
+    from tcpstack.aio.streams import Server, Stack
+
+__all__ = [
+    "open_connection", "start_server", "set_default_stack",
+    "TcpcryptConfig", "TcpcryptProvider", "SessionCache", "TEPS", "AEADS",
+    "TcpcryptError", "ENOError", "TcpcryptProtocolError", "TcpcryptIntegrityError",
+    "EncryptionRequiredError",
+]
+
+__getattr__ = lazy(__name__, {
+    "TcpcryptConfig": "tcpcrypt.suites", "TcpcryptProvider": "tcpcrypt.provider",
+    "SessionCache": "tcpcrypt.resumption", "TEPS": "tcpcrypt.suites", "AEADS": "tcpcrypt.suites",
+})
 
 _default_stack: "Stack | None" = None
 

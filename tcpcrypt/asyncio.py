@@ -7,7 +7,7 @@ An unmodified asyncio application changes one line,
 
 and everything it uses from asyncio stays the stdlib's (run, sleep, gather, StreamReader,
 ...) except `open_connection()` and `start_server()`, which now run over a userspace
-stack (tcpstack.streams.Stack) and encrypt with tcpcrypt whenever the peer speaks TCP-ENO
+stack (tcpstack.aio.streams.Stack) and encrypt with tcpcrypt whenever the peer speaks TCP-ENO
 (RFC 8547 / RFC 8548); `writer.get_extra_info("tcpcrypt_session_id")` gives the session ID.
 
 The stack is, in this order: one given to tcpcrypt.set_default_stack(); or one brought up on
@@ -59,7 +59,7 @@ def _stack_from_env() -> Any:
         raise RuntimeError(f"TCPCRYPT_TUN={spec}: the stack's address is the kernel side's "
                            f"({peer}); pick another, or set TCPCRYPT_TUN_PEER")
     mtu = int(os.environ.get("TCPCRYPT_TUN_MTU", "1500"))
-    from tcpstack.streams import Stack       # edge imports: only when really used
+    from tcpstack.aio.streams import Stack       # edge imports: only when really used
     from tun.device import async_link, bring_up, unique_ifname
 
     # Offloads (IFF_VNET_HDR, checksum/TSO, GRO) when the kernel takes them: the shared

@@ -48,7 +48,7 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from tcpstack.segment import ACK, RST, SYN
+from tcpstack.wire.segment import ACK, RST, SYN
 
 from .errors import ENOError
 

@@ -1,7 +1,4 @@
-"""tcpstack: a userspace TCP/IP stack on a TUN device that encrypts by default (TCP-ENO +
-tcpcrypt).  `tcpstack demo` shows it working; `up`, `connect`, `listen`, `ping` bring a
-stack up on a new TUN device in the current network namespace; `stats` and `trace` look
-into a running one; `diagram` draws a captured connection."""
+"""The `tcpstack` command (tcpstack.tools.cli has the commands and their description)."""
 from __future__ import annotations
 
 import asyncio
@@ -18,17 +15,17 @@ def _run(coro) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import CliError, build_parser, err, run_command
+    from tcpstack.tools.cli import CliError, build_parser, err, run_command
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["diagram"]:
-        from .diagram import main as diagram_main
+        from tcpstack.tools.diagram import main as diagram_main
         return diagram_main(argv[1:])
     args = build_parser().parse_args(argv)       # a usage error: one line, exit 2
     logging.basicConfig(level=logging.WARNING - 10 * args.verbose,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         if args.cmd == "demo":
-            from .demo import main as demo_main
+            from tcpstack.tools.demo import main as demo_main
             return _run(demo_main())
         return _run(run_command(args))
     except CliError as e:                        # an ordinary mistake: one line, no traceback

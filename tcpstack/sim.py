@@ -37,7 +37,7 @@ from collections import deque
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
-from .errors import TcpStackError
+from tcpstack.errors import TcpStackError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class SimHost(Protocol):
 
 
 class StackHost:
-    """A SimHost around a stack core (tcpstack.stack.StackCore): packets and timers go to
+    """A SimHost around a stack core (tcpstack.host.stack.StackCore): packets and timers go to
     the core, then react() runs so an application can take the core's ready endpoints
     (override it; pop_ready_listeners() / pop_ready() / next_event())."""
 

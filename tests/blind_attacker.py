@@ -40,8 +40,8 @@ if __name__ == "__main__":
     _here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [os.path.dirname(_here)] + [p for p in sys.path if os.path.abspath(p or ".") != _here]
 
-from tcpstack.segment import ACK, PSH, RST, SYN, TCPSegment  # noqa: E402
-from tcpstack.tcp import build_ip_tcp  # noqa: E402
+from tcpstack.wire.segment import ACK, PSH, RST, SYN, TCPSegment  # noqa: E402
+from tcpstack.wire.tcp import build_ip_tcp  # noqa: E402
 
 
 def packets(targets: list[list], step: int, syns: int, rng: random.Random) -> tuple[list, dict]:

@@ -1,13 +1,13 @@
-"""Edge ACK coalescing (tcpstack.streams.coalesce_acks): a pure ACK superseded by a later
+"""Edge ACK coalescing (tcpstack.aio.streams.coalesce_acks): a pure ACK superseded by a later
 segment of the same connection with a greater cumulative ACK in the same flush is dropped;
 duplicate ACKs, data, FIN/RST and other connections are kept."""
 from __future__ import annotations
 
 import ipaddress
 
-from tcpstack.segment import ACK, FIN, PSH, RST, TCPSegment
-from tcpstack.streams import coalesce_acks
-from tcpstack.tcp import build_ip_tcp
+from tcpstack.wire.segment import ACK, FIN, PSH, RST, TCPSegment
+from tcpstack.aio.streams import coalesce_acks
+from tcpstack.wire.tcp import build_ip_tcp
 
 A4, B4 = ipaddress.ip_address("10.0.0.1").packed, ipaddress.ip_address("10.0.0.2").packed
 A6, B6 = ipaddress.ip_address("fd00::1").packed, ipaddress.ip_address("fd00::2").packed

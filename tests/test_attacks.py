@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import random
 
-from tcpstack.endpoint import Data, Established
-from tcpstack.segment import ACK, PSH, RST, SYN, TCPSegment
-from tcpstack.stack import StackCore
-from tcpstack.tcp import build_ip_tcp
+from tcpstack.host.endpoint import Data, Established
+from tcpstack.wire.segment import ACK, PSH, RST, SYN, TCPSegment
+from tcpstack.host.stack import StackCore
+from tcpstack.wire.tcp import build_ip_tcp
 from tests.tcpstack.test_stack import A, B, established_pair, pump
 
 

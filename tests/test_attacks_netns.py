@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from tcpstack.streams import Stack
+from tcpstack.aio.streams import Stack
 from tun.topology import Attacker, TwoHosts
 
 pytestmark = pytest.mark.tun

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tcpstack.cli import render_stats
+from tcpstack.tools.cli import render_stats
 from tun.netns import NetNS
 from tun.topology import TwoHosts
 

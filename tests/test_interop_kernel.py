@@ -16,8 +16,8 @@ import tempfile
 
 import pytest
 
-from tcpstack.pcap import PcapWriter
-from tcpstack.streams import Stack
+from tcpstack.tools.pcap import PcapWriter
+from tcpstack.aio.streams import Stack
 
 from tun.topology import KernelSide, wait_for_port
 

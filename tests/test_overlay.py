@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tcpstack.streams import Stack
+from tcpstack.aio.streams import Stack
 from tun.topology import TwoHosts
 
 pytestmark = pytest.mark.tun

@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from tcpstack.stack import StackConfig
-from tcpstack.streams import Stack
+from tcpstack.host.stack import StackConfig
+from tcpstack.aio.streams import Stack
 from tun.topology import KernelSide
 
 pytestmark = pytest.mark.tun
@@ -24,8 +24,8 @@ FLOOD = 20_000
 PEER = r"""
 import json, random, socket, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
-from tcpstack.segment import SYN, TCPSegment
-from tcpstack.tcp import build_ip_tcp
+from tcpstack.wire.segment import SYN, TCPSegment
+from tcpstack.wire.tcp import build_ip_tcp
 
 dst, flood = sys.argv[1], int(sys.argv[2])
 dpk = socket.inet_aton(dst)

@@ -12,12 +12,14 @@ opened with IFF_VNET_HDR, so every frame read or written starts with a struct vi
 TSO_ECN/USO4+USO6 the kernel accepted.  Offloads are only allowed with vnet_hdr: without the
 header the kernel could hand up partial-checksum or GSO packets nobody could recognise.
 
-AsyncTun implements tcpstack.streams.Link (start(on_packets), send(packet), close()) on an
+AsyncTun implements tcpstack.aio.streams.Link (start(on_packets), send(packet), close()) on an
 asyncio loop (default loop or uvloop) with loop.add_reader; on EAGAIN a bounded queue is
 drained from add_writer, beyond the bound packets are dropped and counted.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import fcntl
 import itertools
@@ -27,11 +29,11 @@ import struct
 import subprocess
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import pytun
 
-from tcpstack.tcp import GSOFrame
+from tcpstack.wire.tcp import GSOFrame
 
 from . import vnet
 
@@ -41,6 +43,46 @@ if TYPE_CHECKING:
     from .netns import NetNS
 
 log = logging.getLogger(__name__)
+
+# --- setns (RFC-free plumbing: the calling thread enters a named network namespace) ---------
+
+NETNS_DIR = "/var/run/netns"     # where `ip netns add` puts its namespaces
+CLONE_NEWNET = 0x40000000
+
+_libc: ctypes.CDLL | None = None
+
+
+def _setns(fd: int) -> None:
+    if hasattr(os, "setns"):                      # Python 3.12+
+        os.setns(fd, CLONE_NEWNET)
+        return
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"setns: {os.strerror(e)}")
+
+
+@contextlib.contextmanager
+def enter_netns(name: str) -> Iterator[None]:
+    """Run the body with the calling thread in network namespace `name`, then switch back."""
+    orig = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        try:
+            target = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise TunError(errno.ENOENT, f"no network namespace {name!r}") from None
+        try:
+            _setns(target)
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            _setns(orig)    # if this failed the thread would stay in the test namespace: let it raise
+    finally:
+        os.close(orig)
 
 __all__ = [
     "TunError", "TunDevice", "AsyncTun", "TunStats", "unique_ifname", "run_ip",
@@ -149,8 +191,7 @@ class TunDevice:
         if netns is None:
             self._dev = self._open(name, flags)
         else:
-            from .netns import NetNS, enter_netns
-            ns_name = netns.name if isinstance(netns, NetNS) else netns
+            ns_name = netns if isinstance(netns, str) else netns.name
             with enter_netns(ns_name):        # the device belongs to the opener's netns
                 self._dev = self._open(name, flags)
         self._closed = False
@@ -346,7 +387,7 @@ class TunDevice:
 
 
 class AsyncTun:
-    """tcpstack.streams.Link over a TunDevice on an asyncio loop (default loop or uvloop).
+    """tcpstack.aio.streams.Link over a TunDevice on an asyncio loop (default loop or uvloop).
 
     start(on_packets) registers loop.add_reader(fd); each readiness callback reads one bounded
     batch (read_batch(max_batch)) and hands it to on_packets.  send() writes directly; on

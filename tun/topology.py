@@ -18,7 +18,8 @@ import time
 from typing import Any
 
 from .device import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, AsyncTun, TunDevice
-from .netns import ImpairedLink, Impairment, Netem, NetemUnavailable, NetNS, TunInNamespace, VethPair
+from .impaired import ImpairedLink, Impairment
+from .netns import Netem, NetemUnavailable, NetNS, TunInNamespace, VethPair
 
 log = logging.getLogger(__name__)
 _n = itertools.count(1)

@@ -13,7 +13,7 @@ from tcpcrypt.eno import (ENO_KIND, ENONegotiator, ENOResult, GlobalSuboption, T
                           encode_syn_option, must_discard_syn_data, option_bytes,
                           parse_syn_option, transcript)
 from tcpcrypt.errors import ENOError, TcpcryptError
-from tcpstack.segment import ACK, PSH, RST, SYN
+from tcpstack.wire.segment import ACK, PSH, RST, SYN
 
 # Symbolic TEPs of RFC 8547 section 6 instantiated with concrete identifiers.  The RFC
 # leaves X, Y, Z abstract; any ids in 0x20-0x6f do.  We use tcpcrypt's (RFC 8548 7, table

@@ -225,7 +225,7 @@ def eno_connect(cfg, ca, cb, tamper=None):
     """Three-way handshake of two ENONegotiators, then the two tcpcrypt sessions (or None)."""
     from tcpcrypt.eno import ENONegotiator
     from tcpcrypt.session import make_validator
-    from tcpstack.segment import ACK, SYN
+    from tcpstack.wire.segment import ACK, SYN
     na = ENONegotiator(make_offers(cfg, ca, PEER_OF_A), active=True,
                        validate=make_validator(cfg, ca, PEER_OF_A))
     nb = ENONegotiator([TEPOffer(t) for t in cfg.teps], active=False,

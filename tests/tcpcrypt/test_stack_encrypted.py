@@ -15,10 +15,11 @@ from tcpcrypt.eno import parse_syn_option
 from tcpcrypt.errors import TcpcryptError
 from tcpcrypt.provider import TcpcryptProvider
 from tcpcrypt.suites import AEADS, TEPS, TcpcryptConfig
-from tcpstack.ip import parse_ip
-from tcpstack.segment import SYN, ACK
-from tcpstack.streams import MemoryLink, Stack
-from tcpstack.tcp import build_ip_tcp, parse_tcp
+from tcpstack.wire.ip import parse_ip
+from tcpstack.wire.segment import SYN, ACK
+from tcpstack.aio.streams import Stack
+from tun.memory import MemoryLink
+from tcpstack.wire.tcp import build_ip_tcp, parse_tcp
 
 A, B = "10.0.0.1", "10.0.0.2"
 

@@ -16,10 +16,10 @@ import itertools
 import random
 from typing import Any, Callable
 
-from tcpstack.config import TCPConfig
-from tcpstack.connection import TCPConnection
-from tcpstack.events import ConnectionTerminated, DataReceived, EndOfStream
-from tcpstack.segment import ACK, RST, SYN, TCPSegment
+from tcpstack.tcp.config import TCPConfig
+from tcpstack.tcp.connection import TCPConnection
+from tcpstack.tcp.events import ConnectionTerminated, DataReceived, EndOfStream
+from tcpstack.wire.segment import ACK, RST, SYN, TCPSegment
 
 PORT_A = 40000
 PORT_B = 80
@@ -243,7 +243,7 @@ class Harness:
 
     def established(self) -> None:
         """Connect and run until both sides are ESTABLISHED (delivering nothing else)."""
-        from tcpstack.connection import TCPState
+        from tcpstack.tcp.connection import TCPState
         self.connect()
         self.run(stop=lambda: self.b is not None and self.a.state is TCPState.ESTABLISHED
                  and self.b.state is TCPState.ESTABLISHED and not self._queue)

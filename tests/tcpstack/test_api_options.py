@@ -20,7 +20,8 @@ import pytest
 
 import tcpcrypt
 import tcpcrypt.asyncio as tasyncio
-from tcpstack.streams import MemoryLink, Stack
+from tcpstack.aio.streams import Stack
+from tun.memory import MemoryLink
 
 A, B = "10.0.0.1", "10.0.0.2"
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import ipaddress
 import random
 
-from tcpstack.config import TCPConfig
-from tcpstack.connection import TCPConnection
-from tcpstack.endpoint import Data, Eof
-from tcpstack.ip import parse_ip
-from tcpstack.segment import ACK
+from tcpstack.tcp.config import TCPConfig
+from tcpstack.tcp.connection import TCPConnection
+from tcpstack.host.endpoint import Data, Eof
+from tcpstack.wire.ip import parse_ip
+from tcpstack.wire.segment import ACK
 from tcpstack.sim import LinkConfig, Network, StackHost
-from tcpstack.stack import StackConfig, StackCore
-from tcpstack.tcp import parse_tcp
+from tcpstack.host.stack import StackConfig, StackCore
+from tcpstack.wire.tcp import parse_tcp
 
 A, B = "10.0.0.1", "10.0.0.2"
 
@@ -171,7 +171,7 @@ def test_in_order_text_is_taken_even_when_the_out_of_order_queue_is_full():
     # Found by the high-BDP test: with the queue at its entry bound, the segment at RCV.NXT
     # (which does not touch any queued block) was refused, so the hole could never be
     # filled and the sender retransmitted it on every RTO forever.
-    from tcpstack.reassembly import ReassemblyQueue
+    from tcpstack.tcp.reassembly import ReassemblyQueue
     q = ReassemblyQueue(max_chunks=4)
     for k in range(4):
         assert q.add(2000 + 200 * k, b"x" * 100) == 100          # four separate blocks
@@ -195,7 +195,7 @@ def test_sender_sws_avoidance_waits_for_a_useful_window_or_the_override_timer():
     # RFC 9293 3.8.6.2.1: with data queued beyond a small usable window (less than an MSS and
     # less than half the largest window seen), the sender waits; after the override timeout
     # it sends what the window allows.
-    from tcpstack.segment import TCPSegment
+    from tcpstack.wire.segment import TCPSegment
     from tests.tcpstack.harness import Harness
     fixed = dict(window_scaling=False, rcvbuf_autotune=False)
     h = Harness(TCPConfig(nodelay=True, **fixed),

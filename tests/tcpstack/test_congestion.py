@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcpstack.congestion import (ALGORITHMS, INFINITE_SSTHRESH, Cubic, NewReno,
+from tcpstack.tcp.congestion import (ALGORITHMS, INFINITE_SSTHRESH, Cubic, NewReno,
                                  default_initial_window, make_congestion_control)
 
 MSS = 1000

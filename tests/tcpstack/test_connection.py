@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import pytest
 
-from tcpstack.config import TCPConfig
-from tcpstack.connection import TCPConnection, TCPState
+from tcpstack.tcp.config import TCPConfig
+from tcpstack.tcp.connection import TCPConnection, TCPState
 from tcpstack.errors import (ConnectionAbortedLocallyError, ConnectionRefusedByPeerError,
                              ConnectionResetByPeerError, ConnectionTimeoutError,
                              HostUnreachableError)
-from tcpstack.events import (ConnectionEstablished, ConnectionTerminated, DataReceived,
+from tcpstack.tcp.events import (ConnectionEstablished, ConnectionTerminated, DataReceived,
                              EndOfStream)
-from tcpstack.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
+from tcpstack.wire.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
 
 from .harness import PORT_A, PORT_B, Harness
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from tcpstack.config import TCPConfig
-from tcpstack.connection import TCPState
+from tcpstack.tcp.config import TCPConfig
+from tcpstack.tcp.connection import TCPState
 from tcpstack.errors import ConnectionTimeoutError
-from tcpstack.events import DataReceived
-from tcpstack.segment import ACK, PSH
+from tcpstack.tcp.events import DataReceived
+from tcpstack.wire.segment import ACK, PSH
 
 from .harness import Harness
 

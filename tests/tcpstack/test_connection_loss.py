@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from tcpstack.config import TCPConfig
-from tcpstack.connection import TCPState
+from tcpstack.tcp.config import TCPConfig
+from tcpstack.tcp.connection import TCPState
 from tcpstack.errors import ConnectionTimeoutError
-from tcpstack.segment import ACK, TCPSegment
+from tcpstack.wire.segment import ACK, TCPSegment
 
 from .harness import PORT_A, PORT_B, Harness
 
@@ -266,7 +266,7 @@ def test_bulk_transfer_with_loss_and_reordering_delivers_identical_bytes(sack, s
 def test_random_network_bidirectional_transfer_and_close(seed):
     """Random options, buffers, ISNs across 2**32, loss up to 20%, reordering, duplication,
     a paused reader: both byte streams arrive intact and both sides close cleanly."""
-    from tcpstack.connection import TCPState
+    from tcpstack.tcp.connection import TCPState
     r = random.Random(seed)
     sack, ts, ws, nd = (r.random() < 0.5, r.random() < 0.7, r.random() < 0.7,
                         r.random() < 0.5)

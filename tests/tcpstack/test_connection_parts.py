@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tcpstack.reassembly import ReassemblyQueue
-from tcpstack.rtt import RTTEstimator
-from tcpstack.sack import SackScoreboard
-from tcpstack.seqnum import seq_diff, seq_lt, unwrap
+from tcpstack.tcp.reassembly import ReassemblyQueue
+from tcpstack.tcp.rtt import RTTEstimator
+from tcpstack.tcp.sack import SackScoreboard
+from tcpstack.wire.seqnum import seq_diff, seq_lt, unwrap
 
 BASE = (1 << 32) - 500        # exercise unwrapped values across 2**32
 

@@ -12,11 +12,11 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tcpstack.config import TCPConfig
-from tcpstack.connection import TCPState
+from tcpstack.tcp.config import TCPConfig
+from tcpstack.tcp.connection import TCPState
 from tcpstack.errors import ConnectionResetByPeerError
-from tcpstack.rack import DONE, EVER, LINKED, LOST, RTX, SACKED, SendQueue
-from tcpstack.segment import ACK, RST, SYN, TCPSegment
+from tcpstack.tcp.rack import DONE, EVER, LINKED, LOST, RTX, SACKED, SendQueue
+from tcpstack.wire.segment import ACK, RST, SYN, TCPSegment
 
 from .harness import PORT_A, PORT_B, Harness
 

@@ -1,12 +1,12 @@
-"""TSO send side: GSO frames built by tcpstack.tcp.build_gso_frame, split as the kernel would
+"""TSO send side: GSO frames built by tcpstack.wire.tcp.build_gso_frame, split as the kernel would
 (tun.vnet.gso_split), give valid, exact per-MSS segments; the default path is unchanged."""
 from __future__ import annotations
 
 import pytest
 
-from tcpstack.segment import ACK, PSH, TCPSegment
-from tcpstack.sndbuf import SendBuffer
-from tcpstack.tcp import GSOFrame, build_gso, build_gso_frame, build_ip_tcp, parse_tcp
+from tcpstack.wire.segment import ACK, PSH, TCPSegment
+from tcpstack.tcp.sndbuf import SendBuffer
+from tcpstack.wire.tcp import GSOFrame, build_gso, build_gso_frame, build_ip_tcp, parse_tcp
 from tun import vnet
 
 V4 = (bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
@@ -72,7 +72,7 @@ def test_small_or_off_stays_plain_packet():
 
 # --- the TCB with TSO on (tests/tcpstack/harness.py) -------------------------------------
 
-from tcpstack.config import TCPConfig  # noqa: E402
+from tcpstack.tcp.config import TCPConfig  # noqa: E402
 
 from .harness import Harness  # noqa: E402
 
@@ -215,7 +215,7 @@ def test_partial_checksum_completes_per_piece_like_linux_gso(addrs):
 def test_pcap_records_a_tso_frame_as_its_ip_super_packet(tmp_path):
     """A capture on the offloaded path (cli --offload --pcap) gets the super-packet without
     the virtio_net_hdr, as tcpdump shows one on an interface with TSO, so it dissects as IP."""
-    from tcpstack.pcap import PcapWriter, read_pcap
+    from tcpstack.tools.pcap import PcapWriter, read_pcap
     src, dst = V4
     frame = build_gso_frame(_seg(bytes(1448 * 3), 1448), src, dst)
     plain = build_ip_tcp(_seg(b"x" * 100, 0), src, dst)

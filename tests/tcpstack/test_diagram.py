@@ -1,15 +1,15 @@
-"""tcpstack.diagram: ladder diagrams (text, SVG) of one connection from captured packets."""
+"""tcpstack.tools.diagram: ladder diagrams (text, SVG) of one connection from captured packets."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from tcpstack.diagram import build, main, parse_conn, read_pcap, render_svg, render_text
+from tcpstack.tools.diagram import build, main, parse_conn, read_pcap, render_svg, render_text
 from tcpstack.errors import ParseError
-from tcpstack.pcap import PcapWriter
-from tcpstack.segment import ACK, FIN, PSH, SYN, TCPSegment
-from tcpstack.tcp import build_ip_tcp
+from tcpstack.tools.pcap import PcapWriter
+from tcpstack.wire.segment import ACK, FIN, PSH, SYN, TCPSegment
+from tcpstack.wire.tcp import build_ip_tcp
 
 C, S = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
 ISN_C, ISN_S = 1_000_000, 4_294_967_000        # the server's wraps: relative numbers must not

@@ -1,4 +1,4 @@
-"""tcpstack.reader.ChunkedStreamReader behaves exactly like asyncio.StreamReader (same
+"""tcpstack.aio.reader.ChunkedStreamReader behaves exactly like asyncio.StreamReader (same
 bytes, same exceptions, same flow control), while handing large pieces out uncopied."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 from hypothesis import given, settings, strategies as st
 
-from tcpstack.reader import ChunkedStreamReader
+from tcpstack.aio.reader import ChunkedStreamReader
 
 OPS = st.lists(st.tuples(st.sampled_from(["read", "readexactly", "readline", "readuntil", "read_all",
                                           "at_eof"]),

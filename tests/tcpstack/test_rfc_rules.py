@@ -8,15 +8,15 @@ import struct
 
 import pytest
 
-from tcpstack import icmp
-from tcpstack import syncookies as sc
-from tcpstack.config import TCPConfig
-from tcpstack.connection import TCPConnection, TCPState
-from tcpstack.endpoint import Closed, Data, Established
-from tcpstack.ip import build_ipv4, build_ipv6, parse_ip
-from tcpstack.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
-from tcpstack.stack import StackConfig, StackCore
-from tcpstack.tcp import build_ip_tcp, parse_tcp
+from tcpstack.wire import icmp
+from tcpstack.host import syncookies as sc
+from tcpstack.tcp.config import TCPConfig
+from tcpstack.tcp.connection import TCPConnection, TCPState
+from tcpstack.host.endpoint import Closed, Data, Established
+from tcpstack.wire.ip import build_ipv4, build_ipv6, parse_ip
+from tcpstack.wire.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
+from tcpstack.host.stack import StackConfig, StackCore
+from tcpstack.wire.tcp import build_ip_tcp, parse_tcp
 
 A4 = ipaddress.ip_address("10.0.0.1").packed
 B4 = ipaddress.ip_address("10.0.0.2").packed
@@ -247,7 +247,7 @@ def test_forged_small_mtu_is_floored(v6, forged_mtu, floor_packet):
 # --- RFC 1122 3.2.2.1 / 4.1.3.1, RFC 8200 4: protocol / port unreachable, parameter problem
 
 def _csum(data: bytes) -> int:
-    """RFC 1071 by hand (independent of tcpstack.checksum)."""
+    """RFC 1071 by hand (independent of tcpstack.wire.checksum)."""
     if len(data) % 2:
         data += b"\0"
     total = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -481,7 +481,8 @@ async def _streams_close(encrypted: bool, size: int, *, read_first: bool = False
     """A server that never reads `size` bytes the client sends, then writer.close(); the
     flags of every segment the server sent after that, and what the client's read gives."""
     import asyncio
-    from tcpstack.streams import MemoryLink, Stack
+    from tcpstack.aio.streams import Stack
+    from tun.memory import MemoryLink
     la, lb = MemoryLink.pair()
     sec = _security(encrypted) or None
     sa = Stack(la, ["10.0.0.1"], security=sec)

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from tcpstack.congestion import Cubic
+from tcpstack.tcp.congestion import Cubic
 from tcpstack.sim import (GilbertElliott, LinkConfig, Network, SimulationError, StackHost,
                           TraceRecorder, jain_index, run_fairness)
 
@@ -511,7 +511,7 @@ class TCBHost:
 
     def __init__(self, addr: bytes, peer: bytes, segs: dict, *, active: bool = False,
                  cc: str = "cubic", data: int = 0) -> None:
-        from tcpstack.config import TCPConfig
+        from tcpstack.tcp.config import TCPConfig
         self.addr, self.peer, self.segs = addr, peer, segs
         self.cfg = TCPConfig(congestion_control=cc)
         self.conn = None
@@ -520,14 +520,14 @@ class TCBHost:
         self.pending = data
 
     def open(self, now: float) -> None:
-        from tcpstack.connection import TCPConnection
+        from tcpstack.tcp.connection import TCPConnection
         self.now = now
         self.conn = TCPConnection(40000, 80, iss=1000, config=self.cfg, now=now)
         self.conn.connect(now)
 
     def receive_packet(self, packet: bytes, now: float) -> None:
-        from tcpstack.connection import TCPConnection
-        from tcpstack.events import DataReceived
+        from tcpstack.tcp.connection import TCPConnection
+        from tcpstack.tcp.events import DataReceived
         self.now = now
         seg = self.segs.pop(struct.unpack_from("!Q", packet, 20)[0])
         if self.conn is None:
@@ -625,8 +625,8 @@ class BulkStack(StackHost):
                  backlog: int = 256 * 1024, **tcp: object) -> None:
         import random
 
-        from tcpstack.config import TCPConfig
-        from tcpstack.stack import StackConfig, StackCore
+        from tcpstack.tcp.config import TCPConfig
+        from tcpstack.host.stack import StackConfig, StackCore
         super().__init__(StackCore([addr], config=StackConfig(
             tcp=TCPConfig(congestion_control=cc, **tcp)),  # type: ignore[arg-type]
             rng=random.Random(seed)))
@@ -639,7 +639,7 @@ class BulkStack(StackHost):
         self.ep = self.core.connect(peer, 80, now)
 
     def react(self) -> None:
-        from tcpstack.endpoint import Data
+        from tcpstack.host.endpoint import Data
         for lst in self.core.pop_ready_listeners():
             while lst.accept() is not None:
                 pass
@@ -705,7 +705,7 @@ def test_hystart_plus_plus_avoids_the_slow_start_overshoot(monkeypatch):
     # ones from CUBIC's convex probing), and moves more data.
     import functools
 
-    from tcpstack import congestion
+    from tcpstack.tcp import congestion
 
     def transfer(hystart: bool) -> tuple[int, int]:
         monkeypatch.setitem(congestion.ALGORITHMS, "cubic",

@@ -14,9 +14,9 @@ import random
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tcpcrypt.provider import TcpcryptProvider
-from tcpstack.endpoint import Closed, Data, Eof, Established
+from tcpstack.host.endpoint import Closed, Data, Eof, Established
 from tcpstack.sim import LinkConfig, Network, StackHost
-from tcpstack.stack import StackCore
+from tcpstack.host.stack import StackCore
 
 A, B = "10.0.0.1", "10.0.0.2"
 EXAMPLES = int(os.environ.get("TCPSTACK_SIM_EXAMPLES", "12"))

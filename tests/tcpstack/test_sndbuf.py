@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcpstack.sndbuf import Gather, SendBuffer, immutable
+from tcpstack.tcp.sndbuf import Gather, SendBuffer, immutable
 
 ops = st.lists(st.one_of(
     st.tuples(st.just("append"), st.integers(0, 9000), st.sampled_from(["bytes", "bytearray", "view"])),

@@ -6,12 +6,12 @@ import ipaddress
 import random
 import struct
 
-from tcpstack import icmp
-from tcpstack.endpoint import Closed, Data, Endpoint, Eof, Established
-from tcpstack.ip import build_ipv4, parse_ip
-from tcpstack.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
-from tcpstack.stack import StackConfig, StackCore
-from tcpstack.tcp import build_ip_tcp, parse_tcp
+from tcpstack.wire import icmp
+from tcpstack.host.endpoint import Closed, Data, Endpoint, Eof, Established
+from tcpstack.wire.ip import build_ipv4, parse_ip
+from tcpstack.wire.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
+from tcpstack.host.stack import StackConfig, StackCore
+from tcpstack.wire.tcp import build_ip_tcp, parse_tcp
 
 A = ipaddress.ip_address("10.0.0.1").packed
 B = ipaddress.ip_address("10.0.0.2").packed

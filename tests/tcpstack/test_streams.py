@@ -12,8 +12,9 @@ import os
 import pytest
 
 from tcpstack.errors import ConnectionRefusedByPeerError
-from tcpstack.stack import StackCore
-from tcpstack.streams import MemoryLink, Stack
+from tcpstack.host.stack import StackCore
+from tcpstack.aio.streams import Stack
+from tun.memory import MemoryLink
 
 A, B = "10.0.0.1", "10.0.0.2"
 
@@ -223,9 +224,9 @@ async def test_per_connection_tcp_options_nodelay_and_congestion_control():
 
 
 async def test_timeouts_surface_as_timeout_errors_to_the_application():
-    from tcpstack.config import TCPConfig
+    from tcpstack.tcp.config import TCPConfig
     from tcpstack.errors import ConnectionTimeoutError
-    from tcpstack.stack import StackConfig
+    from tcpstack.host.stack import StackConfig
     fast = StackConfig(tcp=TCPConfig(syn_retries=2, retries=3, rto_initial=0.02, rto_min=0.02,
                                      rto_max=0.1))
     la, lb = MemoryLink.pair()
@@ -315,10 +316,10 @@ async def test_writes_in_one_loop_turn_leave_as_full_segments_autocork():
 def test_received_data_from_a_mutable_packet_buffer_is_copied():
     """A link may hand the core a bytearray it reuses (recv_into): the TCB keeps views only
     of immutable packets, so data already delivered cannot change afterwards."""
-    from tcpstack.connection import TCPConnection
-    from tcpstack.config import TCPConfig
-    from tcpstack.events import DataReceived
-    from tcpstack.segment import ACK, SYN, TCPSegment
+    from tcpstack.tcp.connection import TCPConnection
+    from tcpstack.tcp.config import TCPConfig
+    from tcpstack.tcp.events import DataReceived
+    from tcpstack.wire.segment import ACK, SYN, TCPSegment
     c = TCPConnection(80, 4000, iss=1000, config=TCPConfig(), now=0.0)
     c.accept_syn(TCPSegment(4000, 80, 5000, 0, SYN, 65535, mss=1460), 0.0)
     c.segments_to_send(0.0)

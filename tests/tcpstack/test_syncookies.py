@@ -8,15 +8,15 @@ import random
 import pytest
 
 from tcpcrypt.provider import TcpcryptProvider
-from tcpstack import icmp
-from tcpstack import syncookies as sc
-from tcpstack.config import TCPConfig
-from tcpstack.endpoint import Closed, Data, Established
-from tcpstack.ip import parse_ip
-from tcpstack.segment import ACK, RST, SYN, TCPSegment
-from tcpstack.connection import TCPConnection
-from tcpstack.stack import StackConfig, StackCore
-from tcpstack.tcp import build_ip_tcp, parse_tcp
+from tcpstack.wire import icmp
+from tcpstack.host import syncookies as sc
+from tcpstack.tcp.config import TCPConfig
+from tcpstack.host.endpoint import Closed, Data, Established
+from tcpstack.wire.ip import parse_ip
+from tcpstack.wire.segment import ACK, RST, SYN, TCPSegment
+from tcpstack.tcp.connection import TCPConnection
+from tcpstack.host.stack import StackConfig, StackCore
+from tcpstack.wire.tcp import build_ip_tcp, parse_tcp
 
 A = ipaddress.ip_address("10.0.0.1").packed
 B = ipaddress.ip_address("10.0.0.2").packed

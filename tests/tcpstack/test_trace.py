@@ -1,11 +1,11 @@
-"""tcpstack.trace: the readable per-segment trace with state transitions."""
+"""tcpstack.tools.trace: the readable per-segment trace with state transitions."""
 from __future__ import annotations
 
 from tcpcrypt.provider import TcpcryptProvider
-from tcpstack.segment import ACK, PSH, SYN, TCPSegment
-from tcpstack.stack import StackCore
-from tcpstack.tcp import build_ip_tcp
-from tcpstack.trace import Tracer, flag_letters
+from tcpstack.wire.segment import ACK, PSH, SYN, TCPSegment
+from tcpstack.host.stack import StackCore
+from tcpstack.wire.tcp import build_ip_tcp
+from tcpstack.tools.trace import Tracer, flag_letters
 from tests.tcpstack.test_stack import pump
 
 C, S = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])

@@ -1,4 +1,4 @@
-"""tcpstack.checksum against RFC 1071's example and a slow word-by-word reference."""
+"""tcpstack.wire.checksum against RFC 1071's example and a slow word-by-word reference."""
 from __future__ import annotations
 
 import ipaddress
@@ -6,7 +6,7 @@ import os
 
 from hypothesis import given, settings, strategies as st
 
-from tcpstack.checksum import internet_checksum, ones_sum, pseudo_header_sum, verify
+from tcpstack.wire.checksum import internet_checksum, ones_sum, pseudo_header_sum, verify
 
 
 def ref_sum(data: bytes) -> int:

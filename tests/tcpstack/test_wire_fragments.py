@@ -1,4 +1,4 @@
-"""IP fragment reassembly (tcpstack.fragments) on fragments parsed by tcpstack.ip."""
+"""IP fragment reassembly (tcpstack.host.fragments) on fragments parsed by tcpstack.wire.ip."""
 from __future__ import annotations
 
 import ipaddress
@@ -8,8 +8,8 @@ import struct
 
 from hypothesis import given, settings, strategies as st
 
-from tcpstack.fragments import FRAGMENT_OVERHEAD, Reassembler
-from tcpstack.ip import build_ipv4, build_ipv6, parse_ip
+from tcpstack.host.fragments import FRAGMENT_OVERHEAD, Reassembler
+from tcpstack.wire.ip import build_ipv4, build_ipv6, parse_ip
 
 A4 = ipaddress.ip_address("10.0.0.1").packed
 B4 = ipaddress.ip_address("10.0.0.2").packed

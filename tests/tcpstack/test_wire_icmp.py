@@ -1,15 +1,15 @@
-"""ICMP (RFC 792/1191) and ICMPv6 (RFC 4443) messages (tcpstack.icmp)."""
+"""ICMP (RFC 792/1191) and ICMPv6 (RFC 4443) messages (tcpstack.wire.icmp)."""
 from __future__ import annotations
 
 import ipaddress
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tcpstack import icmp
+from tcpstack.wire import icmp
 from tcpstack.errors import ParseError
-from tcpstack.ip import build_ipv4, build_ipv6, parse_ip
-from tcpstack.segment import ACK, SYN, TCPSegment
-from tcpstack.tcp import build_ip_tcp
+from tcpstack.wire.ip import build_ipv4, build_ipv6, parse_ip
+from tcpstack.wire.segment import ACK, SYN, TCPSegment
+from tcpstack.wire.tcp import build_ip_tcp
 
 from .test_wire_checksum import ref_checksum
 

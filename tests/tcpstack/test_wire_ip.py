@@ -1,4 +1,4 @@
-"""IPv4/IPv6 headers: round trips, extension headers, strict validation (tcpstack.ip)."""
+"""IPv4/IPv6 headers: round trips, extension headers, strict validation (tcpstack.wire.ip)."""
 from __future__ import annotations
 
 import ipaddress
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from tcpstack.errors import ParseError
-from tcpstack.ip import IPv4Header, IPv6Header, build_ipv4, build_ipv6, parse_ip
+from tcpstack.wire.ip import IPv4Header, IPv6Header, build_ipv4, build_ipv6, parse_ip
 
 from .test_wire_checksum import ref_checksum
 

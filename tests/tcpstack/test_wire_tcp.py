@@ -1,4 +1,4 @@
-"""TCP header and options (tcpstack.tcp): Linux captures, round trips, strict validation."""
+"""TCP header and options (tcpstack.wire.tcp): Linux captures, round trips, strict validation."""
 from __future__ import annotations
 
 import ipaddress
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from tcpstack.errors import ParseError, TcpStackError
-from tcpstack.ip import build_ipv4, build_ipv6, parse_ip
-from tcpstack.segment import ACK, FIN, PSH, SYN, TCPSegment
-from tcpstack.tcp import build_ip_tcp, build_tcp, options_length, parse_tcp
+from tcpstack.wire.ip import build_ipv4, build_ipv6, parse_ip
+from tcpstack.wire.segment import ACK, FIN, PSH, SYN, TCPSegment
+from tcpstack.wire.tcp import build_ip_tcp, build_tcp, options_length, parse_tcp
 
 from .test_wire_checksum import ref_checksum
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tcpstack import icmp
-from tcpstack.ip import build_ipv4, build_ipv6
-from tcpstack.pcap import PcapWriter
-from tcpstack.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
-from tcpstack.tcp import build_ip_tcp
+from tcpstack.wire import icmp
+from tcpstack.wire.ip import build_ipv4, build_ipv6
+from tcpstack.tools.pcap import PcapWriter
+from tcpstack.wire.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
+from tcpstack.wire.tcp import build_ip_tcp
 
 TSHARK = shutil.which("tshark")
 pytestmark = pytest.mark.skipif(TSHARK is None, reason="tshark not installed")

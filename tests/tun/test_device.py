@@ -582,7 +582,7 @@ class _RecordingLink:
 
 
 async def test_impaired_link_rate_delay_and_order():
-    from tun.netns import ImpairedLink, Impairment
+    from tun.impaired import ImpairedLink, Impairment
     inner = _RecordingLink()
     loop = asyncio.get_running_loop()
     link = ImpairedLink(inner, egress=Impairment(delay_ms=20, rate_bps=1_000_000))
@@ -600,7 +600,7 @@ async def test_impaired_link_rate_delay_and_order():
 
 
 async def test_impaired_link_loss_duplicate_corrupt_are_seeded():
-    from tun.netns import ImpairedLink, Impairment
+    from tun.impaired import ImpairedLink, Impairment
 
     async def run(seed: int) -> tuple[list[bytes], dict]:
         inner = _RecordingLink()
@@ -627,7 +627,7 @@ async def test_impaired_link_loss_duplicate_corrupt_are_seeded():
 
 
 async def test_impaired_link_queue_overflow_and_reorder():
-    from tun.netns import ImpairedLink, Impairment
+    from tun.impaired import ImpairedLink, Impairment
     inner = _RecordingLink()
     link = ImpairedLink(inner, egress=Impairment(rate_bps=8_000, queue_packets=3))
     link.start(lambda ps: None)
@@ -651,7 +651,7 @@ async def test_impaired_link_queue_overflow_and_reorder():
 
 @tun
 async def test_impaired_link_over_real_tun(kernel_tun):
-    from tun.netns import ImpairedLink, Impairment
+    from tun.impaired import ImpairedLink, Impairment
     k = kernel_tun
     loop = asyncio.get_running_loop()
     replies: list[tuple[float, bytes]] = []

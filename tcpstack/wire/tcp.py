@@ -18,10 +18,9 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from .checksum import internet_checksum, ones_sum, pseudo_header_sum
-from .errors import ParseError, TcpStackError
-from .segment import TCPSegment
-from .sndbuf import Gather
+from tcpstack.wire.checksum import internet_checksum, ones_sum, pseudo_header_sum
+from tcpstack.errors import ParseError, TcpStackError
+from tcpstack.wire.segment import TCPSegment
 
 _HDR = struct.Struct("!HHIIHHHH")
 _V4 = struct.Struct("!BBHHHBBH4s4s")
@@ -158,6 +157,32 @@ _VNET = struct.Struct("=BBHHHH")     # struct virtio_net_hdr (linux/virtio_net.h
 VNET_HDR_LEN = 10
 _F_NEEDS_CSUM = 1
 _GSO_TCPV4, _GSO_TCPV6 = 1, 4
+
+
+class Gather:
+    """A payload in several pieces (views of consecutive send-buffer chunks), for a TSO
+    frame written with writev(2) so the pieces are never joined in Python.  Sized like the
+    bytes it stands for; bytes(g) joins them (for captures and tests)."""
+    __slots__ = ("parts", "n")
+
+    def __init__(self, parts: list[bytes | memoryview], n: int) -> None:
+        self.parts = parts
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+    def __getitem__(self, i: int | slice) -> int | bytes:
+        return bytes(self)[i]
+
+    def __eq__(self, other: object) -> bool:
+        return bytes(self) == other
+
+    __hash__ = None  # type: ignore[assignment]
+
 
 
 class GSOFrame:

@@ -23,8 +23,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .errors import ParseError
-from .ip import AUTH, DEST_OPTS, FRAGMENT, HOP_BY_HOP, ROUTING, skip_ipv6_extensions
+from tcpstack.errors import ParseError
+from tcpstack.wire.ip import AUTH, DEST_OPTS, FRAGMENT, HOP_BY_HOP, ROUTING, skip_ipv6_extensions
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class _Datagram:
 
 
 class Reassembler:
-    """Sans-IO reassembly of IPv4/IPv6 fragments (headers from tcpstack.ip.parse_ip)."""
+    """Sans-IO reassembly of IPv4/IPv6 fragments (headers from tcpstack.wire.ip.parse_ip)."""
 
     def __init__(self, max_bytes: int = 4 << 20, timeout: float = 30.0,
                  max_fragments: int = 64) -> None:

@@ -6,7 +6,7 @@ A client sends one request line and reads the answer:
                           connection (state, cwnd, ssthresh, srtt, rto, retransmits, bytes,
                           TEP, AEAD, session ID), then the server closes the socket;
     {"cmd": "trace"}   -> text lines, one per segment and state transition
-                          (tcpstack.trace), until the client goes away.
+                          (tcpstack.tools.trace), until the client goes away.
 
 `tcpstack stats` / `tcpstack trace` are the clients (tcpstack/cli.py).
 """
@@ -77,7 +77,7 @@ def snapshot(stack: Any) -> dict[str, Any]:
 
 class ControlServer:
     """Serves the control socket of one Stack; `tracer_lines` is where trace lines are fanned
-    out to (the caller wires it to a tcpstack.trace.Tracer's sink)."""
+    out to (the caller wires it to a tcpstack.tools.trace.Tracer's sink)."""
 
     def __init__(self, stack: Any, path: str) -> None:
         self.stack = stack
@@ -135,7 +135,9 @@ class ControlServer:
             else:
                 writer.write(json.dumps({"error": f"unknown command {cmd!r}"}).encode() + b"\n")
                 await writer.drain()
-        except (OSError, ValueError, asyncio.CancelledError) as exc:
+        except (OSError, ValueError, RuntimeError, asyncio.CancelledError) as exc:
+            # RuntimeError: uvloop < 0.21 raises it (not OSError) for a write to a transport
+            # the client already closed ("the handler is closed")
             log.debug("control client: %s", exc)
         finally:
             try:

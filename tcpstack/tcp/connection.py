@@ -52,18 +52,18 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Protocol
 
-from .config import TCPConfig
-from .congestion import CongestionControl, make_congestion_control
-from .errors import (ConnectionAbortedLocallyError, ConnectionRefusedByPeerError,
+from tcpstack.tcp.config import TCPConfig
+from tcpstack.tcp.congestion import CongestionControl, make_congestion_control
+from tcpstack.errors import (ConnectionAbortedLocallyError, ConnectionRefusedByPeerError,
                      ConnectionResetByPeerError, ConnectionTimeoutError)
-from .events import (ConnectionEstablished, ConnectionTerminated, DataReceived, EndOfStream,
+from tcpstack.tcp.events import (ConnectionEstablished, ConnectionTerminated, DataReceived, EndOfStream,
                      Event)
-from .reassembly import ReassemblyQueue
-from .rack import LOST, RTX, SACKED, SendQueue, SentSegment
-from .rtt import RTTEstimator
-from .sack import SackScoreboard
-from .segment import ACK, FIN, PSH, RST, SYN, TCPSegment
-from .sndbuf import SendBuffer, immutable
+from tcpstack.tcp.reassembly import ReassemblyQueue
+from tcpstack.tcp.rack import LOST, RTX, SACKED, SendQueue, SentSegment
+from tcpstack.tcp.rtt import RTTEstimator
+from tcpstack.tcp.sack import SackScoreboard
+from tcpstack.wire.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
+from tcpstack.tcp.sndbuf import SendBuffer, immutable
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ import threading
 import time
 from typing import Any
 
-from . import control
+from tcpstack.tools import control
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -325,9 +325,9 @@ class Host:
         check_free(a.dev, self.iface, ipaddress.ip_address(self.peer))
         from tun.device import async_link, bring_up, unique_ifname
 
-        from .pcap import PcapWriter
-        from .streams import Stack
-        from .trace import Tracer
+        from tcpstack.tools.pcap import PcapWriter
+        from tcpstack.aio.streams import Stack
+        from tcpstack.tools.trace import Tracer
         if a.pcap:
             try:
                 open(a.pcap, "ab").close()
@@ -434,7 +434,7 @@ def wire_packets(packet: bytes, direction: str) -> list[bytes]:
     VIRTIO_NET_HDR_F_NEEDS_CSUM) completed, so Wireshark does not flag it."""
     from tun import vnet
 
-    from .checksum import internet_checksum, ones_sum, pseudo_header_sum
+    from tcpstack.wire.checksum import internet_checksum, ones_sum, pseudo_header_sum
     if packet[0] == 1:
         return vnet.to_packets(packet)
     if direction != "in" or len(packet) < 40:
@@ -585,8 +585,8 @@ _UNREACH6 = {0: "no route to destination", 1: "communication administratively pr
 def icmp_unreachable(packet: bytes, dst: str, port: int) -> str | None:
     """"ICMP host unreachable from 10.0.0.1" when `packet` is an ICMP destination
     unreachable (or time exceeded) quoting one of our segments to dst:port, else None."""
-    from . import icmp
-    from .ip import IPv4Header, parse_ip
+    from tcpstack.wire import icmp
+    from tcpstack.wire.ip import IPv4Header, parse_ip
     try:
         hdr, payload = parse_ip(packet)
         v6 = not isinstance(hdr, IPv4Header)
@@ -942,9 +942,14 @@ async def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+DESCRIPTION = """tcpstack: a userspace TCP/IP stack on a TUN device that encrypts by default (TCP-ENO +
+tcpcrypt).  `tcpstack demo` shows it working; `up`, `connect`, `listen`, `ping` bring a
+stack up on a new TUN device in the current network namespace; `stats` and `trace` look
+into a running one; `diagram` draws a captured connection."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .__main__ import __doc__ as main_doc
-    parser = Parser(prog="tcpstack", description=main_doc,
+    parser = Parser(prog="tcpstack", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="count", default=0)
     sub = parser.add_subparsers(dest="cmd", required=True)

@@ -1,7 +1,7 @@
 """A live, readable per-segment trace of a stack, with connection state transitions.
 
 One line per packet, tcpdump-like but with sequence numbers relative to each side's ISN
-(as Wireshark shows them) and the options decoded (tcpstack.diagram.describe_options: MSS,
+(as Wireshark shows them) and the options decoded (tcpstack.tools.diagram.describe_options: MSS,
 window scale, SACK, timestamps, TCP-ENO kind 69 with its TEPs), and one line per state
 change of a connection (RFC 9293 3.3.2 names):
 
@@ -15,12 +15,12 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Callable
 
-from .diagram import describe_options
-from .errors import ParseError
-from .icmp import IPPROTO_ICMP, IPPROTO_ICMPV6
-from .ip import IPv4Header, parse_ip
-from .segment import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
-from .tcp import IPPROTO_TCP, parse_tcp
+from tcpstack.tools.diagram import describe_options
+from tcpstack.errors import ParseError
+from tcpstack.wire.icmp import IPPROTO_ICMP, IPPROTO_ICMPV6
+from tcpstack.wire.ip import IPv4Header, parse_ip
+from tcpstack.wire.segment import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
+from tcpstack.wire.tcp import IPPROTO_TCP, parse_tcp
 
 _FLAG_CHARS = ((SYN, "S"), (FIN, "F"), (RST, "R"), (PSH, "P"), (URG, "U"), (ECE, "E"),
                (CWR, "W"), (ACK, "."))

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import struct
 
-from .checksum import internet_checksum, ones_sum, pseudo_header_sum
-from .errors import ParseError
+from tcpstack.wire.checksum import internet_checksum, ones_sum, pseudo_header_sum
+from tcpstack.errors import ParseError
 
 ICMP_ECHO_REPLY = 0
 ICMP_DEST_UNREACH = 3
@@ -85,7 +85,7 @@ def _build(typ: int, code: int, a: int, b: int, body: bytes | memoryview, src: b
 
 
 def _ip(src: bytes, dst: bytes, proto: int, payload: bytes, ttl: int) -> bytes:
-    from .ip import build_ipv4, build_ipv6
+    from tcpstack.wire.ip import build_ipv4, build_ipv6
     if len(src) == 4:
         return build_ipv4(src, dst, proto, payload, ttl=ttl, df=False)
     return build_ipv6(src, dst, proto, payload, hop_limit=ttl)
@@ -182,7 +182,7 @@ def error_allowed(packet: bytes | memoryview) -> bool:
     """Whether an ICMP error may be sent about `packet` (a whole IP datagram): never about
     an ICMP error, a non-initial fragment, or a multicast/broadcast/unspecified source or
     multicast/broadcast destination (RFC 1122 3.2.2, RFC 1812 4.3.2.7, RFC 4443 2.4(e))."""
-    from .ip import parse_ip
+    from tcpstack.wire.ip import parse_ip
     try:
         hdr, payload = parse_ip(packet)
     except ParseError:

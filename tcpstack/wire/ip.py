@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import struct
 
-from .checksum import internet_checksum, ones_sum
-from .errors import ParseError
+from tcpstack.wire.checksum import internet_checksum, ones_sum
+from tcpstack.errors import ParseError
 
 _V4 = struct.Struct("!BBHHHBBH4s4s")
 _V6 = struct.Struct("!IHBB16s16s")

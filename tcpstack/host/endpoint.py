@@ -17,13 +17,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .sndbuf import immutable
-from .errors import ConnectionAbortedLocallyError, TcpStackError
-from .events import ConnectionEstablished, ConnectionTerminated, DataReceived, EndOfStream
+from tcpstack.tcp.sndbuf import immutable
+from tcpstack.errors import ConnectionAbortedLocallyError, TcpStackError
+from tcpstack.tcp.events import ConnectionEstablished, ConnectionTerminated, DataReceived, EndOfStream
 
 if TYPE_CHECKING:
-    from .connection import TCPConnection
-    from .stack import StackCore
+    from tcpstack.tcp.connection import TCPConnection
+    from tcpstack.host.stack import StackCore
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ import logging
 import socket
 from typing import Any, Callable, Iterable, Protocol
 
-from .reader import ChunkedStreamReader
-from .endpoint import Closed, Data, Endpoint, Eof, Established, SecurityProvider
-from .stack import Listener, StackConfig, StackCore
-from .tcp import GSOFrame
+from tcpstack.aio.reader import ChunkedStreamReader
+from tcpstack.host.endpoint import Closed, Data, Endpoint, Eof, Established, SecurityProvider
+from tcpstack.host.stack import Listener, StackConfig, StackCore
+from tcpstack.wire.tcp import GSOFrame
 
 log = logging.getLogger(__name__)
 
@@ -86,71 +86,6 @@ class Link(Protocol):
     # on_packets(packets) or on_packets(packets, checksum_ok) -- see Stack._on_packets
     def send(self, packet: bytes) -> None: ...
     def close(self) -> None: ...
-
-
-class MemoryLink:
-    """One end of an in-memory point-to-point link between two Stacks on the same loop.
-
-    tso=True makes it a link with offloads, like a vnet TUN device: the sender's TCBs emit
-    TSO super-segments (tcp.build_gso) and the receiver gets each whole, as GRO would hand
-    it over, with its checksum vouched for (the pseudo-header sum of a TSO frame is only
-    completed by a device).  Only the headers are rebuilt; the payload is copied once, as
-    the kernel copies it once."""
-
-    def __init__(self, tso: bool = False) -> None:
-        self.peer: MemoryLink | None = None
-        self._on_packets: Callable[..., None] | None = None
-        self._queue: list[bytes] = []
-        self._trusted: list[bool] | None = [] if tso else None
-        self._scheduled = False
-        self.filter: Callable[[bytes], bytes | None] | None = None   # tests: drop/alter packets
-        self.closed = False
-        # Largest TSO payload (as tun.device.AsyncTun): IPv4 total length minus IP + TCP
-        self.tso_max_size = 65535 - 20 - 60 if tso else 0
-
-    @classmethod
-    def pair(cls, tso: bool = False) -> tuple["MemoryLink", "MemoryLink"]:
-        a, b = cls(tso), cls(tso)
-        a.peer, b.peer = b, a
-        return a, b
-
-    def start(self, on_packets: Callable[[list[bytes]], None]) -> None:
-        self._on_packets = on_packets
-
-    def send(self, packet: bytes | GSOFrame) -> None:
-        peer = self.peer
-        if self.closed or peer is None or peer.closed:
-            return
-        trusted = False
-        if type(packet) is GSOFrame:
-            # The super-packet without its virtio_net_hdr: one IP packet, as GRO delivers.
-            packet = b"".join((memoryview(packet.head)[10:], *packet.buffers()[1:]))
-            trusted = True
-        if self.filter is not None:
-            packet = self.filter(packet)  # type: ignore[assignment]
-            if packet is None:
-                return
-        peer._queue.append(packet)
-        if peer._trusted is not None:
-            peer._trusted.append(trusted)
-        if not peer._scheduled:
-            peer._scheduled = True
-            asyncio.get_running_loop().call_soon(peer._deliver)
-
-    def _deliver(self) -> None:
-        self._scheduled = False
-        batch, self._queue = self._queue, []
-        trusted = self._trusted
-        if trusted is not None:
-            self._trusted = []
-        if batch and self._on_packets is not None and not self.closed:
-            if trusted is not None:
-                self._on_packets(batch, trusted)
-            else:
-                self._on_packets(batch)
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def _refuse_tls(api: str, ssl: Any, server_hostname: str | None,

@@ -10,7 +10,7 @@ and options: MSS, window scale, SACK-permitted and SACK blocks (RFC 2018), times
 Retransmissions (a segment whose sequence space was sent before) are marked; state
 transitions given by the caller are drawn on the lifelines.
 
-    python3 -m tcpstack.diagram capture.pcap [--svg out.svg] [--conn A:P-B:Q] [--max N]
+    python3 -m tcpstack.tools.diagram capture.pcap [--svg out.svg] [--conn A:P-B:Q] [--max N]
 """
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 from xml.sax.saxutils import escape
 
-from .errors import ParseError
-from .ip import IPv4Header, parse_ip
-from .segment import ACK, FIN, PSH, RST, SYN, TCPSegment
-from .tcp import IPPROTO_TCP, parse_tcp
+from tcpstack.errors import ParseError
+from tcpstack.wire.ip import IPv4Header, parse_ip
+from tcpstack.wire.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
+from tcpstack.wire.tcp import IPPROTO_TCP, parse_tcp
 
 Endpoint = tuple[str, int]
 Record = tuple[float, str, bytes]          # (time, "in"/"out"/"", IP packet)

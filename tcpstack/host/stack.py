@@ -33,17 +33,17 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
-from . import icmp as icmp_mod
-from .checksum import ones_sum, pseudo_header_sum
-from .config import TCPConfig
-from .connection import TCPConnection, TCPState
-from .endpoint import Endpoint, SecurityProvider
-from .errors import HostUnreachableError, ParseError, TcpStackError
-from .fragments import Reassembler
-from .ip import IPv4Header, parse_ip
-from .segment import ACK, RST, SYN, TCPSegment
-from . import syncookies as sc
-from .tcp import GSOFrame, build_gso, build_ip_tcp, parse_tcp
+from tcpstack.wire import icmp as icmp_mod
+from tcpstack.wire.checksum import ones_sum, pseudo_header_sum
+from tcpstack.tcp.config import TCPConfig
+from tcpstack.tcp.connection import TCPConnection
+from tcpstack.host.endpoint import Endpoint, SecurityProvider
+from tcpstack.errors import HostUnreachableError, ParseError, TcpStackError
+from tcpstack.host.fragments import Reassembler
+from tcpstack.wire.ip import IPv4Header, parse_ip
+from tcpstack.wire.segment import ACK, RST, SYN, TCPSegment
+from tcpstack.host import syncookies as sc
+from tcpstack.wire.tcp import GSOFrame, build_gso, build_ip_tcp, parse_tcp
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ class StackCore:
         self._cookie_eno: dict[tuple[bytes, int, bytes, int], tuple[int, bytes, bytes]] = {}
         self.stats = StackStats()
         self.on_packet: Callable[[str, bytes, float], None] | None = None   # capture hook
-        # After every input to a connection (tracing state transitions; see tcpstack.trace).
+        # After every input to a connection (tracing state transitions; see tcpstack.tools.trace).
         self.on_service: Callable[[Endpoint, float], None] | None = None
         # ICMP echo replies to our ping(): (source, ident, seq, data, now).
         self.on_echo_reply: Callable[[str, int, int, bytes, float], None] | None = None

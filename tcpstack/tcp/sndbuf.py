@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
+from tcpstack.wire.tcp import Gather
+
 # Writes at least this long are kept by reference (or copied once if mutable); shorter
 # ones are appended to the tail.
 _BIG = 2048
@@ -23,31 +25,6 @@ def immutable(data: object) -> bool:
     """bytes, or a view of bytes: safe to keep by reference (a bytearray, or a read-only
     view of one, may still change after the caller's write() returns)."""
     return type(data) is bytes or (type(data) is memoryview and type(data.obj) is bytes)
-
-
-class Gather:
-    """A payload in several pieces (views of consecutive send-buffer chunks), for a TSO
-    frame written with writev(2) so the pieces are never joined in Python.  Sized like the
-    bytes it stands for; bytes(g) joins them (for captures and tests)."""
-    __slots__ = ("parts", "n")
-
-    def __init__(self, parts: list[bytes | memoryview], n: int) -> None:
-        self.parts = parts
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __bytes__(self) -> bytes:
-        return b"".join(self.parts)
-
-    def __getitem__(self, i: int | slice) -> int | bytes:
-        return bytes(self)[i]
-
-    def __eq__(self, other: object) -> bool:
-        return bytes(self) == other
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 class SendBuffer:
