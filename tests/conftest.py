@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import shutil
+import traceback
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
@@ -107,6 +109,43 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("tun") is not None:
             item.add_marker(skip)
+
+
+class _ErrorRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+_WATCHED_LOGGERS = ("tcpstack", "tcpcrypt", "tun")
+
+
+@pytest.fixture(autouse=True)
+def no_internal_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Failures are never silent in tests: an ERROR (or worse) logged by the project's own
+    code during a test -- an internal error met on a packet, a transform that raised for no
+    protocol reason -- fails that test, even though the stack itself carried on.  A test
+    that provokes one on purpose says so with @pytest.mark.error_log_expected."""
+    handler = _ErrorRecords()
+    loggers = [logging.getLogger(n) for n in _WATCHED_LOGGERS]
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        yield
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+    if handler.records and request.node.get_closest_marker("error_log_expected") is None:
+        lines = []
+        for r in handler.records[:5]:
+            lines.append(f"{r.name}: {r.getMessage()}")
+            if r.exc_info:
+                lines.append("".join(traceback.format_exception(*r.exc_info)).rstrip())
+        pytest.fail("the project logged at ERROR during this test:\n" + "\n".join(lines),
+                    pytrace=False)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from tcpstack.host.endpoint import Data, Established
 from tcpstack.wire.segment import ACK, PSH, RST, SYN, TCPSegment
 from tcpstack.host.stack import StackCore
 from tcpstack.wire.tcp import build_ip_tcp
-from tests.tcpstack.test_stack import A, B, established_pair, pump
+from tests.tcpstack.hosts import A, B, established_pair, pump
 
 
 def test_10000_blind_rst_syn_data_do_not_reset_or_corrupt():

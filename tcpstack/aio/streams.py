@@ -590,7 +590,11 @@ class Server:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("client_connected_cb raised", exc_info=task.exception())
+            # As asyncio's start_server: the application's handler failed; that goes to the
+            # loop's exception handler (an application may have set its own), not our log.
+            self._stack.loop.call_exception_handler({
+                "message": "Unhandled exception in client_connected_cb",
+                "exception": task.exception(), "task": task})
 
     def close(self) -> None:
         if self._closed:

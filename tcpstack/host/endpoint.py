@@ -304,6 +304,7 @@ class Endpoint:
                 self.transform = self.core.security.transform(
                     self.negotiator, local=self.local, remote=self.remote, options=self.options)
             except Exception as exc:  # EncryptionRequiredError and friends: fail loudly
+                self._internal_error(exc, "setting up the stream transform")
                 self._fail(exc, now)
                 return
             if self.transform is not None:
@@ -339,8 +340,10 @@ class Endpoint:
         try:
             plaintext, out = tr.receive(data)
         except Exception as exc:
-            # RFC 8548 / issue: a forged or corrupt frame aborts the connection (RST) and the
-            # application gets the error; nothing unauthenticated is delivered.
+            # RFC 8548 3.6: a forged or corrupt frame aborts the connection (RST) and the
+            # application gets the error; nothing unauthenticated is delivered.  Any other
+            # exception is a bug: the connection is aborted all the same, and counted.
+            self._internal_error(exc, "decrypting")
             self._fail(exc, now)
             return
         if out:
@@ -361,6 +364,16 @@ class Endpoint:
         if self._eof_requested and not self._fin_queued:
             self._flush(now)
 
+    def _internal_error(self, exc: BaseException, doing: str) -> None:
+        """The stream transform raised: a protocol verdict on the peer's bytes (a
+        ConnectionError such as TcpcryptIntegrityError or EncryptionRequiredError) is the
+        peer's doing; anything else is a bug of ours, counted and logged at ERROR."""
+        if isinstance(exc, ConnectionError):
+            return
+        self.core.stats.internal_errors += 1
+        log.error("internal error %s on %s -> %s", doing, self.local, self.remote,
+                  exc_info=exc)
+
     def _data_after_close(self, now: float) -> None:
         """RFC 1122 4.2.2.13: application data nobody will read (see close()): reset."""
         self.conn.abort(now, data_after_close=True)
@@ -373,6 +386,7 @@ class Endpoint:
             try:
                 tr.peer_fin()
             except Exception as exc:
+                self._internal_error(exc, "at the peer's FIN")
                 self._fail(exc, now)
                 return
         if not self._eof_emitted:

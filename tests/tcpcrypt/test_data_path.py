@@ -16,7 +16,7 @@ from tcpcrypt.frames import FRAME_HEADER_LEN, FrameKey, open_frame, seal
 from tcpcrypt.suites import (AEAD_AES_128_GCM, AEAD_CHACHA20_POLY1305, AEADS, MAX_FRAME_DATA,
                              TAG_LEN, TcpcryptConfig)
 
-from .test_session import negotiate, pair
+from tests.tcpcrypt.sessions import negotiate, pair
 
 
 def frames_of(wire: bytes) -> list[tuple[int, int]]:

@@ -27,7 +27,7 @@ from tcpcrypt import keys
 from tcpcrypt.resumption import SessionCache
 from tcpcrypt.suites import AEAD_AES_128_GCM, AEADS, TEP_CURVE25519, TEPS, TcpcryptConfig
 
-from .test_session import negotiate
+from tests.tcpcrypt.sessions import negotiate
 
 
 # --- reference derivations, from the RFC text only ------------------------------------------

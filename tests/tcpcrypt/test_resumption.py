@@ -9,7 +9,7 @@ from tcpcrypt.session import TcpcryptSession, TEPOffer, make_offers, make_respon
 from tcpcrypt.suites import (AEAD_AES_256_GCM, AEAD_CHACHA20_POLY1305, TEP_CURVE448, TEP_CURVE25519,
                              TEP_P256, TEPS, TcpcryptConfig)
 
-from .test_session import PEER_OF_A, PEER_OF_B, FakeENOResult, handshake, negotiate, pump
+from tests.tcpcrypt.sessions import PEER_OF_A, PEER_OF_B, FakeENOResult, handshake, negotiate, pump
 
 CFG = TcpcryptConfig()
 

@@ -12,7 +12,7 @@ from tcpstack.host.endpoint import Data, Established
 from tcpstack.wire.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
 from tcpstack.host.stack import StackCore
 from tcpstack.wire.tcp import build_ip_tcp
-from tests.tcpstack.test_stack import A, B, established_pair, ones_complement_checksum, pump
+from tests.tcpstack.hosts import A, B, established_pair, ones_complement_checksum, pump
 
 N = int(os.environ.get("FUZZ_SEGMENTS", "20000"))
 
@@ -116,6 +116,7 @@ def test_fuzz_live_stack():
             b.handle_timer(now)
     # The IP-header mutations really got past the IP header checks into the deeper paths.
     assert ip_class_parsed > ip_class // 4, (ip_class_parsed, ip_class)
+    assert st.internal_errors == 0          # malformed input is counted and dropped; never a bug
     assert st.not_for_us > 0 and st.unknown_protocol > 0
     assert b._reassembler.fragments > 0
     assert len(b.endpoints()) < 200
@@ -169,6 +170,7 @@ def test_hypothesis_fuzz_live_stack(pkt):
     a, b, ep, srv = _live_pair()
     _LIVE["now"] += 0.001
     fuzz_one(b, pkt, _LIVE["now"])           # no exception may escape ...
+    assert b.stats.internal_errors == 0       # ... none was swallowed as "malformed" ...
     assert len(b.endpoints()) < 200           # ... and no state piles up
     # (The live connection may legitimately die here: hypothesis can find the exact
     # in-window RST.  Survival under blind guessing is test_attacks.py's job.)

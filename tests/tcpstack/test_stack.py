@@ -2,57 +2,19 @@
 driven packet by packet with a virtual clock (no loop, no sockets)."""
 from __future__ import annotations
 
-import ipaddress
+
+import pytest
 import random
 import struct
 
 from tcpstack.wire import icmp
-from tcpstack.host.endpoint import Closed, Data, Endpoint, Eof, Established
+from tcpstack.host.endpoint import Closed, Data, Eof
 from tcpstack.wire.ip import build_ipv4, parse_ip
 from tcpstack.wire.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
 from tcpstack.host.stack import StackConfig, StackCore
-from tcpstack.wire.tcp import build_ip_tcp, parse_tcp
+from tcpstack.wire.tcp import build_ip_tcp
 
-A = ipaddress.ip_address("10.0.0.1").packed
-B = ipaddress.ip_address("10.0.0.2").packed
-
-
-def ones_complement_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def tcp_of(packet: bytes) -> TCPSegment:
-    hdr, payload = parse_ip(packet)
-    return parse_tcp(payload, hdr.src, hdr.dst)
-
-
-def pump(a: StackCore, b: StackCore, now: float, rounds: int = 50) -> None:
-    for _ in range(rounds):
-        pa, pb = a.packets_to_send(), b.packets_to_send()
-        if not pa and not pb:
-            return
-        for p in pa:
-            b.receive_packet(p, now)
-        for p in pb:
-            a.receive_packet(p, now)
-
-
-def established_pair() -> tuple[StackCore, StackCore, "Endpoint", "Endpoint"]:
-    """Two cores with one established plain connection: (client core, server core,
-    client endpoint, server endpoint), their Established events consumed."""
-    a, b = StackCore(["10.0.0.1"]), StackCore(["10.0.0.2"])
-    lst = b.listen(80, "10.0.0.2")
-    ep = a.connect("10.0.0.2", 80, 0.0)
-    pump(a, b, 0.0)
-    assert isinstance(ep.next_event(), Established)
-    srv = lst.accept()
-    assert srv is not None and isinstance(srv.next_event(), Established)
-    return a, b, ep, srv
+from tests.tcpstack.hosts import A, B, established_pair, ones_complement_checksum, pump, tcp_of
 
 
 def test_rst_for_syn_to_closed_port_is_exactly_rfc9293_3_10_7_1():
@@ -207,3 +169,21 @@ def test_on_service_sees_every_connection_after_each_input():
     a.connect("10.0.0.2", 80, 0.0)
     pump(a, b, 0.0)
     assert seen[0] == "SYN-SENT" and seen[-1] == "ESTABLISHED"
+
+
+@pytest.mark.error_log_expected
+def test_an_internal_error_is_counted_and_logged_apart_from_malformed_input(monkeypatch, caplog):
+    """A bug met while handling a packet does not take the host down, but it is never
+    mistaken for a malformed packet: internal_errors, not malformed, and an ERROR log
+    (which fails any test not marked as expecting it, tests/conftest.py)."""
+    from tcpstack.tcp.connection import TCPConnection
+    a, b, ep, srv = established_pair()
+    def boom(self, seg, now):
+        raise ZeroDivisionError("a bug")
+    monkeypatch.setattr(TCPConnection, "_receive_other", boom)
+    ep.send(b"x", 1.0)
+    with caplog.at_level("ERROR", logger="tcpstack"):
+        for p in a.packets_to_send():
+            b.receive_packet(p, 1.0)
+    assert b.stats.internal_errors == 1 and b.stats.malformed == 0
+    assert any("internal error" in r.getMessage() and r.exc_info for r in caplog.records)

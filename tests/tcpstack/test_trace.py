@@ -6,7 +6,7 @@ from tcpstack.wire.segment import ACK, PSH, SYN, TCPSegment
 from tcpstack.host.stack import StackCore
 from tcpstack.wire.tcp import build_ip_tcp
 from tcpstack.tools.trace import Tracer, flag_letters
-from tests.tcpstack.test_stack import pump
+from tests.tcpstack.hosts import pump
 
 C, S = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
 

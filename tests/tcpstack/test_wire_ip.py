@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from tcpstack.errors import ParseError
 from tcpstack.wire.ip import IPv4Header, IPv6Header, build_ipv4, build_ipv6, parse_ip
 
-from .test_wire_checksum import ref_checksum
+from tests.tcpstack.hosts import ref_checksum
 
 A4 = ipaddress.ip_address("10.0.0.1").packed
 B4 = ipaddress.ip_address("10.0.0.2").packed

@@ -12,7 +12,7 @@ from tcpstack.wire.ip import build_ipv4, build_ipv6, parse_ip
 from tcpstack.wire.segment import ACK, FIN, PSH, SYN, TCPSegment
 from tcpstack.wire.tcp import build_ip_tcp, build_tcp, options_length, parse_tcp
 
-from .test_wire_checksum import ref_checksum
+from tests.tcpstack.hosts import ref_checksum
 
 A4 = ipaddress.ip_address("10.77.0.1").packed
 B4 = ipaddress.ip_address("10.77.0.2").packed
