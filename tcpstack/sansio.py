@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from tcpstack.host.endpoint import Closed, Data, Endpoint, Eof, Established
 from tcpstack.host.stack import StackConfig, StackCore
+from tcpstack.impairment import GilbertElliott, Impairment
 from tcpstack.sim import Bottleneck, LinkConfig, Network, SimHost, StackHost
 from tcpstack.tcp.config import TCPConfig
 from tcpstack.tcp.connection import TCPConnection, TCPState
@@ -18,5 +19,5 @@ __all__ = [
     "StackCore", "StackConfig", "Endpoint", "Established", "Data", "Eof", "Closed",
     "TCPConnection", "TCPState", "TCPConfig", "TCPSegment", "SYN", "ACK", "FIN", "RST", "PSH",
     "parse_ip", "parse_tcp", "build_ip_tcp", "GSOFrame",
-    "Network", "LinkConfig", "Bottleneck", "SimHost", "StackHost",
+    "Network", "LinkConfig", "Bottleneck", "SimHost", "StackHost", "Impairment", "GilbertElliott",
 ]

@@ -3,11 +3,14 @@
 Hosts are sans-IO endpoints (the stack core, tcpstack/stack.py, or any object with this
 duck-typed interface, see :class:`SimHost`); the simulator moves IP packets between them
 over point-to-point links whose two directions each have their own impairments, like
-``tc qdisc ... netem`` on each end of a veth pair:
+``tc qdisc ... netem`` on each end of a veth pair.  A direction is an
+:class:`~tcpstack.impairment.Impairment` (``LinkConfig`` is its name here; seconds, bits/s,
+bytes, probabilities 0..1), applied by the decision core the userspace ImpairedLink and the
+test harness share (tcpstack/impairment.py), so the same seed makes the same decisions:
 
     queue + rate (drop-tail FIFO, bytes)  ->  [shared Bottleneck FIFO]  ->  wire:
-    burst loss (Gilbert-Elliott) / random loss, corruption (one random bit flipped),
-    propagation delay + jitter, reordering (held back by reorder_delay), duplication.
+    burst loss (Gilbert-Elliott) / random loss, duplication, then per copy corruption (one
+    random bit flipped), propagation delay + jitter, reordering (held back by reorder_delay).
 
 A packet is routed by its destination address (IPv4 or IPv6, read with struct-free slicing
 of the header, nothing else is parsed) to the host that declared that address, over the
@@ -29,19 +32,20 @@ Example::
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import logging
 import random
-from collections import deque
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from tcpstack.errors import TcpStackError
+from tcpstack.impairment import GilbertElliott, Impairer, Impairment, Shaper, flip_bit
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SimHost", "StackHost", "GilbertElliott", "LinkConfig", "LinkStats", "Bottleneck", "Node",
+__all__ = ["SimHost", "StackHost", "Impairment", "GilbertElliott", "LinkConfig", "DEFAULT_LINK", "LinkStats", "Bottleneck", "Node",
            "Link", "Network", "SimulationError", "TraceRecorder", "FairnessResult",
            "jain_index", "run_fairness"]
 
@@ -83,32 +87,12 @@ class StackHost:
         self.react()
 
 
-@dataclass(slots=True)
-class GilbertElliott:
-    """Two-state burst loss (netem ``loss gemodel p r 1-h 1-k``): per packet the state
-    moves good->bad with probability p and bad->good with probability r, then the packet
-    is lost with probability loss_bad (bad) or loss_good (good).  Mean burst length is
-    1/r packets; stationary P(bad) = p/(p+r)."""
-    p: float
-    r: float
-    loss_bad: float = 1.0
-    loss_good: float = 0.0
+# One direction of a simulated link is an Impairment (tcpstack/impairment.py), the model the
+# userspace ImpairedLink and the test harness share; LinkConfig is its name here.
+LinkConfig = Impairment
 
-
-@dataclass(slots=True)
-class LinkConfig:
-    """One direction of a link.  Times in seconds, rates in bits/s, sizes in bytes."""
-    delay: float = 0.010               # one-way propagation delay
-    jitter: float = 0.0                # + uniform(-jitter, +jitter), never before departure
-    jitter_reorders: bool = False      # False: jitter keeps FIFO order (arrival >= previous)
-    rate_bps: float | None = None      # serialization rate; None = infinitely fast
-    queue_bytes: int | None = 1_500_000  # drop-tail limit on bytes queued or in transmission
-    loss: float = 0.0                  # independent loss probability per packet
-    burst_loss: GilbertElliott | None = None
-    reorder: float = 0.0               # probability a packet is held back ...
-    reorder_delay: float = 0.005       # ... by this much, so later packets overtake it
-    duplicate: float = 0.0             # probability a second copy is delivered
-    corrupt: float = 0.0               # probability one random bit of the packet is flipped
+# What connect() uses when given no config: 10 ms one way, nothing else.
+DEFAULT_LINK = Impairment(delay=0.010)
 
 
 @dataclass(slots=True)
@@ -127,40 +111,6 @@ class LinkStats:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-class _Shaper:
-    """A FIFO transmitter: rate-limited serialization behind a drop-tail byte queue."""
-
-    __slots__ = ("rate_bps", "queue_bytes", "busy_until", "backlog", "_q", "max_backlog")
-
-    def __init__(self, rate_bps: float, queue_bytes: int | None) -> None:
-        if rate_bps <= 0:
-            raise SimulationError(f"rate must be positive, got {rate_bps}")
-        self.rate_bps = float(rate_bps)
-        self.queue_bytes = queue_bytes
-        self.busy_until = 0.0
-        self.backlog = 0                       # bytes not yet fully transmitted
-        self._q: deque[tuple[float, int]] = deque()
-        self.max_backlog = 0
-
-    def admit(self, now: float, size: int) -> float | None:
-        """Enqueue a packet at ``now``: its departure (end of serialization) time, or None
-        if the queue is full (drop-tail)."""
-        q = self._q
-        while q and q[0][0] <= now:
-            self.backlog -= q.popleft()[1]
-        backlog = self.backlog + size
-        if self.queue_bytes is not None and backlog > self.queue_bytes:
-            return None
-        start = self.busy_until if self.busy_until > now else now
-        finish = start + size * 8 / self.rate_bps
-        self.busy_until = finish
-        q.append((finish, size))
-        self.backlog = backlog
-        if backlog > self.max_backlog:
-            self.max_backlog = backlog
-        return finish
-
-
 class Bottleneck:
     """One rate-limited drop-tail FIFO shared by every link direction attached to it
     (``Network.connect(..., bottleneck=bn)``): a router's output port."""
@@ -169,7 +119,7 @@ class Bottleneck:
 
     def __init__(self, rate_bps: float, queue_bytes: int | None, name: str = "bottleneck") -> None:
         self.name = name
-        self._shaper = _Shaper(rate_bps, queue_bytes)
+        self._shaper = Shaper(rate_bps, queue_bytes)
         self.stats = LinkStats()
 
     @property
@@ -205,22 +155,22 @@ class Node:
 
 
 class _Direction:
-    __slots__ = ("link", "index", "src", "dst", "config", "stats", "shaper", "bottleneck",
-                 "ge_bad", "last_arrival", "name")
+    __slots__ = ("link", "index", "src", "dst", "impairer", "stats", "bottleneck", "name")
 
-    def __init__(self, link: Link, index: int, src: Node, dst: Node, config: LinkConfig,
-                 bottleneck: Bottleneck | None) -> None:
+    def __init__(self, link: Link, index: int, src: Node, dst: Node, config: Impairment,
+                 bottleneck: Bottleneck | None, rng: random.Random) -> None:
         self.link = link
         self.index = index
         self.src = src
         self.dst = dst
-        self.config = config
+        self.impairer = Impairer(config, rng)   # the queue/rate and the wire's decisions
         self.stats = LinkStats()
-        self.shaper = _Shaper(config.rate_bps, config.queue_bytes) if config.rate_bps else None
         self.bottleneck = bottleneck
-        self.ge_bad = False
-        self.last_arrival = 0.0
         self.name = f"{src.name}->{dst.name}"
+
+    @property
+    def config(self) -> Impairment:
+        return self.impairer.impairment
 
 
 class Link:
@@ -228,20 +178,20 @@ class Link:
 
     __slots__ = ("name", "a", "b", "dirs")
 
-    def __init__(self, a: Node, b: Node, forward: LinkConfig, reverse: LinkConfig,
+    def __init__(self, a: Node, b: Node, forward: Impairment, reverse: Impairment,
                  bottleneck: Bottleneck | None, reverse_bottleneck: Bottleneck | None,
-                 name: str) -> None:
+                 name: str, rng: random.Random) -> None:
         self.name = name
         self.a = a
         self.b = b
-        self.dirs = (_Direction(self, 0, a, b, forward, bottleneck),
-                     _Direction(self, 1, b, a, reverse, reverse_bottleneck))
+        self.dirs = (_Direction(self, 0, a, b, forward, bottleneck, rng),
+                     _Direction(self, 1, b, a, reverse, reverse_bottleneck, rng))
 
     def stats(self, direction: int = 0) -> LinkStats:
         return self.dirs[direction].stats
 
-    def config(self, direction: int = 0) -> LinkConfig:
-        """The (mutable) config of one direction; changes apply to later packets."""
+    def config(self, direction: int = 0) -> Impairment:
+        """The (mutable) impairment of one direction; changes apply to later packets."""
         return self.dirs[direction].config
 
     def __repr__(self) -> str:
@@ -303,19 +253,20 @@ class Network:
         self.bottlenecks.append(bn)
         return bn
 
-    def connect(self, a: Node, b: Node, config: LinkConfig | None = None,
-                reverse: LinkConfig | None = None, *, bottleneck: Bottleneck | None = None,
+    def connect(self, a: Node, b: Node, config: Impairment | None = None,
+                reverse: Impairment | None = None, *, bottleneck: Bottleneck | None = None,
                 reverse_bottleneck: Bottleneck | None = None, name: str | None = None) -> Link:
-        """Join a and b.  ``config`` is the a->b direction; ``reverse`` the b->a direction
-        (default: an independent copy of ``config``).  ``bottleneck`` / ``reverse_bottleneck``
+        """Join a and b.  ``config`` is the a->b direction (default :data:`DEFAULT_LINK`,
+        10 ms); ``reverse`` the b->a direction (default: an independent copy of ``config``).  ``bottleneck`` / ``reverse_bottleneck``
         put that direction through a shared FIFO (after the direction's own queue/rate)."""
         if a is b:
             raise SimulationError("a link needs two different hosts")
         if b in a.routes:
             raise SimulationError(f"{a.name} and {b.name} are already connected")
-        fwd = config or LinkConfig()
-        rev = reverse if reverse is not None else LinkConfig(**{f.name: getattr(fwd, f.name) for f in fields(fwd)})
-        link = Link(a, b, fwd, rev, bottleneck, reverse_bottleneck, name or f"{a.name}-{b.name}")
+        fwd = config if config is not None else dataclasses.replace(DEFAULT_LINK)
+        rev = reverse if reverse is not None else dataclasses.replace(fwd)
+        link = Link(a, b, fwd, rev, bottleneck, reverse_bottleneck, name or f"{a.name}-{b.name}",
+                    self.rng)
         a.routes[b] = link.dirs[0]
         b.routes[a] = link.dirs[1]
         self.links.append(link)
@@ -444,15 +395,12 @@ class Network:
         trace = self.trace
         if trace is not None:
             trace(now, d.link, d.index, packet, "send")
-        t = now
-        if d.shaper is not None:
-            ft = d.shaper.admit(now, size)
-            if ft is None:
-                st.dropped_queue += 1
-                if trace is not None:
-                    trace(now, d.link, d.index, packet, "drop_queue")
-                return
-            t = ft
+        t = d.impairer.admit(now, size)
+        if t is None:
+            st.dropped_queue += 1
+            if trace is not None:
+                trace(now, d.link, d.index, packet, "drop_queue")
+            return
         if d.bottleneck is not None:
             if t > now:
                 heapq.heappush(self._heap, (t, next(self._seq), _BOTTLENECK, d, packet))
@@ -480,58 +428,33 @@ class Network:
         self._wire(d, packet, t)
 
     def _wire(self, d: _Direction, packet: bytes, t: float) -> None:
-        """Impairments of the wire after the queue; schedules the arrival(s)."""
-        cfg = d.config
-        rng = self.rng
+        """The wire after the queue (the shared decision core, tcpstack/impairment.py);
+        schedules the arrival(s)."""
         st = d.stats
         trace = self.trace
-        ge = cfg.burst_loss
-        if ge is not None:
-            if d.ge_bad:
-                if rng.random() < ge.r:
-                    d.ge_bad = False
-            elif rng.random() < ge.p:
-                d.ge_bad = True
-            lp = ge.loss_bad if d.ge_bad else ge.loss_good
-            if lp and rng.random() < lp:
-                st.dropped_loss += 1
-                if trace is not None:
-                    trace(self.now, d.link, d.index, packet, "drop_loss")
-                return
-        if cfg.loss and rng.random() < cfg.loss:
+        copies = d.impairer.decide(len(packet), t)
+        if not copies:
             st.dropped_loss += 1
             if trace is not None:
                 trace(self.now, d.link, d.index, packet, "drop_loss")
             return
-        if cfg.corrupt and rng.random() < cfg.corrupt:
-            buf = bytearray(packet)
-            bit = rng.randrange(len(buf) * 8)
-            buf[bit >> 3] ^= 1 << (bit & 7)
-            packet = bytes(buf)
-            st.corrupted += 1
-            if trace is not None:
-                trace(self.now, d.link, d.index, packet, "corrupt")
-        arrive = t + cfg.delay
-        if cfg.jitter:
-            arrive += rng.uniform(-cfg.jitter, cfg.jitter)
-            if arrive < t:
-                arrive = t
-            if not cfg.jitter_reorders and arrive < d.last_arrival:
-                arrive = d.last_arrival
-        if arrive > d.last_arrival:
-            d.last_arrival = arrive
-        if cfg.reorder and rng.random() < cfg.reorder:
-            arrive += cfg.reorder_delay
-            st.reordered += 1
-            if trace is not None:
-                trace(self.now, d.link, d.index, packet, "reorder")
         heap = self._heap
-        heapq.heappush(heap, (arrive, next(self._seq), _DELIVER, d, packet))
-        if cfg.duplicate and rng.random() < cfg.duplicate:
+        if len(copies) > 1:
             st.duplicated += 1
             if trace is not None:
                 trace(self.now, d.link, d.index, packet, "duplicate")
-            heapq.heappush(heap, (arrive, next(self._seq), _DELIVER, d, packet))
+        for arrive, bit, reordered in copies:
+            p = packet
+            if bit >= 0:
+                p = flip_bit(packet, bit)
+                st.corrupted += 1
+                if trace is not None:
+                    trace(self.now, d.link, d.index, p, "corrupt")
+            if reordered:
+                st.reordered += 1
+                if trace is not None:
+                    trace(self.now, d.link, d.index, p, "reorder")
+            heapq.heappush(heap, (arrive, next(self._seq), _DELIVER, d, p))
 
     def _deliver(self, d: _Direction, packet: bytes) -> None:
         st = d.stats

@@ -9,7 +9,9 @@ inside functions do (they run).
     2     tcpstack.tcp (the TCB)             0-1
     3     tcpstack.host (StackCore, ...)     0-2
     4     tcpcrypt (sans-IO), tcpstack.sim,  0-4 (tcpcrypt's modules among themselves)
-          tcpstack.sansio (its declared list)
+          tcpstack.impairment (the model the
+          simulator, tun.impaired and the test
+          harness share), tcpstack.sansio
     5     tcpstack.aio (the asyncio edge)    0-5
     6     tun (links: TUN, memory, impaired) 0-6
     7     tcpcrypt.asyncio, the package APIs 0-7
@@ -29,7 +31,7 @@ def rank(module: str) -> int:
     if module in ("tcpstack.errors", "tcpstack._lazy"):
         return 0
     for prefix, r in (("tcpstack.wire", 1), ("tcpstack.tcp", 2), ("tcpstack.host", 3),
-                      ("tcpstack.sim", 4), ("tcpstack.sansio", 4), ("tcpstack.aio", 5), ("tcpstack.tools", 8),
+                      ("tcpstack.sim", 4), ("tcpstack.impairment", 4), ("tcpstack.sansio", 4), ("tcpstack.aio", 5), ("tcpstack.tools", 8),
                       ("tcpstack.__main__", 8), ("tcpcrypt.asyncio", 7), ("tun", 6)):
         if module == prefix or module.startswith(prefix + "."):
             return r
