@@ -12,6 +12,7 @@ import time
 import pytest
 
 from tcpstack.aio.streams import Stack
+from tcpstack.impairment import Impairment
 from tun.topology import TwoHosts
 
 pytestmark = pytest.mark.tun
@@ -115,7 +116,7 @@ async def test_netem_1pct_loss_20ms_rtt_20mb_recovered_by_fast_retransmit():
         # each direction 10 ms and 1% loss: RTT 20 ms.  netem on the veth when the kernel has
         # sch_netem; otherwise (this CI's VM kernel has none) the same faults in userspace on
         # each stack's egress, the packets still crossing TUN, kernel routing and veth.
-        kind = net.impair(delay_ms=10, loss_pct=1.0)
+        kind = net.impair(Impairment(delay=0.010, loss=0.01))
         la, lb = net.links()
         s1, s2 = Stack(la, [net.stack_addrs[0]]), Stack(lb, [net.stack_addrs[1]])
         try:

@@ -19,7 +19,7 @@ __getattr__ = lazy(__name__, {
     **dict.fromkeys(["TunDevice", "AsyncTun", "TunError", "bring_up", "async_link",
                      "unique_ifname"], "tun.device"),
     "MemoryLink": "tun.memory",
-    "ImpairedLink": "tun.impaired", "Impairment": "tun.impaired",
+    "ImpairedLink": "tun.impaired", "Impairment": "tcpstack.impairment",
     **dict.fromkeys(["NetNS", "VethPair", "TunInNamespace", "Netem", "netem_available"], "tun.netns"),
     "KernelSide": "tun.topology", "TwoHosts": "tun.topology",
 })

@@ -17,8 +17,10 @@ import subprocess
 import time
 from typing import Any
 
+from tcpstack.impairment import Impairment, ImpairmentError
+
 from .device import TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, AsyncTun, TunDevice
-from .impaired import ImpairedLink, Impairment
+from .impaired import ImpairedLink
 from .netns import Netem, NetemUnavailable, NetNS, TunInNamespace, VethPair
 
 log = logging.getLogger(__name__)
@@ -109,7 +111,8 @@ class TwoHosts:
         stack1 10.231.A.2 -- tun -- [ns1 kernel 10.231.A.1] == veth 10.232.P.0/30 ==
                              [ns2 kernel 10.231.B.1] -- tun -- stack2 10.231.B.2
 
-    `impair(...)` puts netem on both veth ends (delay, loss, reorder, duplicate, corrupt).
+    `impair(Impairment(...))` puts netem on both veth ends (delay, jitter, loss, reorder,
+    duplicate, corrupt, rate), or the same in userspace when the kernel has no sch_netem.
     """
 
     def __init__(self, mtu: int = 1500, *, tuns: bool = True, offload: bool = False) -> None:
@@ -168,26 +171,43 @@ class TwoHosts:
                          for i, l in enumerate(self._links))
         return self._links[0], self._links[1]
 
-    def impair(self, *, delay_ms: float = 0, jitter_ms: float = 0, loss_pct: float = 0,
-               reorder_pct: float = 0, duplicate_pct: float = 0, corrupt_pct: float = 0) -> str:
+    def impair(self, impairment: Impairment) -> str:
         """Apply the same impairment in both directions: netem on both veth ends when the
-        kernel has sch_netem, otherwise the userspace equivalent on each stack's egress
-        (call before links()).  Returns "netem" or "userspace"."""
+        kernel has sch_netem, otherwise the userspace equivalent (ImpairedLink, the
+        simulator's decision core) on each stack's egress (call before links()).  Returns
+        "netem" (or "tbf" for a rate alone without netem) or "userspace".
+
+        Only what both can do is accepted, so a test means the same on either kernel: no
+        burst loss (Netem here has no gemodel), and reordering the netem way
+        (``reorder_delay=None``: a reordered packet skips the delay).  With jitter, netem
+        may reorder whatever ``jitter_reorders`` says."""
         assert self.veth is not None
-        kw = dict(delay_ms=delay_ms, jitter_ms=jitter_ms, loss_pct=loss_pct,
-                  reorder_pct=reorder_pct, duplicate_pct=duplicate_pct, corrupt_pct=corrupt_pct)
+        imp = impairment
+        if imp.burst_loss is not None:
+            raise ImpairmentError("TwoHosts.impair: burst loss has no netem equivalent here")
+        if imp.reorder and imp.reorder_delay is not None:
+            raise ImpairmentError("TwoHosts.impair: reorder the netem way, reorder_delay=None "
+                                  "(a reordered packet skips the delay)")
+        kw: dict[str, Any] = dict(delay_ms=imp.delay * 1000, jitter_ms=imp.jitter * 1000,
+                                  loss_pct=imp.loss * 100, reorder_pct=imp.reorder * 100,
+                                  duplicate_pct=imp.duplicate * 100,
+                                  corrupt_pct=imp.corrupt * 100)
+        if imp.rate_bps:
+            kw["rate"] = int(imp.rate_bps)
+            if imp.queue_bytes is not None:     # netem's limit counts packets
+                kw["limit"] = max(1, -(-imp.queue_bytes // self.mtu))
         for n in self._netems:
             n.close()
         self._netems = []
         try:
             self._netems = [Netem(self.ns[0], self.veth.name_a, **kw),
                             Netem(self.ns[1], self.veth.name_b, **kw)]
-            self.impairment_kind = "netem"
+            self.impairment_kind = self._netems[0].kind     # "tbf" for a rate alone without netem
         except NetemUnavailable:
             for n in self._netems:
                 n.close()
             self._netems = []
-            self._userspace = Impairment(**kw)
+            self._userspace = imp
             self.impairment_kind = "userspace"
         return self.impairment_kind
 

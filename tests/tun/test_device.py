@@ -582,10 +582,11 @@ class _RecordingLink:
 
 
 async def test_impaired_link_rate_delay_and_order():
-    from tun.impaired import ImpairedLink, Impairment
+    from tcpstack.impairment import Impairment
+    from tun.impaired import ImpairedLink
     inner = _RecordingLink()
     loop = asyncio.get_running_loop()
-    link = ImpairedLink(inner, egress=Impairment(delay_ms=20, rate_bps=1_000_000))
+    link = ImpairedLink(inner, egress=Impairment(delay=0.020, rate_bps=1_000_000))
     link.start(lambda ps: None)
     t0 = loop.time()
     for i in range(5):
@@ -600,12 +601,13 @@ async def test_impaired_link_rate_delay_and_order():
 
 
 async def test_impaired_link_loss_duplicate_corrupt_are_seeded():
-    from tun.impaired import ImpairedLink, Impairment
+    from tcpstack.impairment import Impairment
+    from tun.impaired import ImpairedLink
 
     async def run(seed: int) -> tuple[list[bytes], dict]:
         inner = _RecordingLink()
         got: list[bytes] = []
-        link = ImpairedLink(inner, ingress=Impairment(loss_pct=30, duplicate_pct=20, corrupt_pct=10),
+        link = ImpairedLink(inner, ingress=Impairment(loss=0.30, duplicate=0.20, corrupt=0.10),
                             seed=seed)
         link.start(got.extend)
         inner.on_packets([i.to_bytes(2, "big") * 10 for i in range(200)])
@@ -627,9 +629,10 @@ async def test_impaired_link_loss_duplicate_corrupt_are_seeded():
 
 
 async def test_impaired_link_queue_overflow_and_reorder():
-    from tun.impaired import ImpairedLink, Impairment
+    from tcpstack.impairment import Impairment
+    from tun.impaired import ImpairedLink
     inner = _RecordingLink()
-    link = ImpairedLink(inner, egress=Impairment(rate_bps=8_000, queue_packets=3))
+    link = ImpairedLink(inner, egress=Impairment(rate_bps=8_000, queue_bytes=3 * 10))
     link.start(lambda ps: None)
     for i in range(6):
         link.send(bytes([i]) * 10)                   # 10 ms each; FIFO holds 3
@@ -637,7 +640,7 @@ async def test_impaired_link_queue_overflow_and_reorder():
     link.close()
     assert inner.sent == []                          # in flight at close: dropped
     inner2 = _RecordingLink()
-    link2 = ImpairedLink(inner2, egress=Impairment(delay_ms=30, reorder_pct=50), seed=3)
+    link2 = ImpairedLink(inner2, egress=Impairment(delay=0.030, reorder=0.50, reorder_delay=None), seed=3)
     link2.start(lambda ps: None)
     for i in range(20):
         link2.send(bytes([i]))
@@ -651,12 +654,13 @@ async def test_impaired_link_queue_overflow_and_reorder():
 
 @tun
 async def test_impaired_link_over_real_tun(kernel_tun):
-    from tun.impaired import ImpairedLink, Impairment
+    from tcpstack.impairment import Impairment
+    from tun.impaired import ImpairedLink
     k = kernel_tun
     loop = asyncio.get_running_loop()
     replies: list[tuple[float, bytes]] = []
-    link = ImpairedLink(AsyncTun(k.dev), egress=Impairment(delay_ms=40),
-                        ingress=Impairment(duplicate_pct=100))
+    link = ImpairedLink(AsyncTun(k.dev), egress=Impairment(delay=0.040),
+                        ingress=Impairment(duplicate=1.0))
     link.start(lambda ps: replies.extend((loop.time(), p) for p in ps if is_echo_reply4(0x7A06)(p)))
     t0 = loop.time()
     link.send(icmp4_echo(k.stack4, k.kernel4, 0x7A06, 1, b"slow"))
