@@ -3,19 +3,25 @@ virtual clock (no sleeps, no sockets).
 
 Side "a" is the active opener (port 40000), side "b" the passive one (port 80), created
 from the first SYN that reaches it (like a listener would) unless ``b_active`` asks for a
-second active opener (simultaneous open).  Segments travel as TCPSegment objects with a
-one-way ``delay``; a seeded RNG applies ``loss``, ``reorder`` and ``dup`` probabilities, and
+second active opener (simultaneous open).  Segments travel as TCPSegment objects over a
+path described by ``link`` (a->b) and ``reverse`` (b->a, default: the same), each a
+tcpstack.impairment.Impairment (default 10 ms one way, nothing lost) applied by the decision
+core the simulator and ImpairedLink share, from one Random(seed): queue and rate (a segment
+counts as its payload + 52 bytes of headers), loss, burst loss, duplication, delay, jitter,
+reordering.  Corruption needs bytes; the harness has segment objects, so it refuses it.
 ``hook(direction, seg)`` can inspect, drop (return []), duplicate or replace segments, and
 ``extra_delay(direction, seg)`` can hold one back for a while (a delay spike, reordering).
 Everything sent is recorded in ``trace`` as (time, direction, segment, delivered).
 """
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import random
 from typing import Any, Callable
 
+from tcpstack.impairment import Impairer, Impairment, ImpairmentError
 from tcpstack.tcp.config import TCPConfig
 from tcpstack.tcp.connection import TCPConnection
 from tcpstack.tcp.events import ConnectionTerminated, DataReceived, EndOfStream
@@ -27,25 +33,26 @@ PORT_B = 80
 
 class Harness:
     def __init__(self, cfg_a: TCPConfig | None = None, cfg_b: TCPConfig | None = None, *,
-                 delay: float = 0.010, iss_a: int = 1000, iss_b: int = 5000,
+                 iss_a: int = 1000, iss_b: int = 5000,
                  eno_a: Any = None, eno_b: Any = None, ts_offset_a: int = 0,
-                 ts_offset_b: int = 0, loss: float = 0.0, reorder: float = 0.0,
-                 reorder_delay: float = 0.02, dup: float = 0.0, seed: int = 1,
-                 rate: float | None = None, start: float = 0.0, b_active: bool = False,
+                 ts_offset_b: int = 0, link: Impairment | None = None,
+                 reverse: Impairment | None = None, seed: int = 1,
+                 start: float = 0.0, b_active: bool = False,
                  hook: Callable[[str, TCPSegment], list[TCPSegment] | None] | None = None,
                  extra_delay: Callable[[str, TCPSegment], float] | None = None) -> None:
         self.now = start
-        self.delay = delay
+        fwd = link if link is not None else Impairment(delay=0.010)
+        rev = reverse if reverse is not None else dataclasses.replace(fwd)
+        for imp in (fwd, rev):
+            if imp.corrupt:
+                raise ImpairmentError("the harness carries TCPSegment objects and cannot corrupt them; "
+                                 "use tcpstack.sim for corruption")
         self.cfg_b = cfg_b or TCPConfig()
         self.iss_b = iss_b
         self.eno_b = eno_b
         self.ts_offset_b = ts_offset_b
-        self.loss = loss
-        self.reorder = reorder
-        self.reorder_delay = reorder_delay
-        self.dup = dup
-        self.rate = rate
         self.rng = random.Random(seed)
+        self.paths = {"a>b": Impairer(fwd, self.rng), "b>a": Impairer(rev, self.rng)}
         self.hook = hook
         self.extra_delay = extra_delay
         self.a = TCPConnection(PORT_A, PORT_B, iss=iss_a, config=cfg_a or TCPConfig(),
@@ -56,7 +63,6 @@ class Harness:
                                    eno=eno_b, ts_offset=ts_offset_b)
         self._queue: list[tuple[float, int, str, TCPSegment]] = []
         self._counter = itertools.count()
-        self._tx_free = {"a>b": 0.0, "b>a": 0.0}
         self.trace: list[tuple[float, str, TCPSegment, bool]] = []
         self.events: dict[str, list[Any]] = {"a": [], "b": []}
         self.received: dict[str, bytearray] = {"a": bytearray(), "b": bytearray()}
@@ -66,6 +72,11 @@ class Harness:
         self.auto_read = True
 
     # --- access ----------------------------------------------------------------------
+
+    @property
+    def delay(self) -> float:
+        """The one-way delay a->b."""
+        return self.paths["a>b"].impairment.delay
 
     def conn(self, side: str) -> TCPConnection:
         c = self.a if side == "a" else self.b
@@ -129,24 +140,18 @@ class Harness:
         if not segs:
             self.trace.append((self.now, d, seg, False))
             return
+        path = self.paths[d]
         for s in segs:
-            rng = self.rng
-            if self.loss and rng.random() < self.loss:
+            size = len(s.payload) + 52
+            t = path.admit(self.now, size)
+            copies = path.decide(size, t) if t is not None else []
+            if not copies:
                 self.trace.append((self.now, d, s, False))
                 continue
             self.trace.append((self.now, d, s, True))
-            t = self.now
-            if self.rate:
-                t = max(t, self._tx_free[d]) + (len(s.payload) + 52) / self.rate
-                self._tx_free[d] = t
-            t += self.delay
-            if self.extra_delay is not None:
-                t += self.extra_delay(d, s)
-            if self.reorder and rng.random() < self.reorder:
-                t += rng.random() * self.reorder_delay
-            heapq.heappush(self._queue, (t, next(self._counter), d, s))
-            if self.dup and rng.random() < self.dup:
-                heapq.heappush(self._queue, (t + 0.001, next(self._counter), d, s))
+            extra = self.extra_delay(d, s) if self.extra_delay is not None else 0.0
+            for arrive, _bit, _reordered in copies:
+                heapq.heappush(self._queue, (arrive + extra, next(self._counter), d, s))
 
     def _feed(self, side: str) -> None:
         c = self.a if side == "a" else self.b

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from tcpstack.impairment import Impairment
 from tcpstack.tcp.config import TCPConfig
 from tcpstack.tcp.connection import TCPState
 from tcpstack.errors import ConnectionTimeoutError
@@ -249,8 +250,9 @@ def test_bulk_transfer_with_loss_and_reordering_delivers_identical_bytes(sack, s
     n = 5 * 1024 * 1024 if sack else 1024 * 1024
     data = random.Random(seed).randbytes(n)
     cfg = TCPConfig(sack=sack)
-    h = Harness(cfg, TCPConfig(sack=sack), loss=0.05, reorder=0.05, reorder_delay=0.01,
-                dup=0.01, seed=seed, delay=0.005, rate=50e6)
+    h = Harness(cfg, TCPConfig(sack=sack),
+                link=Impairment(loss=0.05, reorder=0.05, reorder_delay=0.01, duplicate=0.01,
+                                delay=0.005, rate_bps=8 * 50e6, queue_bytes=None), seed=seed)
     h.established()
     h.write("a", data)
     h.shutdown("a")
@@ -275,9 +277,11 @@ def test_random_network_bidirectional_transfer_and_close(seed):
         return TCPConfig(sack=sack, timestamps=ts, window_scaling=ws, nodelay=nd,
                          recv_buffer=r.choice([8192, 65535, 1 << 20]),
                          send_buffer=r.choice([10000, 1 << 20]))
-    h = Harness(cfg(), cfg(), loss=r.choice([0, 0.02, 0.1, 0.2]),
-                reorder=r.choice([0, 0.1, 0.3]), dup=r.choice([0, 0.05]), seed=seed,
-                delay=r.choice([0.001, 0.02]), iss_a=r.getrandbits(32), iss_b=r.getrandbits(32),
+    h = Harness(cfg(), cfg(),
+                link=Impairment(loss=r.choice([0, 0.02, 0.1, 0.2]),
+                                reorder=r.choice([0, 0.1, 0.3]), reorder_delay=0.02,
+                                duplicate=r.choice([0, 0.05]), delay=r.choice([0.001, 0.02])),
+                seed=seed, iss_a=r.getrandbits(32), iss_b=r.getrandbits(32),
                 ts_offset_a=r.getrandbits(32), ts_offset_b=r.getrandbits(32))
     da = r.randbytes(r.randint(0, 150000))
     db = r.randbytes(r.randint(0, 50000))

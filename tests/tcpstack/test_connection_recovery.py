@@ -12,6 +12,7 @@ import random
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from tcpstack.impairment import Impairment
 from tcpstack.tcp.config import TCPConfig
 from tcpstack.tcp.connection import TCPState
 from tcpstack.errors import ConnectionResetByPeerError
@@ -398,8 +399,9 @@ def test_rst_without_timestamp_is_accepted_but_data_without_is_dropped():
 def _bulk(loss: float, seed: int, **kw) -> tuple[Harness, float]:
     n = 5 * 1024 * 1024
     data = random.Random(seed).randbytes(n)
-    h = Harness(TCPConfig(**kw), TCPConfig(**kw), loss=loss, seed=seed, delay=0.005,
-                rate=50e6)
+    h = Harness(TCPConfig(**kw), TCPConfig(**kw),
+                link=Impairment(delay=0.005, loss=loss, rate_bps=8 * 50e6, queue_bytes=None),
+                seed=seed)
     h.established()
     t0 = h.now
     h.write("a", data)

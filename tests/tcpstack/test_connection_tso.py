@@ -72,6 +72,7 @@ def test_small_or_off_stays_plain_packet():
 
 # --- the TCB with TSO on (tests/tcpstack/harness.py) -------------------------------------
 
+from tcpstack.impairment import Impairment  # noqa: E402
 from tcpstack.tcp.config import TCPConfig  # noqa: E402
 
 from .harness import Harness  # noqa: E402
@@ -177,7 +178,7 @@ def test_bulk_with_loss_and_reordering_delivers_identical_bytes(seed):
 
     body = bytes(random.Random(seed).randbytes(1_000_000))
     h = Harness(TCPConfig(tso_max_size=65000), TCPConfig(tso_max_size=65000), hook=hook,
-                reorder=0.01, seed=seed)
+                link=Impairment(delay=0.010, reorder=0.01, reorder_delay=0.02), seed=seed)
     h.established()
     h.write("a", body)
     h.write("b", body[:300_000])
