@@ -176,28 +176,29 @@ class Impairer:
                 return []
         if imp.loss and rng.random() < imp.loss:
             return []
-        n = 2 if imp.duplicate and rng.random() < imp.duplicate else 1
-        out: list[Copy] = []
-        for _ in range(n):
-            bit = -1
-            if imp.corrupt and size and rng.random() < imp.corrupt:
-                bit = rng.randrange(size * 8)
-            arrive = departure + imp.delay
-            if imp.jitter:
-                arrive += rng.uniform(-imp.jitter, imp.jitter)
-                if arrive < departure:
-                    arrive = departure
-                if not imp.jitter_reorders and arrive < self.last_arrival:
-                    arrive = self.last_arrival
-            if arrive > self.last_arrival:
-                self.last_arrival = arrive
-            reordered = False
-            if imp.reorder and rng.random() < imp.reorder:
-                reordered = True
-                rd = imp.reorder_delay
-                arrive = departure if rd is None else arrive + rd
-            out.append((arrive, bit, reordered))
-        return out
+        if imp.duplicate and rng.random() < imp.duplicate:
+            return [self._copy(imp, rng, size, departure), self._copy(imp, rng, size, departure)]
+        return [self._copy(imp, rng, size, departure)]
+
+    def _copy(self, imp: Impairment, rng: random.Random, size: int, departure: float) -> Copy:
+        """One copy's draws: corruption, jitter, reordering."""
+        bit = -1
+        if imp.corrupt and size and rng.random() < imp.corrupt:
+            bit = rng.randrange(size * 8)
+        arrive = departure + imp.delay
+        jitter = imp.jitter
+        if jitter:
+            arrive += rng.uniform(-jitter, jitter)
+            if arrive < departure:
+                arrive = departure
+            if not imp.jitter_reorders and arrive < self.last_arrival:
+                arrive = self.last_arrival
+        if arrive > self.last_arrival:
+            self.last_arrival = arrive
+        if imp.reorder and rng.random() < imp.reorder:
+            rd = imp.reorder_delay
+            return (departure if rd is None else arrive + rd), bit, True
+        return arrive, bit, False
 
 
 def flip_bit(packet: bytes, bit: int) -> bytes:
