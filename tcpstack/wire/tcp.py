@@ -16,8 +16,7 @@ pack_into and computes both checksums; parse_tcp() returns the payload as a memo
 from __future__ import annotations
 
 import struct
-from typing import Any
-
+from tcpstack.wire.buffers import Gather, GSOFrame  # GSOFrame also re-exported (its home before buffers.py)
 from tcpstack.wire.checksum import internet_checksum, ones_sum, pseudo_header_sum
 from tcpstack.errors import ParseError, TcpStackError
 from tcpstack.wire.segment import TCPSegment
@@ -107,6 +106,8 @@ def _write_tcp(buf: bytearray, off: int, seg: TCPSegment, opts: bytes) -> int:
         buf[off + 20:off + hlen] = opts
     payload = seg.payload
     if payload:
+        if type(payload) is Gather:     # a TSO segment that fits one segment after all
+            payload = bytes(payload)
         buf[off + hlen:off + hlen + len(payload)] = payload
     return hlen + len(payload)
 
@@ -157,60 +158,6 @@ _VNET = struct.Struct("=BBHHHH")     # struct virtio_net_hdr (linux/virtio_net.h
 VNET_HDR_LEN = 10
 _F_NEEDS_CSUM = 1
 _GSO_TCPV4, _GSO_TCPV6 = 1, 4
-
-
-class Gather:
-    """A payload in several pieces (views of consecutive send-buffer chunks), for a TSO
-    frame written with writev(2) so the pieces are never joined in Python.  Sized like the
-    bytes it stands for; bytes(g) joins them (for captures and tests)."""
-    __slots__ = ("parts", "n")
-
-    def __init__(self, parts: list[bytes | memoryview], n: int) -> None:
-        self.parts = parts
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __bytes__(self) -> bytes:
-        return b"".join(self.parts)
-
-    def __getitem__(self, i: int | slice) -> int | bytes:
-        return bytes(self)[i]
-
-    def __eq__(self, other: object) -> bool:
-        return bytes(self) == other
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-
-class GSOFrame:
-    """A TSO frame as buffers for one writev(2): `head` (virtio_net_hdr + IP + TCP headers,
-    see build_gso) and `payload` (the segment's payload as the send buffer handed it over:
-    a view of the application's bytes, or a sndbuf.Gather of views; never copied in Python,
-    the kernel checksums and segments it).  bytes(frame) gives the contiguous frame
-    build_gso_frame returns."""
-    __slots__ = ("head", "payload")
-
-    def __init__(self, head: bytearray, payload: bytes | memoryview) -> None:
-        self.head = head
-        self.payload = payload
-
-    def __len__(self) -> int:
-        return len(self.head) + len(self.payload)
-
-    def __bytes__(self) -> bytes:
-        p = self.payload
-        return b"".join((self.head, p if type(p) is not Gather else bytes(p)))
-
-    def buffers(self) -> tuple[Any, ...]:
-        """The frame as buffers for writev(2): headers, then the payload's pieces."""
-        p = self.payload
-        return (self.head, p) if type(p) is not Gather else (self.head, *p.parts)
-
-    def __repr__(self) -> str:
-        return f"GSOFrame({len(self.head)} + {len(self.payload)} bytes)"
 
 
 def build_gso_frame(seg: TCPSegment, src: bytes, dst: bytes, *, ttl: int = 64, ident: int = 0,
