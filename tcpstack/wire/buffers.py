@@ -17,7 +17,7 @@ from typing import TypeAlias, final
 
 __all__ = ["Gather", "GSOFrame", "Payload", "LinkPacket", "Buffer"]
 
-Buffer: TypeAlias = "bytes | bytearray | memoryview"
+Buffer: TypeAlias = bytes | bytearray | memoryview
 """One contiguous buffer, as os.write/os.writev and the checksum functions take it."""
 
 
@@ -47,7 +47,7 @@ class Gather:
     __hash__ = None  # type: ignore[assignment]  # equal to bytes, yet mutable parts: unhashable
 
 
-Payload: TypeAlias = "bytes | memoryview | Gather"
+Payload: TypeAlias = bytes | memoryview | Gather
 
 
 @final
@@ -83,4 +83,4 @@ class GSOFrame:
         return f"GSOFrame({len(self.head)} + {len(self.payload)} bytes)"
 
 
-LinkPacket: TypeAlias = "bytes | GSOFrame"
+LinkPacket: TypeAlias = bytes | GSOFrame
