@@ -56,14 +56,21 @@ _MAX_RESUME_DATA = keys.RESUME_HALF_LEN + 8      # identifier half + nonce of 0.
 
 
 class ENOResultLike(Protocol):
-    """What tcpcrypt needs from tcpcrypt.eno.ENOResult."""
-    tep: int
-    role: str
-    local_data: bytes
-    peer_data: bytes
-    transcript: bytes
-    local_offers: tuple[Any, ...]
-    peer_offers: tuple[Any, ...]
+    """What tcpcrypt needs from tcpcrypt.eno.ENOResult (read only: ENOResult is frozen)."""
+    @property
+    def tep(self) -> int: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def local_data(self) -> bytes: ...
+    @property
+    def peer_data(self) -> bytes: ...
+    @property
+    def transcript(self) -> bytes: ...
+    @property
+    def local_offers(self) -> tuple[Any, ...]: ...
+    @property
+    def peer_offers(self) -> tuple[Any, ...]: ...
 
 
 # --- what goes into the SYNs (3.2, 3.5) ------------------------------------------------------
