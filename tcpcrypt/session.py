@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Protocol, Sequence
 
 from . import keys
+from .eno import V_BIT, TEPOffer
 from .errors import TcpcryptError, TcpcryptProtocolError
-from .frames import (CONTROL_REKEY, FLAG_FINP, FLAG_URGP, FRAME_HEADER_LEN, FrameKey, frame_len,
-                     open_into, seal_into)
+from .frames import (CONTROL_REKEY, FLAG_FINP, FLAG_URGP, FRAME_HEADER, FRAME_HEADER_LEN, U16,
+                     FrameKey, frame_len, open_into, seal_into)
 from .messages import (INIT1_MAGIC, INIT2_MAGIC, build_init1, build_init2, choose_aead,
                        message_length, parse_init1, parse_init2)
 from .resumption import ResumptionTicket, SessionCache
@@ -39,18 +39,7 @@ from .suites import AEADS, N_A_LEN, N_B_LEN, TAG_LEN, TEPS, TcpcryptConfig
 
 log = logging.getLogger(__name__)
 
-try:  # tcpcrypt/eno.py is written concurrently; keep this module importable without it.
-    from .eno import TEPOffer
-except ImportError:  # pragma: no cover - only while eno.py does not exist yet
-    @dataclass(frozen=True)
-    class TEPOffer:  # type: ignore[no-redef]
-        tep: int
-        data: bytes = b""
-
-_FHDR = struct.Struct(">BH")
-_U16 = struct.Struct(">H")
 _FRAME_OVERHEAD = frame_len(0)   # control, clen, flags, tag: 20 bytes a frame (4.2, 4.2.1)
-_V_BIT = 0x80                 # RFC 8547 4.1: the "v" bit of a suboption byte
 _MIN_RESUME_DATA = keys.RESUME_HALF_LEN          # 3.5: fewer bytes => a fresh offer
 _MAX_RESUME_DATA = keys.RESUME_HALF_LEN + 8      # identifier half + nonce of 0..8 bytes
 
@@ -228,7 +217,7 @@ class TcpcryptSession:
         # 3.4: the session ID starts with the byte B sent: TEP identifier and "v" bit.
         b_data = local_data if self.role == "B" else peer_data
         tep_byte = getattr(result, "tep_byte", -1)
-        self._tep_byte = tep_byte if tep_byte >= 0 else self.tep | (_V_BIT if b_data else 0)
+        self._tep_byte = tep_byte if tep_byte >= 0 else self.tep | (V_BIT if b_data else 0)
 
         # Claim every ticket our own SYN proposed (3.5): one may be used now, the others are
         # consumed anyway ("used (successfully or not)").
@@ -580,7 +569,7 @@ class TcpcryptSession:
             rx = self._rx = bytearray()
         if self.eof_received and (n or rx):
             raise TcpcryptProtocolError("data after the FINp frame (RFC 8548 3.7)")
-        unpack = _FHDR.unpack_from
+        unpack = FRAME_HEADER.unpack_from
         with memoryview(data) as mv:
             pos = 0                         # bytes of data consumed
             held = 0                        # length of the completed frame in rx, if any
@@ -648,7 +637,7 @@ class TcpcryptSession:
                   omv: memoryview, w: int, out: list[bytes | bytearray]) -> int:
         """Open the complete frames src[pos:end] (src[i] is at stream offset base + i) into
         res from w - 1 on; return the new w.  3.6 / 4.2: AAD = control | clen as received."""
-        unpack = _FHDR.unpack_from
+        unpack = FRAME_HEADER.unpack_from
         while pos < end:
             if self.eof_received:
                 raise TcpcryptProtocolError("data after the FINp frame (RFC 8548 3.7)")
@@ -665,7 +654,7 @@ class TcpcryptSession:
             if flags & FLAG_URGP:
                 if plen < 3:
                     raise TcpcryptProtocolError("URGp frame without an urgent field")
-                urgent = _U16.unpack_from(res, w)[0]
+                urgent = U16.unpack_from(res, w)[0]
                 dlen = plen - 3
                 res[w:w + dlen] = res[w + 2:w + 2 + dlen]
                 # 3.7: offset from the frame's beginning; recorded against the app stream.
