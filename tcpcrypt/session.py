@@ -35,7 +35,7 @@ from .frames import (CONTROL_REKEY, FLAG_FINP, FLAG_URGP, FRAME_HEADER, FRAME_HE
 from .messages import (INIT1_MAGIC, INIT2_MAGIC, build_init1, build_init2, choose_aead,
                        message_length, parse_init1, parse_init2)
 from .resumption import ResumptionTicket, SessionCache
-from .suites import AEADS, N_A_LEN, N_B_LEN, TAG_LEN, TEPS, TcpcryptConfig
+from .suites import AEADS, N_A_LEN, N_B_LEN, TAG_LEN, TEPS, AEADSuite, TcpcryptConfig
 
 log = logging.getLogger(__name__)
 
@@ -487,7 +487,7 @@ class TcpcryptSession:
 
     def _bump_local(self) -> None:
         self._local_gen += 1
-        suite = AEADS[self.aead]   # type: ignore[index]
+        suite = self._suite()
         mk = self._master_key(self._local_gen)
         self._tx_key = FrameKey(suite, keys.traffic_key(mk, self._writer_was_a, suite), self._local_gen)
         self._tx_rekey = True
@@ -495,9 +495,14 @@ class TcpcryptSession:
         self._prune()
         log.debug("local generation -> %d", self._local_gen)
 
+    def _suite(self) -> AEADSuite:
+        """The negotiated AEAD (set by the key exchange, before any frame or rekey)."""
+        assert self.aead is not None, "no AEAD before the key exchange"
+        return AEADS[self.aead]
+
     def _next_rx_key(self) -> FrameKey:
         gen = self._remote_gen + 1
-        suite = AEADS[self.aead]   # type: ignore[index]
+        suite = self._suite()
         mk = self._master_key(gen)
         return FrameKey(suite, keys.traffic_key(mk, not self._writer_was_a, suite), gen)
 
@@ -536,7 +541,9 @@ class TcpcryptSession:
                 rekey = self._tx_rekey
                 self._tx_rekey = False
                 flags = FLAG_FINP if (fin and i == nframes - 1) else 0
-                pos = seal_into(self._tx_key, bmv, pos, base + pos,   # type: ignore[arg-type]
+                key = self._tx_key
+                assert key is not None, "no traffic key: before the key exchange or after FINp"
+                pos = seal_into(key, bmv, pos, base + pos,
                                 mv[start:start + k], flags, rekey)
                 start += k
                 self._tx_frames += 1
@@ -645,9 +652,10 @@ class TcpcryptSession:
             nxt = pos + FRAME_HEADER_LEN + clen
             rekey = control & CONTROL_REKEY    # cres bits: ignored, but authenticated as sent
             key = self._next_rx_key() if rekey else self._rx_key
+            assert key is not None, "no traffic key: before the key exchange"
             plen = clen - TAG_LEN
             saved = res[w - 1]
-            open_into(key, base + pos, control, clen,   # type: ignore[arg-type]
+            open_into(key, base + pos, control, clen,
                       src[pos + FRAME_HEADER_LEN:nxt], omv[w - 1:w - 1 + plen])
             flags = res[w - 1]
             res[w - 1] = saved
@@ -666,7 +674,7 @@ class TcpcryptSession:
             pos = nxt
             self.frames_received += 1
             if rekey:
-                self._on_peer_rekey(key, out)   # type: ignore[arg-type]
+                self._on_peer_rekey(key, out)
             if flags & FLAG_FINP:
                 self.eof_received = True
         return w

@@ -418,7 +418,9 @@ class AsyncTun:
         self.max_batch_bytes = max_batch_bytes
         self.max_queue = max_queue
         self.close_device = close_device
-        self._on_packets: Callable[[list[bytes]], None] | None = None
+        # on_packets(packets), or with gro on_packets(packets, checksum_ok) (the Link protocol
+        # of tcpstack.aio.streams): one callable, two arities, so typed loosely.
+        self._on_packets: Callable[..., None] | None = None
         self._queue: deque[Frame] = deque()
         self._writing = False
         self._reading = False
@@ -456,7 +458,7 @@ class AsyncTun:
     def queued(self) -> int:
         return len(self._queue)
 
-    def start(self, on_packets: Callable[[list[bytes]], None]) -> None:
+    def start(self, on_packets: Callable[..., None]) -> None:
         if self._closed:
             raise TunError(errno.EBADF, f"{self.device.name}: link is closed")
         self._on_packets = on_packets
@@ -479,7 +481,7 @@ class AsyncTun:
         if self._gro:
             packets, trusted = self._from_vnet_gro(batch)
             if packets:
-                self._on_packets(packets, trusted)  # type: ignore[call-arg]
+                self._on_packets(packets, trusted)
             return
         if self._strip:
             batch = self._from_vnet(batch)
@@ -487,8 +489,8 @@ class AsyncTun:
                 return
         self._on_packets(batch)
 
-    def _from_vnet_gro(self, frames: list[bytes]) -> tuple[list[Any], list[bool]]:
-        packets: list[Any] = []
+    def _from_vnet_gro(self, frames: list[bytes]) -> tuple[list[bytes | memoryview], list[bool]]:
+        packets: list[bytes | memoryview] = []
         trusted: list[bool] = []
         hlen = self._hlen
         for f in frames:

@@ -94,7 +94,7 @@ class TCPSegment:
         return all(getattr(self, s) == getattr(other, s) for s in self.__slots__ if s != "payload") \
             and bytes(self.payload) == bytes(other.payload)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # __eq__ by value on a mutable object: unhashable
 
     def __repr__(self) -> str:
         opts = []
