@@ -26,6 +26,7 @@ from tcpstack.errors import ParseError
 from tcpstack.wire.ip import IPv4Header, parse_ip
 from tcpstack.wire.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
 from tcpstack.wire.tcp import IPPROTO_TCP, parse_tcp
+from tcpstack.tools.pcap import LINKTYPE_RAW
 
 Endpoint = tuple[str, int]
 Record = tuple[float, str, bytes]          # (time, "in"/"out"/"", IP packet)
@@ -57,7 +58,7 @@ class Diagram:
 
 # --- input -----------------------------------------------------------------------------------
 
-_LINK_SKIP = {101: 0, 228: 0, 229: 0, 1: 14, 113: 16}   # RAW, IPV4, IPV6, ETHERNET, LINUX_SLL
+_LINK_SKIP = {LINKTYPE_RAW: 0, 228: 0, 229: 0, 1: 14, 113: 16}   # RAW, IPV4, IPV6, ETHERNET, LINUX_SLL
 
 
 def read_pcap(path: str) -> list[Record]:
