@@ -85,14 +85,15 @@ def _stack(kwargs: dict[str, Any]) -> Any:
     return _stack_from_env()
 
 
-async def open_connection(host: str | None = None, port: int | None = None,
+# Both replace the names `from asyncio import *` brought in: that is this module's point.
+async def open_connection(host: str | None = None, port: int | None = None,  # type: ignore[no-redef]
                           **kwargs: Any) -> "tuple[_asyncio.StreamReader, _asyncio.StreamWriter]":
     """asyncio.open_connection() over the userspace stack (tcpcrypt when the peer agrees)."""
     stack = _stack(kwargs)
     return await _tcpcrypt.open_connection(host, port, stack=stack, **kwargs)
 
 
-async def start_server(client_connected_cb: Callable[..., Any], host: str | None = None,
+async def start_server(client_connected_cb: Callable[..., Any], host: str | None = None,  # type: ignore[no-redef]
                        port: int | None = None, **kwargs: Any) -> Any:
     """asyncio.start_server() over the userspace stack."""
     stack = _stack(kwargs)

@@ -49,12 +49,12 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from tcpstack.wire.segment import ACK, RST, SYN
+from tcpstack.wire.tcp import ENO_KIND     # 69, RFC 8547 11 table 2: the wire layer parses the option
 
 from .errors import ENOError
 
 log = logging.getLogger(__name__)
 
-ENO_KIND = 69                 # RFC 8547 11, table 2
 TEP_MIN = 0x20                # RFC 8547 3 / 4.1 table 1: TEP identifiers are 0x20-0x7f
 TEP_MAX = 0x7F
 TEP_EXPERIMENTAL = 0x20       # RFC 8547 11, table 3
@@ -62,7 +62,7 @@ TEP_RESERVED_EXTENDED = range(0x70, 0x80)   # RFC 8547 11, table 3: reserved for
 MAX_LENGTH_BYTE_DATA = 32     # RFC 8547 4.4: a length byte designates 1..32 bytes
 MAX_SYN_PAYLOAD = 38          # 40 bytes of TCP option space minus kind and length (4.4)
 
-_V = 0x80                     # the "v" bit of an initial suboption byte (figure 4)
+V_BIT = 0x80                  # the "v" bit of an initial suboption byte (figure 4)
 _LEN_BASE = 0x80              # length byte: 100nnnnn (figure 6)
 
 
@@ -119,7 +119,7 @@ class TEPOffer:
     @property
     def byte(self) -> int:
         """The initial suboption byte: ``v | glt``."""
-        return self.tep | _V if self.v else self.tep
+        return self.tep | V_BIT if self.v else self.tep
 
 
 # --- option contents: RFC 8547 4.1, 4.2, 4.4 -----------------------------------------------
@@ -143,7 +143,7 @@ def encode_syn_option(global_: GlobalSuboption | None, teps: Sequence[TEPOffer])
         if not sub.v:
             out.append(sub.tep)
         elif i == last:
-            out.append(sub.tep | _V)
+            out.append(sub.tep | V_BIT)
             out += sub.data
         else:
             n = len(sub.data)
@@ -151,7 +151,7 @@ def encode_syn_option(global_: GlobalSuboption | None, teps: Sequence[TEPOffer])
                 raise ValueError(f"TEP {sub.tep:#x}: {n} data bytes cannot be encoded with a "
                                  "length byte (1..32, RFC 8547 4.4); put it last")
             out.append(_LEN_BASE | (n - 1))
-            out.append(sub.tep | _V)
+            out.append(sub.tep | V_BIT)
             out += sub.data
     if len(out) > MAX_SYN_PAYLOAD:
         raise ValueError(f"ENO option contents of {len(out)} bytes exceed the {MAX_SYN_PAYLOAD} "
@@ -180,16 +180,16 @@ def parse_syn_option(payload: bytes) -> tuple[GlobalSuboption | None, tuple[TEPO
             if global_ is None:
                 global_ = GlobalSuboption.from_byte(c)
             i += 1
-        elif c < _V:                          # v=0, glt >= 0x20: TEP without data
+        elif c < V_BIT:                          # v=0, glt >= 0x20: TEP without data
             teps.append(TEPOffer(c))
             i += 1
-        elif c < _V | TEP_MIN:                # v=1, glt < 0x20: length byte (4.4)
+        elif c < V_BIT | TEP_MIN:                # v=1, glt < 0x20: length byte (4.4)
             length = (c & 0x1F) + 1
             if i + 1 >= n:
                 raise ENOError(f"ENO length byte {c:#04x} at offset {i} ends the option "
                                "(RFC 8547 4.4)")
             t = mv[i + 1]
-            if t < _V | TEP_MIN:
+            if t < V_BIT | TEP_MIN:
                 raise ENOError(f"ENO length byte {c:#04x} at offset {i} is followed by {t:#04x}, "
                                "not a TEP identifier with v = 1 (RFC 8547 4.4 rule 2)")
             end = i + 2 + length
@@ -246,7 +246,7 @@ class ENOResult:
     def __post_init__(self) -> None:
         if self.tep_byte < 0:
             b_data = self.local_data if self.role == "B" else self.peer_data
-            object.__setattr__(self, "tep_byte", self.tep | _V if b_data else self.tep)
+            object.__setattr__(self, "tep_byte", self.tep | V_BIT if b_data else self.tep)
 
 
 Respond = Callable[[tuple[TEPOffer, ...]], Sequence[TEPOffer]]

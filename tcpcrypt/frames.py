@@ -37,11 +37,11 @@ log = logging.getLogger(__name__)
 CONTROL_REKEY = 0x01      # control bit 0 (4.2)
 FLAG_FINP = 0x01          # flags bit 0 (4.2.1)
 FLAG_URGP = 0x02          # flags bit 1 (4.2.1)
-FRAME_HEADER_LEN = 3      # control + clen
+FRAME_HEADER = struct.Struct(">BH")   # 4.2: control | clen (also the AAD, 4.2.2)
+FRAME_HEADER_LEN = FRAME_HEADER.size  # 3
 MAX_CLEN = 0xFFFF         # 3.6: ciphertext length < 2**16
 
-_CLEN = struct.Struct(">H")
-_HDR = struct.Struct(">BH")
+U16 = struct.Struct(">H")            # a 16-bit field: the urgent pointer (4.2.1)
 
 
 _U64 = struct.Struct(">Q")
@@ -79,7 +79,7 @@ def _warm_up(suite: AEADSuite) -> None:
         src = memoryview(bytearray(b"??" + plain))[2:]
         dst = bytearray(FRAME_HEADER_LEN + len(plain) + TAG_LEN)
         dmv = memoryview(dst)
-        _HDR.pack_into(dst, 0, 0, len(plain) + TAG_LEN)
+        FRAME_HEADER.pack_into(dst, 0, 0, len(plain) + TAG_LEN)
         aead.encrypt_into(nonce, src, dmv[:FRAME_HEADER_LEN], dmv[FRAME_HEADER_LEN:])
         out = bytearray(len(plain) + 1)
         aead.decrypt_into(nonce, memoryview(bytes(dst))[FRAME_HEADER_LEN:], bytes(dst[:FRAME_HEADER_LEN]),
@@ -151,12 +151,12 @@ def seal_into(key: FrameKey, buf: memoryview, pos: int, offset: int, data: bytes
     if clen > MAX_CLEN:
         raise ValueError(f"frame too large: clen {clen} must be < 2**16 (RFC 8548 3.6)")
     control = CONTROL_REKEY if rekey else 0
-    _HDR.pack_into(buf, pos, control, clen)             # 4.2: control | clen, also the AAD (4.2.2)
+    FRAME_HEADER.pack_into(buf, pos, control, clen)             # 4.2: control | clen, also the AAD (4.2.2)
     p = pos + FRAME_HEADER_LEN
     plain = _staging(plen)
     plain[0] = flags                                    # 4.2.1: flags [| urgent] | data
     if urgent is not None:
-        _CLEN.pack_into(plain, 1, urgent)
+        U16.pack_into(plain, 1, urgent)
     plain[hlen:plen] = data
     with memoryview(plain) as pmv:
         key.aead.encrypt_into(key.nonce(offset), pmv[:plen], buf[pos:p], buf[p:p + clen])
@@ -181,7 +181,7 @@ def open_into(key: FrameKey, offset: int, control: int, clen: int, ciphertext: m
     """
     try:
         aad = key._aad
-        _HDR.pack_into(aad, 0, control, clen)
+        FRAME_HEADER.pack_into(aad, 0, control, clen)
         key.aead.decrypt_into(key.nonce(offset), ciphertext, aad, out)
     except InvalidTag:
         raise TcpcryptIntegrityError(
@@ -192,12 +192,12 @@ def open_into(key: FrameKey, offset: int, control: int, clen: int, ciphertext: m
 def open_frame(key: FrameKey, offset: int, frame: bytes | memoryview) -> tuple[int, int, int | None, bytes]:
     """Decrypt one complete frame: (control, flags, urgent or None, data).  For tests and tools."""
     mv = memoryview(frame)
-    control, clen = _HDR.unpack_from(mv, 0)
+    control, clen = FRAME_HEADER.unpack_from(mv, 0)
     if len(mv) != FRAME_HEADER_LEN + clen or clen < TAG_LEN + 1:
         raise ValueError("not exactly one well-formed frame")
     out = bytearray(clen - TAG_LEN)
     open_into(key, offset, control, clen, mv[FRAME_HEADER_LEN:], memoryview(out))
     flags = out[0]
     if flags & FLAG_URGP:
-        return control, flags, _CLEN.unpack_from(out, 1)[0], bytes(out[3:])
+        return control, flags, U16.unpack_from(out, 1)[0], bytes(out[3:])
     return control, flags, None, bytes(out[1:])

@@ -60,21 +60,24 @@ class TcpcryptProvider:
                    options: dict[str, Any]) -> ENONegotiator:
         cfg = self._config_for(options)
         peer = remote[0]
+        app_aware = int(options.get("app_aware", 0))
+        mandatory_app_aware = bool(options.get("mandatory_app_aware", False))
         # validate: RFC 8548 3.5 -- an active opener MUST ignore a resumption suboption whose
         # identifier half does not match the one it proposed.
-        kwargs = dict(app_aware=int(options.get("app_aware", 0)),
-                      mandatory_app_aware=bool(options.get("mandatory_app_aware", False)),
-                      validate=make_validator(cfg, self.cache, peer))
-        if options.get("passive_role_bit") is not None:
-            # RFC 8547 4.3/8.3: an application expecting simultaneous open sets b = 1 on one
-            # side so the two hosts still get distinct roles.
-            kwargs["passive_role_bit"] = int(options["passive_role_bit"])
+        validate = make_validator(cfg, self.cache, peer)
+        # RFC 8547 4.3/8.3: an application expecting simultaneous open sets b = 1 on one
+        # side so the two hosts still get distinct roles (None: the default for the role).
+        role_bit = options.get("passive_role_bit")
+        passive_role_bit = None if role_bit is None else int(role_bit)
         if active:
             offers = make_offers(cfg, self.cache, peer)
-            return ENONegotiator(offers, active=True, **kwargs)
+            return ENONegotiator(offers, active=True, app_aware=app_aware,
+                                 mandatory_app_aware=mandatory_app_aware,
+                                 passive_role_bit=passive_role_bit, validate=validate)
         fresh = [TEPOffer(t) for t in cfg.teps]
         return ENONegotiator(fresh, active=False, respond=make_responder(cfg, self.cache, peer),
-                             **kwargs)
+                             app_aware=app_aware, mandatory_app_aware=mandatory_app_aware,
+                             passive_role_bit=passive_role_bit, validate=validate)
 
     def transform(self, negotiator: ENONegotiator, *, local: Addr, remote: Addr,
                   options: dict[str, Any]) -> TcpcryptSession | None:

@@ -24,46 +24,42 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Protocol, Sequence
 
 from . import keys
+from .eno import V_BIT, TEPOffer
 from .errors import TcpcryptError, TcpcryptProtocolError
-from .frames import (CONTROL_REKEY, FLAG_FINP, FLAG_URGP, FRAME_HEADER_LEN, FrameKey, frame_len,
-                     open_into, seal_into)
+from .frames import (CONTROL_REKEY, FLAG_FINP, FLAG_URGP, FRAME_HEADER, FRAME_HEADER_LEN, U16,
+                     FrameKey, frame_len, open_into, seal_into)
 from .messages import (INIT1_MAGIC, INIT2_MAGIC, build_init1, build_init2, choose_aead,
                        message_length, parse_init1, parse_init2)
 from .resumption import ResumptionTicket, SessionCache
-from .suites import AEADS, N_A_LEN, N_B_LEN, TAG_LEN, TEPS, TcpcryptConfig
+from .suites import AEADS, N_A_LEN, N_B_LEN, TAG_LEN, TEPS, AEADSuite, TcpcryptConfig
 
 log = logging.getLogger(__name__)
 
-try:  # tcpcrypt/eno.py is written concurrently; keep this module importable without it.
-    from .eno import TEPOffer
-except ImportError:  # pragma: no cover - only while eno.py does not exist yet
-    @dataclass(frozen=True)
-    class TEPOffer:  # type: ignore[no-redef]
-        tep: int
-        data: bytes = b""
-
-_FHDR = struct.Struct(">BH")
-_U16 = struct.Struct(">H")
 _FRAME_OVERHEAD = frame_len(0)   # control, clen, flags, tag: 20 bytes a frame (4.2, 4.2.1)
-_V_BIT = 0x80                 # RFC 8547 4.1: the "v" bit of a suboption byte
 _MIN_RESUME_DATA = keys.RESUME_HALF_LEN          # 3.5: fewer bytes => a fresh offer
 _MAX_RESUME_DATA = keys.RESUME_HALF_LEN + 8      # identifier half + nonce of 0..8 bytes
 
 
 class ENOResultLike(Protocol):
-    """What tcpcrypt needs from tcpcrypt.eno.ENOResult."""
-    tep: int
-    role: str
-    local_data: bytes
-    peer_data: bytes
-    transcript: bytes
-    local_offers: tuple[Any, ...]
-    peer_offers: tuple[Any, ...]
+    """What tcpcrypt needs from tcpcrypt.eno.ENOResult (read only: ENOResult is frozen)."""
+    @property
+    def tep(self) -> int: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def local_data(self) -> bytes: ...
+    @property
+    def peer_data(self) -> bytes: ...
+    @property
+    def transcript(self) -> bytes: ...
+    @property
+    def local_offers(self) -> tuple[Any, ...]: ...
+    @property
+    def peer_offers(self) -> tuple[Any, ...]: ...
 
 
 # --- what goes into the SYNs (3.2, 3.5) ------------------------------------------------------
@@ -221,7 +217,7 @@ class TcpcryptSession:
         # 3.4: the session ID starts with the byte B sent: TEP identifier and "v" bit.
         b_data = local_data if self.role == "B" else peer_data
         tep_byte = getattr(result, "tep_byte", -1)
-        self._tep_byte = tep_byte if tep_byte >= 0 else self.tep | (_V_BIT if b_data else 0)
+        self._tep_byte = tep_byte if tep_byte >= 0 else self.tep | (V_BIT if b_data else 0)
 
         # Claim every ticket our own SYN proposed (3.5): one may be used now, the others are
         # consumed anyway ("used (successfully or not)").
@@ -491,7 +487,7 @@ class TcpcryptSession:
 
     def _bump_local(self) -> None:
         self._local_gen += 1
-        suite = AEADS[self.aead]   # type: ignore[index]
+        suite = self._suite()
         mk = self._master_key(self._local_gen)
         self._tx_key = FrameKey(suite, keys.traffic_key(mk, self._writer_was_a, suite), self._local_gen)
         self._tx_rekey = True
@@ -499,9 +495,14 @@ class TcpcryptSession:
         self._prune()
         log.debug("local generation -> %d", self._local_gen)
 
+    def _suite(self) -> AEADSuite:
+        """The negotiated AEAD (set by the key exchange, before any frame or rekey)."""
+        assert self.aead is not None, "no AEAD before the key exchange"
+        return AEADS[self.aead]
+
     def _next_rx_key(self) -> FrameKey:
         gen = self._remote_gen + 1
-        suite = AEADS[self.aead]   # type: ignore[index]
+        suite = self._suite()
         mk = self._master_key(gen)
         return FrameKey(suite, keys.traffic_key(mk, not self._writer_was_a, suite), gen)
 
@@ -540,7 +541,9 @@ class TcpcryptSession:
                 rekey = self._tx_rekey
                 self._tx_rekey = False
                 flags = FLAG_FINP if (fin and i == nframes - 1) else 0
-                pos = seal_into(self._tx_key, bmv, pos, base + pos,   # type: ignore[arg-type]
+                key = self._tx_key
+                assert key is not None, "no traffic key: before the key exchange or after FINp"
+                pos = seal_into(key, bmv, pos, base + pos,
                                 mv[start:start + k], flags, rekey)
                 start += k
                 self._tx_frames += 1
@@ -573,7 +576,7 @@ class TcpcryptSession:
             rx = self._rx = bytearray()
         if self.eof_received and (n or rx):
             raise TcpcryptProtocolError("data after the FINp frame (RFC 8548 3.7)")
-        unpack = _FHDR.unpack_from
+        unpack = FRAME_HEADER.unpack_from
         with memoryview(data) as mv:
             pos = 0                         # bytes of data consumed
             held = 0                        # length of the completed frame in rx, if any
@@ -641,7 +644,7 @@ class TcpcryptSession:
                   omv: memoryview, w: int, out: list[bytes | bytearray]) -> int:
         """Open the complete frames src[pos:end] (src[i] is at stream offset base + i) into
         res from w - 1 on; return the new w.  3.6 / 4.2: AAD = control | clen as received."""
-        unpack = _FHDR.unpack_from
+        unpack = FRAME_HEADER.unpack_from
         while pos < end:
             if self.eof_received:
                 raise TcpcryptProtocolError("data after the FINp frame (RFC 8548 3.7)")
@@ -649,16 +652,17 @@ class TcpcryptSession:
             nxt = pos + FRAME_HEADER_LEN + clen
             rekey = control & CONTROL_REKEY    # cres bits: ignored, but authenticated as sent
             key = self._next_rx_key() if rekey else self._rx_key
+            assert key is not None, "no traffic key: before the key exchange"
             plen = clen - TAG_LEN
             saved = res[w - 1]
-            open_into(key, base + pos, control, clen,   # type: ignore[arg-type]
+            open_into(key, base + pos, control, clen,
                       src[pos + FRAME_HEADER_LEN:nxt], omv[w - 1:w - 1 + plen])
             flags = res[w - 1]
             res[w - 1] = saved
             if flags & FLAG_URGP:
                 if plen < 3:
                     raise TcpcryptProtocolError("URGp frame without an urgent field")
-                urgent = _U16.unpack_from(res, w)[0]
+                urgent = U16.unpack_from(res, w)[0]
                 dlen = plen - 3
                 res[w:w + dlen] = res[w + 2:w + 2 + dlen]
                 # 3.7: offset from the frame's beginning; recorded against the app stream.
@@ -670,7 +674,7 @@ class TcpcryptSession:
             pos = nxt
             self.frames_received += 1
             if rekey:
-                self._on_peer_rekey(key, out)   # type: ignore[arg-type]
+                self._on_peer_rekey(key, out)
             if flags & FLAG_FINP:
                 self.eof_received = True
         return w

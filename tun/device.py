@@ -29,11 +29,11 @@ import struct
 import subprocess
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeAlias
 
 import pytun
 
-from tcpstack.wire.tcp import GSOFrame
+from tcpstack.wire.buffers import Buffer, GSOFrame, LinkPacket
 
 from . import vnet
 
@@ -43,6 +43,9 @@ if TYPE_CHECKING:
     from .netns import NetNS
 
 log = logging.getLogger(__name__)
+
+Frame: TypeAlias = Buffer | tuple[Buffer, ...]
+"""One frame for the device: a buffer for write(2), or buffers for one writev(2)."""
 
 # --- setns (RFC-free plumbing: the calling thread enters a named network namespace) ---------
 
@@ -327,7 +330,7 @@ class TunDevice:
         st.rx_bytes += nbytes
         return out
 
-    def try_write(self, packet: bytes | bytearray | memoryview | tuple[Any, ...]) -> bool:
+    def try_write(self, packet: Frame) -> bool:
         """Write one frame; False (nothing counted) on EAGAIN/ENOBUFS, for callers that queue.
         A tuple of buffers is one frame written with writev(2) (a TSO frame's headers and
         its payload, not joined in Python).
@@ -336,7 +339,7 @@ class TunDevice:
         close) are counted in stats.tx_errors and reported as True: retrying cannot help.
         """
         try:
-            if type(packet) is tuple:
+            if isinstance(packet, tuple):
                 n = os.writev(self._fd, packet)
             else:
                 n = os.write(self._fd, packet)
@@ -415,8 +418,10 @@ class AsyncTun:
         self.max_batch_bytes = max_batch_bytes
         self.max_queue = max_queue
         self.close_device = close_device
-        self._on_packets: Callable[[list[bytes]], None] | None = None
-        self._queue: deque[bytes] = deque()
+        # on_packets(packets), or with gro on_packets(packets, checksum_ok) (the Link protocol
+        # of tcpstack.aio.streams): one callable, two arities, so typed loosely.
+        self._on_packets: Callable[..., None] | None = None
+        self._queue: deque[Frame] = deque()
         self._writing = False
         self._reading = False
         self._closed = False
@@ -453,7 +458,7 @@ class AsyncTun:
     def queued(self) -> int:
         return len(self._queue)
 
-    def start(self, on_packets: Callable[[list[bytes]], None]) -> None:
+    def start(self, on_packets: Callable[..., None]) -> None:
         if self._closed:
             raise TunError(errno.EBADF, f"{self.device.name}: link is closed")
         self._on_packets = on_packets
@@ -476,7 +481,7 @@ class AsyncTun:
         if self._gro:
             packets, trusted = self._from_vnet_gro(batch)
             if packets:
-                self._on_packets(packets, trusted)  # type: ignore[call-arg]
+                self._on_packets(packets, trusted)
             return
         if self._strip:
             batch = self._from_vnet(batch)
@@ -484,8 +489,8 @@ class AsyncTun:
                 return
         self._on_packets(batch)
 
-    def _from_vnet_gro(self, frames: list[bytes]) -> tuple[list[Any], list[bool]]:
-        packets: list[Any] = []
+    def _from_vnet_gro(self, frames: list[bytes]) -> tuple[list[bytes | memoryview], list[bool]]:
+        packets: list[bytes | memoryview] = []
         trusted: list[bool] = []
         hlen = self._hlen
         for f in frames:
@@ -517,33 +522,39 @@ class AsyncTun:
                 log.debug("%s: dropping bad vnet frame: %s", self.device.name, e)
         return out
 
-    def send(self, packet: bytes | GSOFrame) -> None:
+    def send(self, packet: LinkPacket) -> None:
         if self._closed:
             return
+        frame: Frame
         if type(packet) is GSOFrame:
             # tcp.build_gso: headers (with their own 10-byte virtio_net_hdr) and the payload,
             # written together by writev(2): the payload is never copied in Python.
-            packet = packet.buffers()
-            if self._hlen != 10:
-                head = packet[0]
-                packet = (head[:10] + bytes(self._hlen - 10) + head[10:], *packet[1:])
+            frame = packet.buffers()
+            if self._hlen != vnet.VNET_HDR_LEN:
+                head = packet.head
+                frame = (head[:vnet.VNET_HDR_LEN] + bytes(self._hlen - vnet.VNET_HDR_LEN)
+                         + head[vnet.VNET_HDR_LEN:], *frame[1:])
             self.device.stats.tx_gso += 1
         elif self._strip:
-            if packet[0] == 1:
+            if packet[0] == vnet.VIRTIO_NET_HDR_F_NEEDS_CSUM:
                 # A GSO frame from tcp.build_gso_frame: its own 10-byte virtio_net_hdr
                 # (flags NEEDS_CSUM = 1 where a plain packet has its IP version nibble).
-                if self._hlen != 10:
-                    packet = packet[:10] + bytes(self._hlen - 10) + packet[10:]
+                frame = packet
+                if self._hlen != vnet.VNET_HDR_LEN:
+                    frame = (packet[:vnet.VNET_HDR_LEN] + bytes(self._hlen - vnet.VNET_HDR_LEN)
+                             + packet[vnet.VNET_HDR_LEN:])
                 self.device.stats.tx_gso += 1
             else:
-                packet = self._hdr_zero + packet
+                frame = self._hdr_zero + packet
+        else:
+            frame = packet
         q = self._queue
-        if not q and self.device.try_write(packet):
+        if not q and self.device.try_write(frame):
             return
         if len(q) >= self.max_queue:
             self.device.stats.tx_dropped += 1
             return
-        q.append(packet)
+        q.append(frame)
         if not self._writing:
             self.loop.add_writer(self.device.fileno(), self._on_writable)
             self._writing = True

@@ -1,17 +1,7 @@
-"""struct virtio_net_hdr, the per-frame header of a TUN device opened with IFF_VNET_HDR.
+"""struct virtio_net_hdr, the per-frame header of a TUN device opened with IFF_VNET_HDR: parse and pack.
 
-Layout (include/uapi/linux/virtio_net.h, VIRTIO 1.x spec 5.1.6 "Device Operation"):
-
-    u8  flags        VIRTIO_NET_HDR_F_NEEDS_CSUM | _DATA_VALID | _RSC_INFO
-    u8  gso_type     VIRTIO_NET_HDR_GSO_NONE/TCPV4/UDP/TCPV6/UDP_L4, | _ECN
-    u16 hdr_len      length of the headers (IP + L4, no Ethernet on TUN) to copy per segment
-    u16 gso_size     payload bytes per segment (the MSS for TCP)
-    u16 csum_start   offset where checksumming starts (the L4 header)
-    u16 csum_offset  offset of the checksum field from csum_start (16 TCP, 6 UDP)
-    u16 num_buffers  only in the 12-byte variant (TUNSETVNETHDRSZ 12, VIRTIO_NET_F_MRG_RXBUF)
-
-The tun driver uses the host's native byte order for these fields (legacy virtio, unless
-TUNSETVNETLE/BE), so they are packed in native order here.
+The layout and constants are tcpstack.wire.virtio_net's (the TSO frames the stack builds
+use them too), re-exported here.
 
 Also here, for links that hand plain IP packets to the stack: completing a partial checksum
 (what a NIC does for NEEDS_CSUM) and splitting TCP (RFC 9293 3.1 header fields: sequence
@@ -24,6 +14,15 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
+from tcpstack.wire.checksum import internet_checksum, ones_sum
+from tcpstack.wire.ip import IPPROTO_UDP
+from tcpstack.wire.segment import CWR, FIN, PSH
+from tcpstack.wire.tcp import IPPROTO_TCP
+from tcpstack.wire.virtio_net import (
+    HDR, HDR_MRG, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_F_RSC_INFO,
+    VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+    VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_GSO_UDP_L4, VNET_HDR_LEN, VNET_HDR_MRG_LEN)
+
 __all__ = [
     "VirtioNetHdr", "VNET_HDR_LEN", "VNET_HDR_MRG_LEN", "pack", "parse", "to_packets",
     "complete_checksum", "gso_split", "inet_checksum",
@@ -32,27 +31,8 @@ __all__ = [
     "VIRTIO_NET_HDR_GSO_TCPV6", "VIRTIO_NET_HDR_GSO_UDP_L4", "VIRTIO_NET_HDR_GSO_ECN",
 ]
 
-VNET_HDR_LEN = 10
-VNET_HDR_MRG_LEN = 12
-
-VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
-VIRTIO_NET_HDR_F_DATA_VALID = 2
-VIRTIO_NET_HDR_F_RSC_INFO = 4
-
-VIRTIO_NET_HDR_GSO_NONE = 0
-VIRTIO_NET_HDR_GSO_TCPV4 = 1
-VIRTIO_NET_HDR_GSO_UDP = 3
-VIRTIO_NET_HDR_GSO_TCPV6 = 4
-VIRTIO_NET_HDR_GSO_UDP_L4 = 5
-VIRTIO_NET_HDR_GSO_ECN = 0x80
-
-_HDR = struct.Struct("=BBHHHH")
-_HDR_MRG = struct.Struct("=BBHHHHH")
 _H = struct.Struct("!H")
 _I = struct.Struct("!I")
-
-_TCP_FIN, _TCP_PSH, _TCP_CWR = 0x01, 0x08, 0x80
-_PROTO_TCP, _PROTO_UDP = 6, 17
 
 
 class VirtioNetHdr(NamedTuple):
@@ -79,9 +59,9 @@ ZERO_HDR = VirtioNetHdr()
 def pack(hdr: VirtioNetHdr = ZERO_HDR, length: int = VNET_HDR_LEN) -> bytes:
     """The `length`-byte (10 or 12) wire form of hdr."""
     if length == VNET_HDR_LEN:
-        return _HDR.pack(*hdr[:6])
+        return HDR.pack(*hdr[:6])
     if length == VNET_HDR_MRG_LEN:
-        return _HDR_MRG.pack(*hdr)
+        return HDR_MRG.pack(*hdr)
     raise ValueError(f"virtio_net_hdr length must be 10 or 12, not {length}")
 
 
@@ -91,30 +71,15 @@ def parse(frame: bytes | bytearray | memoryview, length: int = VNET_HDR_LEN
     if len(frame) < length:
         raise ValueError(f"frame of {len(frame)} bytes shorter than its {length}-byte virtio_net_hdr")
     if length == VNET_HDR_LEN:
-        hdr = VirtioNetHdr(*_HDR.unpack_from(frame, 0))
+        hdr = VirtioNetHdr(*HDR.unpack_from(frame, 0))
     elif length == VNET_HDR_MRG_LEN:
-        hdr = VirtioNetHdr(*_HDR_MRG.unpack_from(frame, 0))
+        hdr = VirtioNetHdr(*HDR_MRG.unpack_from(frame, 0))
     else:
         raise ValueError(f"virtio_net_hdr length must be 10 or 12, not {length}")
     return hdr, memoryview(frame)[length:]
 
 
-def _sum16(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
-    """One's-complement sum of data (as 16-bit big-endian words, odd byte zero-padded) folded to
-    16 bits, RFC 1071.  Uses 2**16 == 1 (mod 0xffff) on one big integer: no per-byte loop."""
-    n = int.from_bytes(data, "big")
-    if len(data) & 1:
-        n <<= 8
-    total = n + initial
-    s = total % 0xFFFF
-    if s == 0 and total:
-        s = 0xFFFF
-    return s
-
-
-def inet_checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
-    """The Internet checksum (~one's-complement sum) of data, RFC 1071."""
-    return ~_sum16(data, initial) & 0xFFFF
+inet_checksum = internet_checksum      # the Internet checksum (RFC 1071): tcpstack.wire.checksum's
 
 
 def complete_checksum(packet: bytearray, csum_start: int, csum_offset: int) -> None:
@@ -124,14 +89,15 @@ def complete_checksum(packet: bytearray, csum_start: int, csum_offset: int) -> N
     if csum_start < 0 or at + 2 > len(packet):
         raise ValueError(f"csum_start {csum_start}/csum_offset {csum_offset} outside a "
                          f"{len(packet)}-byte packet")
-    _H.pack_into(packet, at, inet_checksum(memoryview(packet)[csum_start:]))
+    _H.pack_into(packet, at, internet_checksum(memoryview(packet)[csum_start:]))
 
 
 def _pseudo_sum(pkt: bytes | bytearray | memoryview, v6: bool, proto: int, l4_len: int) -> int:
-    # RFC 9293 3.1 (IPv4 pseudo-header), RFC 8200 8.1 (IPv6 pseudo-header)
+    # RFC 9293 3.1 (IPv4 pseudo-header), RFC 8200 8.1 (IPv6 pseudo-header): the source and
+    # destination addresses are adjacent in both headers, summed as one run of words
     if v6:
-        return _sum16(pkt[8:40], l4_len + proto)
-    return _sum16(pkt[12:20], l4_len + proto)
+        return ones_sum(pkt[8:40], l4_len + proto)
+    return ones_sum(pkt[12:20], l4_len + proto)
 
 
 def gso_split(packet: bytes | bytearray | memoryview, hdr: VirtioNetHdr) -> list[bytes]:
@@ -151,11 +117,11 @@ def gso_split(packet: bytes | bytearray | memoryview, hdr: VirtioNetHdr) -> list
     else:
         raise ValueError(f"GSO packet with IP version {version}")
     if gso in (VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6):
-        if proto != _PROTO_TCP or len(mv) < ihl + 20:
+        if proto != IPPROTO_TCP or len(mv) < ihl + 20:
             raise ValueError(f"TCP GSO packet carries protocol {proto}")
         l4h = (mv[ihl + 12] >> 4) * 4
     elif gso == VIRTIO_NET_HDR_GSO_UDP_L4:
-        if proto != _PROTO_UDP:
+        if proto != IPPROTO_UDP:
             raise ValueError(f"UDP GSO packet carries protocol {proto}")
         l4h = 8
     else:
@@ -185,21 +151,21 @@ def gso_split(packet: bytes | bytearray | memoryview, hdr: VirtioNetHdr) -> list
             _H.pack_into(seg, 2, ihl + l4_len)
             _H.pack_into(seg, 4, (ip_id + i) & 0xFFFF)
             _H.pack_into(seg, 10, 0)
-            _H.pack_into(seg, 10, inet_checksum(memoryview(seg)[:ihl]))
+            _H.pack_into(seg, 10, internet_checksum(memoryview(seg)[:ihl]))
         if tcp:
             _I.pack_into(seg, ihl + 4, (seq + off) & 0xFFFFFFFF)
             f = flags
             if i:
-                f &= ~_TCP_CWR                     # CWR only on the first segment
+                f &= ~CWR                     # CWR only on the first segment
             if i != count - 1:
-                f &= ~(_TCP_FIN | _TCP_PSH)        # FIN/PSH only on the last
+                f &= ~(FIN | PSH)        # FIN/PSH only on the last
             seg[ihl + 13] = f
             csum_at = ihl + 16
         else:
             _H.pack_into(seg, ihl + 4, l4_len)
             csum_at = ihl + 6
         _H.pack_into(seg, csum_at, 0)
-        c = inet_checksum(memoryview(seg)[ihl:], _pseudo_sum(seg, v6, proto, l4_len))
+        c = internet_checksum(memoryview(seg)[ihl:], _pseudo_sum(seg, v6, proto, l4_len))
         if not tcp and c == 0:
             c = 0xFFFF                             # RFC 768: a computed zero is sent as all ones
         _H.pack_into(seg, csum_at, c)

@@ -34,6 +34,8 @@ import time
 from typing import Any
 
 from tcpstack.tools import control
+from tcpstack.wire.tcp import IPPROTO_TCP
+from tcpstack.wire.virtio_net import VIRTIO_NET_HDR_F_NEEDS_CSUM, VNET_HDR_LEN
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -377,12 +379,12 @@ class Host:
         core.on_packet = self._on_packet if want else None
 
     def _on_packet(self, direction: str, packet: bytes, now: float) -> None:
-        tso = packet[0] == 1                  # a TSO frame: virtio_net_hdr before the IP header
+        tso = packet[0] == VIRTIO_NET_HDR_F_NEEDS_CSUM  # a TSO frame: virtio_net_hdr before the IP header
         if self._pcap is not None:
             for p in wire_packets(packet, direction):
                 self._pcap(direction, p, now)
         if tso:
-            packet = packet[10:]
+            packet = packet[VNET_HDR_LEN:]
         if self._tracing:
             self._tracer.packet(direction, packet, now)
         if self.watch is not None:
@@ -435,7 +437,7 @@ def wire_packets(packet: bytes, direction: str) -> list[bytes]:
     from tun import vnet
 
     from tcpstack.wire.checksum import internet_checksum, ones_sum, pseudo_header_sum
-    if packet[0] == 1:
+    if packet[0] == VIRTIO_NET_HDR_F_NEEDS_CSUM:
         return vnet.to_packets(packet)
     if direction != "in" or len(packet) < 40:
         return [packet]
@@ -448,10 +450,10 @@ def wire_packets(packet: bytes, direction: str) -> list[bytes]:
         ihl, proto = 40, packet[6]
         src, dst = packet[8:24], packet[24:40]
         total = 40 + int.from_bytes(packet[4:6], "big")
-    if proto != 6 or total > len(packet) or total < ihl + 20:
+    if proto != IPPROTO_TCP or total > len(packet) or total < ihl + 20:
         return [packet]
     seg = memoryview(packet)[ihl:total]
-    pseudo = pseudo_header_sum(src, dst, 6, len(seg))
+    pseudo = pseudo_header_sum(src, dst, IPPROTO_TCP, len(seg))
     if ones_sum(seg, pseudo) == 0:
         return [packet]                               # a complete, correct checksum
     field = int.from_bytes(seg[16:18], "big")

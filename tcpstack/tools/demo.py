@@ -93,8 +93,9 @@ async def tun_demo(out: TextIO = sys.stdout, size: int = 8 << 20) -> dict[str, A
     body = os.urandom(size)
     digest = hashlib.sha256(body).hexdigest()
     with KernelSide(offload=True) as k:   # fast by default (falls back without offloads)
-        stack = Stack(k.link(), [k.stack_addr])
-        print(f"TUN device {k.dev.name} in namespace {k.name}: kernel {k.kernel_addr}, "
+        link = k.link()
+        stack = Stack(link, [k.stack_addr])
+        print(f"TUN device {link.device.name} in namespace {k.name}: kernel {k.kernel_addr}, "
               f"userspace stack {k.stack_addr}, MTU {k.mtu}, "
               f"offloads {'on (TSO/GRO)' if k.offload else 'off'}", file=out)
 

@@ -26,6 +26,7 @@ from tcpstack.errors import ParseError
 from tcpstack.wire.ip import IPv4Header, parse_ip
 from tcpstack.wire.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
 from tcpstack.wire.tcp import IPPROTO_TCP, parse_tcp
+from tcpstack.tools.pcap import LINKTYPE_RAW
 
 Endpoint = tuple[str, int]
 Record = tuple[float, str, bytes]          # (time, "in"/"out"/"", IP packet)
@@ -57,7 +58,7 @@ class Diagram:
 
 # --- input -----------------------------------------------------------------------------------
 
-_LINK_SKIP = {101: 0, 228: 0, 229: 0, 1: 14, 113: 16}   # RAW, IPV4, IPV6, ETHERNET, LINUX_SLL
+_LINK_SKIP = {LINKTYPE_RAW: 0, 228: 0, 229: 0, 1: 14, 113: 16}   # RAW, IPV4, IPV6, ETHERNET, LINUX_SLL
 
 
 def read_pcap(path: str) -> list[Record]:
@@ -227,21 +228,22 @@ def render_text(d: Diagram, *, max_segments: int | None = None, width: int = 36)
     # Names over their lifelines: the left one from the left edge, the right one ending at
     # the right edge of the arrows (width + 2 columns).
     lines = [f"{'time':>10}  {lname}{rname.rjust(max(width + 2 - len(lname), len(rname) + 1))}"]
-    events: list[tuple[float, int, object]] = [(a.t, 1, a) for a in d.arrows]
+    # (time, 0 for a state / 1 for an arrow, the state's (left?, label) or the arrow)
+    events: list[tuple[float, int, tuple[bool, str] | Arrow]] = [(a.t, 1, a) for a in d.arrows]
     events += [(t, 0, (left, label)) for t, left, label in d.states]
     events.sort(key=lambda e: (e[0], e[1]))
     shown = 0
     total = len(d.arrows)
     for t, kind, obj in events:
-        if kind == 0:
-            left, label = obj  # type: ignore[misc]
+        if isinstance(obj, tuple):
+            left, label = obj
             mark = f"[{label}]"
             lines.append(f"{t:10.6f}  " + (f"{mark}{' ' * max(width + 1 - len(mark), 1)}|"
                                              if left else f"|{' ' * width}{mark}"))
             continue
         if max_segments is not None and shown >= max_segments:
             continue
-        a: Arrow = obj  # type: ignore[assignment]
+        a = obj
         shaft = "=" if a.retransmission else "-"
         body = shaft * (width - 1)
         arrow = f"|{body}>|" if a.left_to_right else f"|<{body}|"
@@ -263,8 +265,9 @@ def render_svg(d: Diagram, *, max_segments: int | None = None, row: int = 34,
     above; state transitions as boxes on the lifelines."""
     arrows = d.arrows if max_segments is None else d.arrows[:max_segments]
     xl, xr, top = 170, 730, 70
-    events = sorted([(a.t, 1, a) for a in arrows] + [(t, 0, (l, s)) for t, l, s in d.states],
-                    key=lambda e: (e[0], e[1]))
+    events: list[tuple[float, int, tuple[bool, str] | Arrow]] = [(a.t, 1, a) for a in arrows]
+    events += [(t, 0, (left, label)) for t, left, label in d.states]
+    events.sort(key=lambda e: (e[0], e[1]))
     height = top + row * (len(events) + 1) + 40
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="900" height="{height}" '
            f'viewBox="0 0 900 {height}" font-family="monospace" font-size="11">',
@@ -279,8 +282,8 @@ def render_svg(d: Diagram, *, max_segments: int | None = None, row: int = 34,
                    f'stroke-width="2"/>')
     y = top
     for t, kind, obj in events:
-        if kind == 0:
-            left, label = obj  # type: ignore[misc]
+        if isinstance(obj, tuple):
+            left, label = obj
             x = xl if left else xr
             w = 8 * len(label) + 12
             out.append(f'<g class="state"><rect x="{x - w / 2}" y="{y - 12}" width="{w}" '
@@ -288,7 +291,7 @@ def render_svg(d: Diagram, *, max_segments: int | None = None, row: int = 34,
                        f'<text x="{x}" y="{y + 1}" text-anchor="middle">{escape(label)}</text></g>')
             y += row
             continue
-        a: Arrow = obj  # type: ignore[assignment]
+        a = obj
         x1, x2 = (xl, xr) if a.left_to_right else (xr, xl)
         color = "#c00000" if a.retransmission else "#000000"
         out.append(f'<g class="segment"><title>{escape(f"{a.t:.6f} s {_label(a)}")}</title>'

@@ -10,6 +10,8 @@ from __future__ import annotations
 import struct
 from typing import BinaryIO
 
+from tcpstack.wire.virtio_net import VIRTIO_NET_HDR_F_NEEDS_CSUM, VNET_HDR_LEN
+
 LINKTYPE_RAW = 101
 _GLOBAL = struct.Struct("<IHHiIII")
 _RECORD = struct.Struct("<IIII")
@@ -31,11 +33,11 @@ class PcapWriter:
         self.write(packet, now)
 
     def write(self, packet: bytes, now: float) -> None:
-        if packet[:1] == b"\x01":
+        if packet and packet[0] == VIRTIO_NET_HDR_F_NEEDS_CSUM:
             # A TSO frame (tcp.build_gso_frame): drop its 10-byte virtio_net_hdr and record
             # the super-packet, as tcpdump shows one on an interface with TSO.  Its TCP
             # checksum is the partial (pseudo-header) sum the kernel completes per segment.
-            packet = packet[10:]
+            packet = packet[VNET_HDR_LEN:]
         t = now + self.clock_offset
         sec = int(t)
         usec = int((t - sec) * 1_000_000)

@@ -12,8 +12,10 @@ import struct
 from tcpstack.wire.checksum import internet_checksum, ones_sum
 from tcpstack.errors import ParseError
 
-_V4 = struct.Struct("!BBHHHBBH4s4s")
-_V6 = struct.Struct("!IHBB16s16s")
+V4_HDR = struct.Struct("!BBHHHBBH4s4s")   # the 20-byte IPv4 header, no options (RFC 791 3.1)
+V6_HDR = struct.Struct("!IHBB16s16s")      # the 40-byte IPv6 header (RFC 8200 3)
+
+IPPROTO_UDP = 17                           # RFC 768 (TCP's 6 is tcp.IPPROTO_TCP, ICMP's in icmp)
 
 # IPv6 extension headers walked to find the upper layer (RFC 8200 4.1).
 HOP_BY_HOP, ROUTING, FRAGMENT, DEST_OPTS, NO_NEXT, AUTH = 0, 43, 44, 60, 59, 51
@@ -111,7 +113,7 @@ def parse_ip(packet: bytes | bytearray | memoryview) -> tuple[IPv4Header | IPv6H
     if version == 4:
         if n < 20:
             raise ParseError(f"IPv4 packet of {n} bytes is shorter than a header")
-        vihl, tos, total, ident, ff, ttl, proto, _csum, src, dst = _V4.unpack_from(mv)
+        vihl, tos, total, ident, ff, ttl, proto, _csum, src, dst = V4_HDR.unpack_from(mv)
         ihl = (vihl & 0x0F) * 4
         if ihl < 20:
             raise ParseError(f"IPv4 IHL {ihl // 4} is below the minimum of 5")
@@ -125,7 +127,7 @@ def parse_ip(packet: bytes | bytearray | memoryview) -> tuple[IPv4Header | IPv6H
     if version == 6:
         if n < 40:
             raise ParseError(f"IPv6 packet of {n} bytes is shorter than a header")
-        vtf, plen, nh, hlim, src, dst = _V6.unpack_from(mv)
+        vtf, plen, nh, hlim, src, dst = V6_HDR.unpack_from(mv)
         if 40 + plen > n:
             raise ParseError(f"IPv6 payload length {plen} exceeds the packet ({n - 40} bytes)")
         if plen == 0 and nh == HOP_BY_HOP:
@@ -199,7 +201,7 @@ def build_ipv4(src: bytes, dst: bytes, proto: int, payload: bytes | bytearray | 
         raise ValueError(f"IPv4 datagram of {total} bytes is too large")
     ff = (0x4000 if df else 0) | (0x2000 if more_fragments else 0) | (frag_offset >> 3)
     buf = bytearray(total)
-    _V4.pack_into(buf, 0, 0x40 | (ihl >> 2), tos, total, ident, ff, ttl, proto, 0, src, dst)
+    V4_HDR.pack_into(buf, 0, 0x40 | (ihl >> 2), tos, total, ident, ff, ttl, proto, 0, src, dst)
     if olen:
         buf[20:ihl] = options
     csum = internet_checksum(memoryview(buf)[:ihl])
@@ -218,7 +220,7 @@ def build_ipv6(src: bytes, dst: bytes, next_header: int, payload: bytes | bytear
     if not extensions:
         if len(payload) > 0xFFFF:
             raise ValueError("IPv6 payload too large (jumbograms unsupported)")
-        return _V6.pack((6 << 28) | (traffic_class << 20) | flow_label, len(payload),
+        return V6_HDR.pack((6 << 28) | (traffic_class << 20) | flow_label, len(payload),
                         next_header, hop_limit, src, dst) + bytes(payload)
     chain = bytearray()
     types = [t for t, _ in extensions] + [next_header]
@@ -232,5 +234,5 @@ def build_ipv6(src: bytes, dst: bytes, next_header: int, payload: bytes | bytear
     plen = len(chain) + len(payload)
     if plen > 0xFFFF:
         raise ValueError("IPv6 payload too large (jumbograms unsupported)")
-    return _V6.pack((6 << 28) | (traffic_class << 20) | flow_label, plen, types[0], hop_limit,
+    return V6_HDR.pack((6 << 28) | (traffic_class << 20) | flow_label, plen, types[0], hop_limit,
                     src, dst) + bytes(chain) + bytes(payload)

@@ -10,6 +10,11 @@ is the connection's job).  ``window`` is the raw 16-bit header field, NOT scaled
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tcpstack.wire.buffers import Payload
+
 # Control bits (RFC 9293 3.1, RFC 3168 for ECE/CWR).
 FIN = 0x01
 SYN = 0x02
@@ -51,7 +56,7 @@ class TCPSegment:
                  "eno", "unknown_options", "payload", "gso_size")
 
     def __init__(self, src_port: int, dst_port: int, seq: int, ack: int, flags: int,
-                 window: int, payload: bytes | memoryview = b"", *, urg_ptr: int = 0,
+                 window: int, payload: Payload = b"", *, urg_ptr: int = 0,
                  mss: int | None = None, wscale: int | None = None,
                  sack_permitted: bool = False,
                  sack_blocks: tuple[tuple[int, int], ...] = (),
@@ -89,7 +94,7 @@ class TCPSegment:
         return all(getattr(self, s) == getattr(other, s) for s in self.__slots__ if s != "payload") \
             and bytes(self.payload) == bytes(other.payload)
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # __eq__ by value on a mutable object: unhashable
 
     def __repr__(self) -> str:
         opts = []

@@ -16,19 +16,22 @@ pack_into and computes both checksums; parse_tcp() returns the payload as a memo
 from __future__ import annotations
 
 import struct
-from typing import Any
 
+from tcpstack.wire.buffers import Gather, GSOFrame  # GSOFrame also re-exported (its home before buffers.py)
 from tcpstack.wire.checksum import internet_checksum, ones_sum, pseudo_header_sum
 from tcpstack.errors import ParseError, TcpStackError
+from tcpstack.wire.ip import V4_HDR, V6_HDR
 from tcpstack.wire.segment import TCPSegment
+from tcpstack.wire.virtio_net import (VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4,
+                                      VIRTIO_NET_HDR_GSO_TCPV6, VNET_HDR_LEN)
+from tcpstack.wire.virtio_net import HDR as _VNET
 
 _HDR = struct.Struct("!HHIIHHHH")
-_V4 = struct.Struct("!BBHHHBBH4s4s")
-_V6 = struct.Struct("!IHBB16s16s")
 _TS = struct.Struct("!BBBBII")         # NOP NOP kind=8 len=10 tsval tsecr
 _MSS = struct.Struct("!BBH")
 _SACK_EDGE = struct.Struct("!II")
 IPPROTO_TCP = 6
+ENO_KIND = 69                          # the TCP-ENO option (RFC 8547 11, table 2); tcpcrypt.eno's
 
 _TS_BYTES = b"\x01\x01\x08\x0a"
 
@@ -81,7 +84,7 @@ def _options(seg: TCPSegment) -> bytes:
     for e in seg.eno:
         if len(e) > 38:
             raise OptionSpaceError(f"ENO option of {2 + len(e)} bytes cannot fit in 40")
-        opt = bytes((69, 2 + len(e))) + e
+        opt = bytes((ENO_KIND, 2 + len(e))) + e
         parts.append(opt + b"\x01" * (_r4(len(opt)) - len(opt)))
     for kind, data in seg.unknown_options:
         if len(data) > 38:
@@ -107,6 +110,8 @@ def _write_tcp(buf: bytearray, off: int, seg: TCPSegment, opts: bytes) -> int:
         buf[off + 20:off + hlen] = opts
     payload = seg.payload
     if payload:
+        if type(payload) is Gather:     # a TSO segment that fits one segment after all
+            payload = bytes(payload)
         buf[off + hlen:off + hlen + len(payload)] = payload
     return hlen + len(payload)
 
@@ -138,14 +143,14 @@ def build_ip_tcp(seg: TCPSegment, src: bytes, dst: bytes, *, ttl: int = 64, iden
     if len(src) == 4:
         iph = 20
         buf = bytearray(iph + tcp_len)
-        _V4.pack_into(buf, 0, 0x45, tos, iph + tcp_len, ident, 0x4000, ttl, IPPROTO_TCP, 0, src, dst)
+        V4_HDR.pack_into(buf, 0, 0x45, tos, iph + tcp_len, ident, 0x4000, ttl, IPPROTO_TCP, 0, src, dst)
         c = internet_checksum(memoryview(buf)[:20])
         buf[10] = c >> 8
         buf[11] = c & 0xFF
     else:
         iph = 40
         buf = bytearray(iph + tcp_len)
-        _V6.pack_into(buf, 0, (6 << 28) | (tos << 20) | flow_label, tcp_len, IPPROTO_TCP, ttl, src, dst)
+        V6_HDR.pack_into(buf, 0, (6 << 28) | (tos << 20) | flow_label, tcp_len, IPPROTO_TCP, ttl, src, dst)
     _write_tcp(buf, iph, seg, opts)
     c = internet_checksum(memoryview(buf)[iph:], pseudo_header_sum(src, dst, IPPROTO_TCP, tcp_len))
     buf[iph + 16] = c >> 8
@@ -153,64 +158,6 @@ def build_ip_tcp(seg: TCPSegment, src: bytes, dst: bytes, *, ttl: int = 64, iden
     return bytes(buf)
 
 
-_VNET = struct.Struct("=BBHHHH")     # struct virtio_net_hdr (linux/virtio_net.h), host order
-VNET_HDR_LEN = 10
-_F_NEEDS_CSUM = 1
-_GSO_TCPV4, _GSO_TCPV6 = 1, 4
-
-
-class Gather:
-    """A payload in several pieces (views of consecutive send-buffer chunks), for a TSO
-    frame written with writev(2) so the pieces are never joined in Python.  Sized like the
-    bytes it stands for; bytes(g) joins them (for captures and tests)."""
-    __slots__ = ("parts", "n")
-
-    def __init__(self, parts: list[bytes | memoryview], n: int) -> None:
-        self.parts = parts
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __bytes__(self) -> bytes:
-        return b"".join(self.parts)
-
-    def __getitem__(self, i: int | slice) -> int | bytes:
-        return bytes(self)[i]
-
-    def __eq__(self, other: object) -> bool:
-        return bytes(self) == other
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-
-class GSOFrame:
-    """A TSO frame as buffers for one writev(2): `head` (virtio_net_hdr + IP + TCP headers,
-    see build_gso) and `payload` (the segment's payload as the send buffer handed it over:
-    a view of the application's bytes, or a sndbuf.Gather of views; never copied in Python,
-    the kernel checksums and segments it).  bytes(frame) gives the contiguous frame
-    build_gso_frame returns."""
-    __slots__ = ("head", "payload")
-
-    def __init__(self, head: bytearray, payload: bytes | memoryview) -> None:
-        self.head = head
-        self.payload = payload
-
-    def __len__(self) -> int:
-        return len(self.head) + len(self.payload)
-
-    def __bytes__(self) -> bytes:
-        p = self.payload
-        return b"".join((self.head, p if type(p) is not Gather else bytes(p)))
-
-    def buffers(self) -> tuple[Any, ...]:
-        """The frame as buffers for writev(2): headers, then the payload's pieces."""
-        p = self.payload
-        return (self.head, p) if type(p) is not Gather else (self.head, *p.parts)
-
-    def __repr__(self) -> str:
-        return f"GSOFrame({len(self.head)} + {len(self.payload)} bytes)"
 
 
 def build_gso_frame(seg: TCPSegment, src: bytes, dst: bytes, *, ttl: int = 64, ident: int = 0,
@@ -240,19 +187,19 @@ def build_gso(seg: TCPSegment, src: bytes, dst: bytes, *, ttl: int = 64, ident: 
     if len(src) == 4:
         iph = 20
         buf = bytearray(VNET_HDR_LEN + iph + thl)
-        _V4.pack_into(buf, VNET_HDR_LEN, 0x45, tos, (iph + tcp_len) & 0xFFFF, ident, 0x4000,
+        V4_HDR.pack_into(buf, VNET_HDR_LEN, 0x45, tos, (iph + tcp_len) & 0xFFFF, ident, 0x4000,
                       ttl, IPPROTO_TCP, 0, src, dst)
         c = internet_checksum(memoryview(buf)[VNET_HDR_LEN:VNET_HDR_LEN + 20])
         buf[VNET_HDR_LEN + 10] = c >> 8
         buf[VNET_HDR_LEN + 11] = c & 0xFF
-        gso_type = _GSO_TCPV4
+        gso_type = VIRTIO_NET_HDR_GSO_TCPV4
     else:
         iph = 40
         buf = bytearray(VNET_HDR_LEN + iph + thl)
-        _V6.pack_into(buf, VNET_HDR_LEN, (6 << 28) | (tos << 20) | flow_label, tcp_len & 0xFFFF,
+        V6_HDR.pack_into(buf, VNET_HDR_LEN, (6 << 28) | (tos << 20) | flow_label, tcp_len & 0xFFFF,
                       IPPROTO_TCP, ttl, src, dst)
-        gso_type = _GSO_TCPV6
-    _VNET.pack_into(buf, 0, _F_NEEDS_CSUM, gso_type, iph + thl, seg.gso_size, iph, 16)
+        gso_type = VIRTIO_NET_HDR_GSO_TCPV6
+    _VNET.pack_into(buf, 0, VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type, iph + thl, seg.gso_size, iph, 16)
     off = VNET_HDR_LEN + iph
     _HDR.pack_into(buf, off, seg.src_port, seg.dst_port, seg.seq, seg.ack,
                    ((thl >> 2) << 12) | seg.flags, seg.window, 0, seg.urg_ptr)
@@ -328,7 +275,7 @@ def _parse_options(seg: TCPSegment, opts: memoryview) -> None:
             if length != 10:
                 raise ParseError(f"timestamps option length {length} != 10")
             seg.tsval, seg.tsecr = struct.unpack_from("!II", opts, i + 2)
-        elif kind == 69:
+        elif kind == ENO_KIND:
             eno.append(bytes(opts[i + 2:i + length]))
         else:
             unknown.append((kind, bytes(opts[i + 2:i + length])))
