@@ -18,65 +18,10 @@ from typing import Any, Callable, Iterable, Protocol
 from tcpstack.aio.reader import ChunkedStreamReader
 from tcpstack.host.endpoint import Closed, Data, Endpoint, Eof, Established, SecurityProvider
 from tcpstack.host.stack import Listener, StackConfig, StackCore
-from tcpstack.wire.tcp import GSOFrame
 
 log = logging.getLogger(__name__)
 
 _DEFAULT_LIMIT = 2 ** 16
-_ACK_ONLY = 0x10       # TCP flags byte of a pure ACK (ACK set, nothing else)
-
-
-def coalesce_acks(packets: list[bytes]) -> list[bytes]:
-    """Drop each pure ACK (no data, only the ACK flag) that a later packet of the same
-    connection in the same flush supersedes: a later segment carrying a strictly greater
-    cumulative ACK (mod 2**32) and, by construction, the newer window and SACK state.
-
-    Edge-level ACK coalescing for a received batch (what Linux gets from GRO): one ACK per
-    batch instead of one per two segments.  RFC 5681 4.2 / RFC 1122 4.2.3.2 ("an ACK for at
-    least every second full-sized segment"): the ACK kept acknowledges every segment of the
-    batch at the instant the batch was read, so no full-sized segment waits for its ACK;
-    we read the SHOULD as bounding how long acknowledgement is withheld, not the count of
-    ACK packets, as Linux does for GRO-merged segments (pinned in tests/tcpstack/
-    test_rfc_rules.py).  The cost falls on senders that count ACKs rather than bytes.
-    Duplicate ACKs (equal ACK numbers, RFC 5681 3.2) and anything with data, SYN, FIN or
-    RST are never dropped.  Headers are read in place.
-    """
-    pending: dict[bytes, tuple[int, int]] = {}   # connection -> (index, ack) of its last pure ACK
-    drop: list[int] | None = None
-    for i, p in enumerate(packets):
-        if type(p) is GSOFrame:
-            continue                              # TSO data, never a pure ACK
-        v = p[0] >> 4
-        if v == 4:
-            if p[9] != 6:
-                continue
-            t = (p[0] & 15) << 2
-            key = p[12:20] + p[t:t + 4]
-        elif v == 6:
-            if p[6] != 6:
-                continue
-            t = 40
-            key = p[8:40] + p[40:44]
-        else:
-            continue
-        if len(p) < t + 20:
-            continue
-        flags = p[t + 13]
-        if flags & 0x04 or not flags & 0x10:      # RST, or no ACK field
-            continue
-        ack = int.from_bytes(p[t + 8:t + 12], "big")
-        prev = pending.get(key)
-        if prev is not None and 0 < ((ack - prev[1]) & 0xFFFFFFFF) < 0x80000000:
-            if drop is None:
-                drop = []
-            drop.append(prev[0])
-            del pending[key]
-        if flags == _ACK_ONLY and len(p) == t + ((p[t + 12] >> 4) << 2):
-            pending[key] = (i, ack)
-    if drop is None:
-        return packets
-    dropped = set(drop)
-    return [p for i, p in enumerate(packets) if i not in dropped]
 
 
 class Link(Protocol):
@@ -300,8 +245,6 @@ class Stack:
                     lst.handler._accept_ready()
             packets = core.packets_to_send()
             if packets:
-                if len(packets) > 1:
-                    packets = coalesce_acks(packets)
                 send = self.link.send
                 for p in packets:
                     send(p)

@@ -13,7 +13,9 @@ Implements:
     (RFC 1122 4.2.3.9, RFC 5927, RFC 1191 / RFC 8201 PMTU); protocol / port unreachable and
     ICMPv6 parameter problem for protocols the stack does not speak (RFC 1122 3.2.2.1,
     4.1.3.1, RFC 8200 4; :meth:`StackCore._unreachable`);
-  - a timer heap so the earliest deadline over all connections is O(log n) to find.
+  - a timer heap so the earliest deadline over all connections is O(log n) to find;
+  - ACK coalescing per flush: a pure ACK that a later segment of its connection supersedes
+    is not sent (RFC 5681 4.2 as read in tcpstack/host/acks.py), for every driver alike.
 
 A driver (the asyncio edge, the simulator, a test) feeds :meth:`receive_packet`, calls
 :meth:`handle_timer` at :meth:`next_timer`, and sends what :meth:`packets_to_send` returns.
@@ -37,6 +39,7 @@ from tcpstack.wire import icmp as icmp_mod
 from tcpstack.wire.checksum import ones_sum, pseudo_header_sum
 from tcpstack.tcp.config import TCPConfig
 from tcpstack.tcp.connection import TCPConnection
+from tcpstack.host.acks import AckCoalescer
 from tcpstack.host.endpoint import Endpoint, SecurityProvider
 from tcpstack.errors import HostUnreachableError, ParseError, TcpStackError
 from tcpstack.host.fragments import Reassembler
@@ -81,7 +84,7 @@ class StackConfig:
 @dataclass
 class StackStats:
     packets_in: int = 0
-    packets_out: int = 0
+    packets_out: int = 0             # packets handed to the driver (packets_to_send)
     bytes_in: int = 0
     bytes_out: int = 0
     malformed: int = 0               # failed to parse (counted, dropped)
@@ -106,6 +109,7 @@ class StackStats:
     icmp_unreach_sent: int = 0       # protocol / port unreachable, ICMPv6 parameter problem
     connections_opened: int = 0
     connections_accepted: int = 0
+    acks_coalesced: int = 0          # pure ACKs superseded in their flush, never sent (acks.py)
 
 
 class _TokenBucket:
@@ -232,6 +236,10 @@ class StackCore:
         self._conns: dict[tuple[bytes, int, bytes, int], Endpoint] = {}
         self._listeners: dict[tuple[bytes | None, int], Listener] = {}
         self._out: list[bytes] = []
+        # ACK coalescing over each flush (packets_to_send): a pure ACK superseded by a later
+        # segment of its connection is not sent (tcpstack/host/acks.py for the rule).
+        self.coalesce_acks = True
+        self._acks = AckCoalescer()
         self._tcp_configs: dict[int, tuple[TCPConfig, TCPConfig]] = {}
         self._batch: dict[int, Endpoint] | None = None    # endpoints touched by this batch
         self._timers: list[tuple[float, int, Endpoint]] = []
@@ -262,7 +270,20 @@ class StackCore:
     # --- driver interface (SimHost) ------------------------------------------------------
 
     def packets_to_send(self) -> list[bytes]:
+        """Everything queued since the last call, in order: one flush.  Pure ACKs that a
+        later segment of their connection in the flush supersedes are left out (see
+        coalesce_acks)."""
         out, self._out = self._out, []
+        superseded = self._acks.take()
+        if superseded:
+            n = len(superseded)
+            self.stats.acks_coalesced += n
+            self.stats.packets_out -= n
+            if n == 1:
+                del out[superseded[0]]
+            else:
+                drop = set(superseded)
+                out = [p for i, p in enumerate(out) if i not in drop]
         if out:
             self.stats.bytes_out += sum(map(len, out))
         if self.on_packet is not None:
@@ -483,14 +504,18 @@ class StackCore:
             self.on_service(ep, now)
         segs = conn.segments_to_send(now)
         if segs:
-            lp, rp = ep._key[0], ep._key[2]  # type: ignore[attr-defined]
+            key = ep._key  # type: ignore[attr-defined]
+            lp, rp = key[0], key[2]
             ttl = self.config.ttl
             out = self._out
+            acks = self._acks if self.coalesce_acks else None
             for seg in segs:
                 if seg.gso_size and len(seg.payload) > seg.gso_size:
                     out.append(build_gso(seg, lp, rp, ttl=ttl))      # TSO: payload not copied
-                else:
-                    out.append(build_ip_tcp(seg, lp, rp, ttl=ttl))
+                    continue                                         # (and never a pure ACK)
+                if acks is not None:
+                    acks.note(key, len(out), seg.flags, seg.ack, bool(seg.payload))
+                out.append(build_ip_tcp(seg, lp, rp, ttl=ttl))
             self.stats.packets_out += len(segs)
         if (ep.events or ep.notify) and not ep.in_ready:
             ep.in_ready = True
@@ -657,6 +682,8 @@ class StackCore:
                             min(cfg.recv_buffer, 0xFFFF), mss=cfg.mss, wscale=wscale,
                             sack_permitted=sackok, tsval=tsval,
                             tsecr=seg.tsval if ts else 0, eno=eno)
+        if self.coalesce_acks:        # (a SYN-ACK may supersede a TIME-WAIT ACK of this 4-tuple)
+            self._acks.note((lp, lport, rp, rport), len(self._out), synack.flags, synack.ack, False)
         self._out.append(build_ip_tcp(synack, lp, rp, ttl=self.config.ttl))
         lst.last_cookie = now
         st.syncookies_sent += 1
