@@ -9,7 +9,6 @@ pause_writing/resume_writing, reading flow control via pause_reading/resume_read
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import ipaddress
 import logging
 import socket
@@ -87,12 +86,8 @@ class Stack:
                               now=self.loop.time())
         self.core.cork_writes = True     # writes in one loop turn leave together (_flush)
         tso = getattr(link, "tso_max_size", 0)
-        if tso and not self.core.config.tcp.tso_max_size:
-            # The link segments TCP super-packets (TSO, e.g. a vnet TUN device): let the
-            # TCBs emit them.  Before any connection exists, so every TCB sees it.
-            cfg = self.core.config
-            self.core.config = dataclasses.replace(
-                cfg, tcp=dataclasses.replace(cfg.tcp, tso_max_size=tso))
+        if tso:
+            self.core.link_tso(tso)      # the link segments TCP super-packets
         self.link = link
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -139,13 +134,13 @@ class Stack:
                                local_addr=local_addr[0] if local_addr else None,
                                local_port=local_addr[1] if local_addr else 0, options=opts)
         transport = _StreamTransport(self, ep, protocol, views_ok=True)
-        self._kick()
+        self.kick()
         try:
-            await transport._connected
+            await transport.wait_connected()
         except BaseException:
             if not ep.closed:
                 ep.abort(loop.time())
-                self._kick()
+                self.kick()
             raise
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         return reader, writer
@@ -178,7 +173,7 @@ class Stack:
         listener = self.core.listen(port, host, backlog=backlog, options=opts)
         server = Server(self, listener, client_connected_cb, limit)
         if start_serving:
-            server._start()
+            server.begin_serving()
         return server
 
     def connections(self) -> list[Endpoint]:
@@ -194,11 +189,7 @@ class Stack:
         after close(2), but this stack dies with its process (cf. SO_LINGER)."""
         deadline = self.loop.time() + timeout
         while True:
-            busy = [ep for ep in self.core.endpoints()
-                    if not ep.conn.is_terminated and (
-                        ep.write_buffer_size or ep.conn.send_buffer_used
-                        or ep.conn.snd_nxt != ep.conn.snd_una)]
-            if not busy:
+            if not self.core.unacknowledged():
                 return True
             if self.loop.time() >= deadline:
                 return False
@@ -222,7 +213,7 @@ class Stack:
         self.core.receive_packets(packets, self.loop.time(), checksum_ok)
         self._flush()
 
-    def _kick(self) -> None:
+    def kick(self) -> None:
         """Something changed from the application side: flush soon (coalesces writes)."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -239,10 +230,10 @@ class Stack:
             for ep in ready:
                 tr = ep.handler
                 if tr is not None:
-                    tr._dispatch()
+                    tr.endpoint_ready()
             for lst in listeners:
                 if lst.handler is not None:
-                    lst.handler._accept_ready()
+                    lst.handler.accept_ready()
             packets = core.packets_to_send()
             if packets:
                 send = self.link.send
@@ -291,10 +282,21 @@ class _StreamTransport(asyncio.Transport):
         self._high = 64 * 1024
         self._low = 16 * 1024
         ep.handler = self
-        self._dispatch()
+        self.endpoint_ready()
+
+    async def wait_connected(self) -> None:
+        """Until the stream is established (raises what ended it before that)."""
+        await self._connected
+
+    def accepted(self) -> None:
+        """An accepted endpoint, established already: tell the protocol (connection_made)."""
+        if not self._connected.done():
+            self._connected.set_result(None)
+            self._protocol.connection_made(self)
 
     # events from the endpoint
-    def _dispatch(self) -> None:
+    def endpoint_ready(self) -> None:
+        """The endpoint has events, or buffer space (Stack._flush, from the core's ready list)."""
         ep = self._ep
         ep.notify = False
         proto = self._protocol
@@ -361,7 +363,7 @@ class _StreamTransport(asyncio.Transport):
         elif self._paused_writing and size <= self._low:
             self._paused_writing = False
             self._protocol.resume_writing()
-        if self._closing and not self._lost and size == 0 and self._ep._fin_queued:
+        if self._closing and not self._lost and size == 0 and self._ep.fin_queued:
             self._lost = True
             self._stack.loop.call_soon(self._protocol.connection_lost, None)
 
@@ -373,14 +375,14 @@ class _StreamTransport(asyncio.Transport):
             return  # like asyncio's socket transports: writes after a reset are dropped
         self._ep.send(data, self._stack.loop.time())
         self._check_write_buffer()
-        self._stack._kick()
+        self._stack.kick()
 
     def writelines(self, list_of_data: Iterable[bytes]) -> None:
         self.write(b"".join(list_of_data))
 
     def write_eof(self) -> None:
         self._ep.shutdown_write(self._stack.loop.time())
-        self._stack._kick()
+        self._stack.kick()
 
     def can_write_eof(self) -> bool:
         return True
@@ -405,7 +407,7 @@ class _StreamTransport(asyncio.Transport):
         self._closing = True
         if not self._ep.closed:
             self._ep.abort(self._stack.loop.time())
-        self._stack._kick()
+        self._stack.kick()
 
     # asyncio.BaseTransport
     def close(self) -> None:
@@ -428,7 +430,7 @@ class _StreamTransport(asyncio.Transport):
             return
         ep.close(self._stack.loop.time())
         self._check_write_buffer()
-        self._stack._kick()
+        self._stack.kick()
 
     def is_closing(self) -> bool:
         return self._closing or self._ep.closed
@@ -464,7 +466,7 @@ class _StreamTransport(asyncio.Transport):
         if not self._reading:
             self._reading = True
             self._ep.resume_reading(self._stack.loop.time())
-            self._stack._kick()
+            self._stack.kick()
 
 
 class Server:
@@ -502,14 +504,17 @@ class Server:
     def is_serving(self) -> bool:
         return self._serving and not self._closed
 
-    def _start(self) -> None:
+    def begin_serving(self) -> None:
+        """start_serving() without awaiting (what start_server(start_serving=True) does)."""
         self._serving = True
-        self._accept_ready()
+        self.accept_ready()
 
     async def start_serving(self) -> None:
-        self._start()
+        self.begin_serving()
 
-    def _accept_ready(self) -> None:
+    def accept_ready(self) -> None:
+        """The listener's accept queue has endpoints (Stack._flush): hand them to the
+        application's callback."""
         if not self._serving or self._closed:
             return
         loop = self._stack.loop
@@ -520,9 +525,7 @@ class Server:
             reader = ChunkedStreamReader(limit=self._limit, loop=loop)
             protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
             transport = _StreamTransport(self._stack, ep, protocol, views_ok=True)
-            if not transport._connected.done():
-                transport._connected.set_result(None)
-                protocol.connection_made(transport)
+            transport.accepted()
             writer = asyncio.StreamWriter(transport, protocol, reader, loop)
             res = self._cb(reader, writer)
             if asyncio.iscoroutine(res):
@@ -548,16 +551,18 @@ class Server:
         if self._serving_forever is not None and not self._serving_forever.done():
             self._serving_forever.cancel()
         self._closed_fut.set_result(None)
-        self._stack._kick()
+        self._stack.kick()
 
     def close_clients(self) -> None:
-        for ep in self._stack.core.endpoints():
-            if ep.handler is not None and ep.local[1] == self._listener.port:
+        """Close the connections this server accepted (asyncio 3.13)."""
+        for ep in self._listener.endpoints():
+            if ep.handler is not None:
                 ep.handler.close()
 
     def abort_clients(self) -> None:
-        for ep in self._stack.core.endpoints():
-            if ep.handler is not None and ep.local[1] == self._listener.port:
+        """Abort the connections this server accepted (asyncio 3.13)."""
+        for ep in self._listener.endpoints():
+            if ep.handler is not None:
                 ep.handler.abort()
 
     async def wait_closed(self) -> None:
@@ -570,7 +575,7 @@ class Server:
             raise RuntimeError("serve_forever() is already running")
         if self._closed:
             raise RuntimeError("server is closed")
-        self._start()
+        self.begin_serving()
         self._serving_forever = self._stack.loop.create_future()
         try:
             await self._serving_forever

@@ -178,28 +178,37 @@ class Listener:
     def accept(self) -> Endpoint | None:
         return self.accept_queue.popleft() if self.accept_queue else None
 
+    def endpoints(self) -> list[Endpoint]:
+        """The open connections this listener has put in its accept queue (taken by accept()
+        or not): a server's own clients, as asyncio's Server.close_clients() means them."""
+        return [ep for ep in self.core.endpoints() if ep.accepted_by is self]
+
     def close(self) -> None:
         """Stop listening; endpoints not yet accepted are reset (like close(2) on a socket)."""
         if self.closed:
             return
         self.closed = True
-        self.core._listeners.pop((self.addr, self.port), None)
+        self.core.remove_listener(self)
         while self.accept_queue:
             ep = self.accept_queue.popleft()
             ep.abort(self.core.now)
 
-    # called by Endpoint
-    def _on_established(self, ep: Endpoint) -> None:
+    # --- told by the endpoints it opens (Endpoint.listener) ---------------------------
+
+    def endpoint_established(self, ep: Endpoint) -> None:
+        """`ep`, opened by this listener, is ready for the application: queue it."""
         self._done_opening(ep)
         ep.listener = None
         if self.closed:
             ep.abort(self.core.now)
             return
+        ep.accepted_by = self
         self.accept_queue.append(ep)
         self.core.stats.connections_accepted += 1
-        self.core._ready_listeners.append(self)
+        self.core.listener_ready(self)
 
-    def _on_closed(self, ep: Endpoint) -> None:
+    def endpoint_closed(self, ep: Endpoint) -> None:
+        """`ep`, opened by this listener, ended before it was ready."""
         self._done_opening(ep)
         ep.listener = None
 
@@ -378,6 +387,14 @@ class StackCore:
 
     # --- application interface -----------------------------------------------------------
 
+    def link_tso(self, tso_max_size: int) -> None:
+        """The link segments TCP super-packets up to `tso_max_size` payload bytes (TSO, e.g. a
+        vnet TUN device): let the TCBs emit them, unless the configuration already sets a
+        size.  Call it before any connection exists, so every TCB sees it."""
+        cfg = self.config
+        if tso_max_size and not cfg.tcp.tso_max_size:
+            self.config = replace(cfg, tcp=replace(cfg.tcp, tso_max_size=tso_max_size))
+
     def check_options(self, options: dict[str, Any], api: str = "open_connection") -> None:
         """Refuse what cannot be honoured, before anything is sent (nothing is silently
         dropped): an option name that neither TCP (a TCPConfig field), the stack nor its
@@ -434,9 +451,9 @@ class StackCore:
         conn = TCPConnection(local_port, port, iss=self._isn(lp, local_port, rp, port, now),
                              config=self._tcp_config(laddr, options), now=now, eno=negotiator,
                              ts_offset=self._ts_offset(lp, local_port, rp, port))
-        ep = Endpoint(self, conn, local, remote, negotiator=negotiator, options=options)
-        ep._key = (lp, local_port, rp, port)  # type: ignore[attr-defined]
-        self._conns[ep._key] = ep  # type: ignore[attr-defined]
+        ep = Endpoint(self, conn, local, remote, negotiator=negotiator, options=options,
+                      key=(lp, local_port, rp, port))
+        self._conns[ep.key] = ep
         self.stats.connections_opened += 1
         conn.connect(now)
         self._service(ep, now)
@@ -468,6 +485,12 @@ class StackCore:
     def endpoints(self) -> list[Endpoint]:
         return list(self._conns.values())
 
+    def unacknowledged(self) -> list[Endpoint]:
+        """The connections that still have something the peer has not acknowledged: bytes
+        the application gave that are not sent or not acknowledged yet, or a FIN sent and
+        not acknowledged (Endpoint.all_sent_acknowledged)."""
+        return [ep for ep in self._conns.values() if not ep.all_sent_acknowledged]
+
     def close(self, now: float) -> None:
         """Abort every connection and stop listening."""
         for lst in list(self._listeners.values()):
@@ -475,9 +498,11 @@ class StackCore:
         for ep in list(self._conns.values()):
             ep.abort(now)
 
-    # --- internals -----------------------------------------------------------------------
+    # --- told by endpoints and listeners ---------------------------------------------
 
-    def _after_app_call(self, ep: Endpoint, now: float, write: bool = False) -> None:
+    def app_input(self, ep: Endpoint, now: float, *, write: bool = False) -> None:
+        """The application acted on `ep` (wrote, closed, aborted, resumed reading): service
+        the connection now, or for a write while cork_writes is on, at uncork()."""
         self.now = now
         if write and self.cork_writes:
             # Autocorking (as Linux tcp_autocork): an application write is only queued; the
@@ -488,6 +513,15 @@ class StackCore:
             return
         self._service(ep, now)
 
+    def listener_ready(self, lst: Listener) -> None:
+        """`lst` has a new endpoint in its accept queue (pop_ready_listeners)."""
+        self._ready_listeners.append(lst)
+
+    def remove_listener(self, lst: Listener) -> None:
+        """Stop demultiplexing to `lst` (Listener.close)."""
+        if self._listeners.get((lst.addr, lst.port)) is lst:
+            del self._listeners[(lst.addr, lst.port)]
+
     def uncork(self, now: float) -> None:
         """Service the connections written to since the last call (see cork_writes)."""
         if self._corked:
@@ -496,15 +530,17 @@ class StackCore:
             for ep in corked.values():
                 self._service(ep, now)
 
+    # --- internals -----------------------------------------------------------------------
+
     def _service(self, ep: Endpoint, now: float) -> None:
         """After any input to a connection: app events, outgoing segments, its timer."""
         conn = ep.conn
-        ep._process(now)
+        ep.process(now)
         if self.on_service is not None:
             self.on_service(ep, now)
         segs = conn.segments_to_send(now)
         if segs:
-            key = ep._key  # type: ignore[attr-defined]
+            key = ep.key
             lp, rp = key[0], key[2]
             ttl = self.config.ttl
             out = self._out
@@ -521,10 +557,10 @@ class StackCore:
             ep.in_ready = True
             self._ready.append(ep)
         if conn.is_terminated:
-            self._conns.pop(ep._key, None)  # type: ignore[attr-defined]
+            self._conns.pop(ep.key, None)
             self._timer_of.pop(id(ep), None)
             if not ep.closed:
-                ep._emit_closed(None)
+                ep.mark_closed(None)
                 if not ep.in_ready:
                     ep.in_ready = True
                     self._ready.append(ep)
@@ -611,9 +647,9 @@ class StackCore:
                              eno=negotiator,
                              ts_offset=self._ts_offset(lp, seg.dst_port, rp, seg.src_port))
         ep = Endpoint(self, conn, local, remote, negotiator=negotiator,
-                      options=dict(lst.options), listener=lst)
-        ep._key = (lp, seg.dst_port, rp, seg.src_port)  # type: ignore[attr-defined]
-        self._conns[ep._key] = ep  # type: ignore[attr-defined]
+                      options=dict(lst.options), listener=lst,
+                      key=(lp, seg.dst_port, rp, seg.src_port))
+        self._conns[ep.key] = ep
         lst.half_open += 1
         conn.accept_syn(seg, now)
         self._service(ep, now)
@@ -737,8 +773,7 @@ class StackCore:
             self._send_rst_for(hdr, seg, now)
             return True
         ep = Endpoint(self, conn, local, remote, negotiator=negotiator,
-                      options=dict(lst.options), listener=lst)
-        ep._key = key  # type: ignore[attr-defined]
+                      options=dict(lst.options), listener=lst, key=key)
         self._conns[key] = ep
         lst.cookie_eps.add(id(ep))
         st.syncookies_ok += 1

@@ -1,18 +1,22 @@
 """ACK coalescing in the stack core (tcpstack/host/acks.py, StackCore.packets_to_send): the
 rule of tcpstack.host.acks.coalesce_acks applied where each segment's connection is known,
 so every driver -- the asyncio edge, the simulator, a test -- sends the same ACKs for the same
-batch."""
+batch.  Also the queries the edge uses instead of the core's internals (Stack.linger,
+Server.close_clients)."""
 from __future__ import annotations
 
 import asyncio
 import random
+
+import pytest
 
 from tcpstack.aio.streams import Stack
 from tcpstack.host.acks import coalesce_acks
 from tcpstack.host.endpoint import Established
 from tcpstack.host.stack import StackCore
 from tcpstack.wire.segment import ACK
-from tests.tcpstack.hosts import tcp_of
+from tests.tcpstack.hosts import pump, tcp_of
+from tun.memory import MemoryLink
 
 A, B = "10.0.0.1", "10.0.0.2"
 ORDER = [0, 1, 3, 4, 2, 5, 7, 6]    # a batch with two holes, each filled within the batch
@@ -163,3 +167,73 @@ def test_simulator_driver_gets_coalesced_flushes_too():
     sent = host.packets_to_send()
     assert sent and b.core.stats.acks_coalesced > 0
     assert all(tcp_of(p).flags == ACK for p in sent)
+
+
+# --- queries instead of reaching into the core ---------------------------------------------
+
+def test_unacknowledged_and_all_sent_acknowledged():
+    a, b = core(A, 1), core(B, 2)
+    lst = b.listen(80, B)
+    ep = a.connect(B, 80, 0.0)
+    pump(a, b, 0.0)
+    srv = lst.accept()
+    assert srv is not None and ep.all_sent_acknowledged and a.unacknowledged() == []
+    ep.send(b"x" * 5000, 0.0)
+    assert not ep.all_sent_acknowledged and a.unacknowledged() == [ep]
+    for t in (0.0, 0.1, 0.2, 0.3):      # delayed ACKs; the Nagle-held tail, its ACK
+        b.handle_timer(t)
+        pump(a, b, t)
+    assert ep.all_sent_acknowledged and a.unacknowledged() == []
+    ep.close(1.0)
+    assert ep.fin_queued and not ep.all_sent_acknowledged     # the FIN is not acknowledged
+    pump(a, b, 1.0)
+    assert ep.all_sent_acknowledged
+
+
+def test_listener_endpoints_are_its_own_accepted_connections():
+    """Listener.endpoints(): what this listener accepted, not every connection on its port
+    (another listener on the same port at another address, or an outgoing connection from
+    that port, are not its clients)."""
+    a = core(A, 1)
+    b = StackCore([B, "10.0.0.3"], secret=b"\2" * 32, rng=random.Random(2))
+    l2, l3 = b.listen(80, B), b.listen(80, "10.0.0.3")
+    e2 = a.connect(B, 80, 0.0)
+    e3 = a.connect("10.0.0.3", 80, 0.0)
+    pump(a, b, 0.0)
+    s2, s3 = l2.accept(), l3.accept()
+    assert s2 is not None and s3 is not None
+    assert l2.endpoints() == [s2] and l3.endpoints() == [s3]
+    assert s2.accepted_by is l2 and s2.listener is None
+    s2.abort(0.0)
+    assert l2.endpoints() == []
+    assert e2 and e3
+
+
+async def test_server_close_clients_closes_only_its_own_clients():
+    la, lb = MemoryLink.pair()
+    sa = Stack(la, [A], security=None)
+    sb = Stack(lb, [B, "10.0.0.3"], security=None)
+    closed: dict[str, bytes] = {}
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()                 # until the client's EOF, or our close
+
+    s2 = await sb.start_server(handler, B, 80)
+    s3 = await sb.start_server(handler, "10.0.0.3", 80)
+    r2, w2 = await sa.open_connection(B, 80)
+    r3, w3 = await sa.open_connection("10.0.0.3", 80)
+    await asyncio.sleep(0.01)
+    s2.close_clients()
+    closed["2"] = await asyncio.wait_for(r2.read(), 5)       # EOF: the server closed
+    await asyncio.sleep(0.01)
+    assert not r3.at_eof()
+    s3.abort_clients()
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(r3.read(), 5)
+    assert closed["2"] == b""
+    for w in (w2, w3):
+        w.close()
+    for s in (s2, s3):
+        s.close()
+    sa.close()
+    sb.close()
