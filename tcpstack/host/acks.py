@@ -56,10 +56,6 @@ class AckCoalescer:
         if flags == ACK and not has_data:
             pending[key] = (index, ack)
 
-    def waiting(self, key: Hashable) -> bool:
-        """A pure ACK of `key` is in this flush and could still be superseded."""
-        return key in self._pending
-
     def take(self) -> list[int]:
         """The positions superseded in this flush (ascending); the next flush starts empty."""
         if self._pending:
