@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 
 from tcpstack.wire.segment import ACK, FIN, PSH, RST, TCPSegment
-from tcpstack.aio.streams import coalesce_acks
+from tcpstack.host.acks import coalesce_acks
 from tcpstack.wire.tcp import build_ip_tcp
 
 A4, B4 = ipaddress.ip_address("10.0.0.1").packed, ipaddress.ip_address("10.0.0.2").packed

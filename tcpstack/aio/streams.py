@@ -9,7 +9,6 @@ pause_writing/resume_writing, reading flow control via pause_reading/resume_read
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import ipaddress
 import logging
 import socket
@@ -18,65 +17,10 @@ from typing import Any, Callable, Iterable, Protocol
 from tcpstack.aio.reader import ChunkedStreamReader
 from tcpstack.host.endpoint import Closed, Data, Endpoint, Eof, Established, SecurityProvider
 from tcpstack.host.stack import Listener, StackConfig, StackCore
-from tcpstack.wire.tcp import GSOFrame
 
 log = logging.getLogger(__name__)
 
 _DEFAULT_LIMIT = 2 ** 16
-_ACK_ONLY = 0x10       # TCP flags byte of a pure ACK (ACK set, nothing else)
-
-
-def coalesce_acks(packets: list[bytes]) -> list[bytes]:
-    """Drop each pure ACK (no data, only the ACK flag) that a later packet of the same
-    connection in the same flush supersedes: a later segment carrying a strictly greater
-    cumulative ACK (mod 2**32) and, by construction, the newer window and SACK state.
-
-    Edge-level ACK coalescing for a received batch (what Linux gets from GRO): one ACK per
-    batch instead of one per two segments.  RFC 5681 4.2 / RFC 1122 4.2.3.2 ("an ACK for at
-    least every second full-sized segment"): the ACK kept acknowledges every segment of the
-    batch at the instant the batch was read, so no full-sized segment waits for its ACK;
-    we read the SHOULD as bounding how long acknowledgement is withheld, not the count of
-    ACK packets, as Linux does for GRO-merged segments (pinned in tests/tcpstack/
-    test_rfc_rules.py).  The cost falls on senders that count ACKs rather than bytes.
-    Duplicate ACKs (equal ACK numbers, RFC 5681 3.2) and anything with data, SYN, FIN or
-    RST are never dropped.  Headers are read in place.
-    """
-    pending: dict[bytes, tuple[int, int]] = {}   # connection -> (index, ack) of its last pure ACK
-    drop: list[int] | None = None
-    for i, p in enumerate(packets):
-        if type(p) is GSOFrame:
-            continue                              # TSO data, never a pure ACK
-        v = p[0] >> 4
-        if v == 4:
-            if p[9] != 6:
-                continue
-            t = (p[0] & 15) << 2
-            key = p[12:20] + p[t:t + 4]
-        elif v == 6:
-            if p[6] != 6:
-                continue
-            t = 40
-            key = p[8:40] + p[40:44]
-        else:
-            continue
-        if len(p) < t + 20:
-            continue
-        flags = p[t + 13]
-        if flags & 0x04 or not flags & 0x10:      # RST, or no ACK field
-            continue
-        ack = int.from_bytes(p[t + 8:t + 12], "big")
-        prev = pending.get(key)
-        if prev is not None and 0 < ((ack - prev[1]) & 0xFFFFFFFF) < 0x80000000:
-            if drop is None:
-                drop = []
-            drop.append(prev[0])
-            del pending[key]
-        if flags == _ACK_ONLY and len(p) == t + ((p[t + 12] >> 4) << 2):
-            pending[key] = (i, ack)
-    if drop is None:
-        return packets
-    dropped = set(drop)
-    return [p for i, p in enumerate(packets) if i not in dropped]
 
 
 class Link(Protocol):
@@ -142,12 +86,8 @@ class Stack:
                               now=self.loop.time())
         self.core.cork_writes = True     # writes in one loop turn leave together (_flush)
         tso = getattr(link, "tso_max_size", 0)
-        if tso and not self.core.config.tcp.tso_max_size:
-            # The link segments TCP super-packets (TSO, e.g. a vnet TUN device): let the
-            # TCBs emit them.  Before any connection exists, so every TCB sees it.
-            cfg = self.core.config
-            self.core.config = dataclasses.replace(
-                cfg, tcp=dataclasses.replace(cfg.tcp, tso_max_size=tso))
+        if tso:
+            self.core.link_tso(tso)      # the link segments TCP super-packets
         self.link = link
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -194,13 +134,13 @@ class Stack:
                                local_addr=local_addr[0] if local_addr else None,
                                local_port=local_addr[1] if local_addr else 0, options=opts)
         transport = _StreamTransport(self, ep, protocol, views_ok=True)
-        self._kick()
+        self.kick()
         try:
-            await transport._connected
+            await transport.wait_connected()
         except BaseException:
             if not ep.closed:
                 ep.abort(loop.time())
-                self._kick()
+                self.kick()
             raise
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         return reader, writer
@@ -233,7 +173,7 @@ class Stack:
         listener = self.core.listen(port, host, backlog=backlog, options=opts)
         server = Server(self, listener, client_connected_cb, limit)
         if start_serving:
-            server._start()
+            server.begin_serving()
         return server
 
     def connections(self) -> list[Endpoint]:
@@ -249,11 +189,7 @@ class Stack:
         after close(2), but this stack dies with its process (cf. SO_LINGER)."""
         deadline = self.loop.time() + timeout
         while True:
-            busy = [ep for ep in self.core.endpoints()
-                    if not ep.conn.is_terminated and (
-                        ep.write_buffer_size or ep.conn.send_buffer_used
-                        or ep.conn.snd_nxt != ep.conn.snd_una)]
-            if not busy:
+            if not self.core.unacknowledged():
                 return True
             if self.loop.time() >= deadline:
                 return False
@@ -277,7 +213,7 @@ class Stack:
         self.core.receive_packets(packets, self.loop.time(), checksum_ok)
         self._flush()
 
-    def _kick(self) -> None:
+    def kick(self) -> None:
         """Something changed from the application side: flush soon (coalesces writes)."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -294,14 +230,12 @@ class Stack:
             for ep in ready:
                 tr = ep.handler
                 if tr is not None:
-                    tr._dispatch()
+                    tr.endpoint_ready()
             for lst in listeners:
                 if lst.handler is not None:
-                    lst.handler._accept_ready()
+                    lst.handler.accept_ready()
             packets = core.packets_to_send()
             if packets:
-                if len(packets) > 1:
-                    packets = coalesce_acks(packets)
                 send = self.link.send
                 for p in packets:
                     send(p)
@@ -348,10 +282,21 @@ class _StreamTransport(asyncio.Transport):
         self._high = 64 * 1024
         self._low = 16 * 1024
         ep.handler = self
-        self._dispatch()
+        self.endpoint_ready()
+
+    async def wait_connected(self) -> None:
+        """Until the stream is established (raises what ended it before that)."""
+        await self._connected
+
+    def accepted(self) -> None:
+        """An accepted endpoint, established already: tell the protocol (connection_made)."""
+        if not self._connected.done():
+            self._connected.set_result(None)
+            self._protocol.connection_made(self)
 
     # events from the endpoint
-    def _dispatch(self) -> None:
+    def endpoint_ready(self) -> None:
+        """The endpoint has events, or buffer space (Stack._flush, from the core's ready list)."""
         ep = self._ep
         ep.notify = False
         proto = self._protocol
@@ -418,7 +363,7 @@ class _StreamTransport(asyncio.Transport):
         elif self._paused_writing and size <= self._low:
             self._paused_writing = False
             self._protocol.resume_writing()
-        if self._closing and not self._lost and size == 0 and self._ep._fin_queued:
+        if self._closing and not self._lost and size == 0 and self._ep.fin_queued:
             self._lost = True
             self._stack.loop.call_soon(self._protocol.connection_lost, None)
 
@@ -430,14 +375,14 @@ class _StreamTransport(asyncio.Transport):
             return  # like asyncio's socket transports: writes after a reset are dropped
         self._ep.send(data, self._stack.loop.time())
         self._check_write_buffer()
-        self._stack._kick()
+        self._stack.kick()
 
     def writelines(self, list_of_data: Iterable[bytes]) -> None:
         self.write(b"".join(list_of_data))
 
     def write_eof(self) -> None:
         self._ep.shutdown_write(self._stack.loop.time())
-        self._stack._kick()
+        self._stack.kick()
 
     def can_write_eof(self) -> bool:
         return True
@@ -462,7 +407,7 @@ class _StreamTransport(asyncio.Transport):
         self._closing = True
         if not self._ep.closed:
             self._ep.abort(self._stack.loop.time())
-        self._stack._kick()
+        self._stack.kick()
 
     # asyncio.BaseTransport
     def close(self) -> None:
@@ -485,7 +430,7 @@ class _StreamTransport(asyncio.Transport):
             return
         ep.close(self._stack.loop.time())
         self._check_write_buffer()
-        self._stack._kick()
+        self._stack.kick()
 
     def is_closing(self) -> bool:
         return self._closing or self._ep.closed
@@ -521,7 +466,7 @@ class _StreamTransport(asyncio.Transport):
         if not self._reading:
             self._reading = True
             self._ep.resume_reading(self._stack.loop.time())
-            self._stack._kick()
+            self._stack.kick()
 
 
 class Server:
@@ -559,14 +504,17 @@ class Server:
     def is_serving(self) -> bool:
         return self._serving and not self._closed
 
-    def _start(self) -> None:
+    def begin_serving(self) -> None:
+        """start_serving() without awaiting (what start_server(start_serving=True) does)."""
         self._serving = True
-        self._accept_ready()
+        self.accept_ready()
 
     async def start_serving(self) -> None:
-        self._start()
+        self.begin_serving()
 
-    def _accept_ready(self) -> None:
+    def accept_ready(self) -> None:
+        """The listener's accept queue has endpoints (Stack._flush): hand them to the
+        application's callback."""
         if not self._serving or self._closed:
             return
         loop = self._stack.loop
@@ -577,9 +525,7 @@ class Server:
             reader = ChunkedStreamReader(limit=self._limit, loop=loop)
             protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
             transport = _StreamTransport(self._stack, ep, protocol, views_ok=True)
-            if not transport._connected.done():
-                transport._connected.set_result(None)
-                protocol.connection_made(transport)
+            transport.accepted()
             writer = asyncio.StreamWriter(transport, protocol, reader, loop)
             res = self._cb(reader, writer)
             if asyncio.iscoroutine(res):
@@ -605,16 +551,18 @@ class Server:
         if self._serving_forever is not None and not self._serving_forever.done():
             self._serving_forever.cancel()
         self._closed_fut.set_result(None)
-        self._stack._kick()
+        self._stack.kick()
 
     def close_clients(self) -> None:
-        for ep in self._stack.core.endpoints():
-            if ep.handler is not None and ep.local[1] == self._listener.port:
+        """Close the connections this server accepted (asyncio 3.13)."""
+        for ep in self._listener.endpoints():
+            if ep.handler is not None:
                 ep.handler.close()
 
     def abort_clients(self) -> None:
-        for ep in self._stack.core.endpoints():
-            if ep.handler is not None and ep.local[1] == self._listener.port:
+        """Abort the connections this server accepted (asyncio 3.13)."""
+        for ep in self._listener.endpoints():
+            if ep.handler is not None:
                 ep.handler.abort()
 
     async def wait_closed(self) -> None:
@@ -627,7 +575,7 @@ class Server:
             raise RuntimeError("serve_forever() is already running")
         if self._closed:
             raise RuntimeError("server is closed")
-        self._start()
+        self.begin_serving()
         self._serving_forever = self._stack.loop.create_future()
         try:
             await self._serving_forever

@@ -8,7 +8,7 @@ otherwise it stays plain.  This module only knows the transform through the smal
 Sans-IO: an Endpoint never touches a socket or a clock; the stack core calls it with ``now``
 and collects the segments its connection wants to send.  Application-visible happenings are
 queued as events (:class:`Established`, :class:`Data`, :class:`Eof`, :class:`Closed`) that
-the asyncio edge (tcpstack/streams.py) or a test drains with :meth:`Endpoint.next_event`.
+the asyncio edge (tcpstack/aio/streams.py) or a test drains with :meth:`Endpoint.next_event`.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from tcpstack.tcp.events import ConnectionEstablished, ConnectionTerminated, Dat
 
 if TYPE_CHECKING:
     from tcpstack.tcp.connection import TCPConnection
-    from tcpstack.host.stack import StackCore
+    from tcpstack.host.stack import Listener, StackCore
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +91,19 @@ class Endpoint:
 
     def __init__(self, core: "StackCore", conn: "TCPConnection", local: tuple[str, int],
                  remote: tuple[str, int], *, negotiator: Any = None,
-                 options: dict[str, Any] | None = None, listener: Any = None) -> None:
+                 options: dict[str, Any] | None = None, listener: "Listener | None" = None,
+                 key: tuple[bytes, int, bytes, int] | None = None) -> None:
         self.core = core
         self.conn = conn
         self.local = local
         self.remote = remote
+        # the core's demultiplexing key: (local address, local port, remote address, remote
+        # port), addresses packed (given by the core that makes the endpoint)
+        self.key = key if key is not None else (b"", local[1], b"", remote[1])
         self.negotiator = negotiator
         self.options = options or {}
-        self.listener = listener
+        self.listener = listener          # the listener that opened it, until it is ready
+        self.accepted_by: Listener | None = None  # ... and from then on (Listener.endpoints)
         self.transform: StreamTransform | None = None
         # a list, not a deque: an empty deque costs ~760 bytes per idle connection; the edge
         # takes the whole list at once (take_events)
@@ -136,6 +141,21 @@ class Endpoint:
         """Bytes accepted from the application that the TCB has not taken yet."""
         return self._pending_len
 
+    @property
+    def fin_queued(self) -> bool:
+        """shutdown_write() or close() has reached the TCB: every byte the application wrote
+        is in the TCB, and the FIN is queued behind them."""
+        return self._fin_queued
+
+    @property
+    def all_sent_acknowledged(self) -> bool:
+        """Everything the application gave is sent and acknowledged by the peer, and the FIN
+        too once sent (or the connection is gone): nothing is lost if the process exits now
+        (Stack.linger)."""
+        conn = self.conn
+        return conn.is_terminated or not (self._pending_len or conn.send_buffer_used
+                                          or conn.snd_nxt != conn.snd_una)
+
     def send(self, data: bytes | memoryview, now: float) -> None:
         """Queue application bytes (plaintext).  Never blocks; the edge applies backpressure
         with :attr:`write_buffer_size`."""
@@ -155,7 +175,7 @@ class Endpoint:
             self._plain_hold += data
             return
         self._queue(data, owned)
-        self.core._after_app_call(self, now, write=True)
+        self.core.app_input(self, now, write=True)
 
     def shutdown_write(self, now: float) -> None:
         """Half-close: everything queued is sent, then FIN (tcpcrypt: a FINp frame first)."""
@@ -165,7 +185,7 @@ class Endpoint:
         if self.transform is not None:
             self._queue(self.transform.close(), True)
         self._flush(now)
-        self.core._after_app_call(self, now)
+        self.core.app_input(self, now)
 
     def close(self, now: float) -> None:
         """Full close: like shutdown_write(), and the application reads no more either, so the
@@ -188,13 +208,13 @@ class Endpoint:
         if conn.reading_paused:
             # The held bytes come out as events now; _on_data resets on application data.
             conn.resume_reading()
-            self._process(now)
+            self.process(now)
             if self._closed:
-                self.core._after_app_call(self, now)
+                self.core.app_input(self, now)
                 return
         if self._fin_queued:
             self.conn.close(now, reset_on_data=self.transform is None)
-            self.core._after_app_call(self, now)
+            self.core.app_input(self, now)
         else:
             self.shutdown_write(now)
 
@@ -203,16 +223,16 @@ class Endpoint:
         if self._closed:
             return
         self.conn.abort(now)
-        self._emit_closed(error if error is not None else
+        self.mark_closed(error if error is not None else
                           ConnectionAbortedLocallyError(f"connection to {self.remote} aborted"))
-        self.core._after_app_call(self, now)
+        self.core.app_input(self, now)
 
     def pause_reading(self) -> None:
         self.conn.pause_reading()
 
     def resume_reading(self, now: float) -> None:
         self.conn.resume_reading()
-        self.core._after_app_call(self, now)
+        self.core.app_input(self, now)
 
     def next_event(self) -> Event | None:
         return self.events.pop(0) if self.events else None
@@ -274,8 +294,9 @@ class Endpoint:
             else:
                 self.conn.shutdown_write(now)
 
-    def _process(self, now: float) -> None:
-        """Translate the TCB's events into application events (called by the stack core)."""
+    def process(self, now: float) -> None:
+        """Translate the TCB's events into application events (the stack core calls this
+        after each input to the connection)."""
         conn = self.conn
         while True:
             ev = conn.next_event()
@@ -290,7 +311,7 @@ class Endpoint:
             elif isinstance(ev, EndOfStream):
                 self._on_peer_fin(now)
             elif isinstance(ev, ConnectionTerminated):
-                self._emit_closed(ev.error)
+                self.mark_closed(ev.error)
         if not self._closed and conn.send_buffer_free:
             self._flush(now)
             low = self.write_low_water
@@ -327,7 +348,7 @@ class Endpoint:
             self.info["tcpcrypt"] = tinfo
         self.events.append(Established(dict(self.info)))
         if self.listener is not None:
-            self.listener._on_established(self)
+            self.listener.endpoint_established(self)
 
     def _on_data(self, data: bytes, now: float) -> None:
         tr = self.transform
@@ -377,7 +398,7 @@ class Endpoint:
     def _data_after_close(self, now: float) -> None:
         """RFC 1122 4.2.2.13: application data nobody will read (see close()): reset."""
         self.conn.abort(now, data_after_close=True)
-        self._emit_closed(ConnectionAbortedLocallyError(
+        self.mark_closed(ConnectionAbortedLocallyError(
             f"connection {self.local} -> {self.remote}: data received after close"))
 
     def _on_peer_fin(self, now: float) -> None:
@@ -396,9 +417,11 @@ class Endpoint:
     def _fail(self, exc: BaseException, now: float) -> None:
         log.warning("aborting connection %s -> %s: %s", self.local, self.remote, exc)
         self.conn.abort(now)
-        self._emit_closed(exc)
+        self.mark_closed(exc)
 
-    def _emit_closed(self, error: BaseException | None) -> None:
+    def mark_closed(self, error: BaseException | None) -> None:
+        """The end of the endpoint for the application (a Closed event), once; the stack core
+        calls it when the TCB is gone without saying so (error None: a clean close)."""
         if self._closed:
             return
         self._closed = True
@@ -406,4 +429,4 @@ class Endpoint:
         self._pending_len = 0
         self.events.append(Closed(error))
         if self.listener is not None:
-            self.listener._on_closed(self)
+            self.listener.endpoint_closed(self)

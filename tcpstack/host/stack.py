@@ -13,7 +13,9 @@ Implements:
     (RFC 1122 4.2.3.9, RFC 5927, RFC 1191 / RFC 8201 PMTU); protocol / port unreachable and
     ICMPv6 parameter problem for protocols the stack does not speak (RFC 1122 3.2.2.1,
     4.1.3.1, RFC 8200 4; :meth:`StackCore._unreachable`);
-  - a timer heap so the earliest deadline over all connections is O(log n) to find.
+  - a timer heap so the earliest deadline over all connections is O(log n) to find;
+  - ACK coalescing per flush: a pure ACK that a later segment of its connection supersedes
+    is not sent (RFC 5681 4.2 as read in tcpstack/host/acks.py), for every driver alike.
 
 A driver (the asyncio edge, the simulator, a test) feeds :meth:`receive_packet`, calls
 :meth:`handle_timer` at :meth:`next_timer`, and sends what :meth:`packets_to_send` returns.
@@ -37,6 +39,7 @@ from tcpstack.wire import icmp as icmp_mod
 from tcpstack.wire.checksum import ones_sum, pseudo_header_sum
 from tcpstack.tcp.config import TCPConfig
 from tcpstack.tcp.connection import TCPConnection
+from tcpstack.host.acks import AckCoalescer
 from tcpstack.host.endpoint import Endpoint, SecurityProvider
 from tcpstack.errors import HostUnreachableError, ParseError, TcpStackError
 from tcpstack.host.fragments import Reassembler
@@ -81,7 +84,7 @@ class StackConfig:
 @dataclass
 class StackStats:
     packets_in: int = 0
-    packets_out: int = 0
+    packets_out: int = 0             # packets handed to the driver (packets_to_send)
     bytes_in: int = 0
     bytes_out: int = 0
     malformed: int = 0               # failed to parse (counted, dropped)
@@ -106,6 +109,7 @@ class StackStats:
     icmp_unreach_sent: int = 0       # protocol / port unreachable, ICMPv6 parameter problem
     connections_opened: int = 0
     connections_accepted: int = 0
+    acks_coalesced: int = 0          # pure ACKs superseded in their flush, never sent (acks.py)
 
 
 class _TokenBucket:
@@ -174,28 +178,37 @@ class Listener:
     def accept(self) -> Endpoint | None:
         return self.accept_queue.popleft() if self.accept_queue else None
 
+    def endpoints(self) -> list[Endpoint]:
+        """The open connections this listener has put in its accept queue (taken by accept()
+        or not): a server's own clients, as asyncio's Server.close_clients() means them."""
+        return [ep for ep in self.core.endpoints() if ep.accepted_by is self]
+
     def close(self) -> None:
         """Stop listening; endpoints not yet accepted are reset (like close(2) on a socket)."""
         if self.closed:
             return
         self.closed = True
-        self.core._listeners.pop((self.addr, self.port), None)
+        self.core.remove_listener(self)
         while self.accept_queue:
             ep = self.accept_queue.popleft()
             ep.abort(self.core.now)
 
-    # called by Endpoint
-    def _on_established(self, ep: Endpoint) -> None:
+    # --- told by the endpoints it opens (Endpoint.listener) ---------------------------
+
+    def endpoint_established(self, ep: Endpoint) -> None:
+        """`ep`, opened by this listener, is ready for the application: queue it."""
         self._done_opening(ep)
         ep.listener = None
         if self.closed:
             ep.abort(self.core.now)
             return
+        ep.accepted_by = self
         self.accept_queue.append(ep)
         self.core.stats.connections_accepted += 1
-        self.core._ready_listeners.append(self)
+        self.core.listener_ready(self)
 
-    def _on_closed(self, ep: Endpoint) -> None:
+    def endpoint_closed(self, ep: Endpoint) -> None:
+        """`ep`, opened by this listener, ended before it was ready."""
         self._done_opening(ep)
         ep.listener = None
 
@@ -232,6 +245,10 @@ class StackCore:
         self._conns: dict[tuple[bytes, int, bytes, int], Endpoint] = {}
         self._listeners: dict[tuple[bytes | None, int], Listener] = {}
         self._out: list[bytes] = []
+        # ACK coalescing over each flush (packets_to_send): a pure ACK superseded by a later
+        # segment of its connection is not sent (tcpstack/host/acks.py for the rule).
+        self.coalesce_acks = True
+        self._acks = AckCoalescer()
         self._tcp_configs: dict[int, tuple[TCPConfig, TCPConfig]] = {}
         self._batch: dict[int, Endpoint] | None = None    # endpoints touched by this batch
         self._timers: list[tuple[float, int, Endpoint]] = []
@@ -262,7 +279,20 @@ class StackCore:
     # --- driver interface (SimHost) ------------------------------------------------------
 
     def packets_to_send(self) -> list[bytes]:
+        """Everything queued since the last call, in order: one flush.  Pure ACKs that a
+        later segment of their connection in the flush supersedes are left out (see
+        coalesce_acks)."""
         out, self._out = self._out, []
+        superseded = self._acks.take()
+        if superseded:
+            n = len(superseded)
+            self.stats.acks_coalesced += n
+            self.stats.packets_out -= n
+            if n == 1:
+                del out[superseded[0]]
+            else:
+                drop = set(superseded)
+                out = [p for i, p in enumerate(out) if i not in drop]
         if out:
             self.stats.bytes_out += sum(map(len, out))
         if self.on_packet is not None:
@@ -357,6 +387,14 @@ class StackCore:
 
     # --- application interface -----------------------------------------------------------
 
+    def link_tso(self, tso_max_size: int) -> None:
+        """The link segments TCP super-packets up to `tso_max_size` payload bytes (TSO, e.g. a
+        vnet TUN device): let the TCBs emit them, unless the configuration already sets a
+        size.  Call it before any connection exists, so every TCB sees it."""
+        cfg = self.config
+        if tso_max_size and not cfg.tcp.tso_max_size:
+            self.config = replace(cfg, tcp=replace(cfg.tcp, tso_max_size=tso_max_size))
+
     def check_options(self, options: dict[str, Any], api: str = "open_connection") -> None:
         """Refuse what cannot be honoured, before anything is sent (nothing is silently
         dropped): an option name that neither TCP (a TCPConfig field), the stack nor its
@@ -413,9 +451,9 @@ class StackCore:
         conn = TCPConnection(local_port, port, iss=self._isn(lp, local_port, rp, port, now),
                              config=self._tcp_config(laddr, options), now=now, eno=negotiator,
                              ts_offset=self._ts_offset(lp, local_port, rp, port))
-        ep = Endpoint(self, conn, local, remote, negotiator=negotiator, options=options)
-        ep._key = (lp, local_port, rp, port)  # type: ignore[attr-defined]
-        self._conns[ep._key] = ep  # type: ignore[attr-defined]
+        ep = Endpoint(self, conn, local, remote, negotiator=negotiator, options=options,
+                      key=(lp, local_port, rp, port))
+        self._conns[ep.key] = ep
         self.stats.connections_opened += 1
         conn.connect(now)
         self._service(ep, now)
@@ -447,6 +485,12 @@ class StackCore:
     def endpoints(self) -> list[Endpoint]:
         return list(self._conns.values())
 
+    def unacknowledged(self) -> list[Endpoint]:
+        """The connections that still have something the peer has not acknowledged: bytes
+        the application gave that are not sent or not acknowledged yet, or a FIN sent and
+        not acknowledged (Endpoint.all_sent_acknowledged)."""
+        return [ep for ep in self._conns.values() if not ep.all_sent_acknowledged]
+
     def close(self, now: float) -> None:
         """Abort every connection and stop listening."""
         for lst in list(self._listeners.values()):
@@ -454,9 +498,11 @@ class StackCore:
         for ep in list(self._conns.values()):
             ep.abort(now)
 
-    # --- internals -----------------------------------------------------------------------
+    # --- told by endpoints and listeners ---------------------------------------------
 
-    def _after_app_call(self, ep: Endpoint, now: float, write: bool = False) -> None:
+    def app_input(self, ep: Endpoint, now: float, *, write: bool = False) -> None:
+        """The application acted on `ep` (wrote, closed, aborted, resumed reading): service
+        the connection now, or for a write while cork_writes is on, at uncork()."""
         self.now = now
         if write and self.cork_writes:
             # Autocorking (as Linux tcp_autocork): an application write is only queued; the
@@ -467,6 +513,15 @@ class StackCore:
             return
         self._service(ep, now)
 
+    def listener_ready(self, lst: Listener) -> None:
+        """`lst` has a new endpoint in its accept queue (pop_ready_listeners)."""
+        self._ready_listeners.append(lst)
+
+    def remove_listener(self, lst: Listener) -> None:
+        """Stop demultiplexing to `lst` (Listener.close)."""
+        if self._listeners.get((lst.addr, lst.port)) is lst:
+            del self._listeners[(lst.addr, lst.port)]
+
     def uncork(self, now: float) -> None:
         """Service the connections written to since the last call (see cork_writes)."""
         if self._corked:
@@ -475,31 +530,37 @@ class StackCore:
             for ep in corked.values():
                 self._service(ep, now)
 
+    # --- internals -----------------------------------------------------------------------
+
     def _service(self, ep: Endpoint, now: float) -> None:
         """After any input to a connection: app events, outgoing segments, its timer."""
         conn = ep.conn
-        ep._process(now)
+        ep.process(now)
         if self.on_service is not None:
             self.on_service(ep, now)
         segs = conn.segments_to_send(now)
         if segs:
-            lp, rp = ep._key[0], ep._key[2]  # type: ignore[attr-defined]
+            key = ep.key
+            lp, rp = key[0], key[2]
             ttl = self.config.ttl
             out = self._out
+            acks = self._acks if self.coalesce_acks else None
             for seg in segs:
                 if seg.gso_size and len(seg.payload) > seg.gso_size:
                     out.append(build_gso(seg, lp, rp, ttl=ttl))      # TSO: payload not copied
-                else:
-                    out.append(build_ip_tcp(seg, lp, rp, ttl=ttl))
+                    continue                                         # (and never a pure ACK)
+                if acks is not None:
+                    acks.note(key, len(out), seg.flags, seg.ack, bool(seg.payload))
+                out.append(build_ip_tcp(seg, lp, rp, ttl=ttl))
             self.stats.packets_out += len(segs)
         if (ep.events or ep.notify) and not ep.in_ready:
             ep.in_ready = True
             self._ready.append(ep)
         if conn.is_terminated:
-            self._conns.pop(ep._key, None)  # type: ignore[attr-defined]
+            self._conns.pop(ep.key, None)
             self._timer_of.pop(id(ep), None)
             if not ep.closed:
-                ep._emit_closed(None)
+                ep.mark_closed(None)
                 if not ep.in_ready:
                     ep.in_ready = True
                     self._ready.append(ep)
@@ -586,9 +647,9 @@ class StackCore:
                              eno=negotiator,
                              ts_offset=self._ts_offset(lp, seg.dst_port, rp, seg.src_port))
         ep = Endpoint(self, conn, local, remote, negotiator=negotiator,
-                      options=dict(lst.options), listener=lst)
-        ep._key = (lp, seg.dst_port, rp, seg.src_port)  # type: ignore[attr-defined]
-        self._conns[ep._key] = ep  # type: ignore[attr-defined]
+                      options=dict(lst.options), listener=lst,
+                      key=(lp, seg.dst_port, rp, seg.src_port))
+        self._conns[ep.key] = ep
         lst.half_open += 1
         conn.accept_syn(seg, now)
         self._service(ep, now)
@@ -657,6 +718,8 @@ class StackCore:
                             min(cfg.recv_buffer, 0xFFFF), mss=cfg.mss, wscale=wscale,
                             sack_permitted=sackok, tsval=tsval,
                             tsecr=seg.tsval if ts else 0, eno=eno)
+        if self.coalesce_acks:        # (a SYN-ACK may supersede a TIME-WAIT ACK of this 4-tuple)
+            self._acks.note((lp, lport, rp, rport), len(self._out), synack.flags, synack.ack, False)
         self._out.append(build_ip_tcp(synack, lp, rp, ttl=self.config.ttl))
         lst.last_cookie = now
         st.syncookies_sent += 1
@@ -710,8 +773,7 @@ class StackCore:
             self._send_rst_for(hdr, seg, now)
             return True
         ep = Endpoint(self, conn, local, remote, negotiator=negotiator,
-                      options=dict(lst.options), listener=lst)
-        ep._key = key  # type: ignore[attr-defined]
+                      options=dict(lst.options), listener=lst, key=key)
         self._conns[key] = ep
         lst.cookie_eps.add(id(ep))
         st.syncookies_ok += 1

@@ -724,7 +724,7 @@ async def cmd_ping(args: argparse.Namespace) -> int:
             replied.clear()
             sent[seq] = loop.time()
             core.ping(dst, loop.time(), ident=ident, seq=seq, data=bytes(56))
-            host.stack._kick()
+            host.stack.kick()
             try:
                 await asyncio.wait_for(replied.wait(), args.interval)
             except asyncio.TimeoutError:
