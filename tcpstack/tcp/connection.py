@@ -57,7 +57,7 @@ from tcpstack.tcp.congestion import CongestionControl, make_congestion_control
 from tcpstack.errors import (ConnectionAbortedLocallyError, ConnectionRefusedByPeerError,
                      ConnectionResetByPeerError, ConnectionTimeoutError)
 from tcpstack.tcp.events import (ConnectionEstablished, ConnectionTerminated, DataReceived, EndOfStream,
-                     Event)
+                     Event, StateChanged)
 from tcpstack.tcp.reassembly import ReassemblyQueue
 from tcpstack.tcp.rack import LOST, RTX, SACKED, SendQueue, SentSegment
 from tcpstack.tcp.rtt import RTTEstimator
@@ -194,6 +194,8 @@ class TCPConnection:
         self.config = config
         self.eno = eno
         self.state = CLOSED
+        # Told of every state change (see _set_state); the tracer may set it on a live TCB.
+        self.state_observer = config.state_observer
         self._now = now
         self._ts_offset = ts_offset & MASK
         self._stats = ConnectionStats()
@@ -415,7 +417,7 @@ class TCPConnection:
         if self.state is not CLOSED or self._terminated:
             raise ConnectionAbortedLocallyError("connect() on a connection that is not fresh")
         self._now = now
-        self.state = SYN_SENT
+        self._set_state(SYN_SENT, "active OPEN, snd SYN")
         self._choose_syn_options(peer=None)
         self.snd_nxt = self.iss + 1
         self._syn_time = now
@@ -440,7 +442,7 @@ class TCPConnection:
             # Before building the SYN-ACK, so it can depend on the peer's SYN (RFC 8547).
             self.eno.on_receive(syn.flags, syn.eno)
         self._choose_syn_options(peer=syn)
-        self.state = SYN_RECEIVED
+        self._set_state(SYN_RECEIVED, "rcv SYN, snd SYN,ACK")
         self.snd_nxt = self.iss + 1
         self._syn_time = now
         self._emit_syn(now)                       # fixes the options we offer ...
@@ -462,7 +464,7 @@ class TCPConnection:
         if self.eno is not None and self.eno.active:
             self.eno.on_receive(syn.flags, syn.eno)
         self._syn_want = self._syn_opts = syn_opts
-        self.state = SYN_RECEIVED
+        self._set_state(SYN_RECEIVED, "SYN cookie validated")
         self.snd_nxt = self.iss + 1
         self._syn_time = now
         self._syn_attempts = -1    # the SYN-ACK's send time is unknown: no clock RTT sample
@@ -504,9 +506,9 @@ class TCPConnection:
         self._fin_queued = True
         self._fin_seq = self._buf_seq + len(self._sndbuf)
         if st is ESTABLISHED:
-            self.state = FIN_WAIT_1
+            self._set_state(FIN_WAIT_1, "CLOSE, snd FIN")
         elif st is CLOSE_WAIT:
-            self.state = LAST_ACK
+            self._set_state(LAST_ACK, "CLOSE, snd FIN")
         # SYN-SENT / SYN-RECEIVED: the FIN waits for ESTABLISHED (3.10.4; for SYN-SENT we
         # keep the connection instead of deleting it, so queued data still goes out).
 
@@ -538,7 +540,7 @@ class TCPConnection:
                 data_after_close and self.state in _SYNCHRONIZED):
             self._send_rst(self.snd_nxt, now)
         self._terminate(ConnectionAbortedLocallyError(
-            f"connection {self.local_port}->{self.remote_port} aborted locally"))
+            f"connection {self.local_port}->{self.remote_port} aborted locally"), "ABORT")
 
     def pause_reading(self) -> None:
         self._paused = True
@@ -824,10 +826,10 @@ class TCPConnection:
 
     # ------------------------------------------------------------------ termination
 
-    def _terminate(self, error: BaseException | None) -> None:
+    def _terminate(self, error: BaseException | None, why: str = "") -> None:
         if self._terminated:
             return
-        self.state = CLOSED
+        self._set_state(CLOSED, why or (type(error).__name__ if error is not None else "closed"))
         self._terminated = True
         self._terminal_error = error
         self._t_rtx = self._t_persist = self._t_delack = self._t_keepalive = None
@@ -837,14 +839,26 @@ class TCPConnection:
             self._terminated_reported = True
             self._events.append(ConnectionTerminated(error))
 
+    def _set_state(self, new: TCPState, why: str) -> None:
+        """Every state change goes through here (the arcs of RFC 9293 3.3.2 figure 5; `why`
+        names the arc's event), so the state observer (config.state_observer, or one set on
+        this TCB), when there is one, sees each one."""
+        old = self.state
+        if old is new:
+            return
+        self.state = new
+        observer = self.state_observer
+        if observer is not None:
+            observer(self, StateChanged(old, new, why), self._now)
+
     def _report_closed(self) -> None:
         """Both directions closed cleanly (entering TIME-WAIT, or LAST-ACK -> CLOSED)."""
         if not self._terminated_reported:
             self._terminated_reported = True
             self._events.append(ConnectionTerminated(None))
 
-    def _enter_time_wait(self, now: float) -> None:
-        self.state = TIME_WAIT
+    def _enter_time_wait(self, now: float, why: str) -> None:
+        self._set_state(TIME_WAIT, why)
         self._t_rtx = self._t_persist = self._t_keepalive = self._t_sws = None
         self._t_rack = self._t_tlp = None
         self._t_close = now + 2 * self.config.msl      # RFC 9293 3.4.2
@@ -907,7 +921,7 @@ class TCPConnection:
             st.rst_in += 1
             if ack_ok:
                 self._terminate(ConnectionRefusedByPeerError(
-                    f"connection {self.local_port}->{self.remote_port} refused"))
+                    f"connection {self.local_port}->{self.remote_port} refused"), "rcv RST,ACK")
             else:
                 st.dropped_segments += 1
             return
@@ -932,14 +946,14 @@ class TCPConnection:
             self.snd_wl2 = ack
             self._t_rtx = None
             self._rtx_count = 0
-            self._established(now)
+            self._established(now, "rcv SYN,ACK, snd ACK")
             self._send_ack(now)                  # the third segment (ENO options ride on it)
             if seg.payload or flags & FIN:
                 # Data (or FIN) on a SYN-ACK: process it as text (3.10.7.3, "sixth").
                 self._process_text(seg, self.irs, now)
         else:
             # Simultaneous open (3.10.7.3): SYN-RECEIVED, send SYN-ACK.
-            self.state = SYN_RECEIVED
+            self._set_state(SYN_RECEIVED, "simultaneous open: rcv SYN, snd SYN,ACK")
             self.snd_wnd = seg.window
             self.snd_wl1 = self.irs
             self.snd_wl2 = self.snd_una
@@ -966,8 +980,8 @@ class TCPConnection:
             # RFC 6298 5.7: the SYN timed out and no sample: RTO = 3 s for the data phase.
             self._rtt.reset_to(max(3.0, self.config.rto_min))
 
-    def _established(self, now: float) -> None:
-        self.state = ESTABLISHED
+    def _established(self, now: float, why: str) -> None:
+        self._set_state(ESTABLISHED, why)
         self.cc = self._make_cc(self.snd_mss, now)
         self._stall_since = now
         self._recover = self.snd_una
@@ -975,7 +989,7 @@ class TCPConnection:
         self._lost_floor = self.snd_una
         self._events.append(ConnectionEstablished())
         if self._fin_queued:
-            self.state = FIN_WAIT_1
+            self._set_state(FIN_WAIT_1, "CLOSE called before ESTABLISHED: snd FIN")
         if self.config.keepalive:
             self._t_keepalive = now + self.config.keepalive_idle
 
@@ -994,7 +1008,7 @@ class TCPConnection:
             # RFC 6191 2 / RFC 1122 4.2.2.13: a new SYN that is provably newer (timestamp,
             # else sequence number) ends TIME-WAIT; the owner hands it to the listener.
             self.reopen_syn = seg
-            self._terminate(None)
+            self._terminate(None, "rcv newer SYN (RFC 6191)")
             return
 
         # RFC 7323 5.3 R1: PAWS, before the sequence-number check.  RFC 7323 3.2: once
@@ -1064,15 +1078,16 @@ class TCPConnection:
             if state is SYN_RECEIVED:
                 if self._passive:
                     self._terminate(ConnectionResetByPeerError(
-                        f"connection {self.local_port}->{self.remote_port} reset in SYN-RECEIVED"))
+                        f"connection {self.local_port}->{self.remote_port} reset in SYN-RECEIVED"),
+                        "rcv RST")
                 else:
                     self._terminate(ConnectionRefusedByPeerError(
-                        f"connection {self.local_port}->{self.remote_port} refused"))
+                        f"connection {self.local_port}->{self.remote_port} refused"), "rcv RST")
             elif state is TIME_WAIT:
-                self._terminate(None)
+                self._terminate(None, "rcv RST")
             else:
                 self._terminate(ConnectionResetByPeerError(
-                    f"connection {self.local_port}->{self.remote_port} reset by peer"))
+                    f"connection {self.local_port}->{self.remote_port} reset by peer"), "rcv RST")
             return
 
         self._last_recv = now
@@ -1108,7 +1123,7 @@ class TCPConnection:
             self.snd_wl2 = ack
             self._t_rtx = None
             self._rtx_count = 0
-            self._established(now)
+            self._established(now, "rcv ACK of SYN")
             state = self.state
         else:
             # RFC 5961 5.2: (SND.UNA - MAX.SND.WND) <= SEG.ACK <= SND.NXT, else ACK and drop.
@@ -1460,15 +1475,15 @@ class TCPConnection:
             return
         state = self.state
         if state is FIN_WAIT_1:
-            self.state = FIN_WAIT_2
+            self._set_state(FIN_WAIT_2, "rcv ACK of FIN")
             if self._orphaned:
                 # Only an orphaned connection (close(), not shutdown_write()) is bounded in
                 # FIN-WAIT-2: a half-closed application may wait for the peer indefinitely.
                 self._t_close = now + self.config.fin_wait_2_timeout
         elif state is CLOSING:
-            self._enter_time_wait(now)
+            self._enter_time_wait(now, "rcv ACK of FIN")
         elif state is LAST_ACK:
-            self._terminate(None)
+            self._terminate(None, "rcv ACK of FIN")
 
     # ------------------------------------------------------------------ receive text
 
@@ -1666,14 +1681,14 @@ class TCPConnection:
             self._events.append(EndOfStream())
         state = self.state
         if state is ESTABLISHED or state is SYN_RECEIVED:
-            self.state = CLOSE_WAIT
+            self._set_state(CLOSE_WAIT, "rcv FIN, snd ACK")
         elif state is FIN_WAIT_1:
             if self._fin_queued and self.snd_una > self._fin_seq:
-                self._enter_time_wait(now)
+                self._enter_time_wait(now, "rcv FIN (our FIN acknowledged), snd ACK")
             else:
-                self.state = CLOSING
+                self._set_state(CLOSING, "rcv FIN, snd ACK")
         elif state is FIN_WAIT_2:
-            self._enter_time_wait(now)
+            self._enter_time_wait(now, "rcv FIN, snd ACK")
 
     # ------------------------------------------------------------------ sending
 
@@ -2080,7 +2095,7 @@ class TCPConnection:
         if self._t_close is not None and now >= self._t_close:
             self._t_close = None
             if self.state is TIME_WAIT:
-                self._terminate(None)           # 2*MSL elapsed
+                self._terminate(None, "timeout=2MSL")
                 return
             if self.state is FIN_WAIT_2:
                 deadline = self._last_recv + self.config.fin_wait_2_timeout
