@@ -58,12 +58,15 @@ from tcpstack.errors import (ConnectionAbortedLocallyError, ConnectionRefusedByP
                      ConnectionResetByPeerError, ConnectionTimeoutError)
 from tcpstack.tcp.events import (ConnectionEstablished, ConnectionTerminated, DataReceived, EndOfStream,
                      Event, StateChanged)
+from tcpstack.tcp.autotune import ReceiveBufferTuner
 from tcpstack.tcp.reassembly import ReassemblyQueue
-from tcpstack.tcp.rack import LOST, RTX, SACKED, SendQueue, SentSegment
+from tcpstack.tcp.rack import SendQueue
+from tcpstack.tcp.recovery import LossRecovery, NewRenoRecovery, RackRecovery, SackRecovery
 from tcpstack.tcp.rtt import RTTEstimator
 from tcpstack.tcp.sack import SackScoreboard
 from tcpstack.wire.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
 from tcpstack.tcp.sndbuf import SendBuffer, immutable
+from tcpstack.tcp.undo import SpuriousUndo
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +190,8 @@ def _r4(n: int) -> int:
 class TCPConnection:
     """A TCB.  See the module docstring; public methods are the team contract."""
 
+    _SEND_STATES = _SEND_STATES     # for the loss-recovery regimes (tcpstack/tcp/recovery.py)
+
     def __init__(self, local_port: int, remote_port: int, *, iss: int, config: TCPConfig,
                  now: float, eno: "ENOHandshake | None" = None, ts_offset: int = 0) -> None:
         self.local_port = local_port
@@ -221,9 +226,12 @@ class TCPConnection:
         self.rcv_nxt = 0
         self.rcv_adv = 0             # right edge we advertised: never moves left (3.8.6.2.2)
         self.rcv_wscale = 0          # our shift (what we sent in the SYN)
-        # Receive buffer (the window's ceiling), auto-tuned per connection (_rcv_space_adjust).
-        self._rcv_autotune = config.rcvbuf_autotune and config.recv_buffer_max > config.recv_buffer
+        # Receive buffer (the window's ceiling), auto-tuned per connection by _tuner
+        # (tcpstack/tcp/autotune.py) unless fixed (None).
         self._rcv_buf = config.recv_buffer
+        self._tuner: ReceiveBufferTuner | None = (
+            ReceiveBufferTuner() if config.rcvbuf_autotune
+            and config.recv_buffer_max > config.recv_buffer else None)
         self._rcv_wscale_offer = self.wscale_for(config) if config.window_scaling else None
 
         # --- negotiated options ---
@@ -259,16 +267,6 @@ class TCPConnection:
         self._paused = False
         self._rbuf: list[bytes] = []
         self._rbuf_len = 0
-        # Dynamic right-sizing of the receive buffer (as Linux tcp_rcv_space_adjust): once per
-        # receiver RTT, the bytes the application took in that RTT; the buffer follows twice
-        # that, so the window stays ahead of a sender that is still growing its cwnd.
-        self._rcvq_space = 0         # bytes taken in the last measured RTT
-        self._rcvq_seq = 0           # "taken" mark (rcv_nxt - buffered) when it started
-        self._rcvq_time = 0.0        # 0: not started
-        self._rcv_rtt = 0.0          # receiver's RTT estimate (s), 0: none yet
-        self._rcv_rtt_seq = 0        # without timestamps: time to receive one window
-        self._rcv_rtt_time = 0.0
-        self._rcv_tsecr = -1         # the echoed timestamp last sampled
         self._eof_deferred = False
         self._ack_now = False
         self._unacked_bytes = 0      # in-order octets received since our last ACK
@@ -293,30 +291,19 @@ class TCPConnection:
         self._in_loss = False        # recovery after an RTO (go-back-N over the holes)
         self._recover = iss          # RecoveryPoint (RFC 6675) / recover (RFC 6582), +1
         self._rxt_nxt = iss          # one past the highest retransmitted octet (HighRxt+1)
-        self._lost_floor = iss       # octets below this are considered lost (first hole)
-        self._first_partial = True
         self._fast_pending = False   # the next retransmission is the fast retransmit
         self._sb = SackScoreboard()
         self._rq: SendQueue | None = None   # per-segment records (SACK connections only)
-        self._rack = False           # RACK-TLP in use (config.rack and SACK negotiated)
-        self._rescue_rxt: int | None = None  # RFC 6675 RescueRxt (None: undefined)
-        # RACK-TLP timers and TLP state (RFC 8985 5.3, 7.1)
+        # The regime's decisions (tcpstack/tcp/recovery.py): NewReno until the handshake
+        # shows SACK (then RFC 6675, or RACK-TLP per config.rack; _finish_negotiation).
+        self._recovery: LossRecovery = NewRenoRecovery()
+        # RACK-TLP timers (RFC 8985 6.2 reordering, 7.2 PTO); the probe state is the
+        # RackRecovery's (tcpstack/tcp/tlp.py).
         self._t_rack: float | None = None
         self._t_tlp: float | None = None
-        self._tlp_end: int | None = None
-        self._tlp_is_retrans = False
-        self._tlp_samples = -1       # RTT sample count when the last probe went out
-        self._tlp_rearm = False
+        self._tlp_rearm = False      # data sent or acknowledged since the PTO was armed
         # Undo of spurious congestion responses (RFC 3522 Eifel, RFC 3708, RFC 4015).
-        self._undo_cc: object | None = None  # cc.snapshot() before the episode's reduction
-        self._undo_cwnd = 0
-        self._undo_marker = iss      # SND.UNA when the episode began
-        self._undo_high = iss        # one past the highest octet retransmitted in it
-        self._undo_retrans = 0       # its retransmissions not yet reported by D-SACK
-        self._undo_total = 0
-        self._undo_ts: int | None = None   # RetransmitTS (RFC 3522 2), first retransmission
-        self._undo_rto = False             # the episode included a timeout
-        self._undo_seq = iss               # ... and the end of that retransmission
+        self._undo = SpuriousUndo(iss)
         self._dsack: tuple[int, int] | None = None   # receiver: D-SACK block to report
         self.reopen_syn: TCPSegment | None = None  # RFC 6191: new SYN that ended TIME-WAIT
 
@@ -409,6 +396,25 @@ class TCPConnection:
     @property
     def in_recovery(self) -> bool:
         return self._in_recovery or self._in_loss
+
+    @property
+    def loss_recovery(self) -> str:
+        """The loss-recovery regime: "newreno", "sack" (RFC 6675) or "rack" (RFC 8985)."""
+        return self._recovery.name
+
+    # The undo and probe state by their former names (tests look at them).
+    @property
+    def _undo_cc(self) -> object | None:
+        return self._undo.cc_state
+
+    @property
+    def _undo_cwnd(self) -> int:
+        return self._undo.cwnd
+
+    @property
+    def _tlp_end(self) -> int | None:
+        tlp = getattr(self._recovery, "tlp", None)
+        return tlp.end if tlp is not None else None
 
     # ------------------------------------------------------------------ user calls
 
@@ -562,7 +568,7 @@ class TCPConnection:
         if self._eof_deferred:
             self._eof_deferred = False
             self._events.append(EndOfStream())
-        if self._rcv_autotune:
+        if self._tuner is not None:
             self._rcv_space_adjust(self._now)
         # RFC 9293 3.8.6.2.2: a window update once the window opens by >= min(buf/2, MSS).
         if self.state in _SYNCHRONIZED and self.state is not TIME_WAIT:
@@ -607,8 +613,7 @@ class TCPConnection:
         self._pmtu_mss = mss
         self._update_mss()
         if self._mss_hdr < old and self.snd_nxt > self.snd_una and self.state in _SEND_STATES:
-            if self._rq is not None:
-                self._rq.mark_all_lost()
+            self._recovery.on_pmtu_drop(self)
             self._in_recovery = False
             self._in_loss = True
             self._recover = self.snd_nxt
@@ -669,7 +674,8 @@ class TCPConnection:
             # connection to the cyclic garbage collector.
             off = self._ts_offset
             self._rq = SendQueue(lambda now: (int(now * 1000) + off) & MASK)
-            self._rack = cfg.rack          # RFC 8985 4: RACK-TLP requires SACK
+            # RFC 8985 4: RACK-TLP requires SACK; else RFC 6675 on the same records.
+            self._recovery = RackRecovery() if cfg.rack else SackRecovery()
         self.ts_ok = ts and syn.tsval is not None and cfg.timestamps
         if self.ts_ok:
             self.ts_recent = syn.tsval or 0
@@ -986,7 +992,6 @@ class TCPConnection:
         self._stall_since = now
         self._recover = self.snd_una
         self._rxt_nxt = self.snd_una
-        self._lost_floor = self.snd_una
         self._events.append(ConnectionEstablished())
         if self._fin_queued:
             self._set_state(FIN_WAIT_1, "CLOSE called before ESTABLISHED: snd FIN")
@@ -1160,9 +1165,8 @@ class TCPConnection:
 
     def _process_ack(self, seg: TCPSegment, seq: int, ack: int, plen: int, now: float) -> None:
         snd_una = self.snd_una
-        cfg = self.config
         st = self._stats
-        rq = self._rq
+        rec = self._recovery
         window = seg.window << self.snd_wscale
         newly_sacked = 0
         dsack: tuple[int, int] | None = None
@@ -1179,8 +1183,7 @@ class TCPConnection:
                 dsack = (s0, e0)
                 del blocks[0]
                 st.dsacks_in += 1
-            if rq is not None:
-                new_ranges = []
+            new_ranges = []                   # (sack_ok: the connection keeps records)
             newly_sacked = self._sb.update(blocks, snd_una, self.snd_nxt, new_ranges)
         flight = self.snd_nxt - snd_una
         if self._persisting or self._persist_unanswered:
@@ -1215,19 +1218,12 @@ class TCPConnection:
                 self._rtt_seq = None
             if rtt is not None:
                 self._rtt.sample(rtt)
-                if rq is not None:
-                    rq.update_min_rtt(rtt, now)     # RFC 8985 6.2 step 1
-            if rq is not None:
-                rq.ack(ack, now, tsecr)
-            if self._sb:
-                self._sb.advance(ack)
+            rec.on_cumulative_ack(self, ack, rtt, tsecr, now)
             # RFC 3522 Eifel detection: the first ACK for the episode's first
             # retransmission echoes a timestamp older than that retransmission.
-            if self._undo_ts is not None and ack >= self._undo_seq:
-                rts = self._undo_ts
-                self._undo_ts = None
-                if tsecr is not None and (tsecr - rts) & MASK >= HALF:
-                    self._spurious(now, tsecr)
+            undo = self._undo
+            if undo.ts is not None and ack >= undo.seq and undo.eifel(tsecr):
+                self._spurious(now, tsecr)
             restart_timer = True
             if self._in_recovery:
                 if ack >= self._recover:
@@ -1235,32 +1231,17 @@ class TCPConnection:
                     self._in_recovery = False
                     self.dupacks = 0
                     self.cc.on_recovery_exit(now)
-                    if rq is not None:
-                        rq.on_recovery_exit()
+                    rec.on_recovery_exit(self)
                 else:
                     # Partial ACK (RFC 6582 3.2 step 5).
                     self.cc.on_recovery_ack(acked, now)
-                    if rq is not None:
-                        if not self._rack and not self._sb:
-                            # No SACK information at all (stripped by a middlebox?):
-                            # NewReno's partial-ACK rule, the next segment is lost.
-                            rq.mark_head_lost()
-                    elif not self.sack_ok:
-                        self._lost_floor = ack + self.snd_mss
-                        self._rxt_nxt = ack
-                        segs = acked // self.snd_mss
-                        self.dupacks = max(0, self.dupacks - max(0, segs - 1))
-                        restart_timer = self._first_partial   # "Impatient" variant
-                        self._first_partial = False
-                    else:
-                        self._lost_floor = max(self._lost_floor, ack + 1)
+                    restart_timer = rec.on_partial_ack(self, ack, acked)
             else:
                 self.dupacks = 0
                 self.cc.on_ack(acked, rtt, now, pipe_before)
                 if self._in_loss and ack >= self._recover:
                     self._in_loss = False
-                    if rq is not None:
-                        rq.on_recovery_exit()
+                    rec.on_recovery_exit(self)
             if self._rxt_nxt < ack:
                 self._rxt_nxt = ack
             # RFC 6298 5.2 / 5.3.
@@ -1281,30 +1262,10 @@ class TCPConnection:
             if dup:
                 st.dupacks_in += 1
                 self.dupacks += 1
-                if self._in_recovery or self._in_loss or snd_una < self._recover:
-                    pass
-                elif rq is not None:
-                    # RFC 6675 5 step (1): DupAcks >= DupThresh; with RACK only when the
-                    # ACKs carry no SACK blocks (RACK's own rule covers SACKed segments,
-                    # RFC 8985 6.2 step 4).
-                    if self.dupacks >= cfg.dupthresh and (not self._rack or not seg.sack_blocks):
-                        rq.mark_head_lost()
-                elif self.dupacks >= cfg.dupthresh or (
-                        self.sack_ok and self._sb and
-                        (self._sb.lost_boundary(cfg.dupthresh, self.snd_mss) or 0) > snd_una):
-                    self._enter_recovery(now)
-        if rq is not None:
-            if new_ranges:
-                new_ranges.sort()
-                rq.sack(new_ranges, now)
-            rq.end_ack(now)
-            if self._rack:
-                rq.on_ack_dsack_round(self.snd_una, dsack is not None, self.snd_nxt)
-            if dsack is not None:
-                self._dsack_undo(dsack, now)
-            if self._tlp_end is not None and ack >= self._tlp_end:
-                self._tlp_process_ack(seg, ack, snd_una, dsack, now)
-            self._detect_losses(now)
+                if not (self._in_recovery or self._in_loss or snd_una < self._recover):
+                    rec.on_dupack(self, seg, now)     # RFC 5681 3.2 / RFC 6675 5 (1)
+        # SACK records, D-SACK undo, TLP, loss detection (RFC 6675 5, RFC 8985 6.2, 7.4).
+        rec.on_ack_done(self, seg, ack, snd_una, new_ranges, dsack, now)
         # Window update (3.10.7.4 "fifth", ESTABLISHED): SND.WL1/WL2 rule.
         if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
             if ack >= self.snd_una:
@@ -1320,85 +1281,31 @@ class TCPConnection:
                     if self.snd_nxt > self.snd_una:
                         self._t_rtx = now + self._rtt.rto
 
-    # ------------------------------------------------------------------ loss detection,
-    # TLP and undo on SACK connections (RFC 6675, RFC 8985, RFC 2883/3708, RFC 3522/4015)
-
-    def _detect_losses(self, now: float) -> None:
-        """Mark lost segments (RACK, RFC 8985 6.2 step 5; else RFC 6675 IsLost()) and enter
-        fast recovery when some are (RFC 8985 6.2 step 4 / RFC 6675 5 step 4)."""
-        rq = self._rq
-        assert rq is not None
-        cfg = self.config
-        if self._rack:
-            reo = rq.reo_wnd(self._in_recovery or self._in_loss, cfg.dupthresh, self._rtt.srtt)
-            n, deadline = rq.detect_loss(now, reo)
-            self._t_rack = deadline
-            if n:
-                self._stats.rack_lost += n
-        elif self._sb:
-            b = self._sb.lost_boundary(cfg.dupthresh, self.snd_mss)
-            if b is not None:
-                rq.mark_lost_below(b)
-        if rq.pending_lost and not (self._in_recovery or self._in_loss) \
-                and self.snd_una >= self._recover and self.state in _SEND_STATES:
-            self._enter_recovery(now)
-
-    def _tlp_process_ack(self, seg: TCPSegment, ack: int, prior_una: int,
-                         dsack: tuple[int, int] | None, now: float) -> None:
-        """RFC 8985 7.4.2 TLP_process_ack()."""
-        end = self._tlp_end
-        assert end is not None
-        if not self._tlp_is_retrans:
-            self._tlp_end = None                  # a probe of new data was delivered
-        elif dsack is not None and dsack[1] == end:
-            self._tlp_end = None                  # case 1: both copies arrived
-        elif ack > end:
-            self._tlp_end = None                  # the probe repaired a single loss
-            self._stats.tlp_recoveries += 1
-            if not (self._in_recovery or self._in_loss):
-                self.cc.on_congestion_event(now, self._flight_size(prior_una))
-                self.cc.on_recovery_exit(now)
-        elif ack == prior_una and not seg.sack_blocks:
-            self._tlp_end = None                  # case 2: a DupAck without SACK
+    # ------------------------------------------------------------------ loss recovery
+    # common to every regime (the regimes' own parts: tcpstack/tcp/recovery.py), and undo
+    # of spurious responses (RFC 3522 / RFC 3708 / RFC 4015, tcpstack/tcp/undo.py)
 
     def _begin_episode(self, rto: bool) -> None:
         """Remember the congestion state before a loss response, for undo (RFC 4015)."""
         if self._in_recovery or self._in_loss:
-            self._undo_rto |= rto
+            self._undo.rto |= rto
             return                                # the episode under way keeps its state
-        self._undo_rto = rto
-        self._undo_cc = self.cc.snapshot()
-        self._undo_cwnd = self.cc.cwnd
-        self._undo_marker = self.snd_una
-        self._undo_high = self.snd_una
-        self._undo_retrans = 0
-        self._undo_total = 0
-        self._undo_ts = None
+        self._undo.begin(self.cc.snapshot(), self.cc.cwnd, self.snd_una, rto)
 
     def _note_retransmit(self, start: int, end: int, now: float) -> None:
         """Bookkeeping common to every retransmission: Karn, and the undo episode."""
         self._rtt_seq = None                      # Karn
         self._karn_mark(now)
-        if self._undo_cc is not None and (self._in_recovery or self._in_loss):
-            self._undo_retrans += 1
-            self._undo_total += 1
-            if end > self._undo_high:
-                self._undo_high = end
-            if self._undo_total == 1 and self.ts_ok:
-                self._undo_ts = self._ts(now)     # RFC 3522 2 RetransmitTS
-                self._undo_seq = end
+        undo = self._undo
+        if undo.cc_state is not None and (self._in_recovery or self._in_loss):
+            if undo.retransmitted(end) and self.ts_ok:
+                undo.ts = self._ts(now)           # RFC 3522 2 RetransmitTS
+                undo.seq = end
 
     def _dsack_undo(self, dsack: tuple[int, int], now: float) -> None:
         """RFC 3708 2-3: when every retransmission of the episode is reported as a
         duplicate by D-SACK, the retransmissions (and the cwnd reduction) were spurious."""
-        if self._undo_cc is None or self._undo_total == 0 or self._undo_retrans <= 0:
-            return
-        s, e = dsack
-        if s < self._undo_marker or e > self._undo_high:
-            return
-        mss = self.snd_mss
-        self._undo_retrans -= max(1, (e - s + mss // 2) // mss)
-        if self._undo_retrans <= 0:
+        if self._undo.dsack(dsack[0], dsack[1], self.snd_mss):
             self._spurious(now, None)
 
     def _spurious(self, now: float, tsecr: int | None) -> None:
@@ -1407,14 +1314,12 @@ class TCPConnection:
         retransmitting what was only deemed lost."""
         st = self._stats
         st.spurious_undos += 1
-        state = self._undo_cc
-        if state is not None and self.cc.cwnd < self._undo_cwnd:
+        undo = self._undo
+        state = undo.cc_state
+        if state is not None and self.cc.cwnd < undo.cwnd:
             self.cc.undo(state)
-        self._undo_cc = None
-        self._undo_ts = None
-        rq = self._rq
-        if rq is not None and self._rack and not self._undo_rto:
-            rq.reordering_seen = True             # the "lost" segment was only reordered
+        undo.done()
+        self._recovery.on_spurious(self, undo.rto)
         if self._in_loss:
             # A spurious timeout (delay spike): back off no further, and adopt the RTT of
             # the original transmission the ACK echoes (RFC 4015 4).
@@ -1431,9 +1336,7 @@ class TCPConnection:
         self.dupacks = 0
         self._recover = self.snd_una
         self._fast_pending = False
-        if rq is not None:
-            rq.unmark_lost(now)
-
+        self._recovery.unmark_lost(self, now)
 
     def _karn_mark(self, now: float) -> None:
         """Karn's rule for timestamp RTTM: after a retransmission, an ACK whose TSecr
@@ -1448,14 +1351,11 @@ class TCPConnection:
         """RFC 5681 3.2 steps 2-4 / RFC 6582 3.2 step 2 / RFC 6675 5 (4.1-4.3)."""
         self._begin_episode(False)
         self._in_recovery = True
-        self._rescue_rxt = None
-        self._tlp_end = None                      # RFC 8985 7.1 TLP_init()
-        self._t_tlp = None
+        self._t_tlp = None                        # RFC 8985 7.1 TLP_init()
         self._recover = self.snd_nxt
-        self._first_partial = True
         self.cc.on_congestion_event(now, self._flight_size(self.snd_una))
         self._rxt_nxt = self.snd_una
-        self._lost_floor = self.snd_una + self.snd_mss
+        self._recovery.on_enter_recovery(self)    # RescueRxt, TLP state, lost range
         self._fast_pending = True
         self._rtt_seq = None
         self._stats.recoveries += 1
@@ -1534,9 +1434,11 @@ class TCPConnection:
                 self._rcv_mss = min(n, self.config.mss - (TS_OVERHEAD if self.ts_ok else 0))
             # Receiver RTT for auto-tuning: one sample per distinct echoed timestamp (a burst
             # of data echoes the same TSval); every segment without timestamps.
-            if self._rcv_autotune and (seg.tsecr != self._rcv_tsecr or not self.ts_ok):
-                self._rcv_tsecr = seg.tsecr
-                self._rcv_rtt_measure(seg, now)
+            tuner = self._tuner
+            if tuner is not None and (seg.tsecr != tuner.tsecr or not self.ts_ok):
+                tuner.tsecr = seg.tsecr
+                tuner.measure(seg.tsecr, self._ts(now) if self.ts_ok else None, self.rcv_nxt,
+                              self.rcv_adv, self._rcv_mss, now)
             if seq == rcv_nxt:
                 if self._ooo:
                     immediate = True            # filling (part of) a hole: ACK now (RFC 5681 4.2)
@@ -1550,7 +1452,7 @@ class TCPConnection:
                     st.bytes_received += n
                     self.rcv_nxt = rcv_nxt + n
                     self._unacked_bytes += n
-                if self._rcv_autotune:
+                if tuner is not None:
                     self._rcv_space_adjust(now)
             else:
                 # Out of order: queue, and send an immediate (duplicate) ACK with SACK
@@ -1595,58 +1497,21 @@ class TCPConnection:
 
     # ------------------------------------------------------------------ receive buffer
 
-    def _rcv_rtt_measure(self, seg: TCPSegment, now: float) -> None:
-        """The receiver's RTT estimate for auto-tuning: from the echoed timestamp of a data
-        segment (RFC 7323 4: TSecr is our TSval of the ACK that released it), or, without
-        timestamps, the time to receive one window's worth of data (an upper bound)."""
-        if self.ts_ok:
-            if seg.tsecr:
-                delta = (self._ts(now) - seg.tsecr) & MASK
-                if delta < 60_000:                   # ms; anything larger is not ours
-                    self._rcv_rtt_sample((delta if delta else 1) / 1000.0)
-            return
-        if self._rcv_rtt_time and self.rcv_nxt >= self._rcv_rtt_seq:
-            if now > self._rcv_rtt_time:
-                self._rcv_rtt_sample(now - self._rcv_rtt_time)
-            self._rcv_rtt_time = 0.0
-        if not self._rcv_rtt_time:
-            wnd = self.rcv_adv - self.rcv_nxt
-            self._rcv_rtt_seq = self.rcv_nxt + (wnd if wnd > self._rcv_mss else self._rcv_mss)
-            self._rcv_rtt_time = now
-
-    def _rcv_rtt_sample(self, sample: float) -> None:
-        # Leaning to the minimum (queueing only inflates samples), smoothed by 1/8 upward.
-        r = self._rcv_rtt
-        self._rcv_rtt = sample if (not r or sample < r) else r + (sample - r) / 8
-
     def _rcv_space_adjust(self, now: float) -> None:
-        """Once per receiver RTT: grow the receive buffer to 2x what the application took
-        in that RTT, plus room for 16 segments of cwnd growth, up to recv_buffer_max.  It
-        follows consumption, not arrival: a slow reader keeps a small window.  The buffer
-        never shrinks, so the advertised right edge never moves left (RFC 7323 2.4)."""
-        taken = self.rcv_nxt - self._rbuf_len
-        if not self._rcvq_time:
-            self._rcvq_time = now
-            self._rcvq_seq = taken
-            self._rcvq_space = min(self._rcv_buf, 10 * self._rcv_mss)
-            return
-        rtt = self._rcv_rtt or self._rtt.srtt or 0.0
-        if not rtt or now - self._rcvq_time < rtt:
-            return
-        copied = taken - self._rcvq_seq
-        if copied > self._rcvq_space:
-            want = 2 * copied + 16 * self._rcv_mss
-            if want > self._rcv_buf:
-                cap = self.config.recv_buffer_max
-                self._rcv_buf = want if want < cap else cap
-                # The out-of-order queue's entry bound follows the window it must hold (its
-                # bytes are bounded by the window anyway; the bound stops tiny segments).
-                segs = 2 * self._rcv_buf // (self._rcv_mss if self._rcv_mss > 536 else 536)
-                if segs > self._ooo.max_chunks:
-                    self._ooo.max_chunks = segs
-            self._rcvq_space = copied
-        self._rcvq_seq = taken
-        self._rcvq_time = now
+        """Receive-buffer auto-tuning (tcpstack/tcp/autotune.py): the tuner decides the
+        size from what the application took; the out-of-order queue's entry bound follows
+        the window it must hold (its bytes are bounded by the window anyway; the bound
+        stops tiny segments)."""
+        tuner = self._tuner
+        assert tuner is not None
+        old = self._rcv_buf
+        buf = tuner.adjust(self.rcv_nxt - self._rbuf_len, old, self._rcv_mss, self._rtt,
+                           self.config.recv_buffer_max, now)
+        if buf != old:
+            self._rcv_buf = buf
+            segs = 2 * buf // (self._rcv_mss if self._rcv_mss > 536 else 536)
+            if segs > self._ooo.max_chunks:
+                self._ooo.max_chunks = segs
 
     @property
     def recv_buffer(self) -> int:
@@ -1693,167 +1558,12 @@ class TCPConnection:
     # ------------------------------------------------------------------ sending
 
     def _pipe(self) -> int:
-        """RFC 6675 SetPipe(): octets estimated in flight (4: IsLost, HighRxt)."""
-        flight = self.snd_nxt - self.snd_una
-        rq = self._rq
-        if rq is not None:
-            # Per-segment form: an unSACKed octet counts once unless deemed lost, once
-            # more while a retransmission of it is in flight.
-            pipe = flight - rq.sacked_out - rq.lost_out + rq.retrans_out
-            return pipe if pipe > 0 else 0
-        if not (self._in_recovery or self._in_loss or self.dupacks or self._sb):
-            return flight
-        snd_una = self.snd_una
-        lost_end = self._lost_end()
-        if self.sack_ok:
-            sb = self._sb
-            lost = sb.hole_bytes(snd_una, lost_end) if lost_end > snd_una else 0
-            rxt = sb.hole_bytes(snd_una, self._rxt_nxt) if self._rxt_nxt > snd_una else 0
-            pipe = flight - sb.sacked - lost + rxt
-        else:
-            lost = min(lost_end, self.snd_nxt) - snd_una if lost_end > snd_una else 0
-            rxt = self._rxt_nxt - snd_una if self._rxt_nxt > snd_una else 0
-            sacked = self.dupacks * self.snd_mss      # each dupack: a segment left the network
-            if sacked > flight - lost:
-                sacked = flight - lost
-            pipe = flight - sacked - lost + rxt
-        return pipe if pipe > 0 else 0
+        """RFC 6675 SetPipe(): octets estimated in flight (the regime's estimate)."""
+        return self._recovery.pipe(self)
 
-    def _lost_end(self) -> int:
-        """Every unSACKed octet below this is deemed lost (RFC 6675 IsLost / after RTO)."""
-        if self._in_loss:
-            return self._recover
-        if self._in_recovery:
-            lf = self._lost_floor
-            if self.sack_ok:
-                b = self._sb.lost_boundary(self.config.dupthresh, self.snd_mss)
-                if b is not None and b > lf:
-                    return b
-            return lf
-        return self.snd_una
-
-    def _next_rtx(self) -> tuple[int, int] | None:
-        """RFC 6675 NextSeg() rule 1 (and the hole-filling after an RTO, 5.1)."""
-        lo = self._rxt_nxt if self._rxt_nxt > self.snd_una else self.snd_una
-        hi = self._lost_end()
-        if hi > self.snd_nxt:
-            hi = self.snd_nxt
-        if lo >= hi:
-            return None
-        if self.sack_ok and self._sb:
-            return self._sb.next_hole(lo, hi)
-        return lo, hi
-
-    def _retransmit_record(self, r: SentSegment, out: list[TCPSegment], now: float, *,
-                           tail: bool = False) -> SentSegment:
-        """Retransmit record r (split to one segment's payload room first: its head, or
-        with ``tail`` its last piece); returns the record actually sent."""
-        rq = self._rq
-        assert rq is not None
-        room = self._seg_payload_room()
-        fin = 1 if self._fin_queued and r.start <= self._fin_seq < r.end else 0
-        if r.end - r.start - fin > room:
-            if tail:
-                r = rq.split(r, r.end - fin - room)
-            else:
-                rq.split(r, r.start + room)
-        a, b = r.start, r.end
-        out.append(self._segment_for(a, b, now, rtx=True))
-        rq.retransmitted(r, now)
-        st = self._stats
-        st.retransmits += 1
-        st.retransmitted_bytes += b - a - fin
-        if self._fast_pending:
-            st.fast_retransmits += 1
-            self._fast_pending = False
-            self._rescue_rxt = b                  # RFC 6675 5 (4.3)
-        elif self._in_recovery:
-            st.sack_retransmits += 1
-        if self._rxt_nxt < b and not tail:
-            self._rxt_nxt = b                     # HighRxt (C.2)
-        self._note_retransmit(a, b, now)
-        return r
-
-    def _nextseg_rules_3_4(self, out: list[TCPSegment], now: float) -> bool:
-        """RFC 6675 NextSeg() rule 3 (an unSACKed segment above HighRxt and below the
-        highest SACKed octet, though not yet deemed lost) and rule 4 (one "rescue"
-        retransmission of the highest unSACKed segment per recovery episode), while
-        cwnd - pipe >= 1 SMSS.  They keep the ACK clock going when the tail is lost."""
-        rq = self._rq
-        sb = self._sb
-        assert rq is not None
-        mss = self.snd_mss
-        sent = False
-        while self.cc.cwnd - self._pipe() >= mss and rq.next_lost() is None:
-            hi = sb.highest
-            lo = self._rxt_nxt if self._rxt_nxt > self.snd_una else self.snd_una
-            r = None
-            while hi is not None and lo < hi:
-                hole = sb.next_hole(lo, hi)
-                if hole is None:
-                    break
-                r = rq.find(hole[0])
-                if r is not None and not r.flags & (SACKED | LOST | RTX):
-                    break
-                lo = r.end if r is not None else hole[1]
-                r = None
-            if r is not None:                               # rule 3
-                self._retransmit_record(r, out, now)
-                sent = True
-                continue
-            if self._rescue_rxt is None or self.snd_una >= self._rescue_rxt:
-                r = rq.last_unsacked()                      # rule 4
-                if r is not None and not r.flags & RTX:     # (not if already resent)
-                    self._retransmit_record(r, out, now, tail=True)
-                    self._stats.rescue_retransmits += 1
-                    self._rescue_rxt = self._recover + 1    # once per episode
-                    sent = True
-            break
-        return sent
-
-    def _pto_deadline(self, now: float) -> float:
-        """RFC 8985 7.2 TLP_calc_PTO() as an absolute deadline (capped at the RTO's)."""
-        srtt = self._rtt.srtt
-        cfg = self.config
-        if srtt is None:
-            pto = 1.0
-        else:
-            pto = 2 * srtt
-            if self.snd_nxt - self.snd_una <= self.snd_mss:
-                pto += cfg.tlp_max_ack_delay
-            if pto < cfg.tlp_min:
-                pto = cfg.tlp_min
-        t = now + pto
-        if self._t_rtx is not None and t > self._t_rtx:
-            t = self._t_rtx
-        return t
-
-    def _on_tlp(self, now: float) -> None:
-        """RFC 8985 7.3 TLP_send_probe()."""
-        rq = self._rq
-        if (rq is None or self.state not in _SEND_STATES or self.snd_nxt <= self.snd_una
-                or self._in_recovery or self._in_loss):
-            return
-        if self._tlp_end is None and self._rtt.samples != self._tlp_samples:
-            sent = self._tlp_send_new(now)
-            self._tlp_is_retrans = False
-            if not sent:
-                r = rq.last_unsacked()
-                if r is not None:
-                    self._retransmit_record(r, self._out, now, tail=True)
-                    self._tlp_is_retrans = True
-                    sent = True
-            if sent:
-                self._tlp_end = self.snd_nxt
-                self._tlp_samples = self._rtt.samples
-                self._stats.tlp_probes += 1
-                self._t_rtx = now + self._rtt.rto
-        if self._t_rtx is None:
-            self._t_rtx = now + self._rtt.rto
-
-    def _tlp_send_new(self, now: float) -> bool:
+    def _send_new_probe(self, now: float) -> bool:
         """A loss probe of previously unsent data, if any fits the peer's window
-        (congestion window not consulted, RFC 8985 7.3)."""
+        (congestion window not consulted, RFC 8985 7.3; the probe's state is RackRecovery's)."""
         rq = self._rq
         assert rq is not None
         snd_nxt = self.snd_nxt
@@ -1921,7 +1631,6 @@ class TCPConnection:
 
     def _send_data(self, out: list[TCPSegment], now: float) -> None:
         cfg = self.config
-        mss = self.snd_mss
         st = self._stats
         sent_any = False
         snd_una = self.snd_una
@@ -1932,42 +1641,12 @@ class TCPConnection:
                 self.cc.on_idle_restart(now, self._rtt.rto)
         if self.snd_nxt == snd_una:
             self._stall_since = now
-        # --- retransmissions (fast recovery / SACK holes / after RTO) ---
+        # --- retransmissions (fast recovery / SACK holes / after RTO: NextSeg() rule 1) ---
+        rec = self._recovery
+        pipe = rec.pipe
         rq = self._rq
-        if rq is not None:
-            # RFC 6675 NextSeg() rule 1 (what RACK or IsLost() marked, lowest first).
-            while True:
-                r = rq.next_lost()
-                if r is None:
-                    break
-                if not self._fast_pending and self.cc.cwnd - self._pipe() < mss:
-                    break
-                self._retransmit_record(r, out, now)
-                sent_any = True
-        elif self._in_recovery or self._in_loss:
-            while True:
-                h = self._next_rtx()
-                if h is None:
-                    break
-                cwnd = self.cc.cwnd
-                if not self._fast_pending and cwnd - self._pipe() < mss:
-                    break
-                a, b = h
-                room = self._seg_payload_room()
-                lim = a + room if a + room < b else b
-                seg = self._segment_for(a, lim, now, rtx=True)
-                out.append(seg)
-                sent_any = True
-                st.retransmits += 1
-                st.retransmitted_bytes += lim - a
-                if self._fast_pending:
-                    st.fast_retransmits += 1
-                    self._fast_pending = False
-                elif self.sack_ok and self._in_recovery:
-                    st.sack_retransmits += 1
-                self._rxt_nxt = lim
-                self._rtt_seq = None            # Karn
-                self._karn_mark(now)
+        if rec.retransmit(self, out, now):
+            sent_any = True
         # --- new data ---
         fin_queued = self._fin_queued
         while True:
@@ -1978,7 +1657,7 @@ class TCPConnection:
             if unsent <= 0:
                 if fin_pending and snd_nxt == self._fin_seq:
                     # FIN alone (all data already sent).
-                    if self.cc.cwnd - self._pipe() <= 0 and snd_nxt > self.snd_una:
+                    if self.cc.cwnd - pipe(self) <= 0 and snd_nxt > self.snd_una:
                         break
                     out.append(self._segment_for(snd_nxt, snd_nxt + 1, now, rtx=False))
                     self.snd_nxt = snd_nxt + 1
@@ -1994,7 +1673,7 @@ class TCPConnection:
             seglen = room if room < unsent else unsent
             if seglen > wnd_room:
                 seglen = wnd_room
-            cw_room = self.cc.cwnd - self._pipe()
+            cw_room = self.cc.cwnd - pipe(self)
             if seglen > cw_room:
                 break                           # congestion-window limited: wait for ACKs
             if seglen < room:
@@ -2041,10 +1720,9 @@ class TCPConnection:
             self._tlp_rearm = True
             if with_fin:
                 break
-        # --- RFC 6675 NextSeg() rules 3 and 4 (without RACK: its timers do this job) ---
-        if (rq is not None and self._in_recovery and not self._rack
-                and (not self._has_unsent() or self.snd_una + self.snd_wnd <= self.snd_nxt)):
-            sent_any |= self._nextseg_rules_3_4(out, now)
+        # --- more retransmissions in fast recovery (RFC 6675 NextSeg() rules 3 and 4) ---
+        if self._in_recovery and rec.after_new_data(self, out, now):
+            sent_any = True
         self._sws_force = False
         if sent_any:
             self._t_sws = None
@@ -2053,12 +1731,7 @@ class TCPConnection:
         if self.snd_nxt > self.snd_una:
             if self._t_rtx is None and not self._persisting:
                 self._t_rtx = now + self._rtt.rto
-            if self._rack:
-                if (self._in_recovery or self._in_loss or self._persisting
-                        or self._t_rack is not None or (rq is not None and rq.segs_sacked)):
-                    self._t_tlp = None
-                elif self._tlp_rearm:
-                    self._t_tlp = self._pto_deadline(now)
+            rec.arm_timers(self, now)             # RFC 8985 7.2 PTO
         else:
             self._t_rtx = self._t_rack = self._t_tlp = None
         self._tlp_rearm = False
@@ -2106,11 +1779,11 @@ class TCPConnection:
         if self._t_rack is not None and now >= self._t_rack:
             self._t_rack = None
             self._stats.reorder_timeouts += 1
-            if self._rq is not None and self.state in _SEND_STATES:
-                self._detect_losses(now)         # RFC 8985 6.2 RACK reordering timer
+            if self.state in _SEND_STATES:
+                self._recovery.detect_losses(self, now)   # RFC 8985 6.2 reordering timer
         if self._t_tlp is not None and now >= self._t_tlp:
             self._t_tlp = None
-            self._on_tlp(now)                     # RFC 8985 7.3 (before an RTO due now)
+            self._recovery.on_tlp_timer(self, now)  # RFC 8985 7.3 (before an RTO due now)
         if self._t_rtx is not None and now >= self._t_rtx:
             self._t_rtx = None
             self._on_rto(now)
@@ -2177,47 +1850,14 @@ class TCPConnection:
             # RFC 5681 3.1 eq. (4): only for the first timeout of this segment.
             self.cc.on_rto(now, self._pipe() or flight)
         self._t_rack = self._t_tlp = None
-        self._tlp_end = None                      # RFC 8985 7.1
-        rq = self._rq
-        if rq is not None:
-            head = rq.first()
-            if self._rtx_count > 1 or (head is not None and head.flags & SACKED):
-                # RFC 2018 8 / RFC 6675 5.1: SACK information is kept across a timeout
-                # unless the receiver seems to have reneged (the segment at SND.UNA was
-                # SACKed) or the timeout repeats; then it is expunged.
-                self._sb.clear()
-                rq.clear_sacks()
-            if self._rack:
-                reo = rq.reo_wnd(True, cfg.dupthresh, self._rtt.srtt)
-                st.rack_lost += rq.mark_lost_on_rto(now, self.snd_una, reo)   # RFC 8985 6.3
-            else:
-                rq.mark_all_lost()               # RFC 6675 5.1 "filling in" the holes
-            self._enter_loss()
-            self._rtt.back_off()                  # RFC 6298 5.5
-            r = rq.next_lost()
-            if r is not None:                     # RFC 6298 5.4
-                self._retransmit_record(r, self._out, now)
-            t = now + self._rtt.rto               # RFC 6298 5.6
-            if cfg.user_timeout is not None:
-                t = min(t, self._stall_since + cfg.user_timeout)
-            self._t_rtx = t
-            return
-        # RFC 6675 5.1: expunge the scoreboard, leave fast recovery, RecoveryPoint = HighData.
-        self._sb.clear()
-        self._enter_loss()
-        self._rtt_seq = None                      # Karn
-        self._karn_mark(now)
-        self._rtt.back_off()                      # RFC 6298 5.5
-        # RFC 6298 5.4: retransmit the earliest unacknowledged segment now.
-        a = self.snd_una
-        room = self._seg_payload_room()
-        lim = a + room if room < flight else self.snd_nxt
-        seg = self._segment_for(a, lim, now, rtx=True)
-        self._out.append(seg)
-        st.retransmits += 1
-        st.retransmitted_bytes += lim - a
-        self._rxt_nxt = lim
-        t = now + self._rtt.rto                   # RFC 6298 5.6
+        # What is lost, the loss state, the retransmission and the timer: the regime's.
+        self._recovery.on_rto(self, now, flight)
+
+    def _restart_rto_after_timeout(self, now: float) -> None:
+        """RFC 6298 5.6: the timer restarts with the backed-off RTO (bounded by the user
+        timeout, RFC 9293 3.8.3 / RFC 5482)."""
+        cfg = self.config
+        t = now + self._rtt.rto
         if cfg.user_timeout is not None:
             t = min(t, self._stall_since + cfg.user_timeout)
         self._t_rtx = t
