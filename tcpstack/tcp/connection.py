@@ -65,6 +65,7 @@ from tcpstack.tcp.recovery import LossRecovery, NewRenoRecovery, RackRecovery, S
 from tcpstack.tcp.rtt import RTTEstimator
 from tcpstack.tcp.sack import SackScoreboard
 from tcpstack.wire.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
+from tcpstack.wire.seqnum import unwrap
 from tcpstack.tcp.sndbuf import SendBuffer, immutable
 from tcpstack.tcp.undo import SpuriousUndo
 
@@ -910,19 +911,22 @@ class TCPConnection:
         self._stats.rst_out += 1
 
     def _receive_syn_sent(self, seg: TCPSegment, now: float) -> None:
-        """RFC 9293 3.10.7.3."""
+        """RFC 9293 3.10.7.3, SEGMENT ARRIVES in SYN-SENT, in the RFC's order."""
         st = self._stats
         flags = seg.flags
         ack_ok = False
         ack = 0
+        # "first, check the ACK bit": it must acknowledge our SYN (ISS < SEG.ACK =< SND.NXT).
         if flags & ACK:
-            ack = self.snd_una + (((seg.ack - self.snd_una) + HALF) & MASK) - HALF
+            ack = unwrap(seg.ack, self.snd_una)
             if ack <= self.iss or ack > self.snd_nxt:
                 st.dropped_segments += 1
                 if not flags & RST:
                     self._send_rst(seg.ack, now)
                 return
             ack_ok = True
+        # "second, check the RST bit": a reset of our SYN (RFC 5961 3.2 leaves SYN-SENT's
+        # rule as it is: only with an acceptable ACK).
         if flags & RST:
             st.rst_in += 1
             if ack_ok:
@@ -931,6 +935,9 @@ class TCPConnection:
             else:
                 st.dropped_segments += 1
             return
+        # "third, check the security": no IP security compartments here, nothing to check.
+        # "fourth, check the SYN bit"; "fifth, if neither of the SYN or RST bits is set
+        # then drop the segment and return".
         if not flags & SYN:
             st.dropped_segments += 1
             return
@@ -999,15 +1006,18 @@ class TCPConnection:
             self._t_keepalive = now + self.config.keepalive_idle
 
     def _receive_other(self, seg: TCPSegment, now: float) -> None:
-        """RFC 9293 3.10.7.4 (SYN-RECEIVED and the synchronized states)."""
+        """RFC 9293 3.10.7.4, SEGMENT ARRIVES in SYN-RECEIVED and the synchronized states,
+        step by step in the RFC's order ("first" ... "eighth", each marked below).  The
+        common case (an acceptable ACK, with or without text) runs inline; the rarer
+        outcomes of a step are methods named after it."""
         st = self._stats
         flags = seg.flags
         state = self.state
         rcv_nxt = self.rcv_nxt
-        seq = rcv_nxt + (((seg.seq - rcv_nxt) + HALF) & MASK) - HALF
+        seq = rcv_nxt + (((seg.seq - rcv_nxt) + HALF) & MASK) - HALF    # seqnum.unwrap, inline
         payload = seg.payload
         plen = len(payload)
-        seglen = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        seglen = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)   # SEG.LEN
 
         if state is TIME_WAIT and flags & (SYN | ACK | RST) == SYN and self._reopen_ok(seg, seq):
             # RFC 6191 2 / RFC 1122 4.2.2.13: a new SYN that is provably newer (timestamp,
@@ -1016,37 +1026,22 @@ class TCPConnection:
             self._terminate(None, "rcv newer SYN (RFC 6191)")
             return
 
-        # RFC 7323 5.3 R1: PAWS, before the sequence-number check.  RFC 7323 3.2: once
-        # timestamps are in use, a non-RST segment without one is dropped.
+        # Before "first": RFC 7323 5.3 R1, PAWS; and RFC 7323 3.2: once timestamps are in
+        # use, a non-RST segment without one is dropped.
         if self.ts_ok and not flags & RST:
             tsval = seg.tsval
-            if tsval is None:
-                st.dropped_segments += 1
-                return
-            if (tsval - self.ts_recent) & MASK >= HALF and tsval != self.ts_recent:
-                if now - self._ts_recent_age > PAWS_IDLE:
-                    self.ts_recent = tsval          # R1: TS.Recent too old to trust
-                else:
-                    st.paws_drops += 1
-                    st.dropped_segments += 1
-                    if plen and seq < rcv_nxt:
-                        self._note_duplicate(seq, min(seq + plen, rcv_nxt))
-                    self._oow_ack(now, seglen)
+            if tsval is None or ((tsval - self.ts_recent) & MASK >= HALF
+                                 and tsval != self.ts_recent):
+                if self._paws_reject(tsval, seq, plen, seglen, now):
                     return
 
-        # SYN in a synchronized state (RFC 5961 4.2, RFC 9293 3.10.7.4 "fourth"): challenge
-        # ACK irrespective of the sequence number.  A retransmitted SYN in SYN-RECEIVED gets
-        # our SYN-ACK again.
-        if flags & SYN:
-            if state is SYN_RECEIVED and seg.seq & MASK == self.irs and not flags & (ACK | RST):
-                self._emit_syn(now)
-                return
-            if not flags & RST:
-                st.dropped_segments += 1
-                self._challenge_ack(now)
-                return
+        # "fourth, check the SYN bit", taken ahead of "first" as RFC 5961 4.2 requires: a
+        # SYN in a synchronized state gets a challenge ACK whatever its sequence number.
+        if flags & SYN and self._check_syn(seg, state, now):
+            return
 
-        # Segment acceptability (3.10.7.4 "first", the four-case table).
+        # "first, check sequence number": the acceptability table (four cases by SEG.LEN
+        # and RCV.WND).
         wnd = self.rcv_adv - rcv_nxt
         if wnd < 0:
             wnd = 0
@@ -1064,71 +1059,38 @@ class TCPConnection:
                 # ACK field, drop the text (a zero-window probe), answer with an ACK.
                 zero_window_allowance = True
             else:
-                st.dropped_segments += 1
-                if not flags & RST:
-                    if plen and seq < rcv_nxt:
-                        self._note_duplicate(seq, min(seq + plen, rcv_nxt))
-                    self._oow_ack(now, seglen)
-                    if state is TIME_WAIT and flags & FIN:
-                        # The peer's FIN again: ACK it and restart 2 MSL (3.10.7.4 "eighth").
-                        self._t_close = now + 2 * self.config.msl
+                self._unacceptable(seg, seq, plen, seglen, state, now)
                 return
 
-        # "second, check the RST bit" with RFC 5961 3.2.
+        # "second, check the RST bit" (with RFC 5961 3.2).
         if flags & RST:
-            st.rst_in += 1
-            if seq != rcv_nxt:
-                self._challenge_ack(now)
-                return
-            if state is SYN_RECEIVED:
-                if self._passive:
-                    self._terminate(ConnectionResetByPeerError(
-                        f"connection {self.local_port}->{self.remote_port} reset in SYN-RECEIVED"),
-                        "rcv RST")
-                else:
-                    self._terminate(ConnectionRefusedByPeerError(
-                        f"connection {self.local_port}->{self.remote_port} refused"), "rcv RST")
-            elif state is TIME_WAIT:
-                self._terminate(None, "rcv RST")
-            else:
-                self._terminate(ConnectionResetByPeerError(
-                    f"connection {self.local_port}->{self.remote_port} reset by peer"), "rcv RST")
+            self._check_rst(seq, state, now)
             return
 
+        # "third, check security": no IP security compartments here, nothing to check.
+
+        # The segment is acceptable: the peer is alive (keepalive, 3.8.4), TS.Recent
+        # follows it (RFC 7323 4.3), the ENO negotiator sees its options (RFC 8547).
         self._last_recv = now
         self._ka_probes = 0
         if self._t_keepalive is not None:
             self._t_keepalive = now + self.config.keepalive_idle
-
-        # RFC 7323 4.3: TS.Recent update.
         if self.ts_ok and seg.tsval is not None and seq <= self.last_ack_sent:
             if (seg.tsval - self.ts_recent) & MASK < HALF:
                 self.ts_recent = seg.tsval
                 self._ts_recent_age = now
-
         if self.eno is not None and self.eno.active:
             self.eno.on_receive(flags, seg.eno)
 
-        # "fifth, check the ACK field".
+        # "fifth, check the ACK field": "if the ACK bit is off, drop the segment".
         if not flags & ACK:
             st.dropped_segments += 1
             return
         snd_una = self.snd_una
         ack = snd_una + (((seg.ack - snd_una) + HALF) & MASK) - HALF
         if state is SYN_RECEIVED:
-            if not (snd_una < ack <= self.snd_nxt):
-                st.dropped_segments += 1
-                self._send_rst(seg.ack, now)
+            if not self._ack_of_syn(seg, seq, ack, now):
                 return
-            self.snd_una = ack
-            self._handshake_rtt(seg, now)
-            self.snd_wnd = seg.window << self.snd_wscale
-            self.max_snd_wnd = self.snd_wnd
-            self.snd_wl1 = seq
-            self.snd_wl2 = ack
-            self._t_rtx = None
-            self._rtx_count = 0
-            self._established(now, "rcv ACK of SYN")
             state = self.state
         else:
             # RFC 5961 5.2: (SND.UNA - MAX.SND.WND) <= SEG.ACK <= SND.NXT, else ACK and drop.
@@ -1136,6 +1098,8 @@ class TCPConnection:
                 st.dropped_segments += 1
                 self._oow_ack(now, seglen)
                 return
+            # ESTABLISHED and on: SND.UNA, retransmission, congestion control, window update,
+            # and FIN-WAIT-1/CLOSING/LAST-ACK when our FIN is acknowledged.
             self._process_ack(seg, seq, ack, plen, now)
             if self._terminated:
                 return
@@ -1143,14 +1107,17 @@ class TCPConnection:
 
         # "sixth, check the URG bit": urgent data is delivered inline (RFC 6093); nothing
         # to do beyond accepting the pointer.
-        # "seventh, process the segment text" and "eighth, check the FIN bit".
+
+        # "seventh, process the segment text" and "eighth, check the FIN bit"
+        # (_process_text, _receive_fin).
         if zero_window_allowance:
             if plen or flags & FIN:
                 self._send_ack(now)
             return
         if state is TIME_WAIT:
             if flags & FIN:
-                # A retransmitted FIN: acknowledge it and restart the 2 MSL timeout.
+                # "eighth", TIME-WAIT: a retransmitted FIN: acknowledge it and restart the
+                # 2 MSL timeout.
                 self._send_ack(now)
                 self._t_close = now + 2 * self.config.msl
             return
@@ -1158,8 +1125,94 @@ class TCPConnection:
             if state in _RECV_TEXT_STATES:
                 self._process_text(seg, seq, now)
             elif plen:
-                # Text after the peer's FIN (CLOSE-WAIT, CLOSING, LAST-ACK): ignored.
+                # "seventh", CLOSE-WAIT, CLOSING, LAST-ACK: text after the peer's FIN is
+                # ignored.
                 st.dropped_segments += 1
+
+    def _paws_reject(self, tsval: int | None, seq: int, plen: int, seglen: int,
+                     now: float) -> bool:
+        """RFC 7323 5.3 R1 (and 3.2) for a segment without a timestamp or with one older
+        than TS.Recent: True when it is dropped (answered with an ACK, R1)."""
+        st = self._stats
+        if tsval is None:
+            st.dropped_segments += 1
+            return True
+        if now - self._ts_recent_age > PAWS_IDLE:
+            self.ts_recent = tsval          # R1: TS.Recent too old to trust (5.5)
+            return False
+        st.paws_drops += 1
+        st.dropped_segments += 1
+        if plen and seq < self.rcv_nxt:
+            self._note_duplicate(seq, min(seq + plen, self.rcv_nxt))
+        self._oow_ack(now, seglen)
+        return True
+
+    def _check_syn(self, seg: TCPSegment, state: TCPState, now: float) -> bool:
+        """3.10.7.4 "fourth" with RFC 5961 4.2: True when the SYN was dealt with (our
+        SYN-ACK again for a retransmitted SYN in SYN-RECEIVED, else a challenge ACK); a
+        SYN with RST goes on to the RST check."""
+        flags = seg.flags
+        if state is SYN_RECEIVED and seg.seq & MASK == self.irs and not flags & (ACK | RST):
+            self._emit_syn(now)
+            return True
+        if not flags & RST:
+            self._stats.dropped_segments += 1
+            self._challenge_ack(now)
+            return True
+        return False
+
+    def _unacceptable(self, seg: TCPSegment, seq: int, plen: int, seglen: int,
+                      state: TCPState, now: float) -> None:
+        """3.10.7.4 "first": "If an incoming segment is not acceptable, an acknowledgment
+        should be sent in reply (unless the RST bit is set ...)" and the segment dropped."""
+        self._stats.dropped_segments += 1
+        if not seg.flags & RST:
+            if plen and seq < self.rcv_nxt:
+                self._note_duplicate(seq, min(seq + plen, self.rcv_nxt))   # RFC 2883 4.1.1
+            self._oow_ack(now, seglen)
+            if state is TIME_WAIT and seg.flags & FIN:
+                # The peer's FIN again: ACK it and restart 2 MSL (3.10.7.4 "eighth").
+                self._t_close = now + 2 * self.config.msl
+
+    def _check_rst(self, seq: int, state: TCPState, now: float) -> None:
+        """3.10.7.4 "second" with RFC 5961 3.2: a RST exactly at RCV.NXT resets the
+        connection; one elsewhere in the window gets a challenge ACK."""
+        self._stats.rst_in += 1
+        if seq != self.rcv_nxt:
+            self._challenge_ack(now)
+            return
+        if state is SYN_RECEIVED:
+            if self._passive:
+                self._terminate(ConnectionResetByPeerError(
+                    f"connection {self.local_port}->{self.remote_port} reset in SYN-RECEIVED"),
+                    "rcv RST")
+            else:
+                self._terminate(ConnectionRefusedByPeerError(
+                    f"connection {self.local_port}->{self.remote_port} refused"), "rcv RST")
+        elif state is TIME_WAIT:
+            self._terminate(None, "rcv RST")
+        else:
+            self._terminate(ConnectionResetByPeerError(
+                f"connection {self.local_port}->{self.remote_port} reset by peer"), "rcv RST")
+
+    def _ack_of_syn(self, seg: TCPSegment, seq: int, ack: int, now: float) -> bool:
+        """3.10.7.4 "fifth", SYN-RECEIVED: "If SND.UNA < SEG.ACK =< SND.NXT, then enter
+        ESTABLISHED state and continue processing" (with SND.WND, SND.WL1, SND.WL2 set);
+        otherwise a reset.  True to continue with the segment."""
+        if not (self.snd_una < ack <= self.snd_nxt):
+            self._stats.dropped_segments += 1
+            self._send_rst(seg.ack, now)
+            return False
+        self.snd_una = ack
+        self._handshake_rtt(seg, now)
+        self.snd_wnd = seg.window << self.snd_wscale
+        self.max_snd_wnd = self.snd_wnd
+        self.snd_wl1 = seq
+        self.snd_wl2 = ack
+        self._t_rtx = None
+        self._rtx_count = 0
+        self._established(now, "rcv ACK of SYN")
+        return True
 
     # ------------------------------------------------------------------ ACK processing
 
