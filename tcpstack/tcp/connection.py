@@ -18,8 +18,13 @@ Nothing here touches a socket or a clock: the owner feeds segments, application 
 the time ``now``; it drains segments (:meth:`segments_to_send`), events (:meth:`next_event`)
 and asks for the next deadline (:meth:`next_timer`).
 
-Sequence numbers are kept *unwrapped* (see tcpstack/seqnum.py): snd_una, snd_nxt, rcv_nxt...
-are plain ints that grow past 2**32; wire values are ``v & 0xFFFFFFFF``.  ``snd_nxt`` is the
+Sequence numbers are kept *unwrapped* (see tcpstack/wire/seqnum.py): snd_una, snd_nxt,
+rcv_nxt... are plain ints that grow past 2**32, so every comparison is an ordinary ``<``;
+wire values are ``v & 0xFFFFFFFF``.  A received 32-bit number is unwrapped against a nearby
+reference with seqnum.unwrap; on the per-segment path (SEG.SEQ, SEG.ACK, SACK edges, TSval
+comparisons) the same expression is written inline, as a function call there costs
+measurably (bench/), and each such place says so.  Option sizes come from
+tcpstack/wire/tcp.py, which lays the options out.  ``snd_nxt`` is the
 highest sequence number sent plus one (it never moves back; retransmissions are tracked with
 ``_rxt_nxt``, RFC 6675's HighRxt + 1).
 
@@ -65,7 +70,10 @@ from tcpstack.tcp.recovery import LossRecovery, NewRenoRecovery, RackRecovery, S
 from tcpstack.tcp.rtt import RTTEstimator
 from tcpstack.tcp.sack import SackScoreboard
 from tcpstack.wire.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
-from tcpstack.wire.seqnum import unwrap
+from tcpstack.wire.seqnum import seq_lt, unwrap
+from tcpstack.wire.tcp import (MAX_OPTION_SPACE, SACK_BLOCK_SPACE, SACK_OPTION_BASE,
+                               TS_OPTION_SPACE, eno_option_space, sack_blocks_fitting,
+                               syn_option_space)
 from tcpstack.tcp.sndbuf import SendBuffer, immutable
 from tcpstack.tcp.undo import SpuriousUndo
 
@@ -73,7 +81,7 @@ log = logging.getLogger(__name__)
 
 MASK = 0xFFFFFFFF
 HALF = 0x80000000
-TS_OVERHEAD = 12          # NOP NOP TS(10): what timestamps cost every segment (RFC 7323 3.2)
+TS_OVERHEAD = TS_OPTION_SPACE   # what timestamps cost every segment (RFC 7323 3.2)
 DEFAULT_PEER_MSS = 536    # RFC 9293 3.7.1 / RFC 1122 4.2.2.6 when no MSS option arrives
 DEFAULT_PEER_MSS_V6 = 1220  # RFC 9293 3.7.1 MUST-15: 1280 - 60 for IPv6
 IPV6_MIN_MTU = 1280       # RFC 8200 5 / RFC 8201 4: a path MTU is never taken below this
@@ -182,10 +190,6 @@ class ConnectionStats:
     sack_ok: bool = False
     ts_ok: bool = False
     congestion_control: str = ""
-
-
-def _r4(n: int) -> int:
-    return (n + 3) & ~3
 
 
 class TCPConnection:
@@ -633,21 +637,18 @@ class TCPConnection:
         self._syn_want = (ws, sackok, ts)
         self._syn_opts = (ws, sackok, ts)
 
-    @staticmethod
-    def _syn_option_len(ws: bool, sackok: bool, ts: bool, eno: tuple[bytes, ...]) -> int:
-        n = 4 + (4 if ws else 0) + (12 if ts else (4 if sackok else 0))
-        for e in eno:
-            n += _r4(2 + len(e))
-        return n
+    # The SYN's option bytes as tcpstack/wire/tcp.py lays them out (kept under this name
+    # for the stack core's SYN-cookie path).
+    _syn_option_len = staticmethod(syn_option_space)
 
     def _fit_syn_options(self, ws: bool, sackok: bool, ts: bool,
                          eno: tuple[bytes, ...]) -> tuple[bool, bool, bool]:
         # Drop order when over 40 bytes: TS, then SACK-permitted, then WS (module docstring).
-        if self._syn_option_len(ws, sackok, ts, eno) > 40:
+        if syn_option_space(ws, sackok, ts, eno) > MAX_OPTION_SPACE:
             ts = False
-        if self._syn_option_len(ws, sackok, ts, eno) > 40:
+        if syn_option_space(ws, sackok, ts, eno) > MAX_OPTION_SPACE:
             sackok = False
-        if self._syn_option_len(ws, sackok, ts, eno) > 40:
+        if syn_option_space(ws, sackok, ts, eno) > MAX_OPTION_SPACE:
             ws = False
         return ws, sackok, ts
 
@@ -763,12 +764,11 @@ class TCPConnection:
                 tsecr = self.ts_recent
             if self.eno is not None and self.eno.active:
                 eno = self.eno.nonsyn_options()
-                self._eno_extra = sum(_r4(2 + len(e)) for e in eno)
+                self._eno_extra = eno_option_space(eno)
             if self.sack_ok and flags & ACK and (self._ooo or self._dsack is not None):
-                room = 40 - (TS_OVERHEAD if self.ts_ok else 0)
-                for e in eno:
-                    room -= _r4(2 + len(e))
-                n = min((room - 4) // 8, 4)
+                room = MAX_OPTION_SPACE - (TS_OVERHEAD if self.ts_ok else 0) \
+                    - eno_option_space(eno)
+                n = min(sack_blocks_fitting(room), 4)
                 if n > 0:
                     blocks = []
                     if self._dsack is not None:
@@ -978,7 +978,7 @@ class TCPConnection:
         TSval must exceed TS.Recent; otherwise (RFC 1122 4.2.2.13) its sequence number
         must exceed RCV.NXT."""
         if self.ts_ok and syn.tsval is not None:
-            return 0 < ((syn.tsval - self.ts_recent) & MASK) < HALF
+            return seq_lt(self.ts_recent, syn.tsval)    # timestamps compare mod 2**32 too
         return seq > self.rcv_nxt
 
     def _handshake_rtt(self, seg: TCPSegment, now: float) -> None:
@@ -1087,7 +1087,7 @@ class TCPConnection:
             st.dropped_segments += 1
             return
         snd_una = self.snd_una
-        ack = snd_una + (((seg.ack - snd_una) + HALF) & MASK) - HALF
+        ack = snd_una + (((seg.ack - snd_una) + HALF) & MASK) - HALF    # seqnum.unwrap, inline
         if state is SYN_RECEIVED:
             if not self._ack_of_syn(seg, seq, ack, now):
                 return
@@ -1226,6 +1226,7 @@ class TCPConnection:
         new_ranges: list[tuple[int, int]] | None = None
         tsecr = seg.tsecr if self.ts_ok and seg.tsval is not None else None
         if self.sack_ok and seg.sack_blocks:
+            # seqnum.unwrap of each edge, inline (per-ACK path)
             blocks = [(snd_una + (((s - snd_una) + HALF) & MASK) - HALF,
                        snd_una + (((e - snd_una) + HALF) & MASK) - HALF)
                       for s, e in seg.sack_blocks]
@@ -1663,10 +1664,10 @@ class TCPConnection:
         # size of the last non-SYN ENO options sent (normally one empty option, 4 bytes).
         extra = self._eno_extra if self.eno is not None and self.eno.active else 0
         if self.sack_ok and (self._ooo or self._dsack is not None):
-            base = 40 - (TS_OVERHEAD if self.ts_ok else 0) - extra
-            n = min(len(self._ooo) + (self._dsack is not None), 4, (base - 4) // 8)
+            base = MAX_OPTION_SPACE - (TS_OVERHEAD if self.ts_ok else 0) - extra
+            n = min(len(self._ooo) + (self._dsack is not None), 4, sack_blocks_fitting(base))
             if n > 0:
-                extra += 4 + 8 * n
+                extra += SACK_OPTION_BASE + SACK_BLOCK_SPACE * n
         room -= extra
         return room if room > 1 else 1
 
