@@ -1506,8 +1506,8 @@ class TCPConnection:
                     st.bytes_received += n
                     self.rcv_nxt = rcv_nxt + n
                     self._unacked_bytes += n
-                if tuner is not None:
-                    self._rcv_space_adjust(now)
+                if tuner is not None and (not tuner.time or now - tuner.time >= tuner.rtt):
+                    self._rcv_space_adjust(now)     # (the filter: not within the RTT yet)
             else:
                 # Out of order: queue, and send an immediate (duplicate) ACK with SACK
                 # blocks (RFC 5681 4.2, RFC 2018 4).

@@ -425,6 +425,33 @@ class RackRecovery(SackRecovery):
         if c.dupacks >= c.config.dupthresh and not seg.sack_blocks:
             c._rq.mark_head_lost()
 
+    def on_ack_done(self, c: "TCPConnection", seg: "TCPSegment", ack: int, prior_una: int,
+                    new_ranges: list[tuple[int, int]] | None,
+                    dsack: tuple[int, int] | None, now: float) -> None:
+        # SackRecovery.on_ack_done with RACK's hooks written out (once per ACK: calls count)
+        rq = c._rq
+        if new_ranges:
+            new_ranges.sort()
+            rq.sack(new_ranges, now)
+        rq.end_ack(now)
+        rq.on_ack_dsack_round(c.snd_una, dsack is not None, c.snd_nxt)   # RFC 8985 6.2 step 4
+        if dsack is not None:
+            c._dsack_undo(dsack, now)
+        if self.tlp.end is not None and ack >= self.tlp.end:
+            self.after_undo_check(c, seg, ack, prior_una, dsack, now)
+        self.detect_losses(c, now)
+
+    def detect_losses(self, c: "TCPConnection", now: float) -> None:
+        rq = c._rq
+        reo = rq.reo_wnd(c._in_recovery or c._in_loss, c.config.dupthresh, c._rtt.srtt)
+        n, deadline = rq.detect_loss(now, reo)             # RFC 8985 6.2 step 5
+        c._t_rack = deadline
+        if n:
+            c._stats.rack_lost += n
+        if rq.pending_lost and not (c._in_recovery or c._in_loss) \
+                and c.snd_una >= c._recover and c.state in c._SEND_STATES:
+            c._enter_recovery(now)
+
     def on_ack_records(self, c: "TCPConnection", seg: "TCPSegment", ack: int, prior_una: int,
                        dsack: tuple[int, int] | None, now: float) -> None:
         c._rq.on_ack_dsack_round(c.snd_una, dsack is not None, c.snd_nxt)
