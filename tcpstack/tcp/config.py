@@ -8,6 +8,10 @@ TLP.max_ack_delay and 10 ms PTO floor for RFC 8985 7.2).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tcpstack.tcp.events import StateObserver
 
 
 @dataclass
@@ -55,3 +59,6 @@ class TCPConfig:
     dsack: bool = True               # RFC 2883: report duplicate segments in D-SACK blocks
     tso_max_size: int = 0            # TSO: largest super-segment payload the link segments
                                      # (0 = off; the TCB does not produce them yet)
+    # Called as state_observer(conn, StateChanged, now) on every RFC 9293 state change of a
+    # connection (tcpstack.tools.trace.Tracer installs one); None: nobody is watching.
+    state_observer: "StateObserver | None" = None

@@ -18,8 +18,13 @@ Nothing here touches a socket or a clock: the owner feeds segments, application 
 the time ``now``; it drains segments (:meth:`segments_to_send`), events (:meth:`next_event`)
 and asks for the next deadline (:meth:`next_timer`).
 
-Sequence numbers are kept *unwrapped* (see tcpstack/seqnum.py): snd_una, snd_nxt, rcv_nxt...
-are plain ints that grow past 2**32; wire values are ``v & 0xFFFFFFFF``.  ``snd_nxt`` is the
+Sequence numbers are kept *unwrapped* (see tcpstack/wire/seqnum.py): snd_una, snd_nxt,
+rcv_nxt... are plain ints that grow past 2**32, so every comparison is an ordinary ``<``;
+wire values are ``v & 0xFFFFFFFF``.  A received 32-bit number is unwrapped against a nearby
+reference with seqnum.unwrap; on the per-segment path (SEG.SEQ, SEG.ACK, SACK edges, TSval
+comparisons) the same expression is written inline, as a function call there costs
+measurably (bench/), and each such place says so.  Option sizes come from
+tcpstack/wire/tcp.py, which lays the options out.  ``snd_nxt`` is the
 highest sequence number sent plus one (it never moves back; retransmissions are tracked with
 ``_rxt_nxt``, RFC 6675's HighRxt + 1).
 
@@ -57,19 +62,26 @@ from tcpstack.tcp.congestion import CongestionControl, make_congestion_control
 from tcpstack.errors import (ConnectionAbortedLocallyError, ConnectionRefusedByPeerError,
                      ConnectionResetByPeerError, ConnectionTimeoutError)
 from tcpstack.tcp.events import (ConnectionEstablished, ConnectionTerminated, DataReceived, EndOfStream,
-                     Event)
+                     Event, StateChanged)
+from tcpstack.tcp.autotune import ReceiveBufferTuner
 from tcpstack.tcp.reassembly import ReassemblyQueue
-from tcpstack.tcp.rack import LOST, RTX, SACKED, SendQueue, SentSegment
+from tcpstack.tcp.rack import SendQueue
+from tcpstack.tcp.recovery import LossRecovery, NewRenoRecovery, RackRecovery, SackRecovery
 from tcpstack.tcp.rtt import RTTEstimator
 from tcpstack.tcp.sack import SackScoreboard
 from tcpstack.wire.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
+from tcpstack.wire.seqnum import seq_lt, unwrap
+from tcpstack.wire.tcp import (MAX_OPTION_SPACE, SACK_BLOCK_SPACE, SACK_OPTION_BASE,
+                               TS_OPTION_SPACE, eno_option_space, sack_blocks_fitting,
+                               syn_option_space)
 from tcpstack.tcp.sndbuf import SendBuffer, immutable
+from tcpstack.tcp.undo import SpuriousUndo
 
 log = logging.getLogger(__name__)
 
 MASK = 0xFFFFFFFF
 HALF = 0x80000000
-TS_OVERHEAD = 12          # NOP NOP TS(10): what timestamps cost every segment (RFC 7323 3.2)
+TS_OVERHEAD = TS_OPTION_SPACE   # what timestamps cost every segment (RFC 7323 3.2)
 DEFAULT_PEER_MSS = 536    # RFC 9293 3.7.1 / RFC 1122 4.2.2.6 when no MSS option arrives
 DEFAULT_PEER_MSS_V6 = 1220  # RFC 9293 3.7.1 MUST-15: 1280 - 60 for IPv6
 IPV6_MIN_MTU = 1280       # RFC 8200 5 / RFC 8201 4: a path MTU is never taken below this
@@ -180,12 +192,10 @@ class ConnectionStats:
     congestion_control: str = ""
 
 
-def _r4(n: int) -> int:
-    return (n + 3) & ~3
-
-
 class TCPConnection:
     """A TCB.  See the module docstring; public methods are the team contract."""
+
+    _SEND_STATES = _SEND_STATES     # for the loss-recovery regimes (tcpstack/tcp/recovery.py)
 
     def __init__(self, local_port: int, remote_port: int, *, iss: int, config: TCPConfig,
                  now: float, eno: "ENOHandshake | None" = None, ts_offset: int = 0) -> None:
@@ -194,6 +204,8 @@ class TCPConnection:
         self.config = config
         self.eno = eno
         self.state = CLOSED
+        # Told of every state change (see _set_state); the tracer may set it on a live TCB.
+        self.state_observer = config.state_observer
         self._now = now
         self._ts_offset = ts_offset & MASK
         self._stats = ConnectionStats()
@@ -219,9 +231,12 @@ class TCPConnection:
         self.rcv_nxt = 0
         self.rcv_adv = 0             # right edge we advertised: never moves left (3.8.6.2.2)
         self.rcv_wscale = 0          # our shift (what we sent in the SYN)
-        # Receive buffer (the window's ceiling), auto-tuned per connection (_rcv_space_adjust).
-        self._rcv_autotune = config.rcvbuf_autotune and config.recv_buffer_max > config.recv_buffer
+        # Receive buffer (the window's ceiling), auto-tuned per connection by _tuner
+        # (tcpstack/tcp/autotune.py) unless fixed (None).
         self._rcv_buf = config.recv_buffer
+        self._tuner: ReceiveBufferTuner | None = (
+            ReceiveBufferTuner() if config.rcvbuf_autotune
+            and config.recv_buffer_max > config.recv_buffer else None)
         self._rcv_wscale_offer = self.wscale_for(config) if config.window_scaling else None
 
         # --- negotiated options ---
@@ -257,16 +272,6 @@ class TCPConnection:
         self._paused = False
         self._rbuf: list[bytes] = []
         self._rbuf_len = 0
-        # Dynamic right-sizing of the receive buffer (as Linux tcp_rcv_space_adjust): once per
-        # receiver RTT, the bytes the application took in that RTT; the buffer follows twice
-        # that, so the window stays ahead of a sender that is still growing its cwnd.
-        self._rcvq_space = 0         # bytes taken in the last measured RTT
-        self._rcvq_seq = 0           # "taken" mark (rcv_nxt - buffered) when it started
-        self._rcvq_time = 0.0        # 0: not started
-        self._rcv_rtt = 0.0          # receiver's RTT estimate (s), 0: none yet
-        self._rcv_rtt_seq = 0        # without timestamps: time to receive one window
-        self._rcv_rtt_time = 0.0
-        self._rcv_tsecr = -1         # the echoed timestamp last sampled
         self._eof_deferred = False
         self._ack_now = False
         self._unacked_bytes = 0      # in-order octets received since our last ACK
@@ -291,30 +296,19 @@ class TCPConnection:
         self._in_loss = False        # recovery after an RTO (go-back-N over the holes)
         self._recover = iss          # RecoveryPoint (RFC 6675) / recover (RFC 6582), +1
         self._rxt_nxt = iss          # one past the highest retransmitted octet (HighRxt+1)
-        self._lost_floor = iss       # octets below this are considered lost (first hole)
-        self._first_partial = True
         self._fast_pending = False   # the next retransmission is the fast retransmit
         self._sb = SackScoreboard()
         self._rq: SendQueue | None = None   # per-segment records (SACK connections only)
-        self._rack = False           # RACK-TLP in use (config.rack and SACK negotiated)
-        self._rescue_rxt: int | None = None  # RFC 6675 RescueRxt (None: undefined)
-        # RACK-TLP timers and TLP state (RFC 8985 5.3, 7.1)
+        # The regime's decisions (tcpstack/tcp/recovery.py): NewReno until the handshake
+        # shows SACK (then RFC 6675, or RACK-TLP per config.rack; _finish_negotiation).
+        self._recovery: LossRecovery = NewRenoRecovery()
+        # RACK-TLP timers (RFC 8985 6.2 reordering, 7.2 PTO); the probe state is the
+        # RackRecovery's (tcpstack/tcp/tlp.py).
         self._t_rack: float | None = None
         self._t_tlp: float | None = None
-        self._tlp_end: int | None = None
-        self._tlp_is_retrans = False
-        self._tlp_samples = -1       # RTT sample count when the last probe went out
-        self._tlp_rearm = False
+        self._tlp_rearm = False      # data sent or acknowledged since the PTO was armed
         # Undo of spurious congestion responses (RFC 3522 Eifel, RFC 3708, RFC 4015).
-        self._undo_cc: object | None = None  # cc.snapshot() before the episode's reduction
-        self._undo_cwnd = 0
-        self._undo_marker = iss      # SND.UNA when the episode began
-        self._undo_high = iss        # one past the highest octet retransmitted in it
-        self._undo_retrans = 0       # its retransmissions not yet reported by D-SACK
-        self._undo_total = 0
-        self._undo_ts: int | None = None   # RetransmitTS (RFC 3522 2), first retransmission
-        self._undo_rto = False             # the episode included a timeout
-        self._undo_seq = iss               # ... and the end of that retransmission
+        self._undo = SpuriousUndo(iss)
         self._dsack: tuple[int, int] | None = None   # receiver: D-SACK block to report
         self.reopen_syn: TCPSegment | None = None  # RFC 6191: new SYN that ended TIME-WAIT
 
@@ -408,6 +402,25 @@ class TCPConnection:
     def in_recovery(self) -> bool:
         return self._in_recovery or self._in_loss
 
+    @property
+    def loss_recovery(self) -> str:
+        """The loss-recovery regime: "newreno", "sack" (RFC 6675) or "rack" (RFC 8985)."""
+        return self._recovery.name
+
+    # The undo and probe state by their former names (tests look at them).
+    @property
+    def _undo_cc(self) -> object | None:
+        return self._undo.cc_state
+
+    @property
+    def _undo_cwnd(self) -> int:
+        return self._undo.cwnd
+
+    @property
+    def _tlp_end(self) -> int | None:
+        tlp = getattr(self._recovery, "tlp", None)
+        return tlp.end if tlp is not None else None
+
     # ------------------------------------------------------------------ user calls
 
     def connect(self, now: float) -> None:
@@ -415,7 +428,7 @@ class TCPConnection:
         if self.state is not CLOSED or self._terminated:
             raise ConnectionAbortedLocallyError("connect() on a connection that is not fresh")
         self._now = now
-        self.state = SYN_SENT
+        self._set_state(SYN_SENT, "active OPEN, snd SYN")
         self._choose_syn_options(peer=None)
         self.snd_nxt = self.iss + 1
         self._syn_time = now
@@ -440,7 +453,7 @@ class TCPConnection:
             # Before building the SYN-ACK, so it can depend on the peer's SYN (RFC 8547).
             self.eno.on_receive(syn.flags, syn.eno)
         self._choose_syn_options(peer=syn)
-        self.state = SYN_RECEIVED
+        self._set_state(SYN_RECEIVED, "rcv SYN, snd SYN,ACK")
         self.snd_nxt = self.iss + 1
         self._syn_time = now
         self._emit_syn(now)                       # fixes the options we offer ...
@@ -462,7 +475,7 @@ class TCPConnection:
         if self.eno is not None and self.eno.active:
             self.eno.on_receive(syn.flags, syn.eno)
         self._syn_want = self._syn_opts = syn_opts
-        self.state = SYN_RECEIVED
+        self._set_state(SYN_RECEIVED, "SYN cookie validated")
         self.snd_nxt = self.iss + 1
         self._syn_time = now
         self._syn_attempts = -1    # the SYN-ACK's send time is unknown: no clock RTT sample
@@ -504,9 +517,9 @@ class TCPConnection:
         self._fin_queued = True
         self._fin_seq = self._buf_seq + len(self._sndbuf)
         if st is ESTABLISHED:
-            self.state = FIN_WAIT_1
+            self._set_state(FIN_WAIT_1, "CLOSE, snd FIN")
         elif st is CLOSE_WAIT:
-            self.state = LAST_ACK
+            self._set_state(LAST_ACK, "CLOSE, snd FIN")
         # SYN-SENT / SYN-RECEIVED: the FIN waits for ESTABLISHED (3.10.4; for SYN-SENT we
         # keep the connection instead of deleting it, so queued data still goes out).
 
@@ -538,7 +551,7 @@ class TCPConnection:
                 data_after_close and self.state in _SYNCHRONIZED):
             self._send_rst(self.snd_nxt, now)
         self._terminate(ConnectionAbortedLocallyError(
-            f"connection {self.local_port}->{self.remote_port} aborted locally"))
+            f"connection {self.local_port}->{self.remote_port} aborted locally"), "ABORT")
 
     def pause_reading(self) -> None:
         self._paused = True
@@ -560,7 +573,7 @@ class TCPConnection:
         if self._eof_deferred:
             self._eof_deferred = False
             self._events.append(EndOfStream())
-        if self._rcv_autotune:
+        if self._tuner is not None:
             self._rcv_space_adjust(self._now)
         # RFC 9293 3.8.6.2.2: a window update once the window opens by >= min(buf/2, MSS).
         if self.state in _SYNCHRONIZED and self.state is not TIME_WAIT:
@@ -605,8 +618,7 @@ class TCPConnection:
         self._pmtu_mss = mss
         self._update_mss()
         if self._mss_hdr < old and self.snd_nxt > self.snd_una and self.state in _SEND_STATES:
-            if self._rq is not None:
-                self._rq.mark_all_lost()
+            self._recovery.on_pmtu_drop(self)
             self._in_recovery = False
             self._in_loss = True
             self._recover = self.snd_nxt
@@ -625,21 +637,18 @@ class TCPConnection:
         self._syn_want = (ws, sackok, ts)
         self._syn_opts = (ws, sackok, ts)
 
-    @staticmethod
-    def _syn_option_len(ws: bool, sackok: bool, ts: bool, eno: tuple[bytes, ...]) -> int:
-        n = 4 + (4 if ws else 0) + (12 if ts else (4 if sackok else 0))
-        for e in eno:
-            n += _r4(2 + len(e))
-        return n
+    # The SYN's option bytes as tcpstack/wire/tcp.py lays them out (kept under this name
+    # for the stack core's SYN-cookie path).
+    _syn_option_len = staticmethod(syn_option_space)
 
     def _fit_syn_options(self, ws: bool, sackok: bool, ts: bool,
                          eno: tuple[bytes, ...]) -> tuple[bool, bool, bool]:
         # Drop order when over 40 bytes: TS, then SACK-permitted, then WS (module docstring).
-        if self._syn_option_len(ws, sackok, ts, eno) > 40:
+        if syn_option_space(ws, sackok, ts, eno) > MAX_OPTION_SPACE:
             ts = False
-        if self._syn_option_len(ws, sackok, ts, eno) > 40:
+        if syn_option_space(ws, sackok, ts, eno) > MAX_OPTION_SPACE:
             sackok = False
-        if self._syn_option_len(ws, sackok, ts, eno) > 40:
+        if syn_option_space(ws, sackok, ts, eno) > MAX_OPTION_SPACE:
             ws = False
         return ws, sackok, ts
 
@@ -667,7 +676,8 @@ class TCPConnection:
             # connection to the cyclic garbage collector.
             off = self._ts_offset
             self._rq = SendQueue(lambda now: (int(now * 1000) + off) & MASK)
-            self._rack = cfg.rack          # RFC 8985 4: RACK-TLP requires SACK
+            # RFC 8985 4: RACK-TLP requires SACK; else RFC 6675 on the same records.
+            self._recovery = RackRecovery() if cfg.rack else SackRecovery()
         self.ts_ok = ts and syn.tsval is not None and cfg.timestamps
         if self.ts_ok:
             self.ts_recent = syn.tsval or 0
@@ -754,12 +764,11 @@ class TCPConnection:
                 tsecr = self.ts_recent
             if self.eno is not None and self.eno.active:
                 eno = self.eno.nonsyn_options()
-                self._eno_extra = sum(_r4(2 + len(e)) for e in eno)
+                self._eno_extra = eno_option_space(eno)
             if self.sack_ok and flags & ACK and (self._ooo or self._dsack is not None):
-                room = 40 - (TS_OVERHEAD if self.ts_ok else 0)
-                for e in eno:
-                    room -= _r4(2 + len(e))
-                n = min((room - 4) // 8, 4)
+                room = MAX_OPTION_SPACE - (TS_OVERHEAD if self.ts_ok else 0) \
+                    - eno_option_space(eno)
+                n = min(sack_blocks_fitting(room), 4)
                 if n > 0:
                     blocks = []
                     if self._dsack is not None:
@@ -824,10 +833,10 @@ class TCPConnection:
 
     # ------------------------------------------------------------------ termination
 
-    def _terminate(self, error: BaseException | None) -> None:
+    def _terminate(self, error: BaseException | None, why: str = "") -> None:
         if self._terminated:
             return
-        self.state = CLOSED
+        self._set_state(CLOSED, why or (type(error).__name__ if error is not None else "closed"))
         self._terminated = True
         self._terminal_error = error
         self._t_rtx = self._t_persist = self._t_delack = self._t_keepalive = None
@@ -837,14 +846,26 @@ class TCPConnection:
             self._terminated_reported = True
             self._events.append(ConnectionTerminated(error))
 
+    def _set_state(self, new: TCPState, why: str) -> None:
+        """Every state change goes through here (the arcs of RFC 9293 3.3.2 figure 5; `why`
+        names the arc's event), so the state observer (config.state_observer, or one set on
+        this TCB), when there is one, sees each one."""
+        old = self.state
+        if old is new:
+            return
+        self.state = new
+        observer = self.state_observer
+        if observer is not None:
+            observer(self, StateChanged(old, new, why), self._now)
+
     def _report_closed(self) -> None:
         """Both directions closed cleanly (entering TIME-WAIT, or LAST-ACK -> CLOSED)."""
         if not self._terminated_reported:
             self._terminated_reported = True
             self._events.append(ConnectionTerminated(None))
 
-    def _enter_time_wait(self, now: float) -> None:
-        self.state = TIME_WAIT
+    def _enter_time_wait(self, now: float, why: str) -> None:
+        self._set_state(TIME_WAIT, why)
         self._t_rtx = self._t_persist = self._t_keepalive = self._t_sws = None
         self._t_rack = self._t_tlp = None
         self._t_close = now + 2 * self.config.msl      # RFC 9293 3.4.2
@@ -890,27 +911,33 @@ class TCPConnection:
         self._stats.rst_out += 1
 
     def _receive_syn_sent(self, seg: TCPSegment, now: float) -> None:
-        """RFC 9293 3.10.7.3."""
+        """RFC 9293 3.10.7.3, SEGMENT ARRIVES in SYN-SENT, in the RFC's order."""
         st = self._stats
         flags = seg.flags
         ack_ok = False
         ack = 0
+        # "first, check the ACK bit": it must acknowledge our SYN (ISS < SEG.ACK =< SND.NXT).
         if flags & ACK:
-            ack = self.snd_una + (((seg.ack - self.snd_una) + HALF) & MASK) - HALF
+            ack = unwrap(seg.ack, self.snd_una)
             if ack <= self.iss or ack > self.snd_nxt:
                 st.dropped_segments += 1
                 if not flags & RST:
                     self._send_rst(seg.ack, now)
                 return
             ack_ok = True
+        # "second, check the RST bit": a reset of our SYN (RFC 5961 3.2 leaves SYN-SENT's
+        # rule as it is: only with an acceptable ACK).
         if flags & RST:
             st.rst_in += 1
             if ack_ok:
                 self._terminate(ConnectionRefusedByPeerError(
-                    f"connection {self.local_port}->{self.remote_port} refused"))
+                    f"connection {self.local_port}->{self.remote_port} refused"), "rcv RST,ACK")
             else:
                 st.dropped_segments += 1
             return
+        # "third, check the security": no IP security compartments here, nothing to check.
+        # "fourth, check the SYN bit"; "fifth, if neither of the SYN or RST bits is set
+        # then drop the segment and return".
         if not flags & SYN:
             st.dropped_segments += 1
             return
@@ -932,14 +959,14 @@ class TCPConnection:
             self.snd_wl2 = ack
             self._t_rtx = None
             self._rtx_count = 0
-            self._established(now)
+            self._established(now, "rcv SYN,ACK, snd ACK")
             self._send_ack(now)                  # the third segment (ENO options ride on it)
             if seg.payload or flags & FIN:
                 # Data (or FIN) on a SYN-ACK: process it as text (3.10.7.3, "sixth").
                 self._process_text(seg, self.irs, now)
         else:
             # Simultaneous open (3.10.7.3): SYN-RECEIVED, send SYN-ACK.
-            self.state = SYN_RECEIVED
+            self._set_state(SYN_RECEIVED, "simultaneous open: rcv SYN, snd SYN,ACK")
             self.snd_wnd = seg.window
             self.snd_wl1 = self.irs
             self.snd_wl2 = self.snd_una
@@ -951,7 +978,7 @@ class TCPConnection:
         TSval must exceed TS.Recent; otherwise (RFC 1122 4.2.2.13) its sequence number
         must exceed RCV.NXT."""
         if self.ts_ok and syn.tsval is not None:
-            return 0 < ((syn.tsval - self.ts_recent) & MASK) < HALF
+            return seq_lt(self.ts_recent, syn.tsval)    # timestamps compare mod 2**32 too
         return seq > self.rcv_nxt
 
     def _handshake_rtt(self, seg: TCPSegment, now: float) -> None:
@@ -966,68 +993,55 @@ class TCPConnection:
             # RFC 6298 5.7: the SYN timed out and no sample: RTO = 3 s for the data phase.
             self._rtt.reset_to(max(3.0, self.config.rto_min))
 
-    def _established(self, now: float) -> None:
-        self.state = ESTABLISHED
+    def _established(self, now: float, why: str) -> None:
+        self._set_state(ESTABLISHED, why)
         self.cc = self._make_cc(self.snd_mss, now)
         self._stall_since = now
         self._recover = self.snd_una
         self._rxt_nxt = self.snd_una
-        self._lost_floor = self.snd_una
         self._events.append(ConnectionEstablished())
         if self._fin_queued:
-            self.state = FIN_WAIT_1
+            self._set_state(FIN_WAIT_1, "CLOSE called before ESTABLISHED: snd FIN")
         if self.config.keepalive:
             self._t_keepalive = now + self.config.keepalive_idle
 
     def _receive_other(self, seg: TCPSegment, now: float) -> None:
-        """RFC 9293 3.10.7.4 (SYN-RECEIVED and the synchronized states)."""
+        """RFC 9293 3.10.7.4, SEGMENT ARRIVES in SYN-RECEIVED and the synchronized states,
+        step by step in the RFC's order ("first" ... "eighth", each marked below).  The
+        common case (an acceptable ACK, with or without text) runs inline; the rarer
+        outcomes of a step are methods named after it."""
         st = self._stats
         flags = seg.flags
         state = self.state
         rcv_nxt = self.rcv_nxt
-        seq = rcv_nxt + (((seg.seq - rcv_nxt) + HALF) & MASK) - HALF
+        seq = rcv_nxt + (((seg.seq - rcv_nxt) + HALF) & MASK) - HALF    # seqnum.unwrap, inline
         payload = seg.payload
         plen = len(payload)
-        seglen = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        seglen = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)   # SEG.LEN
 
         if state is TIME_WAIT and flags & (SYN | ACK | RST) == SYN and self._reopen_ok(seg, seq):
             # RFC 6191 2 / RFC 1122 4.2.2.13: a new SYN that is provably newer (timestamp,
             # else sequence number) ends TIME-WAIT; the owner hands it to the listener.
             self.reopen_syn = seg
-            self._terminate(None)
+            self._terminate(None, "rcv newer SYN (RFC 6191)")
             return
 
-        # RFC 7323 5.3 R1: PAWS, before the sequence-number check.  RFC 7323 3.2: once
-        # timestamps are in use, a non-RST segment without one is dropped.
+        # Before "first": RFC 7323 5.3 R1, PAWS; and RFC 7323 3.2: once timestamps are in
+        # use, a non-RST segment without one is dropped.
         if self.ts_ok and not flags & RST:
             tsval = seg.tsval
-            if tsval is None:
-                st.dropped_segments += 1
-                return
-            if (tsval - self.ts_recent) & MASK >= HALF and tsval != self.ts_recent:
-                if now - self._ts_recent_age > PAWS_IDLE:
-                    self.ts_recent = tsval          # R1: TS.Recent too old to trust
-                else:
-                    st.paws_drops += 1
-                    st.dropped_segments += 1
-                    if plen and seq < rcv_nxt:
-                        self._note_duplicate(seq, min(seq + plen, rcv_nxt))
-                    self._oow_ack(now, seglen)
+            if tsval is None or ((tsval - self.ts_recent) & MASK >= HALF
+                                 and tsval != self.ts_recent):
+                if self._paws_reject(tsval, seq, plen, seglen, now):
                     return
 
-        # SYN in a synchronized state (RFC 5961 4.2, RFC 9293 3.10.7.4 "fourth"): challenge
-        # ACK irrespective of the sequence number.  A retransmitted SYN in SYN-RECEIVED gets
-        # our SYN-ACK again.
-        if flags & SYN:
-            if state is SYN_RECEIVED and seg.seq & MASK == self.irs and not flags & (ACK | RST):
-                self._emit_syn(now)
-                return
-            if not flags & RST:
-                st.dropped_segments += 1
-                self._challenge_ack(now)
-                return
+        # "fourth, check the SYN bit", taken ahead of "first" as RFC 5961 4.2 requires: a
+        # SYN in a synchronized state gets a challenge ACK whatever its sequence number.
+        if flags & SYN and self._check_syn(seg, state, now):
+            return
 
-        # Segment acceptability (3.10.7.4 "first", the four-case table).
+        # "first, check sequence number": the acceptability table (four cases by SEG.LEN
+        # and RCV.WND).
         wnd = self.rcv_adv - rcv_nxt
         if wnd < 0:
             wnd = 0
@@ -1045,70 +1059,38 @@ class TCPConnection:
                 # ACK field, drop the text (a zero-window probe), answer with an ACK.
                 zero_window_allowance = True
             else:
-                st.dropped_segments += 1
-                if not flags & RST:
-                    if plen and seq < rcv_nxt:
-                        self._note_duplicate(seq, min(seq + plen, rcv_nxt))
-                    self._oow_ack(now, seglen)
-                    if state is TIME_WAIT and flags & FIN:
-                        # The peer's FIN again: ACK it and restart 2 MSL (3.10.7.4 "eighth").
-                        self._t_close = now + 2 * self.config.msl
+                self._unacceptable(seg, seq, plen, seglen, state, now)
                 return
 
-        # "second, check the RST bit" with RFC 5961 3.2.
+        # "second, check the RST bit" (with RFC 5961 3.2).
         if flags & RST:
-            st.rst_in += 1
-            if seq != rcv_nxt:
-                self._challenge_ack(now)
-                return
-            if state is SYN_RECEIVED:
-                if self._passive:
-                    self._terminate(ConnectionResetByPeerError(
-                        f"connection {self.local_port}->{self.remote_port} reset in SYN-RECEIVED"))
-                else:
-                    self._terminate(ConnectionRefusedByPeerError(
-                        f"connection {self.local_port}->{self.remote_port} refused"))
-            elif state is TIME_WAIT:
-                self._terminate(None)
-            else:
-                self._terminate(ConnectionResetByPeerError(
-                    f"connection {self.local_port}->{self.remote_port} reset by peer"))
+            self._check_rst(seq, state, now)
             return
 
+        # "third, check security": no IP security compartments here, nothing to check.
+
+        # The segment is acceptable: the peer is alive (keepalive, 3.8.4), TS.Recent
+        # follows it (RFC 7323 4.3), the ENO negotiator sees its options (RFC 8547).
         self._last_recv = now
         self._ka_probes = 0
         if self._t_keepalive is not None:
             self._t_keepalive = now + self.config.keepalive_idle
-
-        # RFC 7323 4.3: TS.Recent update.
         if self.ts_ok and seg.tsval is not None and seq <= self.last_ack_sent:
             if (seg.tsval - self.ts_recent) & MASK < HALF:
                 self.ts_recent = seg.tsval
                 self._ts_recent_age = now
-
         if self.eno is not None and self.eno.active:
             self.eno.on_receive(flags, seg.eno)
 
-        # "fifth, check the ACK field".
+        # "fifth, check the ACK field": "if the ACK bit is off, drop the segment".
         if not flags & ACK:
             st.dropped_segments += 1
             return
         snd_una = self.snd_una
-        ack = snd_una + (((seg.ack - snd_una) + HALF) & MASK) - HALF
+        ack = snd_una + (((seg.ack - snd_una) + HALF) & MASK) - HALF    # seqnum.unwrap, inline
         if state is SYN_RECEIVED:
-            if not (snd_una < ack <= self.snd_nxt):
-                st.dropped_segments += 1
-                self._send_rst(seg.ack, now)
+            if not self._ack_of_syn(seg, seq, ack, now):
                 return
-            self.snd_una = ack
-            self._handshake_rtt(seg, now)
-            self.snd_wnd = seg.window << self.snd_wscale
-            self.max_snd_wnd = self.snd_wnd
-            self.snd_wl1 = seq
-            self.snd_wl2 = ack
-            self._t_rtx = None
-            self._rtx_count = 0
-            self._established(now)
             state = self.state
         else:
             # RFC 5961 5.2: (SND.UNA - MAX.SND.WND) <= SEG.ACK <= SND.NXT, else ACK and drop.
@@ -1116,6 +1098,8 @@ class TCPConnection:
                 st.dropped_segments += 1
                 self._oow_ack(now, seglen)
                 return
+            # ESTABLISHED and on: SND.UNA, retransmission, congestion control, window update,
+            # and FIN-WAIT-1/CLOSING/LAST-ACK when our FIN is acknowledged.
             self._process_ack(seg, seq, ack, plen, now)
             if self._terminated:
                 return
@@ -1123,14 +1107,17 @@ class TCPConnection:
 
         # "sixth, check the URG bit": urgent data is delivered inline (RFC 6093); nothing
         # to do beyond accepting the pointer.
-        # "seventh, process the segment text" and "eighth, check the FIN bit".
+
+        # "seventh, process the segment text" and "eighth, check the FIN bit"
+        # (_process_text, _receive_fin).
         if zero_window_allowance:
             if plen or flags & FIN:
                 self._send_ack(now)
             return
         if state is TIME_WAIT:
             if flags & FIN:
-                # A retransmitted FIN: acknowledge it and restart the 2 MSL timeout.
+                # "eighth", TIME-WAIT: a retransmitted FIN: acknowledge it and restart the
+                # 2 MSL timeout.
                 self._send_ack(now)
                 self._t_close = now + 2 * self.config.msl
             return
@@ -1138,22 +1125,108 @@ class TCPConnection:
             if state in _RECV_TEXT_STATES:
                 self._process_text(seg, seq, now)
             elif plen:
-                # Text after the peer's FIN (CLOSE-WAIT, CLOSING, LAST-ACK): ignored.
+                # "seventh", CLOSE-WAIT, CLOSING, LAST-ACK: text after the peer's FIN is
+                # ignored.
                 st.dropped_segments += 1
+
+    def _paws_reject(self, tsval: int | None, seq: int, plen: int, seglen: int,
+                     now: float) -> bool:
+        """RFC 7323 5.3 R1 (and 3.2) for a segment without a timestamp or with one older
+        than TS.Recent: True when it is dropped (answered with an ACK, R1)."""
+        st = self._stats
+        if tsval is None:
+            st.dropped_segments += 1
+            return True
+        if now - self._ts_recent_age > PAWS_IDLE:
+            self.ts_recent = tsval          # R1: TS.Recent too old to trust (5.5)
+            return False
+        st.paws_drops += 1
+        st.dropped_segments += 1
+        if plen and seq < self.rcv_nxt:
+            self._note_duplicate(seq, min(seq + plen, self.rcv_nxt))
+        self._oow_ack(now, seglen)
+        return True
+
+    def _check_syn(self, seg: TCPSegment, state: TCPState, now: float) -> bool:
+        """3.10.7.4 "fourth" with RFC 5961 4.2: True when the SYN was dealt with (our
+        SYN-ACK again for a retransmitted SYN in SYN-RECEIVED, else a challenge ACK); a
+        SYN with RST goes on to the RST check."""
+        flags = seg.flags
+        if state is SYN_RECEIVED and seg.seq & MASK == self.irs and not flags & (ACK | RST):
+            self._emit_syn(now)
+            return True
+        if not flags & RST:
+            self._stats.dropped_segments += 1
+            self._challenge_ack(now)
+            return True
+        return False
+
+    def _unacceptable(self, seg: TCPSegment, seq: int, plen: int, seglen: int,
+                      state: TCPState, now: float) -> None:
+        """3.10.7.4 "first": "If an incoming segment is not acceptable, an acknowledgment
+        should be sent in reply (unless the RST bit is set ...)" and the segment dropped."""
+        self._stats.dropped_segments += 1
+        if not seg.flags & RST:
+            if plen and seq < self.rcv_nxt:
+                self._note_duplicate(seq, min(seq + plen, self.rcv_nxt))   # RFC 2883 4.1.1
+            self._oow_ack(now, seglen)
+            if state is TIME_WAIT and seg.flags & FIN:
+                # The peer's FIN again: ACK it and restart 2 MSL (3.10.7.4 "eighth").
+                self._t_close = now + 2 * self.config.msl
+
+    def _check_rst(self, seq: int, state: TCPState, now: float) -> None:
+        """3.10.7.4 "second" with RFC 5961 3.2: a RST exactly at RCV.NXT resets the
+        connection; one elsewhere in the window gets a challenge ACK."""
+        self._stats.rst_in += 1
+        if seq != self.rcv_nxt:
+            self._challenge_ack(now)
+            return
+        if state is SYN_RECEIVED:
+            if self._passive:
+                self._terminate(ConnectionResetByPeerError(
+                    f"connection {self.local_port}->{self.remote_port} reset in SYN-RECEIVED"),
+                    "rcv RST")
+            else:
+                self._terminate(ConnectionRefusedByPeerError(
+                    f"connection {self.local_port}->{self.remote_port} refused"), "rcv RST")
+        elif state is TIME_WAIT:
+            self._terminate(None, "rcv RST")
+        else:
+            self._terminate(ConnectionResetByPeerError(
+                f"connection {self.local_port}->{self.remote_port} reset by peer"), "rcv RST")
+
+    def _ack_of_syn(self, seg: TCPSegment, seq: int, ack: int, now: float) -> bool:
+        """3.10.7.4 "fifth", SYN-RECEIVED: "If SND.UNA < SEG.ACK =< SND.NXT, then enter
+        ESTABLISHED state and continue processing" (with SND.WND, SND.WL1, SND.WL2 set);
+        otherwise a reset.  True to continue with the segment."""
+        if not (self.snd_una < ack <= self.snd_nxt):
+            self._stats.dropped_segments += 1
+            self._send_rst(seg.ack, now)
+            return False
+        self.snd_una = ack
+        self._handshake_rtt(seg, now)
+        self.snd_wnd = seg.window << self.snd_wscale
+        self.max_snd_wnd = self.snd_wnd
+        self.snd_wl1 = seq
+        self.snd_wl2 = ack
+        self._t_rtx = None
+        self._rtx_count = 0
+        self._established(now, "rcv ACK of SYN")
+        return True
 
     # ------------------------------------------------------------------ ACK processing
 
     def _process_ack(self, seg: TCPSegment, seq: int, ack: int, plen: int, now: float) -> None:
         snd_una = self.snd_una
-        cfg = self.config
         st = self._stats
-        rq = self._rq
+        rec = self._recovery
         window = seg.window << self.snd_wscale
         newly_sacked = 0
         dsack: tuple[int, int] | None = None
         new_ranges: list[tuple[int, int]] | None = None
         tsecr = seg.tsecr if self.ts_ok and seg.tsval is not None else None
         if self.sack_ok and seg.sack_blocks:
+            # seqnum.unwrap of each edge, inline (per-ACK path)
             blocks = [(snd_una + (((s - snd_una) + HALF) & MASK) - HALF,
                        snd_una + (((e - snd_una) + HALF) & MASK) - HALF)
                       for s, e in seg.sack_blocks]
@@ -1164,8 +1237,7 @@ class TCPConnection:
                 dsack = (s0, e0)
                 del blocks[0]
                 st.dsacks_in += 1
-            if rq is not None:
-                new_ranges = []
+            new_ranges = []                   # (sack_ok: the connection keeps records)
             newly_sacked = self._sb.update(blocks, snd_una, self.snd_nxt, new_ranges)
         flight = self.snd_nxt - snd_una
         if self._persisting or self._persist_unanswered:
@@ -1200,19 +1272,12 @@ class TCPConnection:
                 self._rtt_seq = None
             if rtt is not None:
                 self._rtt.sample(rtt)
-                if rq is not None:
-                    rq.update_min_rtt(rtt, now)     # RFC 8985 6.2 step 1
-            if rq is not None:
-                rq.ack(ack, now, tsecr)
-            if self._sb:
-                self._sb.advance(ack)
+            rec.on_cumulative_ack(self, ack, rtt, tsecr, now)
             # RFC 3522 Eifel detection: the first ACK for the episode's first
             # retransmission echoes a timestamp older than that retransmission.
-            if self._undo_ts is not None and ack >= self._undo_seq:
-                rts = self._undo_ts
-                self._undo_ts = None
-                if tsecr is not None and (tsecr - rts) & MASK >= HALF:
-                    self._spurious(now, tsecr)
+            undo = self._undo
+            if undo.ts is not None and ack >= undo.seq and undo.eifel(tsecr):
+                self._spurious(now, tsecr)
             restart_timer = True
             if self._in_recovery:
                 if ack >= self._recover:
@@ -1220,32 +1285,17 @@ class TCPConnection:
                     self._in_recovery = False
                     self.dupacks = 0
                     self.cc.on_recovery_exit(now)
-                    if rq is not None:
-                        rq.on_recovery_exit()
+                    rec.on_recovery_exit(self)
                 else:
                     # Partial ACK (RFC 6582 3.2 step 5).
                     self.cc.on_recovery_ack(acked, now)
-                    if rq is not None:
-                        if not self._rack and not self._sb:
-                            # No SACK information at all (stripped by a middlebox?):
-                            # NewReno's partial-ACK rule, the next segment is lost.
-                            rq.mark_head_lost()
-                    elif not self.sack_ok:
-                        self._lost_floor = ack + self.snd_mss
-                        self._rxt_nxt = ack
-                        segs = acked // self.snd_mss
-                        self.dupacks = max(0, self.dupacks - max(0, segs - 1))
-                        restart_timer = self._first_partial   # "Impatient" variant
-                        self._first_partial = False
-                    else:
-                        self._lost_floor = max(self._lost_floor, ack + 1)
+                    restart_timer = rec.on_partial_ack(self, ack, acked)
             else:
                 self.dupacks = 0
                 self.cc.on_ack(acked, rtt, now, pipe_before)
                 if self._in_loss and ack >= self._recover:
                     self._in_loss = False
-                    if rq is not None:
-                        rq.on_recovery_exit()
+                    rec.on_recovery_exit(self)
             if self._rxt_nxt < ack:
                 self._rxt_nxt = ack
             # RFC 6298 5.2 / 5.3.
@@ -1266,30 +1316,10 @@ class TCPConnection:
             if dup:
                 st.dupacks_in += 1
                 self.dupacks += 1
-                if self._in_recovery or self._in_loss or snd_una < self._recover:
-                    pass
-                elif rq is not None:
-                    # RFC 6675 5 step (1): DupAcks >= DupThresh; with RACK only when the
-                    # ACKs carry no SACK blocks (RACK's own rule covers SACKed segments,
-                    # RFC 8985 6.2 step 4).
-                    if self.dupacks >= cfg.dupthresh and (not self._rack or not seg.sack_blocks):
-                        rq.mark_head_lost()
-                elif self.dupacks >= cfg.dupthresh or (
-                        self.sack_ok and self._sb and
-                        (self._sb.lost_boundary(cfg.dupthresh, self.snd_mss) or 0) > snd_una):
-                    self._enter_recovery(now)
-        if rq is not None:
-            if new_ranges:
-                new_ranges.sort()
-                rq.sack(new_ranges, now)
-            rq.end_ack(now)
-            if self._rack:
-                rq.on_ack_dsack_round(self.snd_una, dsack is not None, self.snd_nxt)
-            if dsack is not None:
-                self._dsack_undo(dsack, now)
-            if self._tlp_end is not None and ack >= self._tlp_end:
-                self._tlp_process_ack(seg, ack, snd_una, dsack, now)
-            self._detect_losses(now)
+                if not (self._in_recovery or self._in_loss or snd_una < self._recover):
+                    rec.on_dupack(self, seg, now)     # RFC 5681 3.2 / RFC 6675 5 (1)
+        # SACK records, D-SACK undo, TLP, loss detection (RFC 6675 5, RFC 8985 6.2, 7.4).
+        rec.on_ack_done(self, seg, ack, snd_una, new_ranges, dsack, now)
         # Window update (3.10.7.4 "fifth", ESTABLISHED): SND.WL1/WL2 rule.
         if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
             if ack >= self.snd_una:
@@ -1305,85 +1335,31 @@ class TCPConnection:
                     if self.snd_nxt > self.snd_una:
                         self._t_rtx = now + self._rtt.rto
 
-    # ------------------------------------------------------------------ loss detection,
-    # TLP and undo on SACK connections (RFC 6675, RFC 8985, RFC 2883/3708, RFC 3522/4015)
-
-    def _detect_losses(self, now: float) -> None:
-        """Mark lost segments (RACK, RFC 8985 6.2 step 5; else RFC 6675 IsLost()) and enter
-        fast recovery when some are (RFC 8985 6.2 step 4 / RFC 6675 5 step 4)."""
-        rq = self._rq
-        assert rq is not None
-        cfg = self.config
-        if self._rack:
-            reo = rq.reo_wnd(self._in_recovery or self._in_loss, cfg.dupthresh, self._rtt.srtt)
-            n, deadline = rq.detect_loss(now, reo)
-            self._t_rack = deadline
-            if n:
-                self._stats.rack_lost += n
-        elif self._sb:
-            b = self._sb.lost_boundary(cfg.dupthresh, self.snd_mss)
-            if b is not None:
-                rq.mark_lost_below(b)
-        if rq.pending_lost and not (self._in_recovery or self._in_loss) \
-                and self.snd_una >= self._recover and self.state in _SEND_STATES:
-            self._enter_recovery(now)
-
-    def _tlp_process_ack(self, seg: TCPSegment, ack: int, prior_una: int,
-                         dsack: tuple[int, int] | None, now: float) -> None:
-        """RFC 8985 7.4.2 TLP_process_ack()."""
-        end = self._tlp_end
-        assert end is not None
-        if not self._tlp_is_retrans:
-            self._tlp_end = None                  # a probe of new data was delivered
-        elif dsack is not None and dsack[1] == end:
-            self._tlp_end = None                  # case 1: both copies arrived
-        elif ack > end:
-            self._tlp_end = None                  # the probe repaired a single loss
-            self._stats.tlp_recoveries += 1
-            if not (self._in_recovery or self._in_loss):
-                self.cc.on_congestion_event(now, self._flight_size(prior_una))
-                self.cc.on_recovery_exit(now)
-        elif ack == prior_una and not seg.sack_blocks:
-            self._tlp_end = None                  # case 2: a DupAck without SACK
+    # ------------------------------------------------------------------ loss recovery
+    # common to every regime (the regimes' own parts: tcpstack/tcp/recovery.py), and undo
+    # of spurious responses (RFC 3522 / RFC 3708 / RFC 4015, tcpstack/tcp/undo.py)
 
     def _begin_episode(self, rto: bool) -> None:
         """Remember the congestion state before a loss response, for undo (RFC 4015)."""
         if self._in_recovery or self._in_loss:
-            self._undo_rto |= rto
+            self._undo.rto |= rto
             return                                # the episode under way keeps its state
-        self._undo_rto = rto
-        self._undo_cc = self.cc.snapshot()
-        self._undo_cwnd = self.cc.cwnd
-        self._undo_marker = self.snd_una
-        self._undo_high = self.snd_una
-        self._undo_retrans = 0
-        self._undo_total = 0
-        self._undo_ts = None
+        self._undo.begin(self.cc.snapshot(), self.cc.cwnd, self.snd_una, rto)
 
     def _note_retransmit(self, start: int, end: int, now: float) -> None:
         """Bookkeeping common to every retransmission: Karn, and the undo episode."""
         self._rtt_seq = None                      # Karn
         self._karn_mark(now)
-        if self._undo_cc is not None and (self._in_recovery or self._in_loss):
-            self._undo_retrans += 1
-            self._undo_total += 1
-            if end > self._undo_high:
-                self._undo_high = end
-            if self._undo_total == 1 and self.ts_ok:
-                self._undo_ts = self._ts(now)     # RFC 3522 2 RetransmitTS
-                self._undo_seq = end
+        undo = self._undo
+        if undo.cc_state is not None and (self._in_recovery or self._in_loss):
+            if undo.retransmitted(end) and self.ts_ok:
+                undo.ts = self._ts(now)           # RFC 3522 2 RetransmitTS
+                undo.seq = end
 
     def _dsack_undo(self, dsack: tuple[int, int], now: float) -> None:
         """RFC 3708 2-3: when every retransmission of the episode is reported as a
         duplicate by D-SACK, the retransmissions (and the cwnd reduction) were spurious."""
-        if self._undo_cc is None or self._undo_total == 0 or self._undo_retrans <= 0:
-            return
-        s, e = dsack
-        if s < self._undo_marker or e > self._undo_high:
-            return
-        mss = self.snd_mss
-        self._undo_retrans -= max(1, (e - s + mss // 2) // mss)
-        if self._undo_retrans <= 0:
+        if self._undo.dsack(dsack[0], dsack[1], self.snd_mss):
             self._spurious(now, None)
 
     def _spurious(self, now: float, tsecr: int | None) -> None:
@@ -1392,14 +1368,12 @@ class TCPConnection:
         retransmitting what was only deemed lost."""
         st = self._stats
         st.spurious_undos += 1
-        state = self._undo_cc
-        if state is not None and self.cc.cwnd < self._undo_cwnd:
+        undo = self._undo
+        state = undo.cc_state
+        if state is not None and self.cc.cwnd < undo.cwnd:
             self.cc.undo(state)
-        self._undo_cc = None
-        self._undo_ts = None
-        rq = self._rq
-        if rq is not None and self._rack and not self._undo_rto:
-            rq.reordering_seen = True             # the "lost" segment was only reordered
+        undo.done()
+        self._recovery.on_spurious(self, undo.rto)
         if self._in_loss:
             # A spurious timeout (delay spike): back off no further, and adopt the RTT of
             # the original transmission the ACK echoes (RFC 4015 4).
@@ -1416,9 +1390,7 @@ class TCPConnection:
         self.dupacks = 0
         self._recover = self.snd_una
         self._fast_pending = False
-        if rq is not None:
-            rq.unmark_lost(now)
-
+        self._recovery.unmark_lost(self, now)
 
     def _karn_mark(self, now: float) -> None:
         """Karn's rule for timestamp RTTM: after a retransmission, an ACK whose TSecr
@@ -1433,14 +1405,11 @@ class TCPConnection:
         """RFC 5681 3.2 steps 2-4 / RFC 6582 3.2 step 2 / RFC 6675 5 (4.1-4.3)."""
         self._begin_episode(False)
         self._in_recovery = True
-        self._rescue_rxt = None
-        self._tlp_end = None                      # RFC 8985 7.1 TLP_init()
-        self._t_tlp = None
+        self._t_tlp = None                        # RFC 8985 7.1 TLP_init()
         self._recover = self.snd_nxt
-        self._first_partial = True
         self.cc.on_congestion_event(now, self._flight_size(self.snd_una))
         self._rxt_nxt = self.snd_una
-        self._lost_floor = self.snd_una + self.snd_mss
+        self._recovery.on_enter_recovery(self)    # RescueRxt, TLP state, lost range
         self._fast_pending = True
         self._rtt_seq = None
         self._stats.recoveries += 1
@@ -1460,15 +1429,15 @@ class TCPConnection:
             return
         state = self.state
         if state is FIN_WAIT_1:
-            self.state = FIN_WAIT_2
+            self._set_state(FIN_WAIT_2, "rcv ACK of FIN")
             if self._orphaned:
                 # Only an orphaned connection (close(), not shutdown_write()) is bounded in
                 # FIN-WAIT-2: a half-closed application may wait for the peer indefinitely.
                 self._t_close = now + self.config.fin_wait_2_timeout
         elif state is CLOSING:
-            self._enter_time_wait(now)
+            self._enter_time_wait(now, "rcv ACK of FIN")
         elif state is LAST_ACK:
-            self._terminate(None)
+            self._terminate(None, "rcv ACK of FIN")
 
     # ------------------------------------------------------------------ receive text
 
@@ -1519,9 +1488,11 @@ class TCPConnection:
                 self._rcv_mss = min(n, self.config.mss - (TS_OVERHEAD if self.ts_ok else 0))
             # Receiver RTT for auto-tuning: one sample per distinct echoed timestamp (a burst
             # of data echoes the same TSval); every segment without timestamps.
-            if self._rcv_autotune and (seg.tsecr != self._rcv_tsecr or not self.ts_ok):
-                self._rcv_tsecr = seg.tsecr
-                self._rcv_rtt_measure(seg, now)
+            tuner = self._tuner
+            if tuner is not None and (seg.tsecr != tuner.tsecr or not self.ts_ok):
+                tuner.tsecr = seg.tsecr
+                tuner.measure(seg.tsecr, self._ts(now) if self.ts_ok else None, self.rcv_nxt,
+                              self.rcv_adv, self._rcv_mss, now)
             if seq == rcv_nxt:
                 if self._ooo:
                     immediate = True            # filling (part of) a hole: ACK now (RFC 5681 4.2)
@@ -1535,8 +1506,8 @@ class TCPConnection:
                     st.bytes_received += n
                     self.rcv_nxt = rcv_nxt + n
                     self._unacked_bytes += n
-                if self._rcv_autotune:
-                    self._rcv_space_adjust(now)
+                if tuner is not None and (not tuner.time or now - tuner.time >= tuner.rtt):
+                    self._rcv_space_adjust(now)     # (the filter: not within the RTT yet)
             else:
                 # Out of order: queue, and send an immediate (duplicate) ACK with SACK
                 # blocks (RFC 5681 4.2, RFC 2018 4).
@@ -1580,58 +1551,21 @@ class TCPConnection:
 
     # ------------------------------------------------------------------ receive buffer
 
-    def _rcv_rtt_measure(self, seg: TCPSegment, now: float) -> None:
-        """The receiver's RTT estimate for auto-tuning: from the echoed timestamp of a data
-        segment (RFC 7323 4: TSecr is our TSval of the ACK that released it), or, without
-        timestamps, the time to receive one window's worth of data (an upper bound)."""
-        if self.ts_ok:
-            if seg.tsecr:
-                delta = (self._ts(now) - seg.tsecr) & MASK
-                if delta < 60_000:                   # ms; anything larger is not ours
-                    self._rcv_rtt_sample((delta if delta else 1) / 1000.0)
-            return
-        if self._rcv_rtt_time and self.rcv_nxt >= self._rcv_rtt_seq:
-            if now > self._rcv_rtt_time:
-                self._rcv_rtt_sample(now - self._rcv_rtt_time)
-            self._rcv_rtt_time = 0.0
-        if not self._rcv_rtt_time:
-            wnd = self.rcv_adv - self.rcv_nxt
-            self._rcv_rtt_seq = self.rcv_nxt + (wnd if wnd > self._rcv_mss else self._rcv_mss)
-            self._rcv_rtt_time = now
-
-    def _rcv_rtt_sample(self, sample: float) -> None:
-        # Leaning to the minimum (queueing only inflates samples), smoothed by 1/8 upward.
-        r = self._rcv_rtt
-        self._rcv_rtt = sample if (not r or sample < r) else r + (sample - r) / 8
-
     def _rcv_space_adjust(self, now: float) -> None:
-        """Once per receiver RTT: grow the receive buffer to 2x what the application took
-        in that RTT, plus room for 16 segments of cwnd growth, up to recv_buffer_max.  It
-        follows consumption, not arrival: a slow reader keeps a small window.  The buffer
-        never shrinks, so the advertised right edge never moves left (RFC 7323 2.4)."""
-        taken = self.rcv_nxt - self._rbuf_len
-        if not self._rcvq_time:
-            self._rcvq_time = now
-            self._rcvq_seq = taken
-            self._rcvq_space = min(self._rcv_buf, 10 * self._rcv_mss)
-            return
-        rtt = self._rcv_rtt or self._rtt.srtt or 0.0
-        if not rtt or now - self._rcvq_time < rtt:
-            return
-        copied = taken - self._rcvq_seq
-        if copied > self._rcvq_space:
-            want = 2 * copied + 16 * self._rcv_mss
-            if want > self._rcv_buf:
-                cap = self.config.recv_buffer_max
-                self._rcv_buf = want if want < cap else cap
-                # The out-of-order queue's entry bound follows the window it must hold (its
-                # bytes are bounded by the window anyway; the bound stops tiny segments).
-                segs = 2 * self._rcv_buf // (self._rcv_mss if self._rcv_mss > 536 else 536)
-                if segs > self._ooo.max_chunks:
-                    self._ooo.max_chunks = segs
-            self._rcvq_space = copied
-        self._rcvq_seq = taken
-        self._rcvq_time = now
+        """Receive-buffer auto-tuning (tcpstack/tcp/autotune.py): the tuner decides the
+        size from what the application took; the out-of-order queue's entry bound follows
+        the window it must hold (its bytes are bounded by the window anyway; the bound
+        stops tiny segments)."""
+        tuner = self._tuner
+        assert tuner is not None
+        old = self._rcv_buf
+        buf = tuner.adjust(self.rcv_nxt - self._rbuf_len, old, self._rcv_mss, self._rtt,
+                           self.config.recv_buffer_max, now)
+        if buf != old:
+            self._rcv_buf = buf
+            segs = 2 * buf // (self._rcv_mss if self._rcv_mss > 536 else 536)
+            if segs > self._ooo.max_chunks:
+                self._ooo.max_chunks = segs
 
     @property
     def recv_buffer(self) -> int:
@@ -1666,179 +1600,24 @@ class TCPConnection:
             self._events.append(EndOfStream())
         state = self.state
         if state is ESTABLISHED or state is SYN_RECEIVED:
-            self.state = CLOSE_WAIT
+            self._set_state(CLOSE_WAIT, "rcv FIN, snd ACK")
         elif state is FIN_WAIT_1:
             if self._fin_queued and self.snd_una > self._fin_seq:
-                self._enter_time_wait(now)
+                self._enter_time_wait(now, "rcv FIN (our FIN acknowledged), snd ACK")
             else:
-                self.state = CLOSING
+                self._set_state(CLOSING, "rcv FIN, snd ACK")
         elif state is FIN_WAIT_2:
-            self._enter_time_wait(now)
+            self._enter_time_wait(now, "rcv FIN, snd ACK")
 
     # ------------------------------------------------------------------ sending
 
     def _pipe(self) -> int:
-        """RFC 6675 SetPipe(): octets estimated in flight (4: IsLost, HighRxt)."""
-        flight = self.snd_nxt - self.snd_una
-        rq = self._rq
-        if rq is not None:
-            # Per-segment form: an unSACKed octet counts once unless deemed lost, once
-            # more while a retransmission of it is in flight.
-            pipe = flight - rq.sacked_out - rq.lost_out + rq.retrans_out
-            return pipe if pipe > 0 else 0
-        if not (self._in_recovery or self._in_loss or self.dupacks or self._sb):
-            return flight
-        snd_una = self.snd_una
-        lost_end = self._lost_end()
-        if self.sack_ok:
-            sb = self._sb
-            lost = sb.hole_bytes(snd_una, lost_end) if lost_end > snd_una else 0
-            rxt = sb.hole_bytes(snd_una, self._rxt_nxt) if self._rxt_nxt > snd_una else 0
-            pipe = flight - sb.sacked - lost + rxt
-        else:
-            lost = min(lost_end, self.snd_nxt) - snd_una if lost_end > snd_una else 0
-            rxt = self._rxt_nxt - snd_una if self._rxt_nxt > snd_una else 0
-            sacked = self.dupacks * self.snd_mss      # each dupack: a segment left the network
-            if sacked > flight - lost:
-                sacked = flight - lost
-            pipe = flight - sacked - lost + rxt
-        return pipe if pipe > 0 else 0
+        """RFC 6675 SetPipe(): octets estimated in flight (the regime's estimate)."""
+        return self._recovery.pipe(self)
 
-    def _lost_end(self) -> int:
-        """Every unSACKed octet below this is deemed lost (RFC 6675 IsLost / after RTO)."""
-        if self._in_loss:
-            return self._recover
-        if self._in_recovery:
-            lf = self._lost_floor
-            if self.sack_ok:
-                b = self._sb.lost_boundary(self.config.dupthresh, self.snd_mss)
-                if b is not None and b > lf:
-                    return b
-            return lf
-        return self.snd_una
-
-    def _next_rtx(self) -> tuple[int, int] | None:
-        """RFC 6675 NextSeg() rule 1 (and the hole-filling after an RTO, 5.1)."""
-        lo = self._rxt_nxt if self._rxt_nxt > self.snd_una else self.snd_una
-        hi = self._lost_end()
-        if hi > self.snd_nxt:
-            hi = self.snd_nxt
-        if lo >= hi:
-            return None
-        if self.sack_ok and self._sb:
-            return self._sb.next_hole(lo, hi)
-        return lo, hi
-
-    def _retransmit_record(self, r: SentSegment, out: list[TCPSegment], now: float, *,
-                           tail: bool = False) -> SentSegment:
-        """Retransmit record r (split to one segment's payload room first: its head, or
-        with ``tail`` its last piece); returns the record actually sent."""
-        rq = self._rq
-        assert rq is not None
-        room = self._seg_payload_room()
-        fin = 1 if self._fin_queued and r.start <= self._fin_seq < r.end else 0
-        if r.end - r.start - fin > room:
-            if tail:
-                r = rq.split(r, r.end - fin - room)
-            else:
-                rq.split(r, r.start + room)
-        a, b = r.start, r.end
-        out.append(self._segment_for(a, b, now, rtx=True))
-        rq.retransmitted(r, now)
-        st = self._stats
-        st.retransmits += 1
-        st.retransmitted_bytes += b - a - fin
-        if self._fast_pending:
-            st.fast_retransmits += 1
-            self._fast_pending = False
-            self._rescue_rxt = b                  # RFC 6675 5 (4.3)
-        elif self._in_recovery:
-            st.sack_retransmits += 1
-        if self._rxt_nxt < b and not tail:
-            self._rxt_nxt = b                     # HighRxt (C.2)
-        self._note_retransmit(a, b, now)
-        return r
-
-    def _nextseg_rules_3_4(self, out: list[TCPSegment], now: float) -> bool:
-        """RFC 6675 NextSeg() rule 3 (an unSACKed segment above HighRxt and below the
-        highest SACKed octet, though not yet deemed lost) and rule 4 (one "rescue"
-        retransmission of the highest unSACKed segment per recovery episode), while
-        cwnd - pipe >= 1 SMSS.  They keep the ACK clock going when the tail is lost."""
-        rq = self._rq
-        sb = self._sb
-        assert rq is not None
-        mss = self.snd_mss
-        sent = False
-        while self.cc.cwnd - self._pipe() >= mss and rq.next_lost() is None:
-            hi = sb.highest
-            lo = self._rxt_nxt if self._rxt_nxt > self.snd_una else self.snd_una
-            r = None
-            while hi is not None and lo < hi:
-                hole = sb.next_hole(lo, hi)
-                if hole is None:
-                    break
-                r = rq.find(hole[0])
-                if r is not None and not r.flags & (SACKED | LOST | RTX):
-                    break
-                lo = r.end if r is not None else hole[1]
-                r = None
-            if r is not None:                               # rule 3
-                self._retransmit_record(r, out, now)
-                sent = True
-                continue
-            if self._rescue_rxt is None or self.snd_una >= self._rescue_rxt:
-                r = rq.last_unsacked()                      # rule 4
-                if r is not None and not r.flags & RTX:     # (not if already resent)
-                    self._retransmit_record(r, out, now, tail=True)
-                    self._stats.rescue_retransmits += 1
-                    self._rescue_rxt = self._recover + 1    # once per episode
-                    sent = True
-            break
-        return sent
-
-    def _pto_deadline(self, now: float) -> float:
-        """RFC 8985 7.2 TLP_calc_PTO() as an absolute deadline (capped at the RTO's)."""
-        srtt = self._rtt.srtt
-        cfg = self.config
-        if srtt is None:
-            pto = 1.0
-        else:
-            pto = 2 * srtt
-            if self.snd_nxt - self.snd_una <= self.snd_mss:
-                pto += cfg.tlp_max_ack_delay
-            if pto < cfg.tlp_min:
-                pto = cfg.tlp_min
-        t = now + pto
-        if self._t_rtx is not None and t > self._t_rtx:
-            t = self._t_rtx
-        return t
-
-    def _on_tlp(self, now: float) -> None:
-        """RFC 8985 7.3 TLP_send_probe()."""
-        rq = self._rq
-        if (rq is None or self.state not in _SEND_STATES or self.snd_nxt <= self.snd_una
-                or self._in_recovery or self._in_loss):
-            return
-        if self._tlp_end is None and self._rtt.samples != self._tlp_samples:
-            sent = self._tlp_send_new(now)
-            self._tlp_is_retrans = False
-            if not sent:
-                r = rq.last_unsacked()
-                if r is not None:
-                    self._retransmit_record(r, self._out, now, tail=True)
-                    self._tlp_is_retrans = True
-                    sent = True
-            if sent:
-                self._tlp_end = self.snd_nxt
-                self._tlp_samples = self._rtt.samples
-                self._stats.tlp_probes += 1
-                self._t_rtx = now + self._rtt.rto
-        if self._t_rtx is None:
-            self._t_rtx = now + self._rtt.rto
-
-    def _tlp_send_new(self, now: float) -> bool:
+    def _send_new_probe(self, now: float) -> bool:
         """A loss probe of previously unsent data, if any fits the peer's window
-        (congestion window not consulted, RFC 8985 7.3)."""
+        (congestion window not consulted, RFC 8985 7.3; the probe's state is RackRecovery's)."""
         rq = self._rq
         assert rq is not None
         snd_nxt = self.snd_nxt
@@ -1885,10 +1664,10 @@ class TCPConnection:
         # size of the last non-SYN ENO options sent (normally one empty option, 4 bytes).
         extra = self._eno_extra if self.eno is not None and self.eno.active else 0
         if self.sack_ok and (self._ooo or self._dsack is not None):
-            base = 40 - (TS_OVERHEAD if self.ts_ok else 0) - extra
-            n = min(len(self._ooo) + (self._dsack is not None), 4, (base - 4) // 8)
+            base = MAX_OPTION_SPACE - (TS_OVERHEAD if self.ts_ok else 0) - extra
+            n = min(len(self._ooo) + (self._dsack is not None), 4, sack_blocks_fitting(base))
             if n > 0:
-                extra += 4 + 8 * n
+                extra += SACK_OPTION_BASE + SACK_BLOCK_SPACE * n
         room -= extra
         return room if room > 1 else 1
 
@@ -1906,7 +1685,6 @@ class TCPConnection:
 
     def _send_data(self, out: list[TCPSegment], now: float) -> None:
         cfg = self.config
-        mss = self.snd_mss
         st = self._stats
         sent_any = False
         snd_una = self.snd_una
@@ -1917,42 +1695,12 @@ class TCPConnection:
                 self.cc.on_idle_restart(now, self._rtt.rto)
         if self.snd_nxt == snd_una:
             self._stall_since = now
-        # --- retransmissions (fast recovery / SACK holes / after RTO) ---
+        # --- retransmissions (fast recovery / SACK holes / after RTO: NextSeg() rule 1) ---
+        rec = self._recovery
+        pipe = rec.pipe
         rq = self._rq
-        if rq is not None:
-            # RFC 6675 NextSeg() rule 1 (what RACK or IsLost() marked, lowest first).
-            while True:
-                r = rq.next_lost()
-                if r is None:
-                    break
-                if not self._fast_pending and self.cc.cwnd - self._pipe() < mss:
-                    break
-                self._retransmit_record(r, out, now)
-                sent_any = True
-        elif self._in_recovery or self._in_loss:
-            while True:
-                h = self._next_rtx()
-                if h is None:
-                    break
-                cwnd = self.cc.cwnd
-                if not self._fast_pending and cwnd - self._pipe() < mss:
-                    break
-                a, b = h
-                room = self._seg_payload_room()
-                lim = a + room if a + room < b else b
-                seg = self._segment_for(a, lim, now, rtx=True)
-                out.append(seg)
-                sent_any = True
-                st.retransmits += 1
-                st.retransmitted_bytes += lim - a
-                if self._fast_pending:
-                    st.fast_retransmits += 1
-                    self._fast_pending = False
-                elif self.sack_ok and self._in_recovery:
-                    st.sack_retransmits += 1
-                self._rxt_nxt = lim
-                self._rtt_seq = None            # Karn
-                self._karn_mark(now)
+        if rec.retransmit(self, out, now):
+            sent_any = True
         # --- new data ---
         fin_queued = self._fin_queued
         while True:
@@ -1963,7 +1711,7 @@ class TCPConnection:
             if unsent <= 0:
                 if fin_pending and snd_nxt == self._fin_seq:
                     # FIN alone (all data already sent).
-                    if self.cc.cwnd - self._pipe() <= 0 and snd_nxt > self.snd_una:
+                    if self.cc.cwnd - pipe(self) <= 0 and snd_nxt > self.snd_una:
                         break
                     out.append(self._segment_for(snd_nxt, snd_nxt + 1, now, rtx=False))
                     self.snd_nxt = snd_nxt + 1
@@ -1979,7 +1727,7 @@ class TCPConnection:
             seglen = room if room < unsent else unsent
             if seglen > wnd_room:
                 seglen = wnd_room
-            cw_room = self.cc.cwnd - self._pipe()
+            cw_room = self.cc.cwnd - pipe(self)
             if seglen > cw_room:
                 break                           # congestion-window limited: wait for ACKs
             if seglen < room:
@@ -2026,10 +1774,9 @@ class TCPConnection:
             self._tlp_rearm = True
             if with_fin:
                 break
-        # --- RFC 6675 NextSeg() rules 3 and 4 (without RACK: its timers do this job) ---
-        if (rq is not None and self._in_recovery and not self._rack
-                and (not self._has_unsent() or self.snd_una + self.snd_wnd <= self.snd_nxt)):
-            sent_any |= self._nextseg_rules_3_4(out, now)
+        # --- more retransmissions in fast recovery (RFC 6675 NextSeg() rules 3 and 4) ---
+        if self._in_recovery and rec.after_new_data(self, out, now):
+            sent_any = True
         self._sws_force = False
         if sent_any:
             self._t_sws = None
@@ -2038,12 +1785,7 @@ class TCPConnection:
         if self.snd_nxt > self.snd_una:
             if self._t_rtx is None and not self._persisting:
                 self._t_rtx = now + self._rtt.rto
-            if self._rack:
-                if (self._in_recovery or self._in_loss or self._persisting
-                        or self._t_rack is not None or (rq is not None and rq.segs_sacked)):
-                    self._t_tlp = None
-                elif self._tlp_rearm:
-                    self._t_tlp = self._pto_deadline(now)
+            rec.arm_timers(self, now)             # RFC 8985 7.2 PTO
         else:
             self._t_rtx = self._t_rack = self._t_tlp = None
         self._tlp_rearm = False
@@ -2080,7 +1822,7 @@ class TCPConnection:
         if self._t_close is not None and now >= self._t_close:
             self._t_close = None
             if self.state is TIME_WAIT:
-                self._terminate(None)           # 2*MSL elapsed
+                self._terminate(None, "timeout=2MSL")
                 return
             if self.state is FIN_WAIT_2:
                 deadline = self._last_recv + self.config.fin_wait_2_timeout
@@ -2091,11 +1833,11 @@ class TCPConnection:
         if self._t_rack is not None and now >= self._t_rack:
             self._t_rack = None
             self._stats.reorder_timeouts += 1
-            if self._rq is not None and self.state in _SEND_STATES:
-                self._detect_losses(now)         # RFC 8985 6.2 RACK reordering timer
+            if self.state in _SEND_STATES:
+                self._recovery.detect_losses(self, now)   # RFC 8985 6.2 reordering timer
         if self._t_tlp is not None and now >= self._t_tlp:
             self._t_tlp = None
-            self._on_tlp(now)                     # RFC 8985 7.3 (before an RTO due now)
+            self._recovery.on_tlp_timer(self, now)  # RFC 8985 7.3 (before an RTO due now)
         if self._t_rtx is not None and now >= self._t_rtx:
             self._t_rtx = None
             self._on_rto(now)
@@ -2162,47 +1904,14 @@ class TCPConnection:
             # RFC 5681 3.1 eq. (4): only for the first timeout of this segment.
             self.cc.on_rto(now, self._pipe() or flight)
         self._t_rack = self._t_tlp = None
-        self._tlp_end = None                      # RFC 8985 7.1
-        rq = self._rq
-        if rq is not None:
-            head = rq.first()
-            if self._rtx_count > 1 or (head is not None and head.flags & SACKED):
-                # RFC 2018 8 / RFC 6675 5.1: SACK information is kept across a timeout
-                # unless the receiver seems to have reneged (the segment at SND.UNA was
-                # SACKed) or the timeout repeats; then it is expunged.
-                self._sb.clear()
-                rq.clear_sacks()
-            if self._rack:
-                reo = rq.reo_wnd(True, cfg.dupthresh, self._rtt.srtt)
-                st.rack_lost += rq.mark_lost_on_rto(now, self.snd_una, reo)   # RFC 8985 6.3
-            else:
-                rq.mark_all_lost()               # RFC 6675 5.1 "filling in" the holes
-            self._enter_loss()
-            self._rtt.back_off()                  # RFC 6298 5.5
-            r = rq.next_lost()
-            if r is not None:                     # RFC 6298 5.4
-                self._retransmit_record(r, self._out, now)
-            t = now + self._rtt.rto               # RFC 6298 5.6
-            if cfg.user_timeout is not None:
-                t = min(t, self._stall_since + cfg.user_timeout)
-            self._t_rtx = t
-            return
-        # RFC 6675 5.1: expunge the scoreboard, leave fast recovery, RecoveryPoint = HighData.
-        self._sb.clear()
-        self._enter_loss()
-        self._rtt_seq = None                      # Karn
-        self._karn_mark(now)
-        self._rtt.back_off()                      # RFC 6298 5.5
-        # RFC 6298 5.4: retransmit the earliest unacknowledged segment now.
-        a = self.snd_una
-        room = self._seg_payload_room()
-        lim = a + room if room < flight else self.snd_nxt
-        seg = self._segment_for(a, lim, now, rtx=True)
-        self._out.append(seg)
-        st.retransmits += 1
-        st.retransmitted_bytes += lim - a
-        self._rxt_nxt = lim
-        t = now + self._rtt.rto                   # RFC 6298 5.6
+        # What is lost, the loss state, the retransmission and the timer: the regime's.
+        self._recovery.on_rto(self, now, flight)
+
+    def _restart_rto_after_timeout(self, now: float) -> None:
+        """RFC 6298 5.6: the timer restarts with the backed-off RTO (bounded by the user
+        timeout, RFC 9293 3.8.3 / RFC 5482)."""
+        cfg = self.config
+        t = now + self._rtt.rto
         if cfg.user_timeout is not None:
             t = min(t, self._stall_since + cfg.user_timeout)
         self._t_rtx = t

@@ -7,6 +7,10 @@ the connection became ESTABLISHED, in-order bytes arrived, the peer's FIN arrive
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from tcpstack.tcp.connection import TCPConnection, TCPState
 
 
 @dataclass(slots=True)
@@ -32,5 +36,22 @@ class ConnectionTerminated:
     directions, else the exception (ConnectionResetByPeerError, ConnectionTimeoutError...)."""
     error: BaseException | None
 
+
+@dataclass(slots=True)
+class StateChanged:
+    """The TCB moved from one RFC 9293 3.3.2 state to another (figure 5's arcs), and why
+    (the event the RFC names on the arc: "rcv SYN", "CLOSE", "rcv ACK of FIN"...).
+
+    Not queued with the application's events: every change goes through
+    TCPConnection._set_state, which hands it to config.state_observer when one is set
+    (tcpstack.tools.trace.Tracer sets one), so the observer sees every transition in order,
+    including those the owner never samples (FIN-WAIT-2 passed within one input)."""
+    old: "TCPState"
+    new: "TCPState"
+    why: str
+
+
+StateObserver = Callable[["TCPConnection", StateChanged, float], Any]
+"""config.state_observer(conn, change, now): called on every state change of a TCB."""
 
 Event = ConnectionEstablished | DataReceived | EndOfStream | ConnectionTerminated

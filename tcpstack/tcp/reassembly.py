@@ -2,7 +2,7 @@
 the segment text": segments beyond RCV.NXT are held until the gap is filled) and the SACK
 blocks it yields for outgoing ACKs (RFC 2018 4).
 
-Sequence numbers are the connection's unwrapped ints (tcpstack/seqnum.py).  Memory is
+Sequence numbers are the connection's unwrapped ints (tcpstack/wire/seqnum.py).  Memory is
 bounded: bytes by the receive window (the connection only inserts in-window data) and
 entries by ``max_chunks``.  Overlapping data is trimmed so each octet is stored once.
 """

@@ -375,6 +375,7 @@ class Host:
         tracing = bool(self.args.trace or (self.control and self.control.tracing))
         self._tracing = tracing
         core.on_service = self._tracer.on_service if tracing else None
+        self._tracer.watch_states(core, tracing)
         want = tracing or self._pcap is not None or self.watch is not None
         core.on_packet = self._on_packet if want else None
 

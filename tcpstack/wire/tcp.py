@@ -44,21 +44,52 @@ def _r4(n: int) -> int:
     return (n + 3) & ~3
 
 
+# The option layout's sizes, the one place the connection (tcpstack/tcp/connection.py) reads
+# them from when it fills option space (RFC 9293 3.1: at most 40 option bytes).
+MAX_OPTION_SPACE = 40
+MSS_OPTION_SPACE = 4          # MSS(4), SYNs only
+WSCALE_OPTION_SPACE = 4       # NOP WS(3), SYNs only
+SACKOK_OPTION_SPACE = 4       # NOP NOP SACKOK(2), SYNs without timestamps (else it shares TS's)
+TS_OPTION_SPACE = 12          # NOP NOP TS(10) (or SACKOK TS in a SYN): every segment once in use
+SACK_OPTION_BASE = 4          # NOP NOP kind len, then ...
+SACK_BLOCK_SPACE = 8          # ... 8 bytes a block
+
+
+def eno_option_space(eno: tuple[bytes, ...]) -> int:
+    """Bytes ENO options take (each padded with NOPs to a multiple of 4)."""
+    n = 0
+    for e in eno:
+        n += _r4(2 + len(e))
+    return n
+
+
+def syn_option_space(ws: bool, sackok: bool, ts: bool, eno: tuple[bytes, ...]) -> int:
+    """Bytes the options of a SYN or SYN-ACK take: MSS, then WS / SACK-permitted / TS as
+    chosen, then the ENO options."""
+    n = MSS_OPTION_SPACE + (WSCALE_OPTION_SPACE if ws else 0) + (
+        TS_OPTION_SPACE if ts else (SACKOK_OPTION_SPACE if sackok else 0))
+    return n + eno_option_space(eno)
+
+
+def sack_blocks_fitting(room: int) -> int:
+    """How many SACK blocks fit in `room` option bytes (RFC 2018 3; at most 4 in 40)."""
+    return (room - SACK_OPTION_BASE) // SACK_BLOCK_SPACE
+
+
 def options_length(seg: TCPSegment) -> int:
     """Bytes the segment's options take on the wire (padded to 4), as build_tcp lays them out."""
     n = 0
     if seg.mss is not None:
-        n += 4
+        n += MSS_OPTION_SPACE
     if seg.tsval is not None:
-        n += 12
+        n += TS_OPTION_SPACE
     elif seg.sack_permitted:
-        n += 4
+        n += SACKOK_OPTION_SPACE
     if seg.wscale is not None:
-        n += 4
-    for e in seg.eno:
-        n += _r4(2 + len(e))
+        n += WSCALE_OPTION_SPACE
+    n += eno_option_space(seg.eno)
     if seg.sack_blocks:
-        n += 4 + 8 * len(seg.sack_blocks)
+        n += SACK_OPTION_BASE + SACK_BLOCK_SPACE * len(seg.sack_blocks)
     for kind, data in seg.unknown_options:
         n += _r4(2 + len(data))
     return n
