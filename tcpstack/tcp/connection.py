@@ -55,7 +55,7 @@ import enum
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 from tcpstack.tcp.config import TCPConfig
 from tcpstack.tcp.congestion import CongestionControl, make_congestion_control
@@ -69,6 +69,7 @@ from tcpstack.tcp.rack import SendQueue
 from tcpstack.tcp.recovery import LossRecovery, NewRenoRecovery, RackRecovery, SackRecovery
 from tcpstack.tcp.rtt import RTTEstimator
 from tcpstack.tcp.sack import SackScoreboard
+from tcpstack.wire.buffers import Payload
 from tcpstack.wire.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
 from tcpstack.wire.seqnum import seq_lt, unwrap
 from tcpstack.wire.tcp import (MAX_OPTION_SPACE, SACK_BLOCK_SPACE, SACK_OPTION_BASE,
@@ -270,7 +271,7 @@ class TCPConnection:
         self._rcv_fin_seq: int | None = None   # a FIN seen out of order at this seq
         self._fin_received = False
         self._paused = False
-        self._rbuf: list[bytes] = []
+        self._rbuf: list[bytes | memoryview] = []
         self._rbuf_len = 0
         self._eof_deferred = False
         self._ack_now = False
@@ -677,7 +678,7 @@ class TCPConnection:
             off = self._ts_offset
             self._rq = SendQueue(lambda now: (int(now * 1000) + off) & MASK)
             # RFC 8985 4: RACK-TLP requires SACK; else RFC 6675 on the same records.
-            self._recovery = RackRecovery() if cfg.rack else SackRecovery()
+            self._recovery = RackRecovery(self._rq) if cfg.rack else SackRecovery(self._rq)
         self.ts_ok = ts and syn.tsval is not None and cfg.timestamps
         if self.ts_ok:
             self.ts_recent = syn.tsval or 0
@@ -729,7 +730,7 @@ class TCPConnection:
         self.rcv_adv = edge2 if edge2 > self.rcv_adv else self.rcv_adv
         return field
 
-    def _build(self, seq: int, flags: int, payload: bytes | memoryview = b"", *,
+    def _build(self, seq: int, flags: int, payload: Payload = b"", *,
                now: float, syn: bool = False) -> TCPSegment:
         tsval = None
         tsecr = 0
@@ -1444,7 +1445,9 @@ class TCPConnection:
     def _process_text(self, seg: TCPSegment, seq: int, now: float) -> None:
         """3.10.7.4 "seventh" and "eighth": queue/deliver text, then the FIN."""
         st = self._stats
-        payload = seg.payload
+        # A received segment's payload is bytes or a view of the packet, never a Gather
+        # (that is a send-side TSO payload).
+        payload = cast("bytes | memoryview", seg.payload)
         plen = len(payload)
         fin = bool(seg.flags & FIN)
         if seg.flags & SYN:

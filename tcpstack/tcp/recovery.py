@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tcpstack.tcp.rack import LOST, RTX, SACKED, SentSegment
+from tcpstack.tcp.rack import LOST, RTX, SACKED, SendQueue, SentSegment
 from tcpstack.tcp.tlp import TailLossProbe
 
 if TYPE_CHECKING:
@@ -211,18 +211,19 @@ class NewRenoRecovery(LossRecovery):
 
 
 class SackRecovery(LossRecovery):
-    """RFC 6675 on per-segment records (c._rq) and the SACK scoreboard (c._sb)."""
+    """RFC 6675 on per-segment records (the SendQueue it is given) and the SACK scoreboard (c._sb)."""
 
-    __slots__ = ("rescue_rxt",)
+    __slots__ = ("rescue_rxt", "rq")
     name = "sack"
 
-    def __init__(self) -> None:
+    def __init__(self, rq: SendQueue) -> None:
         self.rescue_rxt: int | None = None   # RFC 6675 RescueRxt (None: undefined)
+        self.rq = rq                         # the per-segment records (the TCB's c._rq)
 
     def pipe(self, c: "TCPConnection") -> int:
         # Per-segment SetPipe(): an unSACKed octet counts once unless deemed lost, once
         # more while a retransmission of it is in flight.
-        rq = c._rq
+        rq = self.rq
         pipe = c.snd_nxt - c.snd_una - rq.sacked_out - rq.lost_out + rq.retrans_out
         return pipe if pipe > 0 else 0
 
@@ -231,7 +232,7 @@ class SackRecovery(LossRecovery):
 
     def on_cumulative_ack(self, c: "TCPConnection", ack: int, rtt: float | None,
                           tsecr: int | None, now: float) -> None:
-        rq = c._rq
+        rq = self.rq
         if rtt is not None:
             rq.update_min_rtt(rtt, now)        # RFC 8985 6.2 step 1
         rq.ack(ack, now, tsecr)
@@ -242,22 +243,22 @@ class SackRecovery(LossRecovery):
         if not c._sb:
             # No SACK information at all (stripped by a middlebox?): NewReno's partial-ACK
             # rule, the next segment is lost.
-            c._rq.mark_head_lost()
+            self.rq.mark_head_lost()
         return True
 
     def on_recovery_exit(self, c: "TCPConnection") -> None:
-        c._rq.on_recovery_exit()
+        self.rq.on_recovery_exit()
 
     def on_dupack(self, c: "TCPConnection", seg: "TCPSegment", now: float) -> None:
         # RFC 6675 5 step (1): DupAcks >= DupThresh marks the head lost (the loss detection
         # after this ACK then enters recovery).
         if c.dupacks >= c.config.dupthresh:
-            c._rq.mark_head_lost()
+            self.rq.mark_head_lost()
 
     def on_ack_done(self, c: "TCPConnection", seg: "TCPSegment", ack: int, prior_una: int,
                     new_ranges: list[tuple[int, int]] | None,
                     dsack: tuple[int, int] | None, now: float) -> None:
-        rq = c._rq
+        rq = self.rq
         if new_ranges:
             new_ranges.sort()
             rq.sack(new_ranges, now)
@@ -281,21 +282,21 @@ class SackRecovery(LossRecovery):
         if c._sb:
             b = c._sb.lost_boundary(c.config.dupthresh, c.snd_mss)
             if b is not None:
-                c._rq.mark_lost_below(b)
+                self.rq.mark_lost_below(b)
 
     def detect_losses(self, c: "TCPConnection", now: float) -> None:
         """Mark lost segments, and enter fast recovery when some are (RFC 6675 5 step 4 /
         RFC 8985 6.2 step 4)."""
         self.mark_losses(c, now)
-        if c._rq.pending_lost and not (c._in_recovery or c._in_loss) \
+        if self.rq.pending_lost and not (c._in_recovery or c._in_loss) \
                 and c.snd_una >= c._recover and c.state in c._SEND_STATES:
             c._enter_recovery(now)
 
     def rto_mark_lost(self, c: "TCPConnection", now: float) -> None:
-        c._rq.mark_all_lost()                  # RFC 6675 5.1 "filling in" the holes
+        self.rq.mark_all_lost()                  # RFC 6675 5.1 "filling in" the holes
 
     def on_rto(self, c: "TCPConnection", now: float, flight: int) -> None:
-        rq = c._rq
+        rq = self.rq
         head = rq.first()
         if c._rtx_count > 1 or (head is not None and head.flags & SACKED):
             # RFC 2018 8 / RFC 6675 5.1: SACK information is kept across a timeout unless
@@ -313,7 +314,7 @@ class SackRecovery(LossRecovery):
 
     def retransmit(self, c: "TCPConnection", out: list["TCPSegment"], now: float) -> bool:
         # RFC 6675 NextSeg() rule 1 (what RACK or IsLost() marked, lowest first).
-        rq = c._rq
+        rq = self.rq
         mss = c.snd_mss
         sent = False
         while True:
@@ -330,7 +331,7 @@ class SackRecovery(LossRecovery):
                           now: float, *, tail: bool = False) -> SentSegment:
         """Retransmit record r (split to one segment's payload room first: its head, or
         with ``tail`` its last piece); returns the record actually sent."""
-        rq = c._rq
+        rq = self.rq
         room = c._seg_payload_room()
         fin = 1 if c._fin_queued and r.start <= c._fin_seq < r.end else 0
         if r.end - r.start - fin > room:
@@ -363,7 +364,7 @@ class SackRecovery(LossRecovery):
         window is full).  They keep the ACK clock going when the tail is lost."""
         if c._has_unsent() and c.snd_una + c.snd_wnd > c.snd_nxt:
             return False
-        rq = c._rq
+        rq = self.rq
         sb = c._sb
         mss = c.snd_mss
         sent = False
@@ -395,10 +396,10 @@ class SackRecovery(LossRecovery):
         return sent
 
     def unmark_lost(self, c: "TCPConnection", now: float) -> None:
-        c._rq.unmark_lost(now)
+        self.rq.unmark_lost(now)
 
     def on_pmtu_drop(self, c: "TCPConnection") -> None:
-        c._rq.mark_all_lost()
+        self.rq.mark_all_lost()
 
 
 class RackRecovery(SackRecovery):
@@ -408,8 +409,8 @@ class RackRecovery(SackRecovery):
     __slots__ = ("tlp",)
     name = "rack"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, rq: SendQueue) -> None:
+        super().__init__(rq)
         self.tlp = TailLossProbe()
 
     def on_enter_recovery(self, c: "TCPConnection") -> None:
@@ -423,13 +424,13 @@ class RackRecovery(SackRecovery):
         # DupThresh only when the ACKs carry no SACK blocks: RACK's own rule covers SACKed
         # segments (RFC 8985 6.2 step 4).
         if c.dupacks >= c.config.dupthresh and not seg.sack_blocks:
-            c._rq.mark_head_lost()
+            self.rq.mark_head_lost()
 
     def on_ack_done(self, c: "TCPConnection", seg: "TCPSegment", ack: int, prior_una: int,
                     new_ranges: list[tuple[int, int]] | None,
                     dsack: tuple[int, int] | None, now: float) -> None:
         # SackRecovery.on_ack_done with RACK's hooks written out (once per ACK: calls count)
-        rq = c._rq
+        rq = self.rq
         if new_ranges:
             new_ranges.sort()
             rq.sack(new_ranges, now)
@@ -442,7 +443,7 @@ class RackRecovery(SackRecovery):
         self.detect_losses(c, now)
 
     def detect_losses(self, c: "TCPConnection", now: float) -> None:
-        rq = c._rq
+        rq = self.rq
         reo = rq.reo_wnd(c._in_recovery or c._in_loss, c.config.dupthresh, c._rtt.srtt)
         n, deadline = rq.detect_loss(now, reo)             # RFC 8985 6.2 step 5
         c._t_rack = deadline
@@ -454,7 +455,7 @@ class RackRecovery(SackRecovery):
 
     def on_ack_records(self, c: "TCPConnection", seg: "TCPSegment", ack: int, prior_una: int,
                        dsack: tuple[int, int] | None, now: float) -> None:
-        c._rq.on_ack_dsack_round(c.snd_una, dsack is not None, c.snd_nxt)
+        self.rq.on_ack_dsack_round(c.snd_una, dsack is not None, c.snd_nxt)
 
     def after_undo_check(self, c: "TCPConnection", seg: "TCPSegment", ack: int, prior_una: int,
                          dsack: tuple[int, int] | None, now: float) -> None:
@@ -470,7 +471,7 @@ class RackRecovery(SackRecovery):
 
     def mark_losses(self, c: "TCPConnection", now: float) -> None:
         """RFC 8985 6.2 step 5: RACK_detect_loss(), arming the reordering timer."""
-        rq = c._rq
+        rq = self.rq
         reo = rq.reo_wnd(c._in_recovery or c._in_loss, c.config.dupthresh, c._rtt.srtt)
         n, deadline = rq.detect_loss(now, reo)
         c._t_rack = deadline
@@ -478,7 +479,7 @@ class RackRecovery(SackRecovery):
             c._stats.rack_lost += n
 
     def rto_mark_lost(self, c: "TCPConnection", now: float) -> None:
-        rq = c._rq
+        rq = self.rq
         reo = rq.reo_wnd(True, c.config.dupthresh, c._rtt.srtt)
         c._stats.rack_lost += rq.mark_lost_on_rto(now, c.snd_una, reo)   # RFC 8985 6.3
 
@@ -493,7 +494,7 @@ class RackRecovery(SackRecovery):
         """RFC 8985 7.2: arm the PTO after sending, unless recovery, the persist state, the
         reordering timer or SACKed data make a probe pointless."""
         if (c._in_recovery or c._in_loss or c._persisting or c._t_rack is not None
-                or c._rq.segs_sacked):
+                or self.rq.segs_sacked):
             c._t_tlp = None
         elif c._tlp_rearm:
             c._t_tlp = self.tlp.pto_deadline(c._rtt.srtt, c.snd_nxt - c.snd_una, c.snd_mss,
@@ -510,7 +511,7 @@ class RackRecovery(SackRecovery):
             is_retrans = False
             sent = c._send_new_probe(now)
             if not sent:
-                r = c._rq.last_unsacked()
+                r = self.rq.last_unsacked()
                 if r is not None:
                     self.retransmit_record(c, r, c._out, now, tail=True)
                     is_retrans = sent = True
@@ -523,4 +524,4 @@ class RackRecovery(SackRecovery):
 
     def on_spurious(self, c: "TCPConnection", rto_episode: bool) -> None:
         if not rto_episode:
-            c._rq.reordering_seen = True       # the "lost" segment was only reordered
+            self.rq.reordering_seen = True       # the "lost" segment was only reordered

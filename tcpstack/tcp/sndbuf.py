@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from tcpstack.wire.tcp import Gather
+from tcpstack.wire.buffers import Buffer, Gather, Payload
 
 # Writes at least this long are kept by reference (or copied once if mutable); shorter
 # ones are appended to the tail.
@@ -31,7 +31,7 @@ class SendBuffer:
     __slots__ = ("_chunks", "_starts", "_first", "_base", "_frozen_end", "_tail")
 
     def __init__(self) -> None:
-        self._chunks: list[bytes] = []
+        self._chunks: list[Buffer] = []
         self._starts: list[int] = []     # absolute position of each chunk's first octet
         self._first = 0                  # index of the first chunk still (partly) held
         self._base = 0                   # absolute position of the first octet held
@@ -65,7 +65,7 @@ class SendBuffer:
         self._frozen_end += len(tail)
         self._tail = bytearray()
 
-    def get(self, off: int, end: int, gather: bool = False) -> bytes | memoryview | Gather:
+    def get(self, off: int, end: int, gather: bool = False) -> Payload:
         """Octets [off, end) as a bytes-like object (a zero-copy view when they lie in one
         chunk; else joined, or with `gather` a Gather of views).  The caller keeps
         0 <= off < end <= len(self)."""
@@ -82,7 +82,7 @@ class SendBuffer:
             if a == cs and b == ce:
                 return c
             return memoryview(c)[a - cs:b - cs]
-        parts = [memoryview(c)[a - cs:]]
+        parts: list[Buffer] = [memoryview(c)[a - cs:]]
         while True:
             i += 1
             c = chunks[i]

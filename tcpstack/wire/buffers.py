@@ -28,7 +28,7 @@ class Gather:
     bytes it stands for; bytes(g) joins them (for captures and tests)."""
     __slots__ = ("parts", "n")
 
-    def __init__(self, parts: list[bytes | memoryview], n: int) -> None:
+    def __init__(self, parts: list[Buffer], n: int) -> None:
         self.parts = parts
         self.n = n
 
@@ -47,7 +47,10 @@ class Gather:
     __hash__ = None  # type: ignore[assignment]  # equal to bytes, yet mutable parts: unhashable
 
 
-Payload: TypeAlias = bytes | memoryview | Gather
+# What a TCP segment's payload may be: bytes or a view (received data, a send-buffer slice),
+# an owned bytearray (a tcpcrypt frame buffer the send buffer keeps by reference, never
+# written again), or a Gather of views (a TSO frame straddling two writes).
+Payload: TypeAlias = bytes | bytearray | memoryview | Gather
 
 
 @final
