@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Protocol
 from tcpstack.aio.reader import ChunkedStreamReader
 from tcpstack.host.endpoint import Closed, Data, Endpoint, Eof, Established, SecurityProvider
 from tcpstack.host.stack import Listener, StackConfig, StackCore
+from tcpstack.wire.buffers import Buffer, LinkPacket
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class Link(Protocol):
 
     def start(self, on_packets: Callable[..., None]) -> None: ...
     # on_packets(packets) or on_packets(packets, checksum_ok) -- see Stack._on_packets
-    def send(self, packet: bytes) -> None: ...
+    def send(self, packet: LinkPacket) -> None: ...
     def close(self) -> None: ...
 
 
@@ -318,8 +319,11 @@ class _StreamTransport(asyncio.Transport):
                         # per segment).  Large pieces (GRO super-segments, tcpcrypt frames) go
                         # one by one: joining them would cost a copy of every byte.
                         parts = [data]
-                        while i < n and isinstance(evs[i], Data):
-                            parts.append(evs[i].data)  # type: ignore[attr-defined]
+                        while i < n:
+                            nxt = evs[i]
+                            if not isinstance(nxt, Data):
+                                break
+                            parts.append(nxt.data)
                             i += 1
                         data = b"".join(parts)
                     elif type(data) is not bytes and not self._views_ok:
@@ -352,6 +356,9 @@ class _StreamTransport(asyncio.Transport):
             return
         if not self._lost:
             self._lost = True
+            # asyncio's connection_lost() takes an Exception: the TCB's and the transform's
+            # errors all are (tcpstack.errors, tcpcrypt.errors), though typed BaseException
+            assert error is None or isinstance(error, Exception)
             self._protocol.connection_lost(error)
 
     def _check_write_buffer(self) -> None:
@@ -377,7 +384,7 @@ class _StreamTransport(asyncio.Transport):
         self._check_write_buffer()
         self._stack.kick()
 
-    def writelines(self, list_of_data: Iterable[bytes]) -> None:
+    def writelines(self, list_of_data: Iterable[Buffer]) -> None:
         self.write(b"".join(list_of_data))
 
     def write_eof(self) -> None:
