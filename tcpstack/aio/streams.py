@@ -12,7 +12,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Literal, Protocol
 
 from tcpstack.aio.reader import ChunkedStreamReader
 from tcpstack.host.endpoint import Closed, Data, Endpoint, Eof, Established, SecurityProvider
@@ -77,13 +77,13 @@ class Stack:
     """
 
     def __init__(self, link: Link, addresses: Iterable[str], config: StackConfig | None = None,
-                 *, security: SecurityProvider | None | str = "default",
+                 *, security: SecurityProvider | None | Literal["default"] = "default",
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.loop = loop or asyncio.get_running_loop()
         if security == "default":
             from tcpcrypt.provider import TcpcryptProvider   # the default: encrypt when possible
             security = TcpcryptProvider()
-        self.core = StackCore(addresses, config, security=security,  # type: ignore[arg-type]
+        self.core = StackCore(addresses, config, security=security,
                               now=self.loop.time())
         self.core.cork_writes = True     # writes in one loop turn leave together (_flush)
         tso = getattr(link, "tso_max_size", 0)
@@ -328,6 +328,7 @@ class _StreamTransport(asyncio.Transport):
                         data = b"".join(parts)
                     elif type(data) is not bytes and not self._views_ok:
                         data = bytes(data)
+                    # a stream protocol (asyncio.Protocol); the transport API types it BaseProtocol
                     proto.data_received(data)  # type: ignore[attr-defined]
                 elif isinstance(ev, Established):
                     if not self._connected.done():
@@ -335,7 +336,7 @@ class _StreamTransport(asyncio.Transport):
                         proto.connection_made(self)
                 elif isinstance(ev, Eof):
                     if not self._closing:
-                        keep_open = proto.eof_received()  # type: ignore[attr-defined]
+                        keep_open = proto.eof_received()  # type: ignore[attr-defined]  # as above
                         if not keep_open:
                             self.close()
                 elif isinstance(ev, Closed):
