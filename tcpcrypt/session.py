@@ -27,6 +27,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable, Protocol, Sequence
 
+from tcpstack.wire.buffers import Buffer
+
 from . import keys
 from .eno import V_BIT, TEPOffer
 from .errors import TcpcryptError, TcpcryptProtocolError
@@ -313,7 +315,7 @@ class TcpcryptSession:
         self._tx_offset = len(self._init1.raw)
         return self._init1.raw
 
-    def send(self, data: bytes | memoryview) -> bytes | bytearray:
+    def send(self, data: Buffer) -> bytes | bytearray:
         """Application plaintext -> encryption frames (held until keys exist), in a new buffer
         the caller owns."""
         self._check()
@@ -508,7 +510,7 @@ class TcpcryptSession:
 
     # --- internals: frames (3.6, 4.2) ----------------------------------------------------
 
-    def _seal(self, data: bytes | memoryview, fin: bool = False,
+    def _seal(self, data: Buffer, fin: bool = False,
               empty_ok: bool = False) -> bytes | bytearray:
         """Application bytes -> frames, in one new buffer that the caller owns.
 

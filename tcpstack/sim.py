@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from tcpstack.errors import TcpStackError
 from tcpstack.impairment import GilbertElliott, Impairer, Impairment, Shaper, flip_bit
+from tcpstack.wire.buffers import LinkPacket
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class SimulationError(TcpStackError):
 
 class SimHost(Protocol):
     def receive_packet(self, packet: bytes, now: float) -> None: ...   # one IP packet arrives
-    def packets_to_send(self) -> list[bytes]: ...                      # drain packets to send now
+    def packets_to_send(self) -> list[LinkPacket]: ...                 # drain packets to send now
     def next_timer(self) -> float | None: ...                          # earliest absolute deadline
     def handle_timer(self, now: float) -> None: ...                    # fire due timers
 
@@ -76,7 +77,7 @@ class StackHost:
         self.core.receive_packet(packet, now)
         self.react()
 
-    def packets_to_send(self) -> list[bytes]:
+    def packets_to_send(self) -> list[LinkPacket]:
         return self.core.packets_to_send()
 
     def next_timer(self) -> float | None:
@@ -369,7 +370,7 @@ class Network:
             heapq.heappush(self._heap, (t if t > self.now else self.now, next(self._seq),
                                         _TIMER, node, t))
 
-    def _emit(self, node: Node, packet: bytes) -> None:
+    def _emit(self, node: Node, packet: LinkPacket) -> None:
         if not isinstance(packet, bytes):
             packet = bytes(packet)
         v = packet[0] >> 4 if packet else 0
@@ -380,7 +381,7 @@ class Network:
         else:
             dst = b""
         dn = self._addr.get(dst)
-        d = node.routes.get(dn) if dn is not None else None   # type: ignore[arg-type]
+        d = node.routes.get(dn) if dn is not None else None
         if d is None:
             self.unroutable += 1
             log.debug("%s: no route to %s, packet dropped", node.name, dst.hex())

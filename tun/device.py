@@ -412,9 +412,10 @@ class AsyncTun:
         self.loop = loop or asyncio.get_running_loop()
         self.max_batch = max_batch
         # A batch is processed as one instant: its ACKs leave together at the end, and
-        # superseded pure ACKs are dropped (streams.coalesce_acks).  128 GRO frames would be
-        # 8 MB between ACKs, stalling the sender; a byte bound keeps the ACK clock (Linux GRO
-        # stops at 64 KB per packet for the same reason).
+        # superseded pure ACKs are dropped (the stack core's ACK coalescing,
+        # tcpstack/host/acks.py).  128 GRO frames would be 8 MB between ACKs, stalling the
+        # sender; a byte bound keeps the ACK clock (Linux GRO stops at 64 KB per packet for
+        # the same reason).
         self.max_batch_bytes = max_batch_bytes
         self.max_queue = max_queue
         self.close_device = close_device

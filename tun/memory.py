@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
-from tcpstack.wire.tcp import GSOFrame
+from tcpstack.wire.buffers import GSOFrame, LinkPacket
+from tcpstack.wire.virtio_net import VNET_HDR_LEN
 
 __all__ = ["MemoryLink"]
 
@@ -39,20 +40,23 @@ class MemoryLink:
     def start(self, on_packets: Callable[[list[bytes]], None]) -> None:
         self._on_packets = on_packets
 
-    def send(self, packet: bytes | GSOFrame) -> None:
+    def send(self, packet: LinkPacket) -> None:
         peer = self.peer
         if self.closed or peer is None or peer.closed:
             return
         trusted = False
         if type(packet) is GSOFrame:
             # The super-packet without its virtio_net_hdr: one IP packet, as GRO delivers.
-            packet = b"".join((memoryview(packet.head)[10:], *packet.buffers()[1:]))
+            data = b"".join((memoryview(packet.head)[VNET_HDR_LEN:], *packet.buffers()[1:]))
             trusted = True
+        else:
+            data = packet
         if self.filter is not None:
-            packet = self.filter(packet)  # type: ignore[assignment]
-            if packet is None:
+            filtered = self.filter(data)
+            if filtered is None:
                 return
-        peer._queue.append(packet)
+            data = filtered
+        peer._queue.append(data)
         if peer._trusted is not None:
             peer._trusted.append(trusted)
         if not peer._scheduled:

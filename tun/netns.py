@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "NetNS", "VethPair", "Netem", "netem", "TunInNamespace", "enter_netns", "cleanup_stale",
-    "netem_available", "NetemUnavailable", "netns_pids", "end_processes_in", "Impairment", "ImpairedLink", "NS_PREFIX", "IF_PREFIX_TUN", "IF_PREFIX_VETH",
+    "netem_available", "NetemUnavailable", "netns_pids", "end_processes_in", "NS_PREFIX",
+    "IF_PREFIX_TUN", "IF_PREFIX_VETH",
 ]
 
 NS_PREFIX = "tcpcpy"

@@ -167,8 +167,9 @@ class TwoHosts:
         impairment)."""
         self._links = [AsyncTun(t.device, gro=self.offload) for t in self._tuns]
         if self._userspace is not None:
-            return tuple(ImpairedLink(l, egress=self._userspace, seed=i + 1)  # type: ignore[return-value]
-                         for i, l in enumerate(self._links))
+            a, b = self._links
+            return (ImpairedLink(a, egress=self._userspace, seed=1),
+                    ImpairedLink(b, egress=self._userspace, seed=2))
         return self._links[0], self._links[1]
 
     def impair(self, impairment: Impairment) -> str:

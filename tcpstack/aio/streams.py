@@ -12,11 +12,12 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Literal, Protocol
 
 from tcpstack.aio.reader import ChunkedStreamReader
 from tcpstack.host.endpoint import Closed, Data, Endpoint, Eof, Established, SecurityProvider
 from tcpstack.host.stack import Listener, StackConfig, StackCore
+from tcpstack.wire.buffers import Buffer, LinkPacket
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class Link(Protocol):
 
     def start(self, on_packets: Callable[..., None]) -> None: ...
     # on_packets(packets) or on_packets(packets, checksum_ok) -- see Stack._on_packets
-    def send(self, packet: bytes) -> None: ...
+    def send(self, packet: LinkPacket) -> None: ...
     def close(self) -> None: ...
 
 
@@ -76,13 +77,13 @@ class Stack:
     """
 
     def __init__(self, link: Link, addresses: Iterable[str], config: StackConfig | None = None,
-                 *, security: SecurityProvider | None | str = "default",
+                 *, security: SecurityProvider | None | Literal["default"] = "default",
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.loop = loop or asyncio.get_running_loop()
         if security == "default":
             from tcpcrypt.provider import TcpcryptProvider   # the default: encrypt when possible
             security = TcpcryptProvider()
-        self.core = StackCore(addresses, config, security=security,  # type: ignore[arg-type]
+        self.core = StackCore(addresses, config, security=security,
                               now=self.loop.time())
         self.core.cork_writes = True     # writes in one loop turn leave together (_flush)
         tso = getattr(link, "tso_max_size", 0)
@@ -318,12 +319,16 @@ class _StreamTransport(asyncio.Transport):
                         # per segment).  Large pieces (GRO super-segments, tcpcrypt frames) go
                         # one by one: joining them would cost a copy of every byte.
                         parts = [data]
-                        while i < n and isinstance(evs[i], Data):
-                            parts.append(evs[i].data)  # type: ignore[attr-defined]
+                        while i < n:
+                            nxt = evs[i]
+                            if not isinstance(nxt, Data):
+                                break
+                            parts.append(nxt.data)
                             i += 1
                         data = b"".join(parts)
                     elif type(data) is not bytes and not self._views_ok:
                         data = bytes(data)
+                    # a stream protocol (asyncio.Protocol); the transport API types it BaseProtocol
                     proto.data_received(data)  # type: ignore[attr-defined]
                 elif isinstance(ev, Established):
                     if not self._connected.done():
@@ -331,7 +336,7 @@ class _StreamTransport(asyncio.Transport):
                         proto.connection_made(self)
                 elif isinstance(ev, Eof):
                     if not self._closing:
-                        keep_open = proto.eof_received()  # type: ignore[attr-defined]
+                        keep_open = proto.eof_received()  # type: ignore[attr-defined]  # as above
                         if not keep_open:
                             self.close()
                 elif isinstance(ev, Closed):
@@ -352,6 +357,9 @@ class _StreamTransport(asyncio.Transport):
             return
         if not self._lost:
             self._lost = True
+            # asyncio's connection_lost() takes an Exception: the TCB's and the transform's
+            # errors all are (tcpstack.errors, tcpcrypt.errors), though typed BaseException
+            assert error is None or isinstance(error, Exception)
             self._protocol.connection_lost(error)
 
     def _check_write_buffer(self) -> None:
@@ -377,7 +385,7 @@ class _StreamTransport(asyncio.Transport):
         self._check_write_buffer()
         self._stack.kick()
 
-    def writelines(self, list_of_data: Iterable[bytes]) -> None:
+    def writelines(self, list_of_data: Iterable[Buffer]) -> None:
         self.write(b"".join(list_of_data))
 
     def write_eof(self) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Hashable, Sequence
 
 from tcpstack.wire.segment import ACK, RST
-from tcpstack.wire.tcp import GSOFrame
+from tcpstack.wire.buffers import GSOFrame, LinkPacket
 
 _MASK = 0xFFFFFFFF
 _HALF = 0x80000000
@@ -67,7 +67,7 @@ class AckCoalescer:
         return s
 
 
-def coalesce_acks(packets: Sequence[bytes]) -> list[bytes]:
+def coalesce_acks(packets: Sequence[LinkPacket]) -> list[LinkPacket]:
     """The rule above over built IPv4/IPv6 packets of one flush, connections told apart by
     their addresses and ports (read in place); the packets not superseded, in order."""
     c = AckCoalescer()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from tcpstack.tcp.sndbuf import immutable
 from tcpstack.errors import ConnectionAbortedLocallyError, TcpStackError
 from tcpstack.tcp.events import ConnectionEstablished, ConnectionTerminated, DataReceived, EndOfStream
+from tcpstack.wire.buffers import Buffer
 
 if TYPE_CHECKING:
     from tcpstack.tcp.connection import TCPConnection
@@ -37,7 +38,7 @@ class StreamTransform(Protocol):
     def start(self) -> bytes: ...
     # send/close/receive return buffers the endpoint then owns: the transform never touches
     # them again, so the TCB's send buffer keeps even a bytearray by reference.
-    def send(self, data: bytes | memoryview) -> bytes | bytearray: ...
+    def send(self, data: Buffer) -> bytes | bytearray: ...
     def close(self) -> bytes | bytearray: ...
     def receive(self, data: bytes | memoryview) -> tuple[bytes, bytes | bytearray]: ...
     def peer_fin(self) -> None: ...
@@ -69,7 +70,9 @@ class Established:
 
 @dataclass(slots=True)
 class Data:
-    data: bytes
+    """Bytes for the application: bytes, or (plain TCP) the TCB's read-only view of the
+    received packet's bytes (tcpstack.tcp.events.DataReceived)."""
+    data: bytes | memoryview
 
 
 @dataclass(slots=True)
@@ -113,8 +116,8 @@ class Endpoint:
         self.notify = False               # the edge should look at this endpoint (writable)
         self.in_ready = False             # queued in the core's ready list
         # bytes for the TCB that did not fit its send buffer: the application's own buffers
-        # (by reference, as the TCB's send buffer keeps them), in order
-        self._pending: deque[bytes | memoryview] = deque()
+        # (by reference, as the TCB's send buffer keeps them) or owned ones, in order
+        self._pending: deque[Buffer] = deque()
         self._pending_len = 0
         self._plain_hold = bytearray()    # app bytes written before ENO's outcome was known
         self._eof_requested = False       # the application shut down writing
@@ -156,7 +159,7 @@ class Endpoint:
         return conn.is_terminated or not (self._pending_len or conn.send_buffer_used
                                           or conn.snd_nxt != conn.snd_una)
 
-    def send(self, data: bytes | memoryview, now: float) -> None:
+    def send(self, data: Buffer, now: float) -> None:
         """Queue application bytes (plaintext).  Never blocks; the edge applies backpressure
         with :attr:`write_buffer_size`."""
         if self._closed:
@@ -165,16 +168,16 @@ class Endpoint:
             raise TcpStackError(f"cannot write to {self.remote} after write_eof()")
         if not data:
             return
-        owned = False
         if self.transform is not None:
-            data = self.transform.send(data)
-            owned = True                  # the transform's frames are ours (StreamTransform)
+            # the transform's frames are ours (StreamTransform)
+            self._queue(self.transform.send(data), True)
         elif self.negotiator is not None and not self._established:
             # ENO still negotiating: whether these bytes go out plain or through a TEP is
             # only known at the end of the handshake (RFC 8547 4.6).  Keep them aside.
             self._plain_hold += data
             return
-        self._queue(data, owned)
+        else:
+            self._queue(data)
         self.core.app_input(self, now, write=True)
 
     def shutdown_write(self, now: float) -> None:
@@ -322,7 +325,9 @@ class Endpoint:
     def _on_tcp_established(self, now: float) -> None:
         if self.negotiator is not None:
             try:
-                self.transform = self.core.security.transform(
+                security = self.core.security
+                assert security is not None       # it made the negotiator (StackCore._negotiator)
+                self.transform = security.transform(
                     self.negotiator, local=self.local, remote=self.remote, options=self.options)
             except Exception as exc:  # EncryptionRequiredError and friends: fail loudly
                 self._internal_error(exc, "setting up the stream transform")
@@ -350,7 +355,7 @@ class Endpoint:
         if self.listener is not None:
             self.listener.endpoint_established(self)
 
-    def _on_data(self, data: bytes, now: float) -> None:
+    def _on_data(self, data: bytes | memoryview, now: float) -> None:
         tr = self.transform
         if tr is None:
             if self._close_requested:

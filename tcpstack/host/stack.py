@@ -43,17 +43,15 @@ from tcpstack.host.acks import AckCoalescer
 from tcpstack.host.endpoint import Endpoint, SecurityProvider
 from tcpstack.errors import HostUnreachableError, ParseError, TcpStackError
 from tcpstack.host.fragments import Reassembler
-from tcpstack.wire.ip import IPv4Header, parse_ip
+from tcpstack.wire.buffers import LinkPacket
+from tcpstack.wire.icmp import IPPROTO_ICMP, IPPROTO_ICMPV6
+from tcpstack.wire.ip import IPPROTO_UDP, IPv4Header, parse_ip
 from tcpstack.wire.segment import ACK, RST, SYN, TCPSegment
 from tcpstack.host import syncookies as sc
-from tcpstack.wire.tcp import GSOFrame, build_gso, build_ip_tcp, parse_tcp
+from tcpstack.wire.tcp import IPPROTO_TCP, GSOFrame, build_gso, build_ip_tcp, parse_tcp
 
 log = logging.getLogger(__name__)
 
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
-IPPROTO_ICMPV6 = 58
 
 Addr = tuple[str, int]
 _counter = itertools.count()   # tie-breaker for the timer heap
@@ -244,7 +242,7 @@ class StackCore:
         self._rng = rng or random.Random(int.from_bytes(os.urandom(8), "big"))
         self._conns: dict[tuple[bytes, int, bytes, int], Endpoint] = {}
         self._listeners: dict[tuple[bytes | None, int], Listener] = {}
-        self._out: list[bytes] = []
+        self._out: list[LinkPacket] = []
         # ACK coalescing over each flush (packets_to_send): a pure ACK superseded by a later
         # segment of its connection is not sent (tcpstack/host/acks.py for the rule).
         self.coalesce_acks = True
@@ -278,7 +276,7 @@ class StackCore:
 
     # --- driver interface (SimHost) ------------------------------------------------------
 
-    def packets_to_send(self) -> list[bytes]:
+    def packets_to_send(self) -> list[LinkPacket]:
         """Everything queued since the last call, in order: one flush.  Pure ACKs that a
         later segment of their connection in the flush supersedes are left out (see
         coalesce_acks)."""
@@ -351,6 +349,7 @@ class StackCore:
         st.bytes_in += len(packet)
         if self.on_packet is not None:
             self.on_packet("in", bytes(packet), now)
+        payload: bytes | memoryview      # a view of the packet, or a reassembled datagram
         try:
             hdr, payload = parse_ip(packet)
         except ParseError as exc:
@@ -363,9 +362,10 @@ class StackCore:
         v4 = isinstance(hdr, IPv4Header)
         try:
             if hdr.is_fragment:
-                payload = self._reassembler.add(hdr, payload, now)
-                if payload is None:
+                whole = self._reassembler.add(hdr, payload, now)
+                if whole is None:
                     return
+                payload = whole
             proto = hdr.proto if v4 else hdr.next_header   # after reassembly (IPv6 ext hdrs)
             if proto == IPPROTO_TCP:
                 self._receive_tcp(hdr, payload, now, checksum_ok)
@@ -566,14 +566,14 @@ class StackCore:
                     self._ready.append(ep)
             return
         deadline = conn.next_timer()
-        key = id(ep)
+        eid = id(ep)
         if deadline is None:
-            self._timer_of.pop(key, None)
-        elif self._timer_of.get(key) != deadline:
-            self._timer_of[key] = deadline
+            self._timer_of.pop(eid, None)
+        elif self._timer_of.get(eid) != deadline:
+            self._timer_of[eid] = deadline
             heapq.heappush(self._timers, (deadline, next(_counter), ep))
 
-    def _receive_tcp(self, hdr: Any, payload: memoryview, now: float,
+    def _receive_tcp(self, hdr: Any, payload: bytes | memoryview, now: float,
                      checksum_ok: bool = False) -> None:
         seg = parse_tcp(payload, hdr.src, hdr.dst, verify_checksum=not checksum_ok)
         key = (hdr.dst, seg.dst_port, hdr.src, seg.src_port)
@@ -717,7 +717,7 @@ class StackCore:
         synack = TCPSegment(lport, rport, cookie, (seg.seq + 1) & 0xFFFFFFFF, SYN | ACK,
                             min(cfg.recv_buffer, 0xFFFF), mss=cfg.mss, wscale=wscale,
                             sack_permitted=sackok, tsval=tsval,
-                            tsecr=seg.tsval if ts else 0, eno=eno)
+                            tsecr=seg.tsval if ts and seg.tsval is not None else 0, eno=eno)
         if self.coalesce_acks:        # (a SYN-ACK may supersede a TIME-WAIT ACK of this 4-tuple)
             self._acks.note((lp, lport, rp, rport), len(self._out), synack.flags, synack.ack, False)
         self._out.append(build_ip_tcp(synack, lp, rp, ttl=self.config.ttl))
@@ -798,7 +798,7 @@ class StackCore:
         self.stats.rst_sent += 1
         self.stats.packets_out += 1
 
-    def _receive_icmp(self, hdr: Any, payload: memoryview, now: float, *, v6: bool) -> None:
+    def _receive_icmp(self, hdr: Any, payload: bytes | memoryview, now: float, *, v6: bool) -> None:
         msg = icmp_mod.parse_icmp(payload, hdr.src, hdr.dst, v6=v6)
         echo_request = icmp_mod.ICMP6_ECHO_REQUEST if v6 else icmp_mod.ICMP_ECHO_REQUEST
         if msg.type == echo_request:
@@ -840,7 +840,7 @@ class StackCore:
                 f"ICMP {icmp_mod.describe(msg)} from {_fmt(hdr.src)} for {ep.remote}"), now, hard=hard)
         self._service(ep, now)
 
-    def _unreachable(self, hdr: Any, packet: bytes | memoryview, payload: memoryview,
+    def _unreachable(self, hdr: Any, packet: bytes | memoryview, payload: bytes | memoryview,
                      proto: int, now: float) -> None:
         """The ICMP error for a datagram to us whose protocol we do not speak:
 
@@ -953,7 +953,7 @@ def _cookie_options(options: dict[str, Any]) -> dict[str, Any]:
     return dict(options, resume=False)
 
 
-def _udp_ok(udp: memoryview, src: bytes, dst: bytes, v6: bool) -> bool:
+def _udp_ok(udp: bytes | memoryview, src: bytes, dst: bytes, v6: bool) -> bool:
     """A well-formed UDP datagram (RFC 768; RFC 8200 8.1: the checksum is mandatory over
     IPv6, optional (0) over IPv4)."""
     n = len(udp)
