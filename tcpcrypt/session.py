@@ -637,7 +637,7 @@ class TcpcryptSession:
             raise TcpcryptProtocolError("data after the FINp frame (RFC 8548 3.7)")
         if w == 1:
             return b""
-        # bytes, not the bytearray itself: the edge's reader (tcpstack/reader.py) passes large
+        # bytes, not the bytearray itself: the edge's reader (tcpstack/aio/reader.py) passes large
         # bytes pieces to read() as they are, so this one copy is the only one to the app.
         with memoryview(res) as m:
             return bytes(m[1:w])

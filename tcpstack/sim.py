@@ -1,6 +1,6 @@
 """A deterministic network simulator on a virtual clock, for tests, experiments and teaching.
 
-Hosts are sans-IO endpoints (the stack core, tcpstack/stack.py, or any object with this
+Hosts are sans-IO endpoints (the stack core, tcpstack/host/stack.py, or any object with this
 duck-typed interface, see :class:`SimHost`); the simulator moves IP packets between them
 over point-to-point links whose two directions each have their own impairments, like
 ``tc qdisc ... netem`` on each end of a veth pair.  A direction is an

@@ -1,4 +1,4 @@
-"""SYN flood over a real TUN device (RFC 4987 3.6 SYN cookies, tcpstack/syncookies.py).
+"""SYN flood over a real TUN device (RFC 4987 3.6 SYN cookies, tcpstack/host/syncookies.py).
 
 A private namespace holds the TUN; the stack (this process) owns 10.231.N.2.  Inside the
 namespace one Python process floods the stack with spoofed SYNs through a raw socket

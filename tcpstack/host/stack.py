@@ -3,7 +3,7 @@
 Implements:
   - demultiplexing by 4-tuple, listeners with a bounded accept backlog and a bound on
     half-open connections (RFC 9293 3.10.7.2, RFC 4987 3.1);
-  - SYN cookies when a listener's SYN queue is full (RFC 4987 3.6; tcpstack/syncookies.py),
+  - SYN cookies when a listener's SYN queue is full (RFC 4987 3.6; tcpstack/host/syncookies.py),
     with TCP-ENO kept through a small bounded table (see :meth:`StackCore._send_cookie`);
   - segments to no connection answered with RST (RFC 9293 3.10.7.1), rate limited per peer
     address (bounded table) and globally, like ICMP replies;

@@ -1,4 +1,4 @@
-"""Per-connection TCP configuration (the knobs of one TCB, tcpstack/connection.py).
+"""Per-connection TCP configuration (the knobs of one TCB, tcpstack/tcp/connection.py).
 
 Defaults follow the RFCs where they give a value (RFC 6298 2.1 initial RTO, 2.5 maximum
 RTO; RFC 9293 3.8.3 R2 retries; RFC 1122 4.2.3.6 keepalive idle >= 2 h; RFC 9293 3.3.2

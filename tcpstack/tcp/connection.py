@@ -5,9 +5,9 @@ ARRIVES 3.10.7 with the acceptability table of 3.10.7.4, timeouts 3.10.8), RFC 7
 scaling 2, timestamps/RTTM/PAWS 3-5), RFC 2018 (SACK), RFC 5961 (challenge ACKs for RST 3.2,
 SYN 4 and blind data injection 5, throttled per 7), RFC 6298 (retransmission timer, Karn),
 RFC 5681 / RFC 6582 / RFC 6675 (fast retransmit, NewReno and SACK-based loss recovery with a
-pipe estimate, NextSeg() rules 1-4; the window arithmetic lives in tcpstack/congestion.py),
+pipe estimate, NextSeg() rules 1-4; the window arithmetic lives in tcpstack/tcp/congestion/),
 RFC 8985 (RACK-TLP on SACK connections: time-based loss detection over per-segment records,
-tcpstack/rack.py, reordering timer, tail loss probes), RFC 2883 (D-SACK, both sides), RFC
+tcpstack/tcp/rack.py, reordering timer, tail loss probes), RFC 2883 (D-SACK, both sides), RFC
 3522 / RFC 3708 / RFC 4015 (detection of and response to spurious retransmissions: undo),
 RFC 6191 (TIME-WAIT ended by a newer SYN: ``reopen_syn``), RFC 3042 (limited
 transmit, through the pipe estimate), RFC 9293 3.7.4 (Nagle), 3.8.6 (SWS avoidance on both
@@ -36,7 +36,7 @@ A zero window is probed with one octet of new data (RFC 9293 3.8.6.1) on the per
 whose probes never count as retransmissions while the peer answers them.  ACKs answering
 unacceptable segments without data are rate limited (config.oow_ack_interval).
 
-Loss recovery choices: SACK connections keep per-segment records (tcpstack/rack.py) and use
+Loss recovery choices: SACK connections keep per-segment records (tcpstack/tcp/rack.py) and use
 RACK-TLP (config.rack) or, without it, RFC 6675 IsLost() with NextSeg() rules 3 and 4;
 connections without SACK keep RFC 5681 / RFC 6582 (DupThresh, partial ACKs).  SACK
 information is kept across a first RTO (RFC 6675 5.1 allows it) and expunged on a repeated
@@ -1577,7 +1577,7 @@ class TCPConnection:
 
     def _deliver(self, data: bytes | memoryview) -> None:
         # A view of an immutable packet (bytes) is handed on as it is: the copy into bytes is
-        # made once, where the application takes the data (tcpstack/reader.py joins views
+        # made once, where the application takes the data (tcpstack/aio/reader.py joins views
         # straight into what read() returns).  A view of a mutable buffer is copied now.
         if type(data) is not bytes and not immutable(data):
             data = bytes(data)

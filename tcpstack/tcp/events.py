@@ -1,4 +1,4 @@
-"""Application-visible events a TCB (tcpstack/connection.py) queues for its owner.
+"""Application-visible events a TCB (tcpstack/tcp/connection.py) queues for its owner.
 
 RFC 9293 3.9 describes the user interface as calls and "signals"; these are the signals:
 the connection became ESTABLISHED, in-order bytes arrived, the peer's FIN arrived in order

@@ -8,7 +8,7 @@ A client sends one request line and reads the answer:
     {"cmd": "trace"}   -> text lines, one per segment and state transition
                           (tcpstack.tools.trace), until the client goes away.
 
-`tcpstack stats` / `tcpstack trace` are the clients (tcpstack/cli.py).
+`tcpstack stats` / `tcpstack trace` are the clients (tcpstack/tools/cli.py).
 """
 from __future__ import annotations
 

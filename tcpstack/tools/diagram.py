@@ -1,7 +1,7 @@
 """Sequence (ladder) diagrams of a TCP connection, from captured packets: text and SVG.
 
 Input is what the stack captures: (time, direction, IP packet) records from
-StackCore.on_packet, or a pcap file (LINKTYPE_RAW as tcpstack/pcap.py writes it; Ethernet and
+StackCore.on_packet, or a pcap file (LINKTYPE_RAW as tcpstack/tools/pcap.py writes it; Ethernet and
 Linux "cooked" captures from tcpdump/tshark too).  One connection (4-tuple) is drawn: two
 lifelines, one arrow per segment in time order, labelled with its flags, sequence and
 acknowledgment numbers relative to each side's ISN (as Wireshark shows them), length, window

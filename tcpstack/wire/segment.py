@@ -1,7 +1,7 @@
 """The in-memory form of one TCP segment (RFC 9293 section 3.1), shared by every layer.
 
 This module only defines the data object.  Parsing and building the wire form live in
-tcpstack/tcp.py; the connection state machine (tcpstack/connection.py) consumes and
+tcpstack/wire/tcp.py; the connection state machine (tcpstack/tcp/connection.py) consumes and
 produces these objects.  Per-packet object: __slots__, plain ints, no properties on the
 hot path.
 

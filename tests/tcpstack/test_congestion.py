@@ -1,4 +1,4 @@
-"""Window arithmetic of tcpstack/congestion.py on scripted ACK / loss patterns.
+"""Window arithmetic of tcpstack/tcp/congestion/ on scripted ACK / loss patterns.
 
 Every expected value is derived by hand from the RFC formulas in the comments next to it
 (RFC 5681 3.1/3.2/4.1, RFC 3465 2.2/2.3, RFC 6582 3.2, RFC 9438 4.2-4.9).  MSS = 1000 bytes

@@ -504,7 +504,7 @@ _SEG_KEYS = itertools.count()
 
 
 class TCBHost:
-    """A SimHost around one real TCPConnection (tcpstack/connection.py).  Until the wire
+    """A SimHost around one real TCPConnection (tcpstack/tcp/connection.py).  Until the wire
     codec is in, a segment travels as an IPv4-looking packet of its real size (40 bytes of
     headers + 12 of timestamps + payload) whose first 8 payload bytes index a per-network
     dict of TCPSegment objects (so no corruption on these links)."""
@@ -617,7 +617,7 @@ def test_timer_storm_is_reported():
 # ----------------------------------------------------------------------------- whole stacks
 
 class BulkStack(StackHost):
-    """A SimHost: a whole StackCore (tcpstack/stack.py: real IP/TCP packets, checksums,
+    """A SimHost: a whole StackCore (tcpstack/host/stack.py: real IP/TCP packets, checksums,
     demultiplexing) that, once connected, keeps ``backlog`` bytes queued for sending --
     or, as a server, counts the bytes it receives."""
 

@@ -1,4 +1,4 @@
-"""The send buffer (tcpstack/sndbuf.py): chunks kept by reference, views out, joined only
+"""The send buffer (tcpstack/tcp/sndbuf.py): chunks kept by reference, views out, joined only
 across chunks; checked against a plain bytes model."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SYN cookies (RFC 4987 3.6, tcpstack/syncookies.py) and per-peer RST / ICMP rate limits,
+"""SYN cookies (RFC 4987 3.6, tcpstack/host/syncookies.py) and per-peer RST / ICMP rate limits,
 on the sans-IO StackCore with a virtual clock."""
 from __future__ import annotations
 
