@@ -1,6 +1,6 @@
 """Per-connection TCP configuration (the knobs of one TCB, tcpstack/tcp/connection.py).
 
-Defaults follow the RFCs where they give a value (RFC 6298 2.1 initial RTO, 2.5 maximum
+Defaults follow the RFCs where they give a value (RFC 6298 rule (2.1) initial RTO, (2.5) maximum
 RTO; RFC 9293 3.8.3 R2 retries; RFC 1122 4.2.3.6 keepalive idle >= 2 h; RFC 9293 3.3.2
 MSL) and Linux where the RFC leaves a choice (200 ms minimum RTO, 40 ms delayed ACK, 200 ms
 TLP.max_ack_delay and 10 ms PTO floor for RFC 8985 7.2).
@@ -30,9 +30,9 @@ class TCPConfig:
     nodelay: bool = False            # True disables Nagle (RFC 896 / RFC 9293 3.7.4)
     delayed_ack: bool = True         # RFC 9293 3.8.6.3 / RFC 5681 4.2
     delayed_ack_timeout: float = 0.040
-    rto_initial: float = 1.0         # RFC 6298 2.1
-    rto_min: float = 0.2             # Linux's minimum; RFC 6298 2.4 says 1 s SHOULD; configurable
-    rto_max: float = 60.0            # RFC 6298 2.5
+    rto_initial: float = 1.0         # RFC 6298 rule (2.1)
+    rto_min: float = 0.2             # Linux's minimum; RFC 6298 rule (2.4) says 1 s SHOULD; configurable
+    rto_max: float = 60.0            # RFC 6298 rule (2.5)
     syn_retries: int = 6             # then ConnectionTimeoutError
     retries: int = 15                # data retransmissions before ConnectionTimeoutError (RFC 9293 3.8.3 R2)
     user_timeout: float | None = None  # RFC 9293 3.8.3 / RFC 5482: give up after this long without progress

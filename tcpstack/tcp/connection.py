@@ -150,7 +150,7 @@ class ConnectionStats:
     bytes_out: int = 0           # payload octets sent (including retransmissions)
     retransmits: int = 0         # segments retransmitted, for any reason
     fast_retransmits: int = 0    # RFC 5681 3.2 fast retransmits (one per recovery episode)
-    timeouts: int = 0            # RTO expirations (RFC 6298 5.4-5.6)
+    timeouts: int = 0            # RTO expirations (RFC 6298 rules (5.4)-(5.6))
     sack_retransmits: int = 0    # retransmissions chosen from the SACK scoreboard (RFC 6675)
     retransmitted_bytes: int = 0
     dupacks_in: int = 0
@@ -991,7 +991,7 @@ class TCPConnection:
         if self._syn_attempts == 0:              # Karn: only an unretransmitted SYN
             self._rtt.sample(now - self._syn_time)
         elif self._syn_attempts > 0:             # (< 0: SYN cookie, keep the initial RTO)
-            # RFC 6298 5.7: the SYN timed out and no sample: RTO = 3 s for the data phase.
+            # RFC 6298 rule (5.7): the SYN timed out and no sample: RTO = 3 s for the data phase.
             self._rtt.reset_to(max(3.0, self.config.rto_min))
 
     def _established(self, now: float, why: str) -> None:
@@ -1299,7 +1299,7 @@ class TCPConnection:
                     rec.on_recovery_exit(self)
             if self._rxt_nxt < ack:
                 self._rxt_nxt = ack
-            # RFC 6298 5.2 / 5.3.
+            # RFC 6298 rules (5.2) / (5.3).
             if self.snd_una >= self.snd_nxt:
                 self._t_rtx = self._t_tlp = self._t_rack = None
             elif restart_timer:
@@ -1784,7 +1784,7 @@ class TCPConnection:
         if sent_any:
             self._t_sws = None
             self._t_delack = None
-        # --- timers (RFC 6298 5.1; persist 3.8.6.1; RFC 8985 7.2 and 8) ---
+        # --- timers (RFC 6298 rule (5.1); persist 3.8.6.1; RFC 8985 7.2 and 8) ---
         if self.snd_nxt > self.snd_una:
             if self._t_rtx is None and not self._persisting:
                 self._t_rtx = now + self._rtt.rto
@@ -1911,7 +1911,7 @@ class TCPConnection:
         self._recovery.on_rto(self, now, flight)
 
     def _restart_rto_after_timeout(self, now: float) -> None:
-        """RFC 6298 5.6: the timer restarts with the backed-off RTO (bounded by the user
+        """RFC 6298 rule (5.6): the timer restarts with the backed-off RTO (bounded by the user
         timeout, RFC 9293 3.8.3 / RFC 5482)."""
         cfg = self.config
         t = now + self._rtt.rto

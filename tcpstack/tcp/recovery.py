@@ -72,7 +72,7 @@ class LossRecovery:
         """After the cumulative ACK and duplicate ACK rules: SACK records, loss detection."""
 
     def on_rto(self, c: "TCPConnection", now: float, flight: int) -> None:
-        """RFC 6298 5.4-5.6 after the common part of the timeout (backoff count, cwnd):
+        """RFC 6298 rules (5.4)-(5.6) after the common part of the timeout (backoff count, cwnd):
         decide what is lost, enter the loss state, retransmit the first lost segment and
         restart the timer."""
         raise NotImplementedError
@@ -147,7 +147,7 @@ class NewRenoRecovery(LossRecovery):
     def on_partial_ack(self, c: "TCPConnection", ack: int, acked: int) -> bool:
         # RFC 6582 3.2 step 5: the segment after the partial ACK is lost; deflate the
         # duplicate-ACK count by what the ACK covered, and restart the timer only on the
-        # first partial ACK ("Impatient" variant, RFC 6582 4.1 / RFC 6298 5.3).
+        # first partial ACK ("Impatient", RFC 6582 3.2 step 5 / RFC 6298 rule (5.3)).
         self.lost_floor = ack + c.snd_mss
         c._rxt_nxt = ack
         segs = acked // c.snd_mss
@@ -166,8 +166,8 @@ class NewRenoRecovery(LossRecovery):
         c._enter_loss()
         c._rtt_seq = None                      # Karn
         c._karn_mark(now)
-        c._rtt.back_off()                      # RFC 6298 5.5
-        # RFC 6298 5.4: retransmit the earliest unacknowledged segment now.
+        c._rtt.back_off()                      # RFC 6298 rule (5.5)
+        # RFC 6298 rule (5.4): retransmit the earliest unacknowledged segment now.
         a = c.snd_una
         room = c._seg_payload_room()
         lim = a + room if room < flight else c.snd_nxt
@@ -176,7 +176,7 @@ class NewRenoRecovery(LossRecovery):
         st.retransmits += 1
         st.retransmitted_bytes += lim - a
         c._rxt_nxt = lim
-        c._restart_rto_after_timeout(now)      # RFC 6298 5.6
+        c._restart_rto_after_timeout(now)      # RFC 6298 rule (5.6)
 
     def retransmit(self, c: "TCPConnection", out: list["TCPSegment"], now: float) -> bool:
         if not (c._in_recovery or c._in_loss):
@@ -306,11 +306,11 @@ class SackRecovery(LossRecovery):
             rq.clear_sacks()
         self.rto_mark_lost(c, now)
         c._enter_loss()
-        c._rtt.back_off()                      # RFC 6298 5.5
+        c._rtt.back_off()                      # RFC 6298 rule (5.5)
         r = rq.next_lost()
-        if r is not None:                      # RFC 6298 5.4
+        if r is not None:                      # RFC 6298 rule (5.4)
             self.retransmit_record(c, r, c._out, now)
-        c._restart_rto_after_timeout(now)      # RFC 6298 5.6
+        c._restart_rto_after_timeout(now)      # RFC 6298 rule (5.6)
 
     def retransmit(self, c: "TCPConnection", out: list["TCPSegment"], now: float) -> bool:
         # RFC 6675 NextSeg() rule 1 (what RACK or IsLost() marked, lowest first).

@@ -88,7 +88,7 @@ def test_lost_tail_is_recovered_by_a_loss_probe_not_an_rto():
 def test_without_rack_the_same_tail_loss_waits_for_the_rto():
     h = run10(TCPConfig(rto_min=1.0, rack=False), {9})
     # The delayed ACK of segment 8 arrives at 0.09 (40 ms delayed-ACK timer) and restarts
-    # the 1 s RTO (RFC 6298 5.3).
+    # the 1 s RTO (RFC 6298 rule (5.3)).
     assert data_sent(h)[10:] == [(1.09, 9, True)]
     assert h.a.stats.timeouts == 1 and h.a.stats.tlp_probes == 0
 

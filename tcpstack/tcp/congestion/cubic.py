@@ -23,7 +23,7 @@ class Cubic(CongestionControl):
       else: target = clamp(W_cubic(t + RTT), cwnd, 1.5*cwnd)      (4.2)
             cwnd  += (target - cwnd) * acked / cwnd      (4.4 / 4.5, per mss acked)
     with W_cubic(t) = C*(t - K)^3 + W_max (Figure 1), K = cbrt((W_max - cwnd_epoch)/C)
-    (Figure 2).  RTT is a smoothed RTT kept from the samples on_ack receives (RFC 6298 2.3
+    (Figure 2).  RTT is a smoothed RTT kept from the samples on_ack receives (RFC 6298 rule (2.3)
     gains).  Two readings, both in the conservative direction, are pinned in the tests:
     the concave/convex increment is applied per SMSS acknowledged (the RFC says "per new
     ACK"; per byte keeps delayed ACKs from halving growth, as Figure 4 does), and the
@@ -118,7 +118,7 @@ class Cubic(CongestionControl):
     def on_ack(self, acked: int, rtt: float | None, now: float, in_flight: int) -> None:
         if rtt is not None:
             s = self.srtt
-            self.srtt = rtt if s is None else s + (rtt - s) * 0.125   # RFC 6298 2.3
+            self.srtt = rtt if s is None else s + (rtt - s) * 0.125   # RFC 6298 rule (2.3)
         cwnd = self.cwnd
         if self.hs_phase and cwnd < self.ssthresh:
             if self._hystart(acked, rtt, in_flight):
