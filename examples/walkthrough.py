@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         show(d, 0, 3, args.svg, "1-handshake")
         syn = d.arrows[0]
         print(f"\nThe SYN offers tcpcrypt through ENO (option kind 69): {syn.options}.")
-        print("Each TEP is a key-agreement suite of RFC 8548 section 7; the SYN-ACK picks one,\n"
-              "and the 'b' bit decides which end plays host B (RFC 8547 4.2, 4.8).")
+        print("Each TEP is a key-agreement suite of RFC 8548 section 5; the SYN-ACK picks one,\n"
+              "and the 'b' bit decides which end plays host B (RFC 8547 4.2-4.3).")
     info = client.ep.info.get("tcpcrypt", {})
     sid_c = client.ep.info.get("tcpcrypt_session_id")
     sid_s = server.ep.info.get("tcpcrypt_session_id") if server.ep else None
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         heading(2, "the tcpcrypt key exchange")
         show(d, 3, n_setup, args.svg, "2-key-exchange")
         print(f"\nInit1 (host A to B) and Init2 (B to A) carry the ECDHE public keys and nonces\n"
-              f"(RFC 8548 4.3); both ends then derive the same keys (4.2) with HKDF.")
+              f"(RFC 8548 4.1); both ends then derive the same keys (3.3) with HKDF.")
         print(f"agreed: {', '.join(f'{k}={_named(k, v)}' for k, v in info.items() if k != 'session_id')}")
         print(f"client session ID: {sid_c.hex() if sid_c else None}")
         print(f"server session ID: {sid_s.hex() if sid_s else None}")
