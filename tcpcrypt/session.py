@@ -4,7 +4,7 @@ Bytes in, bytes out; no sockets, no clock.  Implements:
   3.2  negotiation results from TCP-ENO: fresh key exchange (B sent the TEP with v = 0) or
        resumption (B sent v = 1 and both hosts sent matching identifier halves); the offers
        an active opener makes (make_offers) and a passive opener's answer (make_responder),
-       including "v = 1 with less than 9 bytes of data is a fresh offer"
+       including 3.5's "v = 1 with less than 9 bytes of data is a fresh offer"
   3.3  Init1 / Init2 exchange, ES, PRK = Extract(N_A, eno_transcript | Init1 | Init2 | ES),
        B's AEAD choice, A's check that B chose an offered AEAD, key validation failures abort
   3.4  session ID

@@ -78,7 +78,8 @@ def specs_dir() -> Path | None:
 
 # ---------------------------------------------------------------- headings of an RFC text
 
-_HEAD_NUM = re.compile(r"^(\d+(?:\.\d+)*)\.\s+\S")                 # 3.10.7.4.  Other States
+_HEAD_NUM = re.compile(r"^(\d+(?:\.\d+)*)\.\s+\S"                   # 3.10.7.4.  Other States
+                       r"|^(\d+\.\d+(?:\.\d+)*)\s{2,}[A-Z]")          # 5.1  Congestion (RFC 2018)
 _HEAD_OLDTOP = re.compile(r"^(\d+)\.\s+[A-Z]")                     # 2. LINK LAYER (RFC 1122)
 _HEAD_APPX = re.compile(r"^Appendix\s+([A-Z])\.?\s+\S")            # Appendix A.  Test Vectors
 _HEAD_APPSUB = re.compile(r"^([A-Z](?:\.\d+)+)\.\s+\S")            # A.1.  Test Case 1
@@ -95,9 +96,9 @@ def parse_headings(text: str) -> set[str]:
         for rx in (_HEAD_NUM, _HEAD_OLDTOP, _HEAD_APPX, _HEAD_APPSUB):
             m = rx.match(line)
             if m:
-                found.add(m.group(1))
+                found.add(next(g for g in m.groups() if g))
                 break
-    if found and all("." not in h for h in found):
+    if found and all("." not in h for h in found if not h.startswith("(")):
         # Old layout (RFC 1122): indented subsection headings, no trailing dot.
         for line in text.splitlines():
             m = _HEAD_INDENT.match(line)
@@ -391,6 +392,7 @@ def test_headings_parser() -> None:
     text = ("1.  Introduction\n   1.  not a heading (indented)\n3.10.7.4.  Other States\n"
             "Appendix A.  Test Vectors\nA.1.  Test Case 1\nW    = max\n")
     assert parse_headings(text) == {"1", "3.10.7.4", "A", "A.1"}
+    assert parse_headings("5.1  Congestion Control Issues\n   (2.1) Until a\n") == {"5.1", "(2.1)"}
     old = ("1.  INTRODUCTION\n      1.1  The Internet ......   6\n   1.1  The Internet\n"
            "         4.2.2.13  Closing a Connection\n")
     assert parse_headings(old) == {"1", "1.1", "4.2.2.13"}
@@ -400,6 +402,7 @@ def test_headings_parser() -> None:
 def test_specs_parse() -> None:
     h = headings("9293")
     assert h is not None and {"3.10.7.4", "3.8.6.2.1", "A.2", "B"} <= h
+    assert "5.1" in (headings("2018") or ())
     h = headings("1122")
     assert h is not None and {"4.2.2.13", "4.2.3.4", "4"} <= h
     h = headings("draft-ietf-tcpinc-api-06")

@@ -36,7 +36,7 @@ class TCPConfig:
     syn_retries: int = 6             # then ConnectionTimeoutError
     retries: int = 15                # data retransmissions before ConnectionTimeoutError (RFC 9293 3.8.3 R2)
     user_timeout: float | None = None  # RFC 9293 3.8.3 / RFC 5482: give up after this long without progress
-    msl: float = 30.0                # TIME_WAIT lasts 2*msl (RFC 9293 3.4.2)
+    msl: float = 30.0                # TIME_WAIT lasts 2*msl (RFC 9293 3.6.1)
     fin_wait_2_timeout: float = 60.0
     keepalive: bool = False          # RFC 9293 3.8.4, RFC 1122 4.2.3.6
     keepalive_idle: float = 7200.0

@@ -869,7 +869,7 @@ class TCPConnection:
         self._set_state(TIME_WAIT, why)
         self._t_rtx = self._t_persist = self._t_keepalive = self._t_sws = None
         self._t_rack = self._t_tlp = None
-        self._t_close = now + 2 * self.config.msl      # RFC 9293 3.4.2
+        self._t_close = now + 2 * self.config.msl      # RFC 9293 3.6.1
         self._report_closed()
 
     def _timeout_error(self, what: str) -> BaseException:
@@ -1282,13 +1282,13 @@ class TCPConnection:
             restart_timer = True
             if self._in_recovery:
                 if ack >= self._recover:
-                    # RFC 6582 3.2 step 6 / RFC 6675 5 (A): full ACK ends recovery.
+                    # RFC 6582 3.2 step 3 / RFC 6675 5 (A): full ACK ends recovery.
                     self._in_recovery = False
                     self.dupacks = 0
                     self.cc.on_recovery_exit(now)
                     rec.on_recovery_exit(self)
                 else:
-                    # Partial ACK (RFC 6582 3.2 step 5).
+                    # Partial ACK (RFC 6582 3.2 step 3).
                     self.cc.on_recovery_ack(acked, now)
                     restart_timer = rec.on_partial_ack(self, ack, acked)
             else:

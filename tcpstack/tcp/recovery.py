@@ -6,7 +6,7 @@ of branching on SACK/RACK flags:
 
 * :class:`NewRenoRecovery`, connections without SACK: RFC 5681 3.2 fast retransmit after
   DupThresh duplicate ACKs, RFC 6582 NewReno partial ACKs (the "Impatient" timer variant,
-  3.2 step 5), after an RTO go-back-N from SND.UNA; the lost range is a sequence interval.
+  3.2 step 3), after an RTO go-back-N from SND.UNA; the lost range is a sequence interval.
 * :class:`SackRecovery`, SACK connections without RACK (config.rack False): RFC 6675 over
   per-segment records (tcpstack/tcp/rack.py SendQueue): IsLost() (DupThresh SACKed
   segments above), NextSeg() rules 1-4, SetPipe().
@@ -55,7 +55,7 @@ class LossRecovery:
         """SND.UNA advanced to `ack` (before undo detection and the recovery decisions)."""
 
     def on_partial_ack(self, c: "TCPConnection", ack: int, acked: int) -> bool:
-        """RFC 6582 3.2 step 5: an ACK below the recovery point in fast recovery.  Returns
+        """RFC 6582 3.2 step 3: an ACK below the recovery point in fast recovery.  Returns
         whether the retransmission timer restarts."""
         return True
 
@@ -145,9 +145,9 @@ class NewRenoRecovery(LossRecovery):
         self.lost_floor = c.snd_una + c.snd_mss
 
     def on_partial_ack(self, c: "TCPConnection", ack: int, acked: int) -> bool:
-        # RFC 6582 3.2 step 5: the segment after the partial ACK is lost; deflate the
+        # RFC 6582 3.2 step 3: the segment after the partial ACK is lost; deflate the
         # duplicate-ACK count by what the ACK covered, and restart the timer only on the
-        # first partial ACK ("Impatient", RFC 6582 3.2 step 5 / RFC 6298 rule (5.3)).
+        # first partial ACK ("Impatient", RFC 6582 3.2 step 3 / RFC 6298 rule (5.3)).
         self.lost_floor = ack + c.snd_mss
         c._rxt_nxt = ack
         segs = acked // c.snd_mss
