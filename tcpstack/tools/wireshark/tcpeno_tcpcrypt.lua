@@ -511,3 +511,5 @@ local function heuristic(tvb, pinfo, tree)
     return true
 end
 p_tcpcrypt:register_heuristic("tcp", heuristic)
+-- ... and by hand: Analyze > Decode As (tshark -d tcp.port==PORT,tcpcrypt).
+DissectorTable.get("tcp.port"):add_for_decode_as(p_tcpcrypt)
