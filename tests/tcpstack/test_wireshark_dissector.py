@@ -19,6 +19,8 @@ from tcpcrypt.suites import (AEAD_AES_128_GCM, TEP_CURVE448, TEP_CURVE25519, TEP
 from tcpstack.aio.streams import Stack
 from tcpstack.tools import wireshark
 from tcpstack.tools.pcap import PcapWriter, read_pcap
+from tcpstack.wire.segment import ACK, PSH, SYN, TCPSegment
+from tcpstack.wire.tcp import build_ip_tcp
 from tcpstack.__main__ import main
 from tun.memory import MemoryLink
 
@@ -304,3 +306,80 @@ def test_cli_prints_the_path_and_installs_where_wireshark_loads_it(tmp_path, mon
     # --dir
     assert main(["wireshark-plugin", "--install", "--dir", str(tmp_path / "x")]) == 0
     assert (tmp_path / "x" / wireshark.PLUGIN_NAME).is_file()
+
+
+def test_a_plain_peer_leaves_the_stream_alone(tmp_path):
+    """ENO offered, the server has no TCP-ENO: no negotiation, the stream is not tcpcrypt."""
+    path = tmp_path / "plain.pcap"
+    la, lb = MemoryLink.pair()
+
+    async def run() -> None:
+        sa, sb = Stack(la, [A]), Stack(lb, [B], security=None)
+        pcap = PcapWriter(str(path))
+        sa.core.on_packet = pcap
+        try:
+            await sb.start_server(echo, B, PORT)
+            r, w = await sa.open_connection(B, PORT)
+            assert w.get_extra_info("tcpcrypt_session_id") is None
+            w.write(b"\x15\x10\x1a\x0e plain bytes that look like INIT1_MAGIC")
+            w.write_eof()
+            await r.read()
+            w.close()
+            await asyncio.sleep(0.02)
+        finally:
+            sa.close(); sb.close(); pcap.close()
+    asyncio.run(run())
+    rows = fields(path, "tcpeno.tep", "tcpeno.negotiated_tep", "tcpcrypt", display_filter="tcpeno || tcpcrypt")
+    assert len(rows) == 1 and rows[0]["tcpeno.tep"] and not rows[0]["tcpeno.negotiated_tep"]
+    assert_clean(path)
+
+
+def crafted(tmp_path: Path, segments: list[TCPSegment]) -> Path:
+    path = tmp_path / "crafted.pcap"
+    w = PcapWriter(str(path))
+    for i, seg in enumerate(segments):
+        src, dst = (A4, B4) if seg.src_port == 40000 else (B4, A4)
+        w.write(build_ip_tcp(seg, src, dst), 1000.0 + i)
+    w.close()
+    return path
+
+
+A4, B4 = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+
+
+@pytest.mark.parametrize("eno,expert", [
+    (b"\x85\xa3\x01", "tcpeno.ill_formed"),               # length byte: 6 bytes, 1 there
+    (b"\x81\x23\x01\x02", "tcpeno.ill_formed"),           # length byte then v = 0
+    (b"\x81", "tcpeno.ill_formed"),                       # length byte ends the option
+    (b"\x1d\x23", "tcpeno.z_bits"),                       # z bits set, b = 1
+    (b"\x00\x01\x23", "tcpeno.second_global"),
+    (b"\xa3" + bytes(20), "tcpeno.resume_nonce_long"),    # 9-byte half + 11-byte nonce
+], ids=["past-end", "then-v0", "at-end", "z-bits", "two-globals", "long-nonce"])
+def test_ill_formed_options_are_flagged_not_crashed_on(tmp_path, eno, expert):
+    path = crafted(tmp_path, [TCPSegment(40000, 80, 1000, 0, SYN, 65535, eno=(eno,))])
+    rows = fields(path, "_ws.expert.severity", "_ws.malformed", display_filter=expert)
+    # an ill-formed option is what Wireshark calls malformed (expert group Malformed); the
+    # others are protocol warnings on a well-formed option
+    assert len(rows) == 1 and bool(rows[0]["_ws.malformed"]) == (expert == "tcpeno.ill_formed")
+    text = tshark(path, "-V")
+    assert "Lua Error" not in text and "TCP Encryption Negotiation Option" in text
+
+
+def test_odd_streams_are_flagged_not_crashed_on(tmp_path):
+    """Decode As tcpcrypt on bytes that are not: an Init1 too short for its fields, a frame
+    shorter than a tag with cres bits set, a frame cut by the end of the capture."""
+    init1 = (0x15101A0E).to_bytes(4, "big") + (20).to_bytes(4, "big") + b"\x05" + bytes(11)
+    frame = b"\xfe\x00\x04abcd"
+    cut = b"\x00\x40\x00" + bytes(10)
+    path = crafted(tmp_path, [
+        TCPSegment(40000, 80, 1000, 0, SYN, 65535),
+        TCPSegment(80, 40000, 5000, 1001, SYN | ACK, 65535),
+        TCPSegment(40000, 80, 1001, 5001, ACK | PSH, 512, init1 + frame),
+        TCPSegment(40000, 80, 1001 + len(init1 + frame), 5001, ACK | PSH, 512, cut),
+    ])
+    rows = fields(path, "tcpcrypt.init_short", "tcpcrypt.cres", "tcpcrypt.clen_short", "_ws.malformed",
+                  options=("-d", "tcp.port==80,tcpcrypt"))
+    assert rows[2]["tcpcrypt.init_short"] and rows[2]["tcpcrypt.cres"] and rows[2]["tcpcrypt.clen_short"]
+    assert [bool(r["_ws.malformed"]) for r in rows] == [False, False, True, False]
+    text = tshark(path, "-V", "-d", "tcp.port==80,tcpcrypt")
+    assert "Lua Error" not in text
