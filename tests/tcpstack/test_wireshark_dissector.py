@@ -8,6 +8,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -21,7 +22,6 @@ from tcpstack.tools import wireshark
 from tcpstack.tools.pcap import PcapWriter, read_pcap
 from tcpstack.wire.segment import ACK, PSH, SYN, TCPSegment
 from tcpstack.wire.tcp import build_ip_tcp
-from tcpstack.__main__ import main
 from tun.memory import MemoryLink
 
 TSHARK = shutil.which("tshark")
@@ -288,23 +288,26 @@ def test_every_tep_public_key_layout(tmp_path, tep, pub_len):
     assert_clean(path)
 
 
-def test_cli_prints_the_path_and_installs_where_wireshark_loads_it(tmp_path, monkeypatch, capsys):
-    assert main(["wireshark-plugin"]) == 0
-    out = capsys.readouterr().out.strip()
-    assert Path(out) == wireshark.plugin_path() and Path(out).is_file()
-    # --install with Wireshark's personal Lua plugins folder under a scratch HOME
-    monkeypatch.setenv("HOME", str(tmp_path))
-    folder = wireshark.personal_plugins_dir()
-    assert folder == tmp_path / ".local/lib/wireshark/plugins"
-    assert main(["wireshark-plugin", "--install"]) == 0
-    installed = Path(capsys.readouterr().out.strip())
-    assert installed == folder / wireshark.PLUGIN_NAME
+def test_cli_prints_the_path_and_installs_where_wireshark_loads_it(tmp_path, main_capture):
+    def cli(*args: str) -> str:
+        env = dict(os.environ, HOME=str(tmp_path))     # a scratch personal plugins folder
+        res = subprocess.run([sys.executable, "-m", "tcpstack", "wireshark-plugin", *args], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        return res.stdout.strip()
+
+    assert Path(cli()) == wireshark.plugin_path() and wireshark.plugin_path().is_file()
+    # --install: Wireshark's "Personal Lua Plugins" folder (tshark -G folders) under HOME
+    installed = Path(cli("--install"))
+    assert installed == tmp_path / ".local/lib/wireshark/plugins" / wireshark.PLUGIN_NAME
     assert installed.read_bytes() == wireshark.plugin_path().read_bytes()
-    plugins = subprocess.run([TSHARK or "tshark", "-G", "plugins"], capture_output=True, text=True,
-                             timeout=60).stdout
-    assert str(installed) in plugins                          # tshark loads it at start-up
-    # --dir
-    assert main(["wireshark-plugin", "--install", "--dir", str(tmp_path / "x")]) == 0
+    res = subprocess.run([TSHARK or "tshark", "-G", "plugins"], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, HOME=str(tmp_path)))
+    assert str(installed) in res.stdout                       # tshark loads it at start-up
+    res = subprocess.run([TSHARK or "tshark", "-n", "-r", str(main_capture), "-Y", "tcpcrypt.magic"],
+                         capture_output=True, text=True, timeout=60, env=dict(os.environ, HOME=str(tmp_path)))
+    assert "Init1 sym_cipher_list=" in res.stdout and "Init2 sym_cipher=" in res.stdout   # no -X needed
+    assert Path(cli("--install", "--dir", str(tmp_path / "x"))) == tmp_path / "x" / wireshark.PLUGIN_NAME
     assert (tmp_path / "x" / wireshark.PLUGIN_NAME).is_file()
 
 
