@@ -44,18 +44,18 @@ async def echo(reader, writer):
 
 
 async def capture(path: Path, cfg: TcpcryptConfig, connections: int = 1,
-                  sizes: tuple[int, ...] = (100, 3000, 20000)) -> None:
+                  sizes: tuple[int, ...] = (100, 3000, 20000), a: str = A, b: str = B) -> None:
     """Two stacks in memory; A's every packet (both directions) into path.  Each connection
     echoes writes of the given sizes (one frame per write: many span segments)."""
     la, lb = MemoryLink.pair()
-    sa = Stack(la, [A], security=TcpcryptProvider(cfg))
-    sb = Stack(lb, [B], security=TcpcryptProvider(cfg))
+    sa = Stack(la, [a], security=TcpcryptProvider(cfg))
+    sb = Stack(lb, [b], security=TcpcryptProvider(cfg))
     pcap = PcapWriter(str(path))
     sa.core.on_packet = pcap
     try:
-        await sb.start_server(echo, B, PORT)
+        await sb.start_server(echo, b, PORT)
         for _ in range(connections):
-            r, w = await sa.open_connection(B, PORT, require_encryption=True)
+            r, w = await sa.open_connection(b, PORT, require_encryption=True)
             for n in sizes:
                 w.write(os.urandom(n))
                 await w.drain()
@@ -284,6 +284,17 @@ def test_every_tep_public_key_layout(tmp_path, tep, pub_len):
             assert r["tcpcrypt.pubkey_len"] == [str(pub_len - 2)]
         else:
             assert r["tcpcrypt.pubkey_len"] == []
+    assert_stream_accounted(path)
+    assert_clean(path)
+
+
+def test_ipv6_fresh_and_resumed(tmp_path):
+    path = tmp_path / "v6.pcap"
+    asyncio.run(capture(path, TcpcryptConfig(), connections=2, sizes=(5000,), a="fd00::1", b="fd00::2"))
+    rows = fields(path, "tcp.stream", "tcpeno.negotiated_tep", "tcpeno.resumption", "tcpcrypt.magic",
+                  display_filter="tcpeno.negotiated_tep || tcpcrypt.magic")
+    assert [(r["tcp.stream"], r["tcpeno.resumption"], r["tcpcrypt.magic"]) for r in rows] == [
+        (["0"], ["0"], []), (["0"], [], ["0x15101a0e"]), (["0"], [], ["0x097105e0"]), (["1"], ["1"], [])]
     assert_stream_accounted(path)
     assert_clean(path)
 
