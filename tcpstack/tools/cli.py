@@ -945,6 +945,21 @@ async def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_wireshark_plugin(args: argparse.Namespace) -> int:
+    """Print the shipped Wireshark dissector's path; with --install, copy it where Wireshark
+    loads personal Lua plugins (tcpstack/tools/wireshark)."""
+    from tcpstack.tools import wireshark
+    if not args.install:
+        print(wireshark.plugin_path())
+        return 0
+    try:
+        dest = wireshark.install(args.dir)
+    except OSError as e:
+        raise CliError(f"cannot install the Wireshark plugin: {e}") from None
+    print(dest)
+    err(f"installed; Wireshark and tshark load it at start-up (check: tshark -G plugins | grep {wireshark.PLUGIN_NAME})")
+    return 0
+
 DESCRIPTION = """tcpstack: a userspace TCP/IP stack on a TUN device that encrypts by default (TCP-ENO +
 tcpcrypt).  `tcpstack demo` shows it working; `up`, `connect`, `listen`, `ping` bring a
 stack up on a new TUN device in the current network namespace; `stats` and `trace` look
@@ -988,6 +1003,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after N lines")
     p = sub.add_parser("diagram", help="ladder diagram of a pcap (text, --svg)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("wireshark-plugin", help="the Wireshark dissector for TCP-ENO and tcpcrypt: print its path, --install it")
+    p.add_argument("--install", action="store_true",
+                   help="copy it into Wireshark's personal Lua plugins folder (tshark -G folders)")
+    p.add_argument("--dir", metavar="DIR", help="with --install: copy it into DIR instead")
     return parser
 
 
@@ -1017,4 +1036,4 @@ async def run_command(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"up": cmd_up, "connect": cmd_connect, "listen": cmd_listen, "ping": cmd_ping,
-            "stats": cmd_stats, "trace": cmd_trace}
+            "stats": cmd_stats, "trace": cmd_trace, "wireshark-plugin": cmd_wireshark_plugin}
