@@ -340,10 +340,10 @@ def _shade(ax: "Axes", episodes: Sequence[tuple[float, float, str]], legend: boo
                    alpha=0.35, lw=0, label=label)
 
 
-def draw_cc(runs: Sequence[SimRun]) -> "Figure":
+def draw_cc(runs: Sequence[SimRun], *, window: tuple[float, float] | None = None) -> "Figure":
     """One column per run: cwnd, ssthresh and pipe (in segments); srtt and rto (ms); bytes
     acknowledged (MB); recovery episodes shaded on each.  Rows share their y axis, so
-    columns compare directly."""
+    columns compare directly.  `window` = (t0, t1) zooms in on that time span."""
     fig = _figure(5.2 * len(runs) + 0.6, 8.2)
     axes = fig.subplots(3, len(runs), sharex="col", sharey="row", squeeze=False)
     for col, run in enumerate(runs):
@@ -373,6 +373,8 @@ def draw_cc(runs: Sequence[SimRun]) -> "Figure":
                      f"timeouts, {st.retransmits} retransmissions, {goodput:.2f} Mbit/s",
                      fontsize=9)
         a2.set_xlabel("time (s)")
+        if window is not None:
+            a2.set_xlim(*window)
         if col == 0:
             a0.set_ylabel("segments")
             a1.set_ylabel("ms")
@@ -484,7 +486,7 @@ def _main_sim(args: argparse.Namespace) -> int:
             with PcapWriter(os.path.join(args.pcap_dir, f"{n}.pcap")) as w:
                 for t, _d, pkt in run.records:
                     w.write(pkt, t)
-    save(draw_cc(runs), args.output)
+    save(draw_cc(runs, window=args.time), args.output)
     for run in runs:
         st = run.stats
         print(f"{run.cc}: {run.duration:.2f} s, {st.recoveries} fast recoveries, "

@@ -184,7 +184,8 @@ def test_plot_a_capture_as_svg_and_png(tmp_path, capsys):
 def test_plot_simulated_runs_side_by_side(tmp_path, capsys):
     out = tmp_path / "cc.png"
     assert tcpstack_main(["plot", "--sim", "--cc", "newreno,cubic", "--loss", "0.01",
-                          "--bytes", "150000", "--pcap-dir", str(tmp_path), "-o", str(out)]) == 0
+                          "--bytes", "150000", "--time", "0:0.5", "--pcap-dir", str(tmp_path),
+                          "-o", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == ["newreno", "cubic"]
