@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tcpstack.tcp.events import StateObserver
+    from tcpstack.tcp.events import SampleObserver, StateObserver
 
 
 @dataclass
@@ -62,3 +62,7 @@ class TCPConfig:
     # Called as state_observer(conn, StateChanged, now) on every RFC 9293 state change of a
     # connection (tcpstack.tools.trace.Tracer installs one); None: nobody is watching.
     state_observer: "StateObserver | None" = None
+    # Called as sample_observer(conn, CCSample) after every ACK processed and every
+    # retransmission timeout (cwnd, ssthresh, pipe, srtt, rto, recovery; tcpstack.tools.plot
+    # installs one); None: nobody is watching.
+    sample_observer: "SampleObserver | None" = None

@@ -62,7 +62,7 @@ from tcpstack.tcp.congestion import CongestionControl, make_congestion_control
 from tcpstack.errors import (ConnectionAbortedLocallyError, ConnectionRefusedByPeerError,
                      ConnectionResetByPeerError, ConnectionTimeoutError)
 from tcpstack.tcp.events import (ConnectionEstablished, ConnectionTerminated, DataReceived, EndOfStream,
-                     Event, StateChanged)
+                     CCSample, Event, StateChanged)
 from tcpstack.tcp.autotune import ReceiveBufferTuner
 from tcpstack.tcp.reassembly import ReassemblyQueue
 from tcpstack.tcp.rack import SendQueue
@@ -207,6 +207,8 @@ class TCPConnection:
         self.state = CLOSED
         # Told of every state change (see _set_state); the tracer may set it on a live TCB.
         self.state_observer = config.state_observer
+        # Told of the congestion state after every ACK and RTO (see _sample).
+        self.sample_observer = config.sample_observer
         self._now = now
         self._ts_offset = ts_offset & MASK
         self._stats = ConnectionStats()
@@ -1335,6 +1337,17 @@ class TCPConnection:
                     self._persist_backoff = 0
                     if self.snd_nxt > self.snd_una:
                         self._t_rtx = now + self._rtt.rto
+        if self.sample_observer is not None:
+            self._sample("ack", now)
+
+    def _sample(self, event: str, now: float) -> None:
+        """Hand the congestion state to the sample observer (config.sample_observer)."""
+        observer = self.sample_observer
+        if observer is not None:
+            cc = self.cc
+            observer(self, CCSample(now, event, cc.cwnd, cc.ssthresh, self._pipe(),
+                                    self._rtt.srtt, self._rtt.rto, self._in_recovery,
+                                    self._in_loss, self.snd_una))
 
     # ------------------------------------------------------------------ loss recovery
     # common to every regime (the regimes' own parts: tcpstack/tcp/recovery.py), and undo
@@ -1909,6 +1922,8 @@ class TCPConnection:
         self._t_rack = self._t_tlp = None
         # What is lost, the loss state, the retransmission and the timer: the regime's.
         self._recovery.on_rto(self, now, flight)
+        if self.sample_observer is not None:
+            self._sample("rto", now)
 
     def _restart_rto_after_timeout(self, now: float) -> None:
         """RFC 6298 rule (5.6): the timer restarts with the backed-off RTO (bounded by the user

@@ -54,4 +54,28 @@ class StateChanged:
 StateObserver = Callable[["TCPConnection", StateChanged, float], Any]
 """config.state_observer(conn, change, now): called on every state change of a TCB."""
 
+
+@dataclass(slots=True)
+class CCSample:
+    """The sender's congestion state just after an ACK was processed (event "ack") or a
+    retransmission timeout fired (event "rto"): what tcpstack/tools/plot.py draws over time.
+
+    Like StateChanged, not queued for the application: TCPConnection hands each one to
+    config.sample_observer when one is set (None, the default, costs one test per ACK)."""
+    t: float
+    event: str                 # "ack" or "rto"
+    cwnd: int                  # bytes
+    ssthresh: int              # bytes (very large before the first loss)
+    pipe: int                  # bytes the sender thinks are in flight (RFC 6675 pipe)
+    srtt: float | None         # seconds, None before the first RTT sample
+    rto: float                 # seconds, backed off after timeouts
+    in_recovery: bool          # fast recovery (RFC 5681 3.2 / RFC 6582 / RFC 6675)
+    in_loss: bool              # recovery after a retransmission timeout
+    snd_una: int               # unwrapped (the TCB's own, not mod 2**32)
+
+
+SampleObserver = Callable[["TCPConnection", CCSample], Any]
+"""config.sample_observer(conn, sample): called after every ACK a TCB processes and every
+retransmission timeout."""
+
 Event = ConnectionEstablished | DataReceived | EndOfStream | ConnectionTerminated

@@ -7,6 +7,7 @@
     tcpstack stats   [--control PATH] [--json]            (an `ss -ti`-like view of a running one)
     tcpstack trace   [--control PATH]                     (its live per-segment trace)
     tcpstack diagram FILE.pcap [--svg OUT.svg]            (a ladder diagram of a capture)
+    tcpstack plot    FILE.pcap -o OUT.svg|png             (its time-sequence graph; --sim: cwnd...)
 
 up/listen/connect/ping create a TUN device in the current network namespace: the kernel side
 gets --peer (default: the first other address of --addr's prefix) and the stack owns --addr;
@@ -1007,6 +1008,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--install", action="store_true",
                    help="copy it into Wireshark's personal Lua plugins folder (tshark -G folders)")
     p.add_argument("--dir", metavar="DIR", help="with --install: copy it into DIR instead")
+    p = sub.add_parser("plot", help="time-sequence graph of a pcap; --sim: cwnd, rto... of "
+                       "simulated transfers (SVG/PNG, needs matplotlib)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
