@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import struct
 import sys
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -26,7 +25,7 @@ from tcpstack.errors import ParseError
 from tcpstack.wire.ip import IPv4Header, parse_ip
 from tcpstack.wire.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
 from tcpstack.wire.tcp import IPPROTO_TCP, parse_tcp
-from tcpstack.tools.pcap import LINKTYPE_RAW
+from tcpstack.tools.pcap import read_capture
 
 Endpoint = tuple[str, int]
 Record = tuple[float, str, bytes]          # (time, "in"/"out"/"", IP packet)
@@ -58,37 +57,10 @@ class Diagram:
 
 # --- input -----------------------------------------------------------------------------------
 
-_LINK_SKIP = {LINKTYPE_RAW: 0, 228: 0, 229: 0, 1: 14, 113: 16}   # RAW, IPV4, IPV6, ETHERNET, LINUX_SLL
-
-
 def read_pcap(path: str) -> list[Record]:
-    """(time, "", packet) records of a pcap file (either byte order, µs or ns stamps)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if len(data) < 24:
-        raise ParseError(f"{path}: too short for a pcap file")
-    magic = data[:4]
-    for order, frac in (("<", 1e-6), (">", 1e-6)):
-        m = struct.unpack(order + "I", magic)[0]
-        if m in (0xA1B2C3D4, 0xA1B23C4D):
-            break
-    else:
-        raise ParseError(f"{path}: not a pcap file (pcapng: convert with `editcap -F pcap`)")
-    if m == 0xA1B23C4D:
-        frac = 1e-9
-    linktype = struct.unpack_from(order + "I", data, 20)[0] & 0x0FFFFFFF
-    if linktype not in _LINK_SKIP:
-        raise ParseError(f"{path}: link type {linktype} not supported")
-    skip = _LINK_SKIP[linktype]
-    rec = struct.Struct(order + "IIII")
-    out: list[Record] = []
-    off = 24
-    while off + 16 <= len(data):
-        sec, sub, incl, _ = rec.unpack_from(data, off)
-        off += 16
-        out.append((sec + sub * frac, "", data[off + skip:off + incl]))
-        off += incl
-    return out
+    """(time, "", packet) records of a pcap file (pcap.read_capture: either byte order, µs or
+    ns stamps, raw IP, Ethernet or Linux cooked)."""
+    return [(t, "", pkt) for t, pkt in read_capture(path)]
 
 
 def _tcp(pkt: bytes) -> tuple[Endpoint, Endpoint, TCPSegment] | None:
