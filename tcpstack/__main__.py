@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["diagram"]:
         from tcpstack.tools.diagram import main as diagram_main
         return diagram_main(argv[1:])
+    if argv[:1] == ["decrypt"]:
+        from tcpstack.tools.decrypt import main as decrypt_main
+        return decrypt_main(argv[1:])
     args = build_parser().parse_args(argv)       # a usage error: one line, exit 2
     logging.basicConfig(level=logging.WARNING - 10 * args.verbose,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -38,7 +38,7 @@ import ipaddress
 import struct
 import sys
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence, TextIO
+from typing import Callable, Iterable, Sequence, TextIO
 
 from tcpcrypt.eno import parse_syn_option
 from tcpcrypt.errors import TcpcryptError
@@ -55,7 +55,8 @@ from tcpstack.wire.ip import IPv4Header, parse_ip
 from tcpstack.wire.segment import ACK, SYN, TCPSegment
 from tcpstack.wire.tcp import IPPROTO_TCP, parse_tcp
 
-__all__ = ["Connection", "Direction", "Frame", "analyse", "rewrite", "decrypt", "main"]
+__all__ = ["Connection", "Direction", "Frame", "analyse", "rewrite", "decrypt", "segment_notes",
+           "notes_for", "main"]
 
 Endpoint = tuple[str, int]
 _MASK = 0xFFFFFFFF
@@ -502,6 +503,16 @@ def segment_notes(conn: Connection, src: Endpoint, dst: Endpoint, seg: TCPSegmen
         if f.flags & FLAG_FINP:
             notes.append("FINp")
     return ", ".join(notes)
+
+
+def notes_for(conns: Sequence[Connection]) -> Callable[[Endpoint, Endpoint, TCPSegment], str]:
+    """segment_notes over every decrypted connection of `conns`: the diagram's build(notes=)."""
+    by_key = {frozenset((c.a, c.b)): c for c in conns if c.decrypted}
+
+    def notes(src: Endpoint, dst: Endpoint, seg: TCPSegment) -> str:
+        c = by_key.get(frozenset((src, dst)))
+        return segment_notes(c, src, dst, seg) if c is not None else ""
+    return notes
 
 
 # --- the command -----------------------------------------------------------------------------
