@@ -462,8 +462,9 @@ def rewrite(packets: Iterable[bytes], conns: Sequence[Connection]) -> list[bytes
 
 
 def decrypt(capture: str, keylog_lines: Iterable[str], output: str, *,
-            out: TextIO = sys.stdout) -> list[Connection]:
-    """Read capture, write the plaintext capture to output, report on out."""
+            out: TextIO | None = None) -> list[Connection]:
+    """Read capture, write the plaintext capture to output, report on out (stdout)."""
+    out = out if out is not None else sys.stdout
     records = read_capture(capture)
     entries = parse_keylog(keylog_lines)
     packets = [p for _, p in records]
