@@ -15,6 +15,10 @@ Per-connection options (from open_connection / start_server keyword arguments):
   resume             -- False: neither offer nor accept resumption (RFC 8548 3.5 policy 1)
   cache_secrets      -- False: cache no session secret from this connection (policy 2)
   passive_role_bit   -- the ENO "b" bit (RFC 8547 4.3), for simultaneous open
+
+keylog (constructor): a tcpcrypt.keylog.KeyLog every session tells its key material once, at
+key setup (the key log, docs/teaching.md); None, the default, logs nothing.  The asyncio edge
+passes keylog_from_env() (TCPCRYPT_KEYLOGFILE) for the provider it makes by default.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from typing import Any
 
 from .eno import ENONegotiator, TEPOffer
 from .errors import EncryptionRequiredError
+from .keylog import KeyLog
 from .resumption import SessionCache
 from .session import TcpcryptSession, make_offers, make_responder, make_validator
 from .suites import TcpcryptConfig
@@ -40,9 +45,10 @@ class TcpcryptProvider:
                               "cache_secrets", "passive_role_bit"})
 
     def __init__(self, config: TcpcryptConfig | None = None,
-                 cache: SessionCache | None = None) -> None:
+                 cache: SessionCache | None = None, *, keylog: KeyLog | None = None) -> None:
         self.config = config or TcpcryptConfig()
         self.cache = cache if cache is not None else SessionCache()
+        self.keylog = keylog
 
     def _config_for(self, options: dict[str, Any]) -> TcpcryptConfig:
         cfg = self.config
@@ -92,4 +98,4 @@ class TcpcryptProvider:
         if result.tep not in cfg.teps:
             # ENO agreed on a TEP that is not tcpcrypt's: we have no other TEP to run.
             raise EncryptionRequiredError(f"negotiated TEP {result.tep:#x} with {remote} is unsupported")
-        return TcpcryptSession(result, cfg, self.cache, remote[0])
+        return TcpcryptSession(result, cfg, self.cache, remote[0], keylog=self.keylog)

@@ -18,6 +18,7 @@ Bytes in, bytes out; no sockets, no clock.  Implements:
        automatic rekey at the configured AEAD usage limits; old keys are dropped at once (we
        encrypt every byte exactly once: the TCP layer retransmits the bytes we produced)
   3.9  keep-alive through rekeying (keepalive())
+A key log (tcpcrypt/keylog.py), when given, is told mk[0] once at key setup (_install).
 After any error the session is dead: every later call raises the same error.
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ from tcpstack.wire.buffers import Buffer
 from . import keys
 from .eno import V_BIT, TEPOffer
 from .errors import TcpcryptError, TcpcryptProtocolError
+from .keylog import KeyLog, KeyLogEntry
 from .frames import (CONTROL_REKEY, FLAG_FINP, FLAG_URGP, FRAME_HEADER, FRAME_HEADER_LEN, U16,
                      FrameKey, frame_len, open_into, seal_into)
 from .messages import (INIT1_MAGIC, INIT2_MAGIC, build_init1, build_init2, choose_aead,
@@ -167,7 +169,7 @@ class TcpcryptSession:
 
     def __init__(self, result: ENOResultLike, config: TcpcryptConfig,
                  cache: SessionCache | None = None, peer: Hashable = None, *,
-                 rng: Callable[[int], bytes] = os.urandom) -> None:
+                 rng: Callable[[int], bytes] = os.urandom, keylog: KeyLog | None = None) -> None:
         if result.tep not in TEPS:
             raise TcpcryptProtocolError(f"TEP {result.tep:#x} is not a tcpcrypt TEP")
         if result.role not in ("A", "B"):
@@ -178,6 +180,7 @@ class TcpcryptSession:
         self.cache = cache
         self.peer = peer
         self._rng = rng
+        self._keylog = keylog      # tcpcrypt/keylog.py: told mk[0] once, at key setup
         self._ka = TEPS[result.tep]
         self._transcript = bytes(result.transcript)
 
@@ -277,6 +280,9 @@ class TcpcryptSession:
         self.session_id = keys.session_id(self._tep_byte, ss, sn)
         mk0 = keys.first_master_key(ss, sn)
         self._mk = {0: mk0}
+        if self._keylog is not None:
+            self._keylog.log_session(KeyLogEntry(self.session_id, aead_id,
+                                                 "A" if self._writer_was_a else "B", mk0))
         self._tx_key = FrameKey(suite, keys.traffic_key(mk0, self._writer_was_a, suite), 0)
         self._rx_key = FrameKey(suite, keys.traffic_key(mk0, not self._writer_was_a, suite), 0)
         self._state = _OPEN

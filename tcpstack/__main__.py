@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["plot"]:
         from tcpstack.tools.plot import main as plot_main
         return plot_main(argv[1:])
+    if argv[:1] == ["decrypt"]:
+        from tcpstack.tools.decrypt import main as decrypt_main
+        return decrypt_main(argv[1:])
     args = build_parser().parse_args(argv)       # a usage error: one line, exit 2
     logging.basicConfig(level=logging.WARNING - 10 * args.verbose,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

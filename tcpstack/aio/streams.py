@@ -81,8 +81,10 @@ class Stack:
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.loop = loop or asyncio.get_running_loop()
         if security == "default":
+            from tcpcrypt.keylog import keylog_from_env
             from tcpcrypt.provider import TcpcryptProvider   # the default: encrypt when possible
-            security = TcpcryptProvider()
+            # TCPCRYPT_KEYLOGFILE: the key log (docs/teaching.md), read here at the edge
+            security = TcpcryptProvider(keylog=keylog_from_env())
         self.core = StackCore(addresses, config, security=security,
                               now=self.loop.time())
         self.core.cork_writes = True     # writes in one loop turn leave together (_flush)

@@ -8,13 +8,14 @@
     tcpstack trace   [--control PATH]                     (its live per-segment trace)
     tcpstack diagram FILE.pcap [--svg OUT.svg]            (a ladder diagram of a capture)
     tcpstack plot    FILE.pcap -o OUT.svg|png             (its time-sequence graph; --sim: cwnd...)
+    tcpstack decrypt FILE.pcap --keylog KEYS -o PLAIN.pcap (tcpcrypt frames -> plaintext)
 
 up/listen/connect/ping create a TUN device in the current network namespace: the kernel side
 gets --peer (default: the first other address of --addr's prefix) and the stack owns --addr;
 --route adds kernel routes through the device.  tcpcrypt is on by default (--plain turns it
-off, --require-encryption refuses plain peers).  --pcap FILE captures every packet, --trace
-prints the trace on stderr, and a control socket (--control, default /run/tcpstack/DEV.sock)
-serves `stats` and `trace`.
+off, --require-encryption refuses plain peers, --keylog FILE appends each session's keys to
+FILE for `decrypt`).  --pcap FILE captures every packet, --trace prints the trace on stderr,
+and a control socket (--control, default /run/tcpstack/DEV.sock) serves `stats` and `trace`.
 """
 from __future__ import annotations
 
@@ -100,6 +101,9 @@ def add_link_options(p: argparse.ArgumentParser) -> None:
                    help=argparse.SUPPRESS)          # the default now; kept for old scripts
     g.add_argument("--plain", action="store_true", help="no TCP-ENO/tcpcrypt: plain TCP only")
     g.add_argument("--pcap", metavar="FILE", help="capture every packet sent and received")
+    g.add_argument("--keylog", metavar="FILE",
+                   help="append each tcpcrypt session's keys to FILE (mode 0600) for "
+                        "`tcpstack decrypt` (default: $TCPCRYPT_KEYLOGFILE, else none)")
     g.add_argument("--trace", action="store_true", help="print the per-segment trace on stderr")
     g.add_argument("--control", metavar="PATH", help="control socket (default /run/tcpstack/DEV.sock)")
     p.set_defaults(offload=True)
@@ -343,8 +347,7 @@ class Host:
             raise CliError(f"cannot bring the TUN device up: {e.strerror or e}") from None
         try:
             loop = asyncio.get_running_loop()
-            self.stack = Stack(async_link(self.dev), [self.addr],
-                               security=None if a.plain else "default")
+            self.stack = Stack(async_link(self.dev), [self.addr], security=self._security())
             if a.pcap:
                 self._pcap = PcapWriter(a.pcap, clock_offset=time.time() - loop.time())
             path = a.control or control.default_path(self.dev.name)
@@ -367,6 +370,21 @@ class Host:
             await self.__aexit__(*sys.exc_info())
             raise
         return self
+
+    def _security(self) -> Any:
+        """The stack's security provider: none with --plain; with --keylog, tcpcrypt telling
+        that file each session's keys; else the default (which reads TCPCRYPT_KEYLOGFILE)."""
+        a = self.args
+        if a.plain:
+            return None
+        if not getattr(a, "keylog", None):
+            return "default"
+        from tcpcrypt.keylog import KeyLogFile, KeyLogWriter
+        from tcpcrypt.provider import TcpcryptProvider
+        try:
+            return TcpcryptProvider(keylog=KeyLogWriter(KeyLogFile(a.keylog)))
+        except OSError as e:
+            raise CliError(f"--keylog {a.keylog}: {e.strerror or e}") from None
 
     # Packet hooks cost time on every packet (a 64 KB TSO frame is copied to be shown), so
     # they are set only while someone looks: --pcap, --trace, a `tcpstack trace` client,
@@ -964,7 +982,8 @@ async def cmd_wireshark_plugin(args: argparse.Namespace) -> int:
 DESCRIPTION = """tcpstack: a userspace TCP/IP stack on a TUN device that encrypts by default (TCP-ENO +
 tcpcrypt).  `tcpstack demo` shows it working; `up`, `connect`, `listen`, `ping` bring a
 stack up on a new TUN device in the current network namespace; `stats` and `trace` look
-into a running one; `diagram` draws a captured connection."""
+into a running one; `diagram` draws a captured connection; `decrypt` turns a capture's
+tcpcrypt connections into plaintext with a key log."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -1010,6 +1029,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", metavar="DIR", help="with --install: copy it into DIR instead")
     p = sub.add_parser("plot", help="time-sequence graph of a pcap; --sim: cwnd, rto... of "
                        "simulated transfers (SVG/PNG, needs matplotlib)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("decrypt", help="decrypt a capture's tcpcrypt connections with a key log",
+                       add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 

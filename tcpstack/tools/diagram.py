@@ -11,22 +11,22 @@ Retransmissions (a segment whose sequence space was sent before) are marked; sta
 transitions given by the caller are drawn on the lifelines.
 
     python3 -m tcpstack.tools.diagram capture.pcap [--svg out.svg] [--conn A:P-B:Q] [--max N]
+                                      [--keylog FILE]   (notes on what tcpcrypt segments carry)
 """
 from __future__ import annotations
 
 import argparse
 import ipaddress
-import struct
 import sys
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 from xml.sax.saxutils import escape
 
 from tcpstack.errors import ParseError
 from tcpstack.wire.ip import IPv4Header, parse_ip
 from tcpstack.wire.segment import ACK, FIN, PSH, RST, SYN, TCPSegment
 from tcpstack.wire.tcp import IPPROTO_TCP, parse_tcp
-from tcpstack.tools.pcap import LINKTYPE_RAW
+from tcpstack.tools.pcap import read_capture
 
 Endpoint = tuple[str, int]
 Record = tuple[float, str, bytes]          # (time, "in"/"out"/"", IP packet)
@@ -58,37 +58,10 @@ class Diagram:
 
 # --- input -----------------------------------------------------------------------------------
 
-_LINK_SKIP = {LINKTYPE_RAW: 0, 228: 0, 229: 0, 1: 14, 113: 16}   # RAW, IPV4, IPV6, ETHERNET, LINUX_SLL
-
-
 def read_pcap(path: str) -> list[Record]:
-    """(time, "", packet) records of a pcap file (either byte order, µs or ns stamps)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if len(data) < 24:
-        raise ParseError(f"{path}: too short for a pcap file")
-    magic = data[:4]
-    for order, frac in (("<", 1e-6), (">", 1e-6)):
-        m = struct.unpack(order + "I", magic)[0]
-        if m in (0xA1B2C3D4, 0xA1B23C4D):
-            break
-    else:
-        raise ParseError(f"{path}: not a pcap file (pcapng: convert with `editcap -F pcap`)")
-    if m == 0xA1B23C4D:
-        frac = 1e-9
-    linktype = struct.unpack_from(order + "I", data, 20)[0] & 0x0FFFFFFF
-    if linktype not in _LINK_SKIP:
-        raise ParseError(f"{path}: link type {linktype} not supported")
-    skip = _LINK_SKIP[linktype]
-    rec = struct.Struct(order + "IIII")
-    out: list[Record] = []
-    off = 24
-    while off + 16 <= len(data):
-        sec, sub, incl, _ = rec.unpack_from(data, off)
-        off += 16
-        out.append((sec + sub * frac, "", data[off + skip:off + incl]))
-        off += incl
-    return out
+    """(time, "", packet) records of a pcap file (pcap.read_capture: either byte order, µs or
+    ns stamps, raw IP, Ethernet or Linux cooked)."""
+    return [(t, "", pkt) for t, pkt in read_capture(path)]
 
 
 def _tcp(pkt: bytes) -> tuple[Endpoint, Endpoint, TCPSegment] | None:
@@ -166,9 +139,11 @@ def _flags(f: int) -> str:
 # --- building --------------------------------------------------------------------------------
 
 def build(records: Iterable[Record], conn: tuple[Endpoint, Endpoint] | None = None,
-          states: Sequence[tuple[float, Endpoint, str]] = ()) -> Diagram:
+          states: Sequence[tuple[float, Endpoint, str]] = (),
+          notes: Callable[[Endpoint, Endpoint, TCPSegment], str] | None = None) -> Diagram:
     """The diagram of one connection in `records`: `conn` or else the first one seen (its
-    active opener, when the SYN is captured, on the left)."""
+    active opener, when the SYN is captured, on the left).  `notes(src, dst, segment)`, when
+    given, annotates each arrow (decrypt.notes_for: what a tcpcrypt segment carries)."""
     segs: list[tuple[float, Endpoint, Endpoint, TCPSegment]] = []
     for t, _dir, pkt in records:
         r = _tcp(pkt)
@@ -205,7 +180,8 @@ def build(records: Iterable[Record], conn: tuple[Endpoint, Endpoint] | None = No
         if seg.flags & ACK:
             ack = (seg.ack - isn[dst]) & 0xFFFFFFFF if dst in isn else seg.ack
         d.arrows.append(Arrow(t - t0, src == left, _flags(seg.flags), rel, ack, length, seg.window,
-                              describe_options(seg, isn.get(dst)), rtx))
+                              describe_options(seg, isn.get(dst)), rtx,
+                              notes(src, dst, seg) if notes is not None else ""))
     d.states = [(t - t0, ep == left, label) for t, ep, label in states]
     return d
 
@@ -317,9 +293,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--conn", help="the connection, e.g. 10.0.0.1:40000-10.0.0.2:80 "
                                   "(default: the first one in the capture)")
     p.add_argument("--max", type=int, default=None, help="draw at most N segments")
+    p.add_argument("--keylog", metavar="FILE",
+                   help="a tcpcrypt key log: note on each segment the Init message, the "
+                        "plaintext length of the frames ending in it, rekeys, FINp, URGp")
     args = p.parse_args(argv)
     try:
-        d = build(read_pcap(args.pcap), parse_conn(args.conn) if args.conn else None)
+        records = read_pcap(args.pcap)
+        notes = None
+        if args.keylog:
+            from tcpstack.tools.decrypt import analyse, notes_for
+            from tcpcrypt.keylog import parse_keylog
+            with open(args.keylog) as f:
+                entries = parse_keylog(f)
+            conns = analyse([pkt for _t, _d, pkt in records], entries)
+            for c in conns:
+                if c.eno and not c.decrypted:
+                    print(f"tcpstack diagram: {c.summary()}", file=sys.stderr)
+            notes = notes_for(conns)
+        d = build(records, parse_conn(args.conn) if args.conn else None, notes=notes)
     except (OSError, ParseError, ValueError) as e:
         print(f"tcpstack diagram: {e}", file=sys.stderr)
         return 1

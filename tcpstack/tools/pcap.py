@@ -10,6 +10,8 @@ from __future__ import annotations
 import struct
 from typing import BinaryIO
 
+from tcpstack.errors import ParseError
+
 from tcpstack.wire.virtio_net import VIRTIO_NET_HDR_F_NEEDS_CSUM, VNET_HDR_LEN
 
 LINKTYPE_RAW = 101
@@ -78,3 +80,37 @@ def read_pcap(f: BinaryIO | str) -> list[tuple[float, bytes]]:
     finally:
         if isinstance(f, str):
             fh.close()
+
+
+_LINK_SKIP = {LINKTYPE_RAW: 0, 228: 0, 229: 0, 1: 14, 113: 16}   # RAW, IPV4, IPV6, ETHERNET, LINUX_SLL
+
+
+def read_capture(path: str) -> list[tuple[float, bytes]]:
+    """(time, IP packet) records of a pcap file: either byte order, µs or ns stamps, link
+    types raw IP, Ethernet or Linux cooked (the link header dropped).  ParseError when not."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 24:
+        raise ParseError(f"{path}: too short for a pcap file")
+    magic = data[:4]
+    for order, frac in (("<", 1e-6), (">", 1e-6)):
+        m = struct.unpack(order + "I", magic)[0]
+        if m in (0xA1B2C3D4, 0xA1B23C4D):
+            break
+    else:
+        raise ParseError(f"{path}: not a pcap file (pcapng: convert with `editcap -F pcap`)")
+    if m == 0xA1B23C4D:
+        frac = 1e-9
+    linktype = struct.unpack_from(order + "I", data, 20)[0] & 0x0FFFFFFF
+    if linktype not in _LINK_SKIP:
+        raise ParseError(f"{path}: link type {linktype} not supported")
+    skip = _LINK_SKIP[linktype]
+    rec = struct.Struct(order + "IIII")
+    out: list[tuple[float, bytes]] = []
+    off = 24
+    while off + 16 <= len(data):
+        sec, sub, incl, _ = rec.unpack_from(data, off)
+        off += 16
+        out.append((sec + sub * frac, data[off + skip:off + incl]))
+        off += incl
+    return out
