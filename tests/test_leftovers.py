@@ -95,11 +95,26 @@ def test_children_started_through_procs_are_ended_when_tests_pass_fail_or_time_o
 def test_a_child_leaked_past_the_fixtures_fails_the_run_and_is_named_and_ended(tmp_path):
     record = tmp_path / "pids"
     r = run_pytest(tmp_path, f"""
-        import subprocess
+        import pathlib, subprocess, time
+
+        def cmdline(pid):
+            try:
+                return pathlib.Path(f"/proc/{{pid}}/cmdline").read_bytes().split(bytes(1))
+            except OSError:
+                return []
 
         def test_leaks():
             p = subprocess.Popen(["sh", "-c", "sleep 300 & sleep 301; true"])
             open({str(record)!r}, "w").write(str(p.pid))
+            # Both grandchildren have exec'd sleep before the test ends (a forked shell shows
+            # its parent's command line until it execs: a race on a busy machine).
+            children = pathlib.Path(f"/proc/{{p.pid}}/task/{{p.pid}}/children")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                names = sorted(cmdline(k)[:2] for k in children.read_text().split())
+                if names == [[b"sleep", b"300"], [b"sleep", b"301"]]:
+                    break
+                time.sleep(0.01)
 
         def test_clean(procs):
             procs.popen(["true"])
