@@ -24,6 +24,8 @@ takes the TCB, ``c``.
 """
 from __future__ import annotations
 
+import abc
+
 from typing import TYPE_CHECKING
 
 from tcpstack.tcp.rack import LOST, RTX, SACKED, SendQueue, SentSegment
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from tcpstack.wire.segment import TCPSegment
 
 
-class LossRecovery:
+class LossRecovery(abc.ABC):
     """What differs between the regimes (the base does nothing; see the module docstring).
     Called by the TCB: per ACK (:meth:`on_cumulative_ack`, :meth:`on_ack_done`), per sent
     segment (:meth:`pipe`), per send opportunity (:meth:`retransmit`, :meth:`after_new_data`,
@@ -43,9 +45,9 @@ class LossRecovery:
     __slots__ = ()
     name = "none"
 
+    @abc.abstractmethod
     def pipe(self, c: "TCPConnection") -> int:
         """RFC 6675 SetPipe(): octets estimated in flight."""
-        raise NotImplementedError
 
     def on_enter_recovery(self, c: "TCPConnection") -> None:
         """Fast recovery begins (TCPConnection._enter_recovery did the common part)."""
@@ -71,11 +73,11 @@ class LossRecovery:
                     dsack: tuple[int, int] | None, now: float) -> None:
         """After the cumulative ACK and duplicate ACK rules: SACK records, loss detection."""
 
+    @abc.abstractmethod
     def on_rto(self, c: "TCPConnection", now: float, flight: int) -> None:
         """RFC 6298 rules (5.4)-(5.6) after the common part of the timeout (backoff count, cwnd):
         decide what is lost, enter the loss state, retransmit the first lost segment and
         restart the timer."""
-        raise NotImplementedError
 
     def retransmit(self, c: "TCPConnection", out: list["TCPSegment"], now: float) -> bool:
         """NextSeg() rule 1: retransmit what is deemed lost while cwnd allows (the fast
