@@ -3,7 +3,6 @@ test modules): addresses, reference checksums, packet helpers, two stack cores p
 from __future__ import annotations
 
 import ipaddress
-import struct
 
 from tcpstack.host.endpoint import Endpoint, Established
 from tcpstack.host.stack import StackCore
@@ -31,13 +30,7 @@ A = ipaddress.ip_address("10.0.0.1").packed
 B = ipaddress.ip_address("10.0.0.2").packed
 
 
-def ones_complement_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+ones_complement_checksum = ref_checksum     # the name older tests use
 
 
 def tcp_of(packet: bytes) -> TCPSegment:

@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
+from tests.tcpstack.hosts import ref_checksum
 from tcpstack.wire import icmp
-from tcpstack.host import syncookies as sc
 from tcpstack.tcp.config import TCPConfig
 from tcpstack.tcp.connection import TCPConnection, TCPState
 from tcpstack.host.endpoint import Closed, Data, Established
@@ -246,14 +246,7 @@ def test_forged_small_mtu_is_floored(v6, forged_mtu, floor_packet):
 
 # --- RFC 1122 3.2.2.1 / 4.1.3.1, RFC 8200 4: protocol / port unreachable, parameter problem
 
-def _csum(data: bytes) -> int:
-    """RFC 1071 by hand (independent of tcpstack.wire.checksum)."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+_csum = ref_checksum        # RFC 1071 by hand (independent of tcpstack.wire.checksum)
 
 
 def _pseudo(src: bytes, dst: bytes, proto: int, length: int) -> bytes:
