@@ -1035,7 +1035,8 @@ class TCPConnection:
             tsval = seg.tsval
             if tsval is None or ((tsval - self.ts_recent) & MASK >= HALF
                                  and tsval != self.ts_recent):
-                if self._paws_reject(tsval, seq, plen, seglen, now):
+                if not self._disordered_ack(seg, tsval, seq, plen) \
+                        and self._paws_reject(tsval, seq, plen, seglen, now):
                     return
 
         # "fourth, check the SYN bit", taken ahead of "first" as RFC 5961 4.2 requires: a
@@ -1131,6 +1132,26 @@ class TCPConnection:
                 # "seventh", CLOSE-WAIT, CLOSING, LAST-ACK: text after the peer's FIN is
                 # ignored.
                 st.dropped_segments += 1
+
+    def _disordered_ack(self, seg: TCPSegment, tsval: int | None, seq: int,
+                        plen: int) -> bool:
+        """A pure ACK that was merely overtaken by later ACKs (ACK reordering): PAWS (RFC
+        7323 5.3 R1) would drop it, and with it the SACK and D-SACK blocks that loss
+        detection and undo need (RFC 2883, RFC 3708), though it can do no harm: it carries
+        no data, moves neither SND.UNA nor the window, and its TSval is not used (TS.Recent
+        is only advanced, 4.3).  Accepted as Linux's tcp_disordered_ack() does (relaxed to
+        ACKs below SND.UNA, whose only use here is their SACK information), provided the
+        TSval lies within one RTO of TS.Recent (1 ms ticks assumed)."""
+        if tsval is None or plen or seg.flags & (SYN | FIN | RST | ACK) != ACK \
+                or seq != self.rcv_nxt or not self.sack_ok:
+            return False
+        snd_una = self.snd_una
+        ack = snd_una + (((seg.ack - snd_una) + HALF) & MASK) - HALF
+        if ack > snd_una or ack < snd_una - self.max_snd_wnd:
+            return False
+        if ack == snd_una and (seg.window << self.snd_wscale) != self.snd_wnd:
+            return False                     # it could update the window: not harmless
+        return (self.ts_recent - tsval) & MASK <= max(1, int(self._rtt.rto * 1000))
 
     def _paws_reject(self, tsval: int | None, seq: int, plen: int, seglen: int,
                      now: float) -> bool:

@@ -17,7 +17,7 @@ from tcpstack.tcp.config import TCPConfig
 from tcpstack.tcp.connection import TCPState
 from tcpstack.errors import ConnectionResetByPeerError
 from tcpstack.tcp.rack import DONE, EVER, LINKED, LOST, RTX, SACKED, SendQueue
-from tcpstack.wire.segment import ACK, RST, SYN, TCPSegment
+from tcpstack.wire.segment import ACK, FIN, RST, SYN, TCPSegment
 
 from .harness import PORT_A, PORT_B, Harness
 
@@ -504,3 +504,71 @@ def test_send_queue_counters_and_lists_stay_consistent(ops):
         q.ack(nxt, now, None)
         _check_invariants(q)
         assert len(q) == 0 and q.sacked_out == q.lost_out == q.retrans_out == 0
+
+
+# --------------------------------------------------------------------------- reordered ACKs
+
+def _reordered_dsack_ack(h_hold: dict) -> Harness:
+    """Segment 2 of 40 is delayed 15 ms (RACK retransmits it, spuriously); the ACK with the
+    D-SACK for the late original is itself held 15 ms, so ACKs sent after it, with newer
+    TSvals, overtake it."""
+    def extra(d, s):
+        if d == "a>b" and s.payload and "seg" not in h_hold and \
+                (s.seq - h.a.iss - 1) & 0xFFFFFFFF == 2 * h.a.snd_mss:
+            h_hold["seg"] = 1
+            return 0.015
+        if d == "b>a" and s.sack_blocks and "ack" not in h_hold and h.b is not None:
+            s0, e0 = s.sack_blocks[0]
+            if (e0 - s.ack) & 0xFFFFFFFF == 0 or (s.ack - e0) & 0xFFFFFFFF < 0x80000000:
+                h_hold["ack"] = s.tsval
+                return 0.015                  # the D-SACK ACK: overtaken by later ACKs
+        return 0.0
+    h = Harness(TCPConfig(rto_min=1.0), TCPConfig(), extra_delay=extra)
+    h.established()
+    h.clear_trace()
+    h.write("a", bytes(40 * MSS))
+    h.run()
+    return h
+
+
+def test_reordered_pure_ack_with_old_timestamp_keeps_its_dsack():
+    # RFC 7323 5.3 R1 (PAWS) would drop the overtaken ACK, its TSval being older than
+    # TS.Recent, and with it the D-SACK (RFC 2883) that undo and RACK's reordering window
+    # (RFC 8985 6.2 step 4) need.  A pure ACK that moves neither SND.UNA nor the window is
+    # accepted, as Linux's tcp_disordered_ack() does.
+    hold: dict = {}
+    h = _reordered_dsack_ack(hold)
+    a = h.a
+    assert "ack" in hold and a.stats.retransmits == 1
+    late = [s for t, d, s, _ in h.trace if d == "b>a" and s.tsval == hold["ack"]
+            and s.sack_blocks]
+    assert late and any(((s.ack - h.a.iss) & 0xFFFFFFFF) > 0 for s in late)
+    assert a.stats.paws_drops == 0
+    assert a.stats.dsacks_in == 1 and h.b.stats.dsacks_out == 1
+
+
+def test_paws_still_drops_an_old_segment_that_is_not_a_harmless_pure_ack():
+    h = Harness()
+    h.established()
+    a, b = h.a, h.b
+    h.write("a", bytes(MSS))
+    h.run()
+    una, win = a.snd_una, h.sent("b>a")[-1].window     # b's last window field
+    for kw in ({"payload": b"x"},                                   # data
+               {"tsval_back": 10_000},                              # older than one RTO
+               {"ack": una - 1, "flags": ACK | FIN}):               # a FIN
+        payload = kw.get("payload", b"")
+        flags = kw.get("flags", ACK)
+        seg = TCPSegment(PORT_B, PORT_A, b.snd_nxt, kw.get("ack", una) & 0xFFFFFFFF,
+                         flags, win, payload,
+                         tsval=(a.ts_recent - kw.get("tsval_back", 5)) & 0xFFFFFFFF,
+                         tsecr=0)
+        before = a.stats.paws_drops
+        h.inject("a", seg)
+        assert a.stats.paws_drops == before + 1, kw
+    # ... while the same pure ACK, 5 ms old, is accepted.
+    seg = TCPSegment(PORT_B, PORT_A, b.snd_nxt, una & 0xFFFFFFFF, ACK, win,
+                     b"", tsval=(a.ts_recent - 5) & 0xFFFFFFFF, tsecr=0)
+    before = a.stats.paws_drops
+    h.inject("a", seg)
+    assert a.stats.paws_drops == before
