@@ -1729,6 +1729,7 @@ class TCPConnection:
                 and self.state is not SYN_RECEIVED:
             # RFC 5681 4.1: restart window after an idle period longer than the RTO.
             if self._has_unsent():
+                self._undo.forget_older()         # (older episodes' cwnd is stale now)
                 self.cc.on_idle_restart(now, self._rtt.rto)
         if self.snd_nxt == snd_una:
             self._stall_since = now

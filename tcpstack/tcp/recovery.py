@@ -466,6 +466,7 @@ class RackRecovery(SackRecovery):
                 # response is still owed, if no recovery episode took care of it.
                 c._stats.tlp_recoveries += 1
                 if not (c._in_recovery or c._in_loss):
+                    c._undo.forget_older()       # a response no episode can undo
                     c.cc.on_congestion_event(now, c._flight_size(prior_una))
                     c.cc.on_recovery_exit(now)
 
