@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tcpstack.tcp.rack import LOST, RTX, SACKED, SendQueue, SentSegment
+from tcpstack.tcp.rack import LOST, RTX, SACKED, SendQueue, SentSegment, sent_after
 from tcpstack.tcp.tlp import TailLossProbe
 
 if TYPE_CHECKING:
@@ -242,8 +242,16 @@ class SackRecovery(LossRecovery):
     def on_partial_ack(self, c: "TCPConnection", ack: int, acked: int) -> bool:
         if not c._sb:
             # No SACK information at all (stripped by a middlebox?): NewReno's partial-ACK
-            # rule, the next segment is lost.
-            self.rq.mark_head_lost()
+            # rule, the next segment is lost -- unless it was itself retransmitted after
+            # the latest segment this ACK delivered: that retransmission's ACK may be the
+            # next to come (RFC 8985 6.2's time order; e.g. a rescue retransmission, RFC
+            # 6675 NextSeg() rule 4, sent just after the one now acknowledged).
+            rq = self.rq
+            head = rq.first()
+            if head is not None and head.flags & RTX and rq.xmit_ts >= 0 and \
+                    sent_after(head.xmit_ts, head.xmit_no, rq.xmit_ts, rq.xmit_no):
+                return True
+            rq.mark_head_lost()
         return True
 
     def on_recovery_exit(self, c: "TCPConnection") -> None:
