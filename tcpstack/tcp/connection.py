@@ -277,6 +277,7 @@ class TCPConnection:
         self._rbuf_len = 0
         self._eof_deferred = False
         self._ack_now = False
+        self._quickacks = 0          # in-order segments still to ACK at once (after a loss sign)
         self._unacked_bytes = 0      # in-order octets received since our last ACK
 
         # --- RTT / RTO (RFC 6298) and congestion control ---
@@ -1569,7 +1570,17 @@ class TCPConnection:
         if self._dsack is not None:
             immediate = True                    # the D-SACK goes out now (RFC 2883 4)
         if immediate:
+            if n or plen:
+                # A sign of loss (out-of-order text, a hole filled, a duplicate): the sender
+                # is recovering, with a small window.  ACK the next in-order segments at
+                # once too (Linux's quick-ACK mode), so that one lost ACK does not hide a
+                # whole flight from it and an odd last segment does not wait for the
+                # delayed-ACK timer (RFC 5681 4.2 lets a receiver ACK more often).
+                self._quickacks = self.config.quickacks
             self._out.append(self._build(self.snd_nxt, ACK, now=now))
+        elif self._unacked_bytes and self._quickacks > 0:
+            self._quickacks -= 1
+            self._ack_now = True
         elif self._unacked_bytes:
             # Delayed ACK (RFC 9293 3.8.6.3, RFC 5681 4.2): ACK at least every second
             # full-sized segment, and within delayed_ack_timeout.  Counted in bytes, so a

@@ -572,3 +572,65 @@ def test_paws_still_drops_an_old_segment_that_is_not_a_harmless_pure_ack():
     before = a.stats.paws_drops
     h.inject("a", seg)
     assert a.stats.paws_drops == before
+
+
+# --------------------------------------------------------------------------- quick ACKs
+
+def _hole_then_two_lost_acks(quickacks: int) -> Harness:
+    """20 segments; segment 3 lost.  The ACK of the retransmission that fills the hole is
+    lost, and so is the first ACK covering the two new segments (18, 19) sent after it."""
+    seen: dict[int, int] = {}
+    dropped: set = set()
+
+    def hook(d, s):
+        if d == "a>b" and s.payload:
+            i = seen.setdefault(s.seq, len(seen))
+            if i == 3 and 3 not in dropped:
+                dropped.add(3)
+                return []
+        if d == "b>a" and not s.payload:
+            acked = (s.ack - BASE) & 0xFFFFFFFF
+            for k in (18, 19):
+                if ("ack", k) not in dropped and k * MSS <= acked < 0x80000000:
+                    dropped.add(("ack", k))
+                    return []
+        return None
+    h = Harness(TCPConfig(), TCPConfig(quickacks=quickacks), hook=hook)
+    h.established()
+    h.clear_trace()
+    data = random.Random(5).randbytes(20 * MSS)
+    h.write("a", data)
+    h.run()
+    assert bytes(h.received["b"]) == data
+    return h
+
+
+def test_quick_acks_after_a_hole_keep_one_lost_ack_from_costing_an_rto():
+    # Delayed ACKs (RFC 5681 4.2): after the hole is filled the receiver ACKs 18 and 19
+    # together; that one ACK lost, the sender -- still in recovery, so without a loss
+    # probe (RFC 8985 7.2) -- has nothing left to learn from but its RTO.
+    h = _hole_then_two_lost_acks(0)
+    assert [((s.ack - BASE) & 0xFFFFFFFF) // MSS for t, d, s, ok in h.trace
+            if d == "b>a" and 0.075 < t < 0.085] == [20]
+    assert counters(h.a)["timeouts"] == 1 and h.a.stats.retransmits == 2
+    # Quick-ACK mode (Linux's; RFC 5681 4.2 lets a receiver ACK more often than every
+    # second segment): after the hole, every in-order segment is ACKed at once, so the
+    # ACK of 19 survives the loss of the one of 18 and the transfer ends in one recovery.
+    h = _hole_then_two_lost_acks(16)
+    assert [(((s.ack - BASE) & 0xFFFFFFFF) // MSS, ok) for t, d, s, ok in h.trace
+            if d == "b>a" and 0.075 < t < 0.085] == [(19, False), (20, True)]
+    assert counters(h.a) == dict(timeouts=0, fast_retransmits=1, sack_retransmits=0,
+                                 retransmits=1, rescue_retransmits=0, tlp_probes=0,
+                                 tlp_recoveries=0, recoveries=1, spurious_undos=0)
+    assert h.now < 0.1
+
+
+def test_quick_acks_run_out_and_delayed_acks_resume():
+    h = _hole_then_two_lost_acks(2)
+    b = h.b
+    assert b._quickacks == 0
+    h.write("a", bytes(8 * MSS))
+    h.run()
+    acks = [((s.ack - BASE) & 0xFFFFFFFF) // MSS for t, d, s, ok in h.trace
+            if d == "b>a" and t > 0.095]
+    assert acks == [22, 24, 26, 28]              # every second segment again
