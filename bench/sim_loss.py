@@ -71,7 +71,8 @@ class Result:
 
 
 def run(name: str, nbytes: int, seed: int, cc: str = "cubic", max_time: float = 600.0,
-        tcp: TCPConfig | None = None, observe: Callable[..., None] | None = None) -> Result:
+        tcp: TCPConfig | None = None, observe: Callable[..., None] | None = None,
+        rtcp: TCPConfig | None = None) -> Result:
     """One transfer of ``nbytes`` under scenario ``name``; the same seed, the same run."""
     _desc, factory = SCENARIOS[name]
     data = random.Random(seed).randbytes(nbytes)
@@ -108,7 +109,8 @@ def run(name: str, nbytes: int, seed: int, cc: str = "cubic", max_time: float = 
     if observe is not None:
         cfg.sample_observer = observe
     client = Sender(StackCore([CLIENT], StackConfig(tcp=cfg), rng=random.Random(seed)))
-    server = Receiver(StackCore([SERVER], rng=random.Random(seed + 1)))
+    server = Receiver(StackCore([SERVER], StackConfig(tcp=rtcp or TCPConfig()),
+                                rng=random.Random(seed + 1)))
     net = Network(seed=seed)
     na = net.add_host(client, [ipaddress.ip_address(CLIENT).packed], "sender")
     nb = net.add_host(server, [ipaddress.ip_address(SERVER).packed], "receiver")
