@@ -501,10 +501,21 @@ class RackRecovery(SackRecovery):
 
     def arm_timers(self, c: "TCPConnection", now: float) -> None:
         """RFC 8985 7.2: arm the PTO after sending, unless recovery, the persist state, the
-        reordering timer or SACKed data make a probe pointless."""
-        if (c._in_recovery or c._in_loss or c._persisting or c._t_rack is not None
-                or self.rq.segs_sacked):
+        reordering timer or SACKed data make a probe pointless.
+
+        One exception (a choice beyond RFC 8985 7.2, which leaves fast recovery to "the
+        RACK reordering timer"): in fast recovery with no reordering timer pending, RACK
+        has nothing left to act on -- a retransmission lost again (or the ACKs of the last
+        segments lost) is detected by RACK's rule (6.2 step 5) only once a segment sent
+        after it is delivered, and with cwnd full nothing is sent.  There the PTO, restarted
+        by every ACK, sends one probe after 2 SRTT of silence: its SACK lets RACK mark the
+        lost retransmission instead of the RTO."""
+        if (c._in_loss or c._persisting or c._t_rack is not None
+                or (self.rq.segs_sacked and not c._in_recovery)):
             c._t_tlp = None
+        elif c._in_recovery:
+            c._t_tlp = self.tlp.pto_deadline(c._rtt.srtt, c.snd_nxt - c.snd_una, c.snd_mss,
+                                             c.config, now, c._t_rtx)
         elif c._tlp_rearm:
             c._t_tlp = self.tlp.pto_deadline(c._rtt.srtt, c.snd_nxt - c.snd_una, c.snd_mss,
                                              c.config, now, c._t_rtx)
@@ -512,8 +523,7 @@ class RackRecovery(SackRecovery):
     def on_tlp_timer(self, c: "TCPConnection", now: float) -> None:
         """RFC 8985 7.3 TLP_send_probe(): new data if the peer's window allows (cwnd not
         consulted), else the last unSACKed segment again."""
-        if (c.state not in c._SEND_STATES or c.snd_nxt <= c.snd_una
-                or c._in_recovery or c._in_loss):
+        if c.state not in c._SEND_STATES or c.snd_nxt <= c.snd_una or c._in_loss:
             return
         tlp = self.tlp
         if tlp.may_probe(c._rtt.samples):

@@ -605,14 +605,14 @@ def _hole_then_two_lost_acks(quickacks: int) -> Harness:
     return h
 
 
-def test_quick_acks_after_a_hole_keep_one_lost_ack_from_costing_an_rto():
+def test_quick_acks_after_a_hole_keep_one_lost_ack_from_stalling_the_sender():
     # Delayed ACKs (RFC 5681 4.2): after the hole is filled the receiver ACKs 18 and 19
-    # together; that one ACK lost, the sender -- still in recovery, so without a loss
-    # probe (RFC 8985 7.2) -- has nothing left to learn from but its RTO.
+    # together; that one ACK lost, the sender -- still in recovery -- has nothing left to
+    # learn from but a probe (test_probe_in_fast_recovery_...) or, before, its RTO.
     h = _hole_then_two_lost_acks(0)
     assert [((s.ack - BASE) & 0xFFFFFFFF) // MSS for t, d, s, ok in h.trace
             if d == "b>a" and 0.075 < t < 0.085] == [20]
-    assert counters(h.a)["timeouts"] == 1 and h.a.stats.retransmits == 2
+    assert counters(h.a)["tlp_probes"] == 1 and h.now > 0.12
     # Quick-ACK mode (Linux's; RFC 5681 4.2 lets a receiver ACK more often than every
     # second segment): after the hole, every in-order segment is ACKed at once, so the
     # ACK of 19 survives the loss of the one of 18 and the transfer ends in one recovery.
@@ -623,6 +623,21 @@ def test_quick_acks_after_a_hole_keep_one_lost_ack_from_costing_an_rto():
                                  retransmits=1, rescue_retransmits=0, tlp_probes=0,
                                  tlp_recoveries=0, recoveries=1, spurious_undos=0)
     assert h.now < 0.1
+
+
+def test_probe_in_fast_recovery_when_rack_has_nothing_to_act_on():
+    # The same path without quick ACKs: the ACK of 18 and 19 is lost, the sender is still
+    # in fast recovery (SND.UNA below the recovery point), cwnd is full and no reordering
+    # timer is pending.  RFC 8985 7.2 arms no PTO in recovery, so this used to end in the
+    # RTO (segment 3 again at 0.25 s, 1 timeout).  The PTO, restarted by each ACK, now
+    # probes with the highest segment 2 SRTT after the last ACK (RFC 8985 7.3); its SACK
+    # ends the recovery without a timeout.
+    h = _hole_then_two_lost_acks(0)
+    assert data_sent(h)[-3:] == [(0.07, 18, True), (0.07, 19, True), (0.11, 19, True)]
+    assert counters(h.a) == dict(timeouts=0, fast_retransmits=1, sack_retransmits=1,
+                                 retransmits=2, rescue_retransmits=0, tlp_probes=1,
+                                 tlp_recoveries=0, recoveries=1, spurious_undos=0)
+    assert not h.a.in_recovery and h.now == pytest.approx(0.13)
 
 
 def test_quick_acks_run_out_and_delayed_acks_resume():
