@@ -72,7 +72,7 @@ class Result:
 
 def run(name: str, nbytes: int, seed: int, cc: str = "cubic", max_time: float = 600.0,
         tcp: TCPConfig | None = None, observe: Callable[..., None] | None = None,
-        rtcp: TCPConfig | None = None) -> Result:
+        rtcp: TCPConfig | None = None, batch: float = 0.0) -> Result:
     """One transfer of ``nbytes`` under scenario ``name``; the same seed, the same run."""
     _desc, factory = SCENARIOS[name]
     data = random.Random(seed).randbytes(nbytes)
@@ -80,7 +80,37 @@ def run(name: str, nbytes: int, seed: int, cc: str = "cubic", max_time: float = 
     done: list[float] = []
     conns: list[Any] = []
 
-    class Sender(StackHost):
+    class Batched(StackHost):
+        """With ``batch`` > 0, packets are handed to the core in batches, one every
+        ``batch`` seconds at most (as an event loop reading a TUN device does: the core
+        then ACKs once per batch, StackCore.receive_packets)."""
+        pending: list[bytes]
+        flush_at: float | None = None
+
+        def receive_packet(self, packet: bytes, now: float) -> None:
+            if not batch:
+                super().receive_packet(packet, now)
+                return
+            if self.flush_at is None:
+                self.pending = []
+                self.flush_at = now + batch
+            self.pending.append(packet)
+
+        def next_timer(self) -> float | None:
+            t = self.core.next_timer()
+            f = self.flush_at
+            return f if t is None or (f is not None and f < t) else t
+
+        def handle_timer(self, now: float) -> None:
+            if self.flush_at is not None and now >= self.flush_at:
+                self.flush_at = None
+                self.core.receive_packets(self.pending, now)
+                self.react()
+            t = self.core.next_timer()
+            if t is not None and t <= now:
+                super().handle_timer(now)
+
+    class Sender(Batched):
         def react(self) -> None:
             for ep in self.core.pop_ready():
                 while (ev := ep.next_event()) is not None:
@@ -92,7 +122,7 @@ def run(name: str, nbytes: int, seed: int, cc: str = "cubic", max_time: float = 
                     elif isinstance(ev, Closed):
                         done.append(self.core.now)
 
-    class Receiver(StackHost):
+    class Receiver(Batched):
         def react(self) -> None:
             eps = []
             for lst in self.core.pop_ready_listeners():
@@ -157,15 +187,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=1, help="run seeds seed..seed+N-1 and sum")
     ap.add_argument("--cc", default="cubic")
     ap.add_argument("--only", default="", help="comma-separated scenario names")
+    ap.add_argument("--batch", type=float, default=0.0, metavar="SECONDS",
+                    help="hand received packets to each stack in batches at most this often "
+                         "(an event loop reading a TUN device; 0: one by one)")
     a = ap.parse_args(argv)
     names = [n for n in a.only.split(",") if n] or list(SCENARIOS)
     nbytes = int(a.mb * 1e6)
     print(f"{a.mb:g} MB per transfer, cc={a.cc}, seeds {a.seed}..{a.seed + a.seeds - 1}; "
-          f"200 Mbit/s, queue 100 pkts, RTT ~1 ms; impairment on both directions")
+          f"200 Mbit/s, queue 100 pkts, RTT ~1 ms; impairment on both directions"
+          + (f"; receive batches every {a.batch * 1e6:g} us" if a.batch else ""))
     print(HEADER)
     for name in names:
         for seed in range(a.seed, a.seed + a.seeds):
-            r = run(name, nbytes, seed, a.cc)
+            r = run(name, nbytes, seed, a.cc, batch=a.batch)
             if a.seeds > 1:
                 r.name = f"{name}/{seed}"
             print(row(r), flush=True)
