@@ -52,7 +52,14 @@ SCENARIOS: dict[str, tuple[str, Callable[[], Impairment]]] = {
     "rtt50": ("50 ms RTT", lambda: _path(delay=0.025)),
     "rtt50-1pct": ("50 ms RTT + 1% loss", lambda: _path(delay=0.025, loss=0.01)),
     "reorder": ("20% reorder +10 ms", lambda: _path(reorder=0.20, reorder_delay=0.010)),
+    # A nearly idle flow: the application writes 4 segments every 5 ms (~9 Mbit/s), so
+    # each burst of losses meets a short flight with little or no data behind it.
+    "idle-burst": ("app-limited + bursts", lambda: _path(
+        burst_loss=GilbertElliott(p=0.1 / 99, r=0.1))),
+    "idle-3pct": ("app-limited + 3% loss", lambda: _path(loss=0.03)),
 }
+# Scenarios whose sender is application-limited: (bytes per write, seconds between writes).
+APP_LIMITED = {"idle-burst": (4 * 1448, 0.005), "idle-3pct": (4 * 1448, 0.005)}
 
 
 @dataclass
@@ -115,8 +122,18 @@ def run(name: str, nbytes: int, seed: int, cc: str = "cubic", max_time: float = 
             for ep in self.core.pop_ready():
                 while (ev := ep.next_event()) is not None:
                     if isinstance(ev, Established):
-                        ep.send(data, self.core.now)
-                        ep.shutdown_write(self.core.now)
+                        if name in APP_LIMITED:
+                            chunk, every = APP_LIMITED[name]
+                            for i, off in enumerate(range(0, len(data), chunk)):
+                                def write(now: float, ep: Any = ep, off: int = off) -> None:
+                                    ep.send(data[off:off + chunk], now)
+                                    if off + chunk >= len(data):
+                                        ep.shutdown_write(now)
+                                    self.react()
+                                net.call_at(self.core.now + i * every, write)
+                        else:
+                            ep.send(data, self.core.now)
+                            ep.shutdown_write(self.core.now)
                     elif isinstance(ev, Eof):
                         ep.close(self.core.now)
                     elif isinstance(ev, Closed):
