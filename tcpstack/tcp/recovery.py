@@ -514,8 +514,10 @@ class RackRecovery(SackRecovery):
                 or (self.rq.segs_sacked and not c._in_recovery)):
             c._t_tlp = None
         elif c._in_recovery:
-            c._t_tlp = self.tlp.pto_deadline(c._rtt.srtt, c.snd_nxt - c.snd_una, c.snd_mss,
-                                             c.config, now, c._t_rtx)
+            # (only while a probe may go: otherwise the timer would only wake to skip it)
+            c._t_tlp = (self.tlp.pto_deadline(c._rtt.srtt, c.snd_nxt - c.snd_una, c.snd_mss,
+                                              c.config, now, c._t_rtx)
+                        if self.tlp.may_probe(c._rtt.samples) else None)
         elif c._tlp_rearm:
             c._t_tlp = self.tlp.pto_deadline(c._rtt.srtt, c.snd_nxt - c.snd_una, c.snd_mss,
                                              c.config, now, c._t_rtx)

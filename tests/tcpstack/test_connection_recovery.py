@@ -649,3 +649,29 @@ def test_quick_acks_run_out_and_delayed_acks_resume():
     acks = [((s.ack - BASE) & 0xFFFFFFFF) // MSS for t, d, s, ok in h.trace
             if d == "b>a" and t > 0.095]
     assert acks == [22, 24, 26, 28]              # every second segment again
+
+
+def test_no_probe_timer_in_recovery_while_a_probe_is_out():
+    # RFC 8985 7.3: one probe at a time; the recovery PTO is not re-armed (it would only
+    # wake to skip the probe) until the outstanding one is answered.
+    seen: dict[int, int] = {}
+    state = {"drop3": True, "acks": 0}
+
+    def hook(d, s):
+        if d == "a>b" and s.payload:
+            i = seen.setdefault(s.seq, len(seen))
+            if i == 3 and state["drop3"]:
+                state["drop3"] = False
+                return []
+        if d == "b>a" and not s.payload and ((s.ack - BASE) & 0xFFFFFFFF) >= 18 * MSS:
+            return []                                   # every ACK from the hole on: lost
+        return None
+    h = Harness(TCPConfig(), TCPConfig(quickacks=0), hook=hook)
+    h.established()
+    h.clear_trace()
+    h.write("a", bytes(20 * MSS))
+    a = h.a
+    h.run(stop=lambda: a.stats.tlp_probes == 1)
+    assert a.in_recovery and a._t_tlp is None and a._t_rtx is not None
+    h.run(until=h.now + 0.1)                             # its answer is lost too
+    assert a.stats.tlp_probes == 1 and a._t_tlp is None
