@@ -30,6 +30,9 @@ class TCPConfig:
     nodelay: bool = False            # True disables Nagle (RFC 896 / RFC 9293 3.7.4)
     delayed_ack: bool = True         # RFC 9293 3.8.6.3 / RFC 5681 4.2
     delayed_ack_timeout: float = 0.040
+    quickacks: int = 16              # after a sign of loss (out-of-order text, a hole filled,
+                                     # a duplicate) ACK this many in-order segments at once
+                                     # (Linux's quick-ACK mode, TCP_MAX_QUICKACKS); 0: off
     rto_initial: float = 1.0         # RFC 6298 rule (2.1)
     rto_min: float = 0.2             # Linux's minimum; RFC 6298 rule (2.4) says 1 s SHOULD; configurable
     rto_max: float = 60.0            # RFC 6298 rule (2.5)

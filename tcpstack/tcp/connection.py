@@ -277,6 +277,7 @@ class TCPConnection:
         self._rbuf_len = 0
         self._eof_deferred = False
         self._ack_now = False
+        self._quickacks = 0          # in-order segments still to ACK at once (after a loss sign)
         self._unacked_bytes = 0      # in-order octets received since our last ACK
 
         # --- RTT / RTO (RFC 6298) and congestion control ---
@@ -1035,7 +1036,8 @@ class TCPConnection:
             tsval = seg.tsval
             if tsval is None or ((tsval - self.ts_recent) & MASK >= HALF
                                  and tsval != self.ts_recent):
-                if self._paws_reject(tsval, seq, plen, seglen, now):
+                if not self._disordered_ack(seg, tsval, seq, plen) \
+                        and self._paws_reject(tsval, seq, plen, seglen, now):
                     return
 
         # "fourth, check the SYN bit", taken ahead of "first" as RFC 5961 4.2 requires: a
@@ -1131,6 +1133,26 @@ class TCPConnection:
                 # "seventh", CLOSE-WAIT, CLOSING, LAST-ACK: text after the peer's FIN is
                 # ignored.
                 st.dropped_segments += 1
+
+    def _disordered_ack(self, seg: TCPSegment, tsval: int | None, seq: int,
+                        plen: int) -> bool:
+        """A pure ACK that was merely overtaken by later ACKs (ACK reordering): PAWS (RFC
+        7323 5.3 R1) would drop it, and with it the SACK and D-SACK blocks that loss
+        detection and undo need (RFC 2883, RFC 3708), though it can do no harm: it carries
+        no data, moves neither SND.UNA nor the window, and its TSval is not used (TS.Recent
+        is only advanced, 4.3).  Accepted as Linux's tcp_disordered_ack() does (relaxed to
+        ACKs below SND.UNA, whose only use here is their SACK information), provided the
+        TSval lies within one RTO of TS.Recent (1 ms ticks assumed)."""
+        if tsval is None or plen or seg.flags & (SYN | FIN | RST | ACK) != ACK \
+                or seq != self.rcv_nxt or not self.sack_ok:
+            return False
+        snd_una = self.snd_una
+        ack = snd_una + (((seg.ack - snd_una) + HALF) & MASK) - HALF
+        if ack > snd_una or ack < snd_una - self.max_snd_wnd:
+            return False
+        if ack == snd_una and (seg.window << self.snd_wscale) != self.snd_wnd:
+            return False                     # it could update the window: not harmless
+        return (self.ts_recent - tsval) & MASK <= max(1, int(self._rtt.rto * 1000))
 
     def _paws_reject(self, tsval: int | None, seq: int, plen: int, seglen: int,
                      now: float) -> bool:
@@ -1548,7 +1570,17 @@ class TCPConnection:
         if self._dsack is not None:
             immediate = True                    # the D-SACK goes out now (RFC 2883 4)
         if immediate:
+            if n or plen:
+                # A sign of loss (out-of-order text, a hole filled, a duplicate): the sender
+                # is recovering, with a small window.  ACK the next in-order segments at
+                # once too (Linux's quick-ACK mode), so that one lost ACK does not hide a
+                # whole flight from it and an odd last segment does not wait for the
+                # delayed-ACK timer (RFC 5681 4.2 lets a receiver ACK more often).
+                self._quickacks = self.config.quickacks
             self._out.append(self._build(self.snd_nxt, ACK, now=now))
+        elif self._unacked_bytes and self._quickacks > 0:
+            self._quickacks -= 1
+            self._ack_now = True
         elif self._unacked_bytes:
             # Delayed ACK (RFC 9293 3.8.6.3, RFC 5681 4.2): ACK at least every second
             # full-sized segment, and within delayed_ack_timeout.  Counted in bytes, so a
@@ -1708,6 +1740,7 @@ class TCPConnection:
                 and self.state is not SYN_RECEIVED:
             # RFC 5681 4.1: restart window after an idle period longer than the RTO.
             if self._has_unsent():
+                self._undo.forget_older()         # (older episodes' cwnd is stale now)
                 self.cc.on_idle_restart(now, self._rtt.rto)
         if self.snd_nxt == snd_una:
             self._stall_since = now

@@ -28,7 +28,7 @@ import abc
 
 from typing import TYPE_CHECKING
 
-from tcpstack.tcp.rack import LOST, RTX, SACKED, SendQueue, SentSegment
+from tcpstack.tcp.rack import LOST, RTX, SACKED, SendQueue, SentSegment, sent_after
 from tcpstack.tcp.tlp import TailLossProbe
 
 if TYPE_CHECKING:
@@ -244,8 +244,16 @@ class SackRecovery(LossRecovery):
     def on_partial_ack(self, c: "TCPConnection", ack: int, acked: int) -> bool:
         if not c._sb:
             # No SACK information at all (stripped by a middlebox?): NewReno's partial-ACK
-            # rule, the next segment is lost.
-            self.rq.mark_head_lost()
+            # rule, the next segment is lost -- unless it was itself retransmitted after
+            # the latest segment this ACK delivered: that retransmission's ACK may be the
+            # next to come (RFC 8985 6.2's time order; e.g. a rescue retransmission, RFC
+            # 6675 NextSeg() rule 4, sent just after the one now acknowledged).
+            rq = self.rq
+            head = rq.first()
+            if head is not None and head.flags & RTX and rq.xmit_ts >= 0 and \
+                    sent_after(head.xmit_ts, head.xmit_no, rq.xmit_ts, rq.xmit_no):
+                return True
+            rq.mark_head_lost()
         return True
 
     def on_recovery_exit(self, c: "TCPConnection") -> None:
@@ -468,6 +476,7 @@ class RackRecovery(SackRecovery):
                 # response is still owed, if no recovery episode took care of it.
                 c._stats.tlp_recoveries += 1
                 if not (c._in_recovery or c._in_loss):
+                    c._undo.forget_older()       # a response no episode can undo
                     c.cc.on_congestion_event(now, c._flight_size(prior_una))
                     c.cc.on_recovery_exit(now)
 
@@ -494,10 +503,23 @@ class RackRecovery(SackRecovery):
 
     def arm_timers(self, c: "TCPConnection", now: float) -> None:
         """RFC 8985 7.2: arm the PTO after sending, unless recovery, the persist state, the
-        reordering timer or SACKed data make a probe pointless."""
-        if (c._in_recovery or c._in_loss or c._persisting or c._t_rack is not None
-                or self.rq.segs_sacked):
+        reordering timer or SACKed data make a probe pointless.
+
+        One exception (a choice beyond RFC 8985 7.2, which leaves fast recovery to "the
+        RACK reordering timer"): in fast recovery with no reordering timer pending, RACK
+        has nothing left to act on -- a retransmission lost again (or the ACKs of the last
+        segments lost) is detected by RACK's rule (6.2 step 5) only once a segment sent
+        after it is delivered, and with cwnd full nothing is sent.  There the PTO, restarted
+        by every ACK, sends one probe after 2 SRTT of silence: its SACK lets RACK mark the
+        lost retransmission instead of the RTO."""
+        if (c._in_loss or c._persisting or c._t_rack is not None
+                or (self.rq.segs_sacked and not c._in_recovery)):
             c._t_tlp = None
+        elif c._in_recovery:
+            # (only while a probe may go: otherwise the timer would only wake to skip it)
+            c._t_tlp = (self.tlp.pto_deadline(c._rtt.srtt, c.snd_nxt - c.snd_una, c.snd_mss,
+                                              c.config, now, c._t_rtx)
+                        if self.tlp.may_probe(c._rtt.samples) else None)
         elif c._tlp_rearm:
             c._t_tlp = self.tlp.pto_deadline(c._rtt.srtt, c.snd_nxt - c.snd_una, c.snd_mss,
                                              c.config, now, c._t_rtx)
@@ -505,8 +527,7 @@ class RackRecovery(SackRecovery):
     def on_tlp_timer(self, c: "TCPConnection", now: float) -> None:
         """RFC 8985 7.3 TLP_send_probe(): new data if the peer's window allows (cwnd not
         consulted), else the last unSACKed segment again."""
-        if (c.state not in c._SEND_STATES or c.snd_nxt <= c.snd_una
-                or c._in_recovery or c._in_loss):
+        if c.state not in c._SEND_STATES or c.snd_nxt <= c.snd_una or c._in_loss:
             return
         tlp = self.tlp
         if tlp.may_probe(c._rtt.samples):

@@ -17,7 +17,7 @@ from tcpstack.tcp.config import TCPConfig
 from tcpstack.tcp.connection import TCPState
 from tcpstack.errors import ConnectionResetByPeerError
 from tcpstack.tcp.rack import DONE, EVER, LINKED, LOST, RTX, SACKED, SendQueue
-from tcpstack.wire.segment import ACK, RST, SYN, TCPSegment
+from tcpstack.wire.segment import ACK, FIN, RST, SYN, TCPSegment
 
 from .harness import PORT_A, PORT_B, Harness
 
@@ -504,3 +504,174 @@ def test_send_queue_counters_and_lists_stay_consistent(ops):
         q.ack(nxt, now, None)
         _check_invariants(q)
         assert len(q) == 0 and q.sacked_out == q.lost_out == q.retrans_out == 0
+
+
+# --------------------------------------------------------------------------- reordered ACKs
+
+def _reordered_dsack_ack(h_hold: dict) -> Harness:
+    """Segment 2 of 40 is delayed 15 ms (RACK retransmits it, spuriously); the ACK with the
+    D-SACK for the late original is itself held 15 ms, so ACKs sent after it, with newer
+    TSvals, overtake it."""
+    def extra(d, s):
+        if d == "a>b" and s.payload and "seg" not in h_hold and \
+                (s.seq - h.a.iss - 1) & 0xFFFFFFFF == 2 * h.a.snd_mss:
+            h_hold["seg"] = 1
+            return 0.015
+        if d == "b>a" and s.sack_blocks and "ack" not in h_hold and h.b is not None:
+            s0, e0 = s.sack_blocks[0]
+            if (e0 - s.ack) & 0xFFFFFFFF == 0 or (s.ack - e0) & 0xFFFFFFFF < 0x80000000:
+                h_hold["ack"] = s.tsval
+                return 0.015                  # the D-SACK ACK: overtaken by later ACKs
+        return 0.0
+    h = Harness(TCPConfig(rto_min=1.0), TCPConfig(), extra_delay=extra)
+    h.established()
+    h.clear_trace()
+    h.write("a", bytes(40 * MSS))
+    h.run()
+    return h
+
+
+def test_reordered_pure_ack_with_old_timestamp_keeps_its_dsack():
+    # RFC 7323 5.3 R1 (PAWS) would drop the overtaken ACK, its TSval being older than
+    # TS.Recent, and with it the D-SACK (RFC 2883) that undo and RACK's reordering window
+    # (RFC 8985 6.2 step 4) need.  A pure ACK that moves neither SND.UNA nor the window is
+    # accepted, as Linux's tcp_disordered_ack() does.
+    hold: dict = {}
+    h = _reordered_dsack_ack(hold)
+    a = h.a
+    assert "ack" in hold and a.stats.retransmits == 1
+    late = [s for t, d, s, _ in h.trace if d == "b>a" and s.tsval == hold["ack"]
+            and s.sack_blocks]
+    assert late and any(((s.ack - h.a.iss) & 0xFFFFFFFF) > 0 for s in late)
+    assert a.stats.paws_drops == 0
+    assert a.stats.dsacks_in == 1 and h.b.stats.dsacks_out == 1
+
+
+def test_paws_still_drops_an_old_segment_that_is_not_a_harmless_pure_ack():
+    h = Harness()
+    h.established()
+    a, b = h.a, h.b
+    h.write("a", bytes(MSS))
+    h.run()
+    una, win = a.snd_una, h.sent("b>a")[-1].window     # b's last window field
+    for kw in ({"payload": b"x"},                                   # data
+               {"tsval_back": 10_000},                              # older than one RTO
+               {"ack": una - 1, "flags": ACK | FIN}):               # a FIN
+        payload = kw.get("payload", b"")
+        flags = kw.get("flags", ACK)
+        seg = TCPSegment(PORT_B, PORT_A, b.snd_nxt, kw.get("ack", una) & 0xFFFFFFFF,
+                         flags, win, payload,
+                         tsval=(a.ts_recent - kw.get("tsval_back", 5)) & 0xFFFFFFFF,
+                         tsecr=0)
+        before = a.stats.paws_drops
+        h.inject("a", seg)
+        assert a.stats.paws_drops == before + 1, kw
+    # ... while the same pure ACK, 5 ms old, is accepted.
+    seg = TCPSegment(PORT_B, PORT_A, b.snd_nxt, una & 0xFFFFFFFF, ACK, win,
+                     b"", tsval=(a.ts_recent - 5) & 0xFFFFFFFF, tsecr=0)
+    before = a.stats.paws_drops
+    h.inject("a", seg)
+    assert a.stats.paws_drops == before
+
+
+# --------------------------------------------------------------------------- quick ACKs
+
+def _hole_then_two_lost_acks(quickacks: int) -> Harness:
+    """20 segments; segment 3 lost.  The ACK of the retransmission that fills the hole is
+    lost, and so is the first ACK covering the two new segments (18, 19) sent after it."""
+    seen: dict[int, int] = {}
+    dropped: set = set()
+
+    def hook(d, s):
+        if d == "a>b" and s.payload:
+            i = seen.setdefault(s.seq, len(seen))
+            if i == 3 and 3 not in dropped:
+                dropped.add(3)
+                return []
+        if d == "b>a" and not s.payload:
+            acked = (s.ack - BASE) & 0xFFFFFFFF
+            for k in (18, 19):
+                if ("ack", k) not in dropped and k * MSS <= acked < 0x80000000:
+                    dropped.add(("ack", k))
+                    return []
+        return None
+    h = Harness(TCPConfig(), TCPConfig(quickacks=quickacks), hook=hook)
+    h.established()
+    h.clear_trace()
+    data = random.Random(5).randbytes(20 * MSS)
+    h.write("a", data)
+    h.run()
+    assert bytes(h.received["b"]) == data
+    return h
+
+
+def test_quick_acks_after_a_hole_keep_one_lost_ack_from_stalling_the_sender():
+    # Delayed ACKs (RFC 5681 4.2): after the hole is filled the receiver ACKs 18 and 19
+    # together; that one ACK lost, the sender -- still in recovery -- has nothing left to
+    # learn from but a probe (test_probe_in_fast_recovery_...) or, before, its RTO.
+    h = _hole_then_two_lost_acks(0)
+    assert [((s.ack - BASE) & 0xFFFFFFFF) // MSS for t, d, s, ok in h.trace
+            if d == "b>a" and 0.075 < t < 0.085] == [20]
+    assert counters(h.a)["tlp_probes"] == 1 and h.now > 0.12
+    # Quick-ACK mode (Linux's; RFC 5681 4.2 lets a receiver ACK more often than every
+    # second segment): after the hole, every in-order segment is ACKed at once, so the
+    # ACK of 19 survives the loss of the one of 18 and the transfer ends in one recovery.
+    h = _hole_then_two_lost_acks(16)
+    assert [(((s.ack - BASE) & 0xFFFFFFFF) // MSS, ok) for t, d, s, ok in h.trace
+            if d == "b>a" and 0.075 < t < 0.085] == [(19, False), (20, True)]
+    assert counters(h.a) == dict(timeouts=0, fast_retransmits=1, sack_retransmits=0,
+                                 retransmits=1, rescue_retransmits=0, tlp_probes=0,
+                                 tlp_recoveries=0, recoveries=1, spurious_undos=0)
+    assert h.now < 0.1
+
+
+def test_probe_in_fast_recovery_when_rack_has_nothing_to_act_on():
+    # The same path without quick ACKs: the ACK of 18 and 19 is lost, the sender is still
+    # in fast recovery (SND.UNA below the recovery point), cwnd is full and no reordering
+    # timer is pending.  RFC 8985 7.2 arms no PTO in recovery, so this used to end in the
+    # RTO (segment 3 again at 0.25 s, 1 timeout).  The PTO, restarted by each ACK, now
+    # probes with the highest segment 2 SRTT after the last ACK (RFC 8985 7.3); its SACK
+    # ends the recovery without a timeout.
+    h = _hole_then_two_lost_acks(0)
+    assert data_sent(h)[-3:] == [(0.07, 18, True), (0.07, 19, True), (0.11, 19, True)]
+    assert counters(h.a) == dict(timeouts=0, fast_retransmits=1, sack_retransmits=1,
+                                 retransmits=2, rescue_retransmits=0, tlp_probes=1,
+                                 tlp_recoveries=0, recoveries=1, spurious_undos=0)
+    assert not h.a.in_recovery and h.now == pytest.approx(0.13)
+
+
+def test_quick_acks_run_out_and_delayed_acks_resume():
+    h = _hole_then_two_lost_acks(2)
+    b = h.b
+    assert b._quickacks == 0
+    h.write("a", bytes(8 * MSS))
+    h.run()
+    acks = [((s.ack - BASE) & 0xFFFFFFFF) // MSS for t, d, s, ok in h.trace
+            if d == "b>a" and t > 0.095]
+    assert acks == [22, 24, 26, 28]              # every second segment again
+
+
+def test_no_probe_timer_in_recovery_while_a_probe_is_out():
+    # RFC 8985 7.3: one probe at a time; the recovery PTO is not re-armed (it would only
+    # wake to skip the probe) until the outstanding one is answered.
+    seen: dict[int, int] = {}
+    state = {"drop3": True, "acks": 0}
+
+    def hook(d, s):
+        if d == "a>b" and s.payload:
+            i = seen.setdefault(s.seq, len(seen))
+            if i == 3 and state["drop3"]:
+                state["drop3"] = False
+                return []
+        if d == "b>a" and not s.payload and ((s.ack - BASE) & 0xFFFFFFFF) >= 18 * MSS:
+            return []                                   # every ACK from the hole on: lost
+        return None
+    h = Harness(TCPConfig(), TCPConfig(quickacks=0), hook=hook)
+    h.established()
+    h.clear_trace()
+    h.write("a", bytes(20 * MSS))
+    a = h.a
+    h.run(stop=lambda: a.stats.tlp_probes == 1)
+    assert a.in_recovery and a._t_tlp is None and a._t_rtx is not None
+    h.run(until=h.now + 0.1)                             # its answer is lost too
+    assert a.stats.tlp_probes == 1 and a._t_tlp is None

@@ -94,6 +94,54 @@ def test_undo_dsack_needs_every_retransmission_of_the_episode_reported():
     assert u.cc_state is None and u.dsack(1000, 2000, 1000) is False
 
 
+
+def test_undo_chains_over_an_overlapping_episode_whose_dsacks_come_late():
+    # Reordering longer than RACK's window (capped at SRTT, RFC 8985 6.2 step 4): the
+    # D-SACKs of episode 1 arrive after episode 2 began.  All retransmissions of both were
+    # spurious, so the state from before episode 1 comes back, not the already reduced one
+    # from before episode 2.
+    u = SpuriousUndo(1000)
+    u.begin("cc1", 20_000, 1000, rto=False)
+    u.retransmitted(2000)
+    u.begin("cc2", 14_000, 5000, rto=False)              # episode 1 still unreported
+    u.retransmitted(6000)
+    assert u.dsack(1000, 2000, 1000) is False            # episode 1 done; 2 still pending
+    assert u.dsack(5000, 6000, 1000) is True
+    assert (u.cc_state, u.cwnd) == ("cc1", 20_000)       # before episode 1
+    u.done()
+    # The other order: episode 2 is undone first (to before 2), then episode 1's D-SACK
+    # arrives and takes it back to before episode 1.
+    u = SpuriousUndo(1000)
+    u.begin("cc1", 20_000, 1000, rto=False)
+    u.retransmitted(2000)
+    u.begin("cc2", 14_000, 5000, rto=False)
+    u.retransmitted(6000)
+    assert u.dsack(5000, 6000, 1000) is True and u.cc_state == "cc2"
+    u.done()
+    assert u.dsack(1000, 2000, 1000) is True and (u.cc_state, u.cwnd) == ("cc1", 20_000)
+
+
+def test_undo_chain_stops_at_a_genuine_loss_a_timeout_or_a_probe_response():
+    u = SpuriousUndo(1000)
+    u.begin("cc1", 20_000, 1000, rto=False)
+    u.retransmitted(2000)                                # genuine: never D-SACKed
+    u.begin("cc2", 14_000, 5000, rto=False)
+    u.retransmitted(6000)
+    assert u.dsack(5000, 6000, 1000) is True and u.cc_state == "cc2"   # episode 2 only
+    for forget in ("rto", "probe"):
+        u = SpuriousUndo(1000)
+        u.begin("cc1", 20_000, 1000, rto=False)
+        u.retransmitted(2000)
+        if forget == "rto":
+            u.begin("cc2", 14_000, 5000, rto=True)
+        else:
+            u.forget_older()                             # a TLP-repaired loss's response
+            u.begin("cc2", 14_000, 5000, rto=False)
+        u.retransmitted(6000)
+        assert u.dsack(1000, 2000, 1000) is False
+        assert u.dsack(5000, 6000, 1000) is True and u.cc_state == "cc2", forget
+
+
 # --- tail loss probes (RFC 8985 7)
 
 def test_pto_is_two_srtt_plus_delayed_ack_budget_for_one_segment_capped_by_rto():
