@@ -40,7 +40,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Awaitable, Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -267,7 +267,8 @@ async def send_data(writer: asyncio.StreamWriter, data: bytes) -> None:
     writer.write_eof()
 
 
-def stack_host_b(net: Any, data: bytes, port: int):  # type: ignore[no-untyped-def]
+def stack_host_b(net: Any, data: bytes,
+                 port: int) -> Callable[[socket.socket], Awaitable[None]]:
     """The serve() of host B's forked process: for each of plain (port, port+1) and tcpcrypt
     (port+2, port+3) a sink (reads to EOF, answers a JSON line: bytes, SHA-256) and a source
     (sends `data`, half-closes, waits for the peer's close, then reports its own connection
