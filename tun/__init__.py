@@ -12,7 +12,7 @@ __all__ = [
     "TunDevice", "AsyncTun", "TunError", "bring_up", "async_link", "unique_ifname",
     "MemoryLink", "ImpairedLink", "Impairment",
     "NetNS", "VethPair", "TunInNamespace", "Netem", "netem_available",
-    "KernelSide", "TwoHosts",
+    "KernelSide", "TwoHosts", "RoutedHosts",
 ]
 
 __getattr__ = lazy(__name__, {
@@ -22,4 +22,5 @@ __getattr__ = lazy(__name__, {
     "ImpairedLink": "tun.impaired", "Impairment": "tcpstack.impairment",
     **dict.fromkeys(["NetNS", "VethPair", "TunInNamespace", "Netem", "netem_available"], "tun.netns"),
     "KernelSide": "tun.topology", "TwoHosts": "tun.topology",
+    "RoutedHosts": "tun.topology",
 })

@@ -225,6 +225,85 @@ class TwoHosts:
             ns.close()
 
 
+class RoutedHosts:
+    """Two hosts joined through a third, router namespace (where a bench puts its impairments:
+    qdiscs on the router's egress, iptables/nft rules in its FORWARD hook, NFQUEUE):
+
+        stack1 10.231.A.2 -- tun -- [host A 10.231.A.1] == veth 10.234.P.1|.2 == [router]
+        [router] == veth 10.234.P.5|.6 == [host B 10.231.B.1] -- tun -- stack2 10.231.B.2
+
+    Each host routes everything via the router; the router routes the two TUN subnets back
+    to the hosts.  host_addrs are the hosts' own (kernel) addresses on the veths, for
+    kernel-TCP traffic over the same path; stack_addrs the userspace stacks' addresses.
+    offload=False (the default) turns every veth offload off (ethtool: TSO, GSO, GRO,
+    checksums) and opens the TUNs without IFF_VNET_HDR: MTU-sized packets end to end, for
+    the kernel's TCP and the stacks alike.  Everything is removed on exit, also on error.
+    """
+
+    def __init__(self, mtu: int = 1500, *, offload: bool = False) -> None:
+        base = (os.getpid() * 2 + 2 * next(_n)) % 240 + 2
+        self.a_idx, self.b_idx = base, base + 1
+        self.stack_addrs = (f"10.231.{self.a_idx}.2", f"10.231.{self.b_idx}.2")
+        self.kernel_addrs = (f"10.231.{self.a_idx}.1", f"10.231.{self.b_idx}.1")
+        self.host_addrs = (f"10.234.{base}.1", f"10.234.{base}.6")
+        self.router_addrs = (f"10.234.{base}.2", f"10.234.{base}.5")
+        self.mtu = mtu
+        self.offload = offload
+        self.hosts: list[NetNS] = []
+        self.router: NetNS | None = None
+        self._tuns: list[TunInNamespace] = []
+        self.veths: list[VethPair] = []
+
+    def __enter__(self) -> "RoutedHosts":
+        try:
+            self.hosts = [NetNS(), NetNS()]
+            self.router = NetNS()
+            for ns, k in zip(self.hosts, self.kernel_addrs):
+                self._tuns.append(TunInNamespace(ns, f"{k}/24", mtu=self.mtu))
+            for ns in (*self.hosts, self.router):
+                ns.sysctl("net.ipv4.ip_forward", 1)
+            ha, hb = self.host_addrs
+            ra, rb = self.router_addrs
+            self.veths = [VethPair(self.hosts[0], self.router, f"{ha}/30", f"{ra}/30", mtu=self.mtu),
+                          VethPair(self.router, self.hosts[1], f"{rb}/30", f"{hb}/30", mtu=self.mtu)]
+            self.hosts[0].ip("route", "add", "default", "via", ra)
+            self.hosts[1].ip("route", "add", "default", "via", rb)
+            self.router.ip("route", "add", f"10.231.{self.a_idx}.0/24", "via", ha)
+            self.router.ip("route", "add", f"10.231.{self.b_idx}.0/24", "via", hb)
+            if not self.offload:
+                for ns, dev in self.veth_ends():
+                    ns.run(["ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off",
+                            "tx", "off", "rx", "off"], check=True)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def veth_ends(self) -> list[tuple[NetNS, str]]:
+        """(namespace, interface) of all four veth ends."""
+        a, b = self.veths
+        assert self.router is not None
+        return [(self.hosts[0], a.name_a), (self.router, a.name_b),
+                (self.router, b.name_a), (self.hosts[1], b.name_b)]
+
+    @property
+    def router_ifs(self) -> tuple[str, str]:
+        """The router's interfaces towards host A and towards host B."""
+        return self.veths[0].name_b, self.veths[1].name_a
+
+    @property
+    def devices(self) -> list[TunDevice]:
+        return [t.device for t in self._tuns]
+
+    def __exit__(self, *exc: object) -> None:
+        for v in self.veths:
+            v.close()
+        for t in self._tuns:
+            t.close()
+        for ns in (*self.hosts, *([self.router] if self.router else [])):
+            ns.close()
+
+
 async def wait_for_port(k: KernelSide, addr: str, port: int, timeout: float = 10.0) -> None:
     """Wait until a kernel-side server listens on addr:port (polls `ss` in the namespace)."""
     deadline = time.monotonic() + timeout
