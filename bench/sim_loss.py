@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from tcpstack.host.endpoint import Closed, Data, Eof, Established
+from tcpstack.host.endpoint import Closed, Eof, Established
 from tcpstack.host.stack import StackConfig, StackCore
 from tcpstack.impairment import GilbertElliott, Impairment
-from tcpstack.sim import Network, StackHost
+from tcpstack.sim import Network, StackHost, sink
 from tcpstack.tcp.config import TCPConfig
 
 CLIENT, SERVER = "10.0.0.1", "10.0.0.2"
@@ -141,16 +141,7 @@ def run(name: str, nbytes: int, seed: int, cc: str = "cubic", max_time: float = 
 
     class Receiver(Batched):
         def react(self) -> None:
-            eps = []
-            for lst in self.core.pop_ready_listeners():
-                while (ep := lst.accept()) is not None:
-                    eps.append(ep)
-            for ep in eps + list(self.core.pop_ready()):
-                while (ev := ep.next_event()) is not None:
-                    if isinstance(ev, Data):
-                        received.extend(ev.data)
-                    elif isinstance(ev, Eof):
-                        ep.close(self.core.now)
+            sink(self.core, received)
 
     cfg = tcp or TCPConfig(congestion_control=cc)
     if observe is not None:

@@ -88,6 +88,22 @@ class StackHost:
         self.react()
 
 
+def sink(core: Any, received: bytearray) -> None:
+    """A bulk receiver's react() on a StackHost: accept every ready connection, append what
+    arrives to `received`, close at the peer's EOF."""
+    from tcpstack.host.endpoint import Data, Eof
+    eps = []
+    for lst in core.pop_ready_listeners():
+        while (ep := lst.accept()) is not None:
+            eps.append(ep)
+    for ep in eps + list(core.pop_ready()):
+        while (ev := ep.next_event()) is not None:
+            if isinstance(ev, Data):
+                received.extend(ev.data)
+            elif isinstance(ev, Eof):
+                ep.close(core.now)
+
+
 # One direction of a simulated link is an Impairment (tcpstack/impairment.py), the model the
 # userspace ImpairedLink and the test harness share; LinkConfig is its name here.
 LinkConfig = Impairment

@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from tests.waiting import wait_for
 from tcpstack.tools.cli import render_stats
 from tun.netns import NetNS
 from tun.topology import TwoHosts
@@ -23,14 +24,6 @@ ENV = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH
 CMD = [sys.executable, "-m", "tcpstack"]
 
 
-def wait_for(pred, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def stats(ctl: str) -> dict:

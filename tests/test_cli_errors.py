@@ -18,6 +18,7 @@ from typing import Iterator
 
 import pytest
 
+from tests.waiting import wait_for
 from tcpstack.tools.diagram import build
 from tcpstack.wire.ip import build_ipv4
 from tcpstack.wire.segment import ACK, SYN, TCPSegment
@@ -68,14 +69,6 @@ def procs() -> Iterator[list[subprocess.Popen]]:
             pass
 
 
-def wait_for(pred, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 # --- what was typed: exit 2, no root needed (nothing is created) ----------------------------

@@ -207,9 +207,9 @@ def run_sim(cc: str, *, loss: float = 0.01, rate_bps: float = 20e6, delay: float
     control `cc` ("newreno", "cubic") at the sender, `loss` (independent, 0..1) on the data
     direction only (the ACK path is clean), `rate_bps` each way and `delay` one way; the
     same seed makes the same run.  Plain TCP (no tcpcrypt), SACK and timestamps on."""
-    from tcpstack.host.endpoint import Closed, Data, Eof, Established
+    from tcpstack.host.endpoint import Closed, Eof, Established
     from tcpstack.host.stack import StackConfig, StackCore
-    from tcpstack.sim import LinkConfig, Network, StackHost
+    from tcpstack.sim import LinkConfig, Network, StackHost, sink
     from tcpstack.tcp.config import TCPConfig
 
     recorder = CCRecorder()
@@ -232,16 +232,7 @@ def run_sim(cc: str, *, loss: float = 0.01, rate_bps: float = 20e6, delay: float
 
     class Receiver(StackHost):
         def react(self) -> None:
-            eps = []
-            for lst in self.core.pop_ready_listeners():
-                while (ep := lst.accept()) is not None:
-                    eps.append(ep)
-            for ep in eps + list(self.core.pop_ready()):
-                while (ev := ep.next_event()) is not None:
-                    if isinstance(ev, Data):
-                        received.extend(ev.data)
-                    elif isinstance(ev, Eof):
-                        ep.close(self.core.now)
+            sink(self.core, received)
 
     tcp = TCPConfig(congestion_control=cc, sample_observer=recorder)
     client = Sender(StackCore([CLIENT], StackConfig(tcp=tcp), rng=random.Random(seed)))

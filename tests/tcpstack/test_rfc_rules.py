@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from tests.tcpstack.hosts import ref_checksum
+from tests.tcpstack.hosts import pump, ref_checksum
 from tcpstack.wire import icmp
 from tcpstack.tcp.config import TCPConfig
 from tcpstack.tcp.connection import TCPConnection, TCPState
@@ -175,17 +175,6 @@ def test_cookie_syn_with_mss_below_the_table_is_dropped(addrs, announced):
 
 
 # --- RFC 8201 4 / RFC 1191 3: path MTU floors -------------------------------------------
-
-def pump(a: StackCore, b: StackCore, now: float) -> None:
-    for _ in range(20):
-        pa, pb = a.packets_to_send(), b.packets_to_send()
-        if not pa and not pb:
-            return
-        for p in pa:
-            b.receive_packet(p, now)
-        for p in pb:
-            a.receive_packet(p, now)
-
 
 def pair(a_addr: str, b_addr: str, security=None, **cfg):
     """Client core a and server core b with one established connection (plain unless a
