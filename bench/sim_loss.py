@@ -194,12 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--seeds", type=int, default=1, help="run seeds seed..seed+N-1 and sum")
     ap.add_argument("--cc", default="cubic")
-    ap.add_argument("--only", default="", help="comma-separated scenario names")
+    ap.add_argument("--only", default="", help="comma-separated scenario names (" + ",".join(SCENARIOS) + ")")
     ap.add_argument("--batch", type=float, default=0.0, metavar="SECONDS",
                     help="hand received packets to each stack in batches at most this often "
                          "(an event loop reading a TUN device; 0: one by one)")
     a = ap.parse_args(argv)
     names = [n for n in a.only.split(",") if n] or list(SCENARIOS)
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        ap.error(f"unknown scenario {unknown[0]!r}; known: {', '.join(SCENARIOS)}")
     nbytes = int(a.mb * 1e6)
     print(f"{a.mb:g} MB per transfer, cc={a.cc}, seeds {a.seed}..{a.seed + a.seeds - 1}; "
           f"200 Mbit/s, queue 100 pkts, RTT ~1 ms; impairment on both directions"
