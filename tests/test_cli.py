@@ -65,6 +65,10 @@ def test_listen_connect_across_two_hosts_encrypted_with_stats_trace_and_pcap(tmp
         listener = net.ns[1].popen(CMD + ["listen", "7000", "--addr", f"{b}/24", "--control", ctl_l,
                                           "--pcap", pcap, "--trace"],
                                    stdin=subprocess.PIPE, stdout=l_out, stderr=l_err, env=ENV)
+        # The client starts once the listener's stack is up, as a user would: a SYN sent
+        # before the listener's TUN device exists meets ICMP unreachable, and connect
+        # stops at the first one (as connect(2) does).
+        wait_for(lambda: os.path.exists(ctl_l), what="the listener's control socket")
         # Both stdins are pipes we hold open: the connection stays up for `stats`.
         client = net.ns[0].popen(CMD + ["connect", b, "7000", "--addr", f"{a}/24", "--control",
                                         ctl_c, "--progress"],
