@@ -202,17 +202,23 @@ def timeouts():
             return int(dict(zip(names.split(), values.split()))["TCPTimeouts"])
 mode, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if mode == "send":
-    n, seed = int(sys.argv[4]), int(sys.argv[5])
+    n, seed, cc = int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
     data = memoryview(random.Random(seed).randbytes(n))
     t_before = timeouts()
     t0 = time.perf_counter()
-    s = socket.create_connection((host, port))
+    s = socket.socket()
+    if cc != "default":
+        # per socket (root may pick any available algorithm; the namespace's default
+        # may only be set to an "allowed" one)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
+    s.connect((host, port))
+    used = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).split(b"\0")[0].decode()
     s.sendall(data)
     s.shutdown(socket.SHUT_WR)
     while s.recv(65536): pass
     el = time.perf_counter() - t0
     info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-    print(json.dumps({"seconds": el, "rtos": timeouts() - t_before,
+    print(json.dumps({"seconds": el, "rtos": timeouts() - t_before, "cc": used,
                       "retrans": struct.unpack_from("I", info, 100)[0]}), flush=True)
 else:
     l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -226,8 +232,10 @@ else:
 """
 
 
-async def kernel_transfer(net: Any, src: int, port: int, n: int, sha: str) -> dict[str, Any]:
-    """Kernel TCP from host `src` to the other host, n bytes; capped at CAP_S."""
+async def kernel_transfer(net: Any, src: int, port: int, n: int, sha: str,
+                          cc: str = "default") -> dict[str, Any]:
+    """Kernel TCP from host `src` to the other host, n bytes, congestion control `cc`
+    ("default": the namespace's, i.e. the host's tcp_congestion_control); capped at CAP_S."""
     dst = 1 - src
     rcv = await asyncio.create_subprocess_exec(
         "ip", "netns", "exec", net.hosts[dst].name, sys.executable, "-c", KERNEL_PROG, "recv",
@@ -238,11 +246,11 @@ async def kernel_transfer(net: Any, src: int, port: int, n: int, sha: str) -> di
         await asyncio.wait_for(rcv.stdout.readline(), 10)
         snd = await asyncio.create_subprocess_exec(
             "ip", "netns", "exec", net.hosts[src].name, sys.executable, "-c", KERNEL_PROG,
-            "send", net.host_addrs[dst], str(port), str(n), str(SEED), stdout=subprocess.PIPE)
+            "send", net.host_addrs[dst], str(port), str(n), str(SEED), cc, stdout=subprocess.PIPE)
         out, _ = await asyncio.wait_for(snd.communicate(), CAP_S)
         got = json.loads(await asyncio.wait_for(rcv.stdout.readline(), 10))
         r = json.loads(out)
-        return {"seconds": r["seconds"], "rtos": r["rtos"], "retrans": r["retrans"],
+        return {"seconds": r["seconds"], "rtos": r["rtos"], "retrans": r["retrans"], "cc": r["cc"],
                 "ok": got["bytes"] == n and got["sha256"] == sha,
                 "bytes": got["bytes"]}
     except asyncio.TimeoutError:
@@ -400,20 +408,26 @@ def combine(a: dict[str, Any], b: dict[str, Any], n: int) -> dict[str, Any]:
         r["MB/s"] = 2 * n / (a["seconds"] + b["seconds"]) / 1e6
         r["rtos"] = (a.get("rtos") or 0) + (b.get("rtos") or 0)
         r["retrans"] = (a.get("retrans") or 0) + (b.get("retrans") or 0)
+        if "cc" in a:
+            r["cc"] = a["cc"]
     return r
 
 
 def run_row(net: Any, router: Router, row: Row, data: bytes, sha: str,
-            port: int) -> dict[str, Any]:
+            port: int, kernel_ccs: list[str]) -> dict[str, Any]:
     n = len(data)
     router.apply(row)
     try:
         out: dict[str, Any] = {"row": row.key, "label": row.label}
 
         async def kernel() -> None:
-            a = await kernel_transfer(net, 0, port, n, sha)
-            b = await kernel_transfer(net, 1, port + 1, n, sha)
-            out["kernel"] = combine(a, b, n)
+            # "kernel": the reference for the ratios, the first algorithm asked for (cubic
+            # by default: the stack's own default, so the loss recovery is compared under
+            # the same congestion response); "kernel/<cc>": the others, for comparison
+            for i, cc in enumerate(kernel_ccs):
+                a = await kernel_transfer(net, 0, port, n, sha, cc)
+                b = await kernel_transfer(net, 1, port + 1, n, sha, cc)
+                out["kernel" if i == 0 else f"kernel/{cc}"] = combine(a, b, n)
 
         asyncio.run(kernel())
         for enc in (False, True):        # a fresh host B process per mode
@@ -438,14 +452,19 @@ def fmt(r: dict[str, Any], kernel: dict[str, Any] | None = None) -> list[str]:
     return cells
 
 
-def table(results: list[dict[str, Any]], mb: float) -> str:
-    head = ["path (router, both directions)", "kernel MB/s", "kernel RTOs",
+def table(results: list[dict[str, Any]], mb: float, kernel_ccs: list[str]) -> str:
+    ref = kernel_ccs[0]
+    head = ["path (router, both directions)", f"kernel ({ref}) MB/s", "kernel RTOs",
             "stack plain MB/s", "ratio", "RTOs", "stack tcpcrypt MB/s", "ratio", "RTOs"]
+    for cc in kernel_ccs[1:]:
+        head += [f"kernel ({cc}) MB/s", "RTOs"]
     lines = ["| " + " | ".join(head) + " |",
              "|---|" + "---:|" * (len(head) - 1)]
     for r in results:
         k = r["kernel"]
         cells = [r["label"]] + fmt(k) + fmt(r["plain"], k) + fmt(r["tcpcrypt"], k)
+        for cc in kernel_ccs[1:]:
+            cells += fmt(r[f"kernel/{cc}"])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + f"\n\n({mb:g} MB each way per cell, MTU 1500, no offloads)"
 
@@ -458,6 +477,11 @@ def main() -> None:
     ap.add_argument("--rows", help="comma-separated subset of " + ",".join(r.key for r in ROWS))
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    ap.add_argument("--kernel-cc", default="cubic,default", metavar="CC[,CC...]",
+                    help="the kernel's congestion control per transfer (TCP_CONGESTION), the "
+                         "first one the reference for the ratios; 'default' is the host's "
+                         "net.ipv4.tcp_congestion_control (default: cubic,default: cubic is "
+                         "the stack's own default)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("impaired.py needs root (namespaces, TUN, tc, iptables, nft, NFQUEUE)")
@@ -474,6 +498,19 @@ def main() -> None:
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
         except ImportError:
             args.loop = "asyncio"
+    with open("/proc/sys/net/ipv4/tcp_congestion_control") as f:
+        host_cc = f.read().strip()
+    with open("/proc/sys/net/ipv4/tcp_available_congestion_control") as f:
+        available = f.read().split()
+    kernel_ccs: list[str] = []
+    for cc in args.kernel_cc.split(","):
+        cc = host_cc if cc == "default" else cc
+        if cc not in available:
+            sys.exit(f"--kernel-cc: {cc} is not available here (available: {' '.join(available)})")
+        if cc not in kernel_ccs:
+            kernel_ccs.append(cc)
+    print(f"kernel congestion control: {', '.join(kernel_ccs)} (host default {host_cc}); "
+          "the stack: cubic", flush=True)
     mb = args.mb or (4 if args.quick else 20)
     n = int(mb * 1e6)
     data = random.Random(SEED).randbytes(n)      # the kernel sender makes the same bytes
@@ -486,18 +523,20 @@ def main() -> None:
     with RoutedHosts() as net:
         router = Router(net)
         for i, row in enumerate(rows):
-            r = run_row(net, router, row, data, sha, 40000 + 10 * i)
+            r = run_row(net, router, row, data, sha, 40000 + 10 * i, kernel_ccs)
             results.append(r)
             brief = "  ".join(
                 f"{k} {r[k]['MB/s']:.1f} MB/s rtos={r[k]['rtos']}" if r[k]["status"] == "ok"
-                else f"{k} {r[k]['status']}" for k in ("kernel", "plain", "tcpcrypt"))
+                else f"{k} {r[k]['status']}"
+                for k in ("kernel", *(f"kernel/{cc}" for cc in kernel_ccs[1:]), "plain", "tcpcrypt"))
             print(f"{row.label:48} {brief}  router={r['router']}", flush=True)
     print()
-    print(table(results, mb))
+    print(table(results, mb, kernel_ccs))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s, loop={args.loop}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"mb_each_way": mb, "loop": args.loop, "python": sys.version.split()[0],
+                       "kernel_cc": kernel_ccs,
                        "results": results}, f, indent=1)
 
 
