@@ -275,6 +275,16 @@ async def send_data(writer: asyncio.StreamWriter, data: bytes) -> None:
     writer.write_eof()
 
 
+SENDER_STATS = ("recoveries", "fast_retransmits", "sack_retransmits", "rack_lost", "tlp_probes",
+                "tlp_recoveries", "dsacks_in", "spurious_undos", "dupacks_in", "segs_in",
+                "srtt", "rttvar", "rto", "cwnd", "ssthresh")
+
+
+def sender_stats(s: Any) -> dict[str, Any]:
+    """The sending connection's loss-recovery counters and its last RTT/cwnd (for the JSON)."""
+    return {k: s.get(k) for k in SENDER_STATS}
+
+
 def stack_host_b(net: Any, data: bytes,
                  port: int) -> Callable[[socket.socket], Awaitable[None]]:
     """The serve() of host B's forked process: for each of plain (port, port+1) and tcpcrypt
@@ -304,7 +314,8 @@ def stack_host_b(net: Any, data: bytes,
                 await send_data(writer, data)
                 await reader.read()
                 s = writer.get_extra_info("tcp_stats") or {}
-                rep = {"rtos": s.get("timeouts"), "retrans": s.get("retransmits")}
+                rep = {"rtos": s.get("timeouts"), "retrans": s.get("retransmits"),
+                       "sender": sender_stats(s)}
             except Exception as e:  # noqa: BLE001 - reported, the parent decides
                 rep = {"error": repr(e)}
             ctl.sendall(json.dumps(rep).encode() + b"\n")
@@ -364,6 +375,7 @@ async def stack_pair(net: Any, ctl: CtlLines, port: int, data: bytes, sha: str,
                     s = w.get_extra_info("tcp_stats") or {}
                     return {"seconds": el, "rtos": s.get("timeouts"),
                             "retrans": s.get("retransmits"), "bytes": got["bytes"],
+                            "sender": sender_stats(s),
                             "ok": got["bytes"] == n and got["sha256"] == sha}
                 h = hashlib.sha256()
                 got_n = 0
@@ -374,6 +386,7 @@ async def stack_pair(net: Any, ctl: CtlLines, port: int, data: bytes, sha: str,
                 w.write_eof()
                 rep = json.loads(await ctl.readline())
                 return {"seconds": el, "rtos": rep.get("rtos"), "retrans": rep.get("retrans"),
+                        "sender": rep.get("sender"),
                         "bytes": got_n, "ok": got_n == n and h.hexdigest() == sha,
                         **({"error": rep["error"]} if "error" in rep else {})}
 

@@ -1,20 +1,20 @@
-"""ACK coalescing for one flush of outgoing segments (what Linux gets from GRO): a pure ACK
-that a later segment of the same connection in the same flush supersedes is not sent.
+"""ACK coalescing for one flush of outgoing segments: a pure ACK that a later segment of the
+same connection in the same flush makes redundant is not sent.
 
 The rule (RFC 5681 4.2 / RFC 1122 4.2.3.2 / RFC 9293 3.8.6.3, "an ACK for at least every
 second full-sized segment"): a pure ACK (the ACK flag alone, no data) is dropped when a later
 segment of the same connection in the same flush carries a strictly greater cumulative ACK
-(modulo 2**32) and, by construction, the newer window and SACK state.  So a received batch
-gets one ACK instead of one per two segments.  The ACK kept acknowledges every segment of the
-batch at the instant the batch was read, so no full-sized segment waits for its ACK; we read
-the SHOULD as bounding how long acknowledgement is withheld, not the count of ACK packets, as
-Linux does for GRO-merged segments (pinned in tests/tcpstack/test_rfc_rules.py).  The cost
-falls on senders that count ACKs rather than bytes.  Only a strictly greater ACK number
-supersedes, so duplicate ACKs (equal ACK numbers, RFC 5681 3.2) and window updates with an
-unchanged ACK number are kept while the ACK number stands still; when a later segment moves
-it on in the same flush, the last pure ACK before it goes (the earlier ones of an equal run
-stay).  Anything with data, SYN, FIN or RST is never dropped; a TSO super-segment is never
-looked at (it neither drops nor is dropped).
+(modulo 2**32), and by construction the newer window and SACK state, AND dropping it leaves no
+two consecutive ACKs sent further apart than `span` bytes (two full-sized segments of the
+peer's: the TCB's ack_span).  So a window update or hole-filling ACK followed closely by a
+newer ACK goes, while the ACK the TCB builds for every second full-sized segment stays, also
+when a batch read from the link at one instant is answered in one flush: one stretch ACK per
+batch, if lost, hid the whole batch from the sender (issue 14).  (A GRO super-packet is one
+arrival and gets one ACK from the TCB: nothing to coalesce.)  Only a strictly greater ACK
+number supersedes, so duplicate ACKs (equal ACK numbers, RFC 5681 3.2) and window updates with
+an unchanged ACK number are kept while the ACK number stands still.  Anything with data, SYN,
+FIN or RST is never dropped; a TSO super-segment is never looked at (it neither drops nor is
+dropped).
 
 :class:`AckCoalescer` applies the rule as the stack core queues segments, where each
 segment's connection is known (StackCore keeps one per flush: packets_to_send()).
@@ -37,29 +37,47 @@ class AckCoalescer:
     it is queued (its position in the flush, its connection's key); :meth:`take` says which
     positions were superseded and starts the next flush."""
 
-    __slots__ = ("_pending", "_superseded")
+    __slots__ = ("_state", "_superseded")
 
     def __init__(self) -> None:
-        self._pending: dict[Hashable, tuple[int, int]] = {}  # key -> (index, ack) of its last pure ACK
+        # key -> (index, ack) of its last pure ACK not yet decided (index -1: none), and the
+        # ACK number of the last ACK-bearing segment of this flush that is sent (None: none)
+        self._state: dict[Hashable, tuple[int, int, int | None]] = {}
         self._superseded: list[int] = []
 
-    def note(self, key: Hashable, index: int, flags: int, ack: int, has_data: bool) -> None:
+    def note(self, key: Hashable, index: int, flags: int, ack: int, has_data: bool,
+             span: int = 2 * 1460) -> None:
         """Segment number `index` of the flush, of connection `key`, with TCP `flags`, ACK
-        number `ack`, and whether it carries data."""
+        number `ack`, whether it carries data, and the connection's ack span (bytes of two
+        full-sized segments of the peer's)."""
         if flags & RST or not flags & ACK:     # RST, or no ACK field: neither supersedes nor is
             return
-        pending = self._pending
-        prev = pending.get(key)
-        if prev is not None and 0 < ((ack - prev[1]) & _MASK) < _HALF:
-            self._superseded.append(prev[0])
-            del pending[key]
+        state = self._state
+        p_index, p_ack, kept = state.get(key, (-1, 0, None))
+        if p_index >= 0:
+            ahead = (ack - p_ack) & _MASK
+            if 0 < ahead < _HALF:
+                # superseded, unless dropping it would leave the ACKs sent more than `span`
+                # apart (measured from the last one sent in this flush, else from itself)
+                if kept is None:
+                    drop = ahead < span
+                else:
+                    drop = ((ack - kept) & _MASK) <= span
+                if drop:
+                    self._superseded.append(p_index)
+                else:
+                    kept = p_ack
+            else:
+                kept = p_ack                     # an equal ACK number never supersedes
         if flags == ACK and not has_data:
-            pending[key] = (index, ack)
+            state[key] = (index, ack, kept)
+        else:
+            state[key] = (-1, 0, ack)            # sent: data, SYN or FIN
 
     def take(self) -> list[int]:
         """The positions superseded in this flush (ascending); the next flush starts empty."""
-        if self._pending:
-            self._pending = {}
+        if self._state:
+            self._state = {}
         s = self._superseded
         if s:
             self._superseded = []
@@ -67,9 +85,10 @@ class AckCoalescer:
         return s
 
 
-def coalesce_acks(packets: Sequence[LinkPacket]) -> list[LinkPacket]:
+def coalesce_acks(packets: Sequence[LinkPacket], span: int = 2 * 1460) -> list[LinkPacket]:
     """The rule above over built IPv4/IPv6 packets of one flush, connections told apart by
-    their addresses and ports (read in place); the packets not superseded, in order."""
+    their addresses and ports (read in place); the packets not superseded, in order.  `span`:
+    the connections' ack span (two full-sized segments, bytes)."""
     c = AckCoalescer()
     for i, p in enumerate(packets):
         if type(p) is GSOFrame:
@@ -90,7 +109,7 @@ def coalesce_acks(packets: Sequence[LinkPacket]) -> list[LinkPacket]:
         if len(p) < t + 20:
             continue
         c.note(key, i, p[t + 13], int.from_bytes(p[t + 8:t + 12], "big"),
-               len(p) != t + ((p[t + 12] >> 4) << 2))
+               len(p) != t + ((p[t + 12] >> 4) << 2), span)
     drop = c.take()
     if not drop:
         return list(packets)

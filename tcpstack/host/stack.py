@@ -545,12 +545,13 @@ class StackCore:
             ttl = self.config.ttl
             out = self._out
             acks = self._acks if self.coalesce_acks else None
+            span = conn.ack_span
             for seg in segs:
                 if seg.gso_size and len(seg.payload) > seg.gso_size:
                     out.append(build_gso(seg, lp, rp, ttl=ttl))      # TSO: payload not copied
                     continue                                         # (and never a pure ACK)
                 if acks is not None:
-                    acks.note(key, len(out), seg.flags, seg.ack, bool(seg.payload))
+                    acks.note(key, len(out), seg.flags, seg.ack, bool(seg.payload), span)
                 out.append(build_ip_tcp(seg, lp, rp, ttl=ttl))
             self.stats.packets_out += len(segs)
         if (ep.events or ep.notify) and not ep.in_ready:
