@@ -184,21 +184,23 @@ class Identity:
                                 "(make one with `tcpstack keygen --out FILE`)") from None
         except OSError as e:
             raise IdentityError(f"{name}: cannot open the private key file: {e.strerror}") from None
+        # (IdentityError is an OSError, via ConnectionError: raised outside the except below)
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise IdentityError(f"{name}: not a regular file")
             mode = stat.S_IMODE(st.st_mode)
-            if mode & 0o077:
-                # as ssh: "UNPROTECTED PRIVATE KEY FILE! ... are too open"
-                raise IdentityError(
-                    f"{name}: permissions {mode:04o} are too open: a private key file must not "
-                    f"be readable or writable by group or others (chmod 600 {name})")
-            data = os.read(fd, MAX_KEY_FILE + 1)
+            data = (os.read(fd, MAX_KEY_FILE + 1)
+                    if stat.S_ISREG(st.st_mode) and not mode & 0o077 else b"")
         except OSError as e:
             raise IdentityError(f"{name}: cannot read the private key file: {e.strerror}") from None
         finally:
             os.close(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise IdentityError(f"{name}: not a regular file")
+        if mode & 0o077:
+            # as ssh: "UNPROTECTED PRIVATE KEY FILE! ... are too open"
+            raise IdentityError(
+                f"{name}: permissions {mode:04o} are too open: a private key file must not "
+                f"be readable or writable by group or others (chmod 600 {name})")
         if len(data) > MAX_KEY_FILE:
             raise IdentityError(f"{name}: too large to be a private key file")
         try:
