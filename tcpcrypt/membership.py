@@ -48,7 +48,7 @@ peer's), and verifies the peer's:
                    CONTEXT | bytes 0..37 of this message | role | session ID
                  CONTEXT = b"tcpcrypt-py overlay membership v1\\0" (domain separation,
                  draft-ietf-tcpinc-api-06 5.2); role | session ID is the sender's
-                 TCP_ENO_SELF_NAME (draft-ietf-tcpinc-api-06 3): one byte, 0 for ENO role A
+                 TCP_ENO_SELF_NAME (draft-ietf-tcpinc-api-06 2.1): one byte, 0 for ENO role A
                  and 1 for B (RFC 8547 4.3), then the whole session ID (RFC 8548 3.4),
                  first byte included (RFC 8547 5.1).
     = 102 bytes.
@@ -100,7 +100,7 @@ AUTH_LEN = _SIGNED_LEN + SIGNATURE_LEN                   # 102
 
 
 def _name(role: str, session_id: bytes) -> bytes:
-    """draft-ietf-tcpinc-api-06 3 TCP_ENO_SELF_NAME: TCP_ENO_ROLE (0 = A, 1 = B) | session ID."""
+    """draft-ietf-tcpinc-api-06 2.1 TCP_ENO_SELF_NAME: TCP_ENO_ROLE (0 = A, 1 = B) | session ID."""
     if role not in ("A", "B"):
         raise ValueError(f"bad ENO role {role!r}")
     return (b"\x00" if role == "A" else b"\x01") + session_id
