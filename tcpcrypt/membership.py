@@ -243,10 +243,12 @@ class MemberSession:
     # --- the rest of TcpcryptSession's surface --------------------------------------------
 
     def rekey(self) -> bytes | bytearray:
+        if not self._verified:   # no frame of ours may come before our auth message
+            raise TcpcryptError("rekey() before the peer is authenticated")
         return self.session.rekey()
 
     def keepalive(self) -> bytes | bytearray:
-        return self.session.keepalive()
+        return self.rekey()          # RFC 8548 3.9: keep-alive is a rekey
 
     def forget(self) -> None:
         self.session.forget()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tcpcrypt.eno import ENONegotiator, parse_syn_option
-from tcpcrypt.errors import EncryptionRequiredError, PeerAuthenticationError
+from tcpcrypt.errors import EncryptionRequiredError, PeerAuthenticationError, TcpcryptError
 from tcpcrypt.identity import Identity, Members
 from tcpcrypt.membership import (AUTH_LEN, AUTH_MAGIC, CONTEXT, MemberSession,
                                  build_auth_message, revoke, verify_auth_message)
@@ -504,6 +504,8 @@ def test_application_bytes_are_held_unsent_until_the_peer_is_verified(ids) -> No
     wa = a.start()
     wb = b.start()                                             # keys exist: auth messages
     assert not a.established and not b.established
+    with pytest.raises(TcpcryptError, match="before the peer is authenticated"):
+        a.rekey()
     assert a.send(b"early bytes from A") == b""                # held unsent
     assert a.close() == b""                                    # FINp deferred too
     assert a0.frames_sent == 1 and b0.frames_sent == 1         # only the auth messages
@@ -515,6 +517,7 @@ def test_application_bytes_are_held_unsent_until_the_peer_is_verified(ids) -> No
     assert a0.frames_sent == 3                                 # held data + FINp
     got, _ = b.receive(out)
     assert got == b"early bytes from A" and b.eof_received
+    assert b.rekey() != b""                                    # verified: rekeying is fine
     assert a.peer == ib.public_key and b.peer == ia.public_key
     assert a.info()["peer"] == ib.public_key.text()
 
