@@ -34,7 +34,7 @@ __all__ = [
     "TcpcryptConfig", "TcpcryptProvider", "SessionCache", "TEPS", "AEADS",
     "TcpcryptError", "ENOError", "TcpcryptProtocolError", "TcpcryptIntegrityError",
     "EncryptionRequiredError", "IdentityError", "PeersFileError", "PeerAuthenticationError",
-    "Identity", "PublicKey", "Member", "Members", "revoke",
+    "Identity", "PublicKey", "Member", "Members", "revoke", "expire_unauthenticated",
 ]
 
 __getattr__ = lazy(__name__, {
@@ -42,7 +42,7 @@ __getattr__ = lazy(__name__, {
     "SessionCache": "tcpcrypt.resumption", "TEPS": "tcpcrypt.suites", "AEADS": "tcpcrypt.suites",
     "Identity": "tcpcrypt.identity", "PublicKey": "tcpcrypt.identity",
     "Member": "tcpcrypt.identity", "Members": "tcpcrypt.identity",
-    "revoke": "tcpcrypt.membership",
+    "revoke": "tcpcrypt.membership", "expire_unauthenticated": "tcpcrypt.membership",
 })
 
 _default_stack: "Stack | None" = None

@@ -72,6 +72,9 @@ Revocation (:func:`revoke`): after the peers file is reloaded, connections whose
 peer is no longer admitted (removed, or its address no longer allowed) are reset, as
 WireGuard drops the sessions of a removed peer; connections still authenticating are
 checked against the new list when the peer's message arrives.
+
+Silent peers (:func:`expire_unauthenticated`): a client's wait is bounded by its connect
+timeout; a server's half-authenticated connections are reset by this periodic sweep.
 """
 from __future__ import annotations
 
@@ -86,7 +89,7 @@ from .identity import PUBLIC_KEY_LEN, SIGNATURE_LEN, Identity, Members, PublicKe
 from .session import TcpcryptSession
 
 __all__ = ["AUTH_MAGIC", "AUTH_VERSION", "AUTH_LEN", "CONTEXT", "build_auth_message",
-           "verify_auth_message", "MemberSession", "revoke"]
+           "verify_auth_message", "MemberSession", "revoke", "expire_unauthenticated"]
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +164,7 @@ class MemberSession:
         self._held: list[bytes] = []             # application bytes written before verification
         self._close_requested = False
         self._dead: TcpcryptError | None = None
+        self.first_seen_unauthenticated: float | None = None   # expire_unauthenticated()
 
     # --- StreamTransform -----------------------------------------------------------------
 
@@ -310,6 +314,58 @@ class MemberSession:
         return f"<MemberSession {self.session.role} {self._where()} {who}>"
 
 
+def _endpoints_and_now(target: Any, now: float | None) -> tuple[list[Any], float | None]:
+    core = getattr(target, "core", None)
+    if core is not None:
+        eps: Iterable[Any] = core.endpoints()
+    elif hasattr(target, "endpoints"):
+        eps = target.endpoints()
+    else:
+        eps = target
+    if now is None:
+        loop = getattr(target, "loop", None)
+        now = loop.time() if loop is not None else getattr(core or target, "now", None)
+    return list(eps), now
+
+
+def _kick(target: Any, reset: list[Any]) -> None:
+    kick = getattr(target, "kick", None)
+    if reset and callable(kick):
+        kick()       # the asyncio Stack sends the RSTs on its next flush
+
+
+def expire_unauthenticated(target: Any, timeout: float, *, now: float | None = None
+                           ) -> list[Any]:
+    """Reset connections whose TCP (and tcpcrypt) handshake is over but whose peer has not
+    completed the membership exchange within `timeout` seconds; returns them.
+
+    A sans-IO transform has no clock, so the caller calls this periodically (e.g. every
+    second): the first call that sees a connection unauthenticated stamps it, a later call
+    at least `timeout` after the stamp resets it (so the bound is timeout + the period).  It
+    keeps a peer that completes the key exchange and then stays silent from holding the
+    connection (memory, a port) forever; the server's application never saw it.  `target`
+    and `now` as for :func:`revoke`."""
+    eps, now = _endpoints_and_now(target, now)
+    reset: list[Any] = []
+    for ep in eps:
+        tr = getattr(ep, "transform", None)
+        if not isinstance(tr, MemberSession) or tr.established or ep.closed:
+            continue
+        t = now if now is not None else ep.core.now
+        if tr.first_seen_unauthenticated is None:
+            tr.first_seen_unauthenticated = t
+            continue
+        if t - tr.first_seen_unauthenticated < timeout:
+            continue
+        exc = PeerAuthenticationError(
+            f"peer {tr._where()} did not authenticate within {timeout:g} s")
+        tr._fail(exc)
+        ep.abort(t, exc)
+        reset.append(ep)
+    _kick(target, reset)
+    return reset
+
+
 def revoke(target: Any, members: Members | None = None, *, now: float | None = None
            ) -> list[Any]:
     """Reset (RST) the open connections whose verified peer `members` no longer admits.
@@ -321,18 +377,9 @@ def revoke(target: Any, members: Members | None = None, *, now: float | None = N
     gives the time and it is kicked to send the RSTs), a StackCore, or endpoints.
     `members`: default, each connection's own list (the provider's, normally the one just
     reloaded).  Returns the endpoints reset."""
-    core = getattr(target, "core", None)
-    if core is not None:
-        eps: Iterable[Any] = core.endpoints()
-    elif hasattr(target, "endpoints"):
-        eps = target.endpoints()
-    else:
-        eps = list(target)
-    if now is None:
-        loop = getattr(target, "loop", None)
-        now = loop.time() if loop is not None else getattr(core or target, "now", None)
+    eps, now = _endpoints_and_now(target, now)
     reset: list[Any] = []
-    for ep in list(eps):
+    for ep in eps:
         tr = getattr(ep, "transform", None)
         if not isinstance(tr, MemberSession) or tr.peer is None or ep.closed:
             continue
@@ -343,7 +390,5 @@ def revoke(target: Any, members: Members | None = None, *, now: float | None = N
         log.warning("revoking connection %s -> %s: %s", ep.local, ep.remote, reason)
         ep.abort(t, PeerAuthenticationError(f"membership revoked: {reason}", key=tr.peer))
         reset.append(ep)
-    kick = getattr(target, "kick", None)
-    if reset and callable(kick):
-        kick()
+    _kick(target, reset)
     return reset

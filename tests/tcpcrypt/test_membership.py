@@ -18,7 +18,8 @@ from tcpcrypt.eno import ENONegotiator, parse_syn_option
 from tcpcrypt.errors import EncryptionRequiredError, PeerAuthenticationError, TcpcryptError
 from tcpcrypt.identity import Identity, Members
 from tcpcrypt.membership import (AUTH_LEN, AUTH_MAGIC, CONTEXT, MemberSession,
-                                 build_auth_message, revoke, verify_auth_message)
+                                 build_auth_message, expire_unauthenticated, revoke,
+                                 verify_auth_message)
 from tcpcrypt.provider import TcpcryptProvider
 from tcpcrypt.session import TcpcryptSession
 from tcpstack.aio.streams import Stack
@@ -435,6 +436,41 @@ async def test_revoke_keeps_members_still_admitted(ids) -> None:
     assert revoke(sb) == [] and revoke(sa) == []
     w.write(b"still")
     assert await r.readexactly(5) == b"still"
+    w.close(); sa.close(); sb.close()
+
+
+async def test_silent_peer_is_expired_by_the_sweep(ids) -> None:
+    """A peer that completes the key exchange (a = 1) and never authenticates holds a server
+    connection only until expire_unauthenticated() finds it twice, `timeout` apart."""
+    ia, ib = ids
+    la, lb = MemoryLink.pair()
+    sa, sb = Stack(la, [A]), private(lb, B, ib, Members.of(ia, ib))
+    srv = Server()
+    await sb.start_server(srv.echo, B, PORT)
+    r, w = await sa.open_connection(B, PORT, app_aware=1, require_encryption=True)
+    assert len(await r.readexactly(AUTH_LEN)) == AUTH_LEN        # silent from here on
+    assert expire_unauthenticated(sb, 0.05) == []                # stamped
+    assert expire_unauthenticated(sb, 0.05) == []                # not yet
+    await asyncio.sleep(0.06)
+    gone = expire_unauthenticated(sb, 0.05)
+    assert len(gone) == 1 and gone[0].remote[0] == A
+    with pytest.raises(ConnectionResetError):
+        await r.read()
+    assert srv.peers == []
+    sa.close(); sb.close()
+
+
+async def test_sweep_leaves_authenticated_connections(ids) -> None:
+    ia, ib = ids
+    members = Members.of(ia, ib)
+    la, lb = MemoryLink.pair()
+    sa, sb = private(la, A, ia, members), private(lb, B, ib, members)
+    await sb.start_server(Server().echo, B, PORT)
+    r, w = await sa.open_connection(B, PORT)
+    w.write(b"x")
+    assert await r.readexactly(1) == b"x"
+    for _ in range(2):
+        assert expire_unauthenticated(sb, 0) == [] and expire_unauthenticated(sa, 0) == []
     w.close(); sa.close(); sb.close()
 
 
