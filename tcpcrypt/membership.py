@@ -144,7 +144,10 @@ class MemberSession:
     """A TcpcryptSession whose stream starts with the membership exchange (module docstring).
 
     The endpoint's StreamTransform: ``established`` is True once both authentication
-    messages are through (ours sent, the peer's verified and its key admitted)."""
+    messages are through on our side: ours sent, the peer's verified and its key admitted.
+    (Whether the peer admits us is known only by its next bytes or its RST: as with TLS 1.3
+    client authentication, the client may see its connection open and then be reset; the
+    server's application only ever sees verified clients.)"""
 
     def __init__(self, session: TcpcryptSession, identity: Identity, members: Members,
                  peer_address: str, peer_port: int | None = None) -> None:

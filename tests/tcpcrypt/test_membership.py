@@ -125,7 +125,7 @@ async def test_members_connect_and_see_each_others_key(ids, caplog) -> None:
     sa.close(); sb.close()
 
 
-async def test_private_syns_carry_a_1_and_a_non_private_stack_has_no_wrapper(ids) -> None:
+async def test_private_syns_carry_a_1_rfc8547_4_2_and_non_private_has_no_wrapper(ids) -> None:
     """RFC 8547 4.2 / 8.4 as we read them: a private node sets a = 1 in its SYN and SYN-ACK;
     a stack without an identity keeps the plain TcpcryptSession (no per-byte cost)."""
     ia, ib = ids
@@ -322,7 +322,7 @@ async def test_peer_without_eno_is_refused_and_no_plaintext_is_sent(ids, caplog)
     sa.close(); sb.close()
 
 
-async def test_peer_with_eno_but_a_0_is_refused_both_ways(ids) -> None:
+async def test_peer_with_eno_but_a_0_is_refused_both_ways_rfc8547_4_6(ids) -> None:
     """RFC 8547 4.6 rule 3 in mandatory application-aware mode: a = 0 disables ENO, and the
     private node requires encryption, so the connection is reset (never plain TCP)."""
     ia, ib = ids
@@ -493,7 +493,7 @@ async def test_private_stack_refuses_options_that_turn_it_off(ids) -> None:
     sa.close()
 
 
-def test_private_negotiator_is_mandatory_app_aware(ids) -> None:
+def test_private_negotiator_sets_a_1_in_mandatory_mode_rfc8547_8_4(ids) -> None:
     """RFC 8547 4.2 / 8.4: the provider forces a = 1 and mandatory mode whatever the edge
     passed (app_aware=0 is the edge's default)."""
     ia, ib = ids
