@@ -553,6 +553,28 @@ def test_a_received_batch_gets_an_ack_for_every_second_segment(n):
         assert [tcp_of(p).ack for p in b.packets_to_send()] == [ends[-1]]
 
 
+def test_a_lost_ack_no_longer_hides_a_whole_batch_from_the_sender():
+    """Issue 14's real 3%-loss path, replayed: a flight of 8 full segments read by the
+    receiver in one batch.  It used to answer with one stretch ACK; when that ACK was lost the
+    sender learnt nothing until its loss probe (10 ms), whose lone segment then waited out the
+    receiver's delayed-ACK timer (40 ms).  Now the batch gets an ACK for every second
+    segment: with its last ACK lost, the sender still learns of 6 of the 8 segments at once
+    and sends on, no probe and no timer involved."""
+    a, b, ep, srv, data = _flight(8)
+    c = ep.conn
+    ep.send(bytes(4 * c.snd_mss), 0.1)              # more to send once the window opens
+    a.packets_to_send()
+    b.receive_packets(data, 0.11)
+    acks = b.packets_to_send()
+    assert len(acks) == 4
+    una = c.snd_una
+    a.receive_packets(acks[:-1], 0.111)              # the last ACK is lost
+    assert c.snd_una - una == 6 * c.snd_mss
+    new = [tcp_of(p) for p in a.packets_to_send()]
+    assert new and all(len(s.payload) == c.snd_mss for s in new)
+    assert c.stats.tlp_probes == 0 and c.stats.timeouts == 0
+
+
 def test_one_segment_alone_waits_for_the_delayed_ack_timer():
     a, b, ep, srv, data = _flight(1)
     b.receive_packets(data, 0.11)
