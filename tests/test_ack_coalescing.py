@@ -49,3 +49,27 @@ def test_other_connections_and_wraparound():
     older = seg(50, sport=2000)         # smaller: not superseding b1
     p = [a1, b1, a2, older]
     assert coalesce_acks(p) == [b1, a2, older]
+
+
+def sack_seg(ack: int, blocks, sport: int = 1000) -> bytes:
+    return build_ip_tcp(TCPSegment(sport, 80, 5000, ack, ACK, 1000, b"", tsval=1, tsecr=2,
+                                   sack_blocks=tuple(blocks)), A4, B4)
+
+
+def test_an_ack_carrying_a_dsack_is_never_dropped():
+    """RFC 2883 4: a D-SACK is reported in one ACK only, and the sender's undo counts them
+    (RFC 3708): an ACK carrying one is sent even when a newer ACK follows in the flush."""
+    below = sack_seg(1000, [(500, 600)])                  # first block below the ACK
+    inside = sack_seg(1200, [(2000, 2100), (1500, 3000)])  # first block inside the second
+    plain = sack_seg(1400, [(2000, 2100)])                 # an ordinary SACK block
+    p = [below, seg(1100), inside, seg(1300), plain, seg(1500)]
+    assert coalesce_acks(p) == [below, inside, p[5]]
+
+
+def test_acks_stay_within_two_full_segments_of_each_other():
+    """RFC 5681 4.2: dropping an ACK never leaves two sent ACKs more than `span` apart."""
+    p = [seg(1000), seg(1000 + 2896), seg(1000 + 2 * 2896)]
+    assert coalesce_acks(p, span=2896) == p
+    # one segment apart: every other one goes; the first is measured from the flush's first
+    q = [seg(1000), seg(1000 + 1448), seg(1000 + 2896), seg(1000 + 4344)]
+    assert coalesce_acks(q, span=2896) == [q[1], q[3]]

@@ -40,27 +40,29 @@ class AckCoalescer:
     __slots__ = ("_state", "_superseded")
 
     def __init__(self) -> None:
-        # key -> (index, ack) of its last pure ACK not yet decided (index -1: none), and the
-        # ACK number of the last ACK-bearing segment of this flush that is sent (None: none)
-        self._state: dict[Hashable, tuple[int, int, int | None]] = {}
+        # key -> (index, ack) of its last pure ACK not yet decided (index -1: none), the ACK
+        # number of the last ACK-bearing segment of this flush that is sent (None: none yet),
+        # and the flush's first ACK number for the connection
+        self._state: dict[Hashable, tuple[int, int, int | None, int]] = {}
         self._superseded: list[int] = []
 
     def note(self, key: Hashable, index: int, flags: int, ack: int, has_data: bool,
-             span: int = 2 * 1460) -> None:
+             span: int = 2 * 1460, dsack: bool = False) -> None:
         """Segment number `index` of the flush, of connection `key`, with TCP `flags`, ACK
-        number `ack`, whether it carries data, and the connection's ack span (bytes of two
-        full-sized segments of the peer's)."""
+        number `ack`, whether it carries data, the connection's ack span (bytes of two
+        full-sized segments of the peer's), and whether it carries a D-SACK block."""
         if flags & RST or not flags & ACK:     # RST, or no ACK field: neither supersedes nor is
             return
         state = self._state
-        p_index, p_ack, kept = state.get(key, (-1, 0, None))
+        p_index, p_ack, kept, first = state.get(key, (-1, 0, None, ack))
         if p_index >= 0:
             ahead = (ack - p_ack) & _MASK
             if 0 < ahead < _HALF:
                 # superseded, unless dropping it would leave the ACKs sent more than `span`
-                # apart (measured from the last one sent in this flush, else from itself)
+                # apart: measured from the last one sent in this flush; before any, from the
+                # flush's first pure ACK, strictly (the one sent before the flush is older)
                 if kept is None:
-                    drop = ahead < span
+                    drop = ((ack - first) & _MASK) < span
                 else:
                     drop = ((ack - kept) & _MASK) <= span
                 if drop:
@@ -69,10 +71,10 @@ class AckCoalescer:
                     kept = p_ack
             else:
                 kept = p_ack                     # an equal ACK number never supersedes
-        if flags == ACK and not has_data:
-            state[key] = (index, ack, kept)
+        if flags == ACK and not has_data and not dsack:
+            state[key] = (index, ack, kept, first)
         else:
-            state[key] = (-1, 0, ack)            # sent: data, SYN or FIN
+            state[key] = (-1, 0, ack, ack)       # sent: data, SYN, FIN or a D-SACK
 
     def take(self) -> list[int]:
         """The positions superseded in this flush (ascending); the next flush starts empty."""
@@ -83,6 +85,40 @@ class AckCoalescer:
             self._superseded = []
             s.sort()
         return s
+
+
+def is_dsack(ack: int, blocks: Sequence[tuple[int, int]]) -> bool:
+    """RFC 2883 4 (as the sender reads it, RFC 3708 2): the first SACK block is a D-SACK when
+    it lies below the cumulative ACK or inside the second block (modulo 2**32)."""
+    if not blocks:
+        return False
+    s0, e0 = blocks[0]
+    if ((ack - e0) & _MASK) < _HALF:                       # e0 <= ack
+        return True
+    if len(blocks) > 1:
+        s1, e1 = blocks[1]
+        return ((s0 - s1) & _MASK) < _HALF and ((e1 - e0) & _MASK) < _HALF
+    return False
+
+
+def _sack_blocks(opts: bytes | memoryview) -> list[tuple[int, int]]:
+    """The SACK blocks of a TCP options field (kind 5), for coalesce_acks."""
+    i, n = 0, len(opts)
+    while i < n:
+        kind = opts[i]
+        if kind == 0:
+            break
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= n or opts[i + 1] < 2:
+            break
+        length = opts[i + 1]
+        if kind == 5:
+            return [(int.from_bytes(opts[j:j + 4], "big"), int.from_bytes(opts[j + 4:j + 8], "big"))
+                    for j in range(i + 2, i + length - 7, 8)]
+        i += length
+    return []
 
 
 def coalesce_acks(packets: Sequence[LinkPacket], span: int = 2 * 1460) -> list[LinkPacket]:
@@ -108,8 +144,10 @@ def coalesce_acks(packets: Sequence[LinkPacket], span: int = 2 * 1460) -> list[L
             continue
         if len(p) < t + 20:
             continue
-        c.note(key, i, p[t + 13], int.from_bytes(p[t + 8:t + 12], "big"),
-               len(p) != t + ((p[t + 12] >> 4) << 2), span)
+        hlen = (p[t + 12] >> 4) << 2
+        ack = int.from_bytes(p[t + 8:t + 12], "big")
+        c.note(key, i, p[t + 13], ack, len(p) != t + hlen, span,
+               is_dsack(ack, _sack_blocks(p[t + 20:t + hlen])))
     drop = c.take()
     if not drop:
         return list(packets)

@@ -39,7 +39,7 @@ from tcpstack.wire import icmp as icmp_mod
 from tcpstack.wire.checksum import ones_sum, pseudo_header_sum
 from tcpstack.tcp.config import TCPConfig
 from tcpstack.tcp.connection import TCPConnection
-from tcpstack.host.acks import AckCoalescer
+from tcpstack.host.acks import AckCoalescer, is_dsack
 from tcpstack.host.endpoint import Endpoint, SecurityProvider
 from tcpstack.errors import HostUnreachableError, ParseError, TcpStackError
 from tcpstack.host.fragments import Reassembler
@@ -554,7 +554,9 @@ class StackCore:
                     out.append(build_gso(seg, lp, rp, ttl=ttl))      # TSO: payload not copied
                     continue                                         # (and never a pure ACK)
                 if acks is not None:
-                    acks.note(key, len(out), seg.flags, seg.ack, bool(seg.payload), span)
+                    blocks = seg.sack_blocks
+                    acks.note(key, len(out), seg.flags, seg.ack, bool(seg.payload), span,
+                              bool(blocks) and is_dsack(seg.ack, blocks))
                 out.append(build_ip_tcp(seg, lp, rp, ttl=ttl))
             self.stats.packets_out += len(segs)
         if (ep.events or ep.notify) and not ep.in_ready:
