@@ -25,7 +25,7 @@ from tcpstack.host.endpoint import Closed, Data, Endpoint, Eof, Established, Sec
 from tcpstack.host.stack import Listener, StackConfig, StackCore
 from tcpstack.wire.buffers import Buffer, LinkPacket
 
-__all__ = ["Stack", "Server", "Link", "StackStreamWriter", "StackStreamProtocol"]
+__all__ = ["Stack", "Server", "Link", "StackStreamWriter", "StackStreamProtocol", "stack_of"]
 
 log = logging.getLogger(__name__)
 
@@ -732,6 +732,17 @@ class Stack:
         self._timer_at = None
         self.core.handle_timer(self.loop.time())
         self._flush()
+
+
+def stack_of(transport: Any) -> "Stack | None":
+    """The Stack whose connection `transport` is (one of its transports, or a TLS
+    transport over one), else None: what a loop-level switch needs to route
+    loop.start_tls(transport, ...) to Stack.start_tls()."""
+    if isinstance(transport, _StreamTransport):
+        return transport._stack
+    get = getattr(transport, "get_extra_info", None)
+    raw = get("_stack_transport") if get is not None else None
+    return raw._stack if isinstance(raw, _StreamTransport) else None
 
 
 class _Establishing:

@@ -410,3 +410,15 @@ async def test_extra_info_on_protocol_transports_and_stream_writers_alike():
     writer.close()
     server.close()
     sa.close(); sb.close()
+
+
+async def test_stack_of_names_the_stack_of_a_transport():
+    from tcpstack.aio.streams import stack_of
+    sa, sb = make_pair()
+    server = await echo_server(sb)
+    tr, _ = await sa.create_connection(Recorder, B, 7)
+    assert stack_of(tr) is sa
+    assert stack_of(object()) is None and stack_of(None) is None
+    tr.close()
+    server.close()
+    sa.close(); sb.close()
