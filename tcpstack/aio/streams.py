@@ -200,12 +200,12 @@ class Stack:
                 raise ValueError("host/port and sock can not be specified at the same time")
             if host is None:
                 raise ValueError(f"{api}(): host is needed (the stack has no loopback)")
+            if port is None:
+                raise ValueError(f"{api}(): port is needed")
             infos = await self._resolve(host, port, family, proto, flags)
             locals_ = await self._resolve_local(local_addr, family, api) if local_addr else None
             if interleave:
                 infos = _interleave(infos, interleave)
-            if port is None:
-                raise ValueError(f"{api}(): port is needed")
             ep = await self._connect_addresses(infos, int(port), locals_, options,
                                                happy_eyeballs_delay, all_errors)
         else:
@@ -796,6 +796,7 @@ class _StreamTransport(asyncio.Transport):
         self._high = 64 * 1024
         self._low = 16 * 1024
         self._sock: StackSocket | None = None
+        self._aborted = False
         ep.handler = self
         self.endpoint_ready()
 
@@ -942,6 +943,8 @@ class _StreamTransport(asyncio.Transport):
             return
         if not self._lost:
             self._lost = True
+            if self._aborted:
+                error = None            # our own abort(): not an error (asyncio)
             # asyncio's connection_lost() takes an Exception: the TCB's and the transform's
             # errors all are (tcpstack.errors, tcpcrypt.errors), though typed BaseException;
             # a protocol's own failure (_fatal_error) is passed on as asyncio does
@@ -997,8 +1000,12 @@ class _StreamTransport(asyncio.Transport):
         self._check_write_buffer()
 
     def abort(self) -> None:
+        """RST the connection (RFC 9293 3.10.5 ABORT) at once, dropping what is buffered;
+        the protocol's connection_lost() gets None, as asyncio's transports give after
+        abort() (_force_close(None))."""
         self._closing = True
         if not self._ep.closed:
+            self._aborted = True
             self._ep.abort(self._stack.loop.time())
         self._stack.kick()
 

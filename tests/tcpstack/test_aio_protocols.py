@@ -422,3 +422,25 @@ async def test_stack_of_names_the_stack_of_a_transport():
     tr.close()
     server.close()
     sa.close(); sb.close()
+
+
+async def test_abort_resets_and_reports_no_error_as_asyncio():
+    sa, sb = make_pair()
+    seen: list[Recorder] = []
+
+    def factory():
+        p = Recorder()
+        seen.append(p)
+        return p
+    server = await sb.create_server(factory, B, 7)
+    tr, pr = await sa.create_connection(Recorder, B, 7)
+    while not seen:
+        await asyncio.sleep(0.01)
+    tr.write(b"x" * 10)
+    tr.abort()
+    assert tr.is_closing()
+    assert await asyncio.wait_for(pr.lost, 5) is None        # asyncio: _force_close(None)
+    peer_exc = await asyncio.wait_for(seen[0].lost, 5)
+    assert isinstance(peer_exc, ConnectionResetError)         # the peer got the RST
+    server.close()
+    sa.close(); sb.close()
