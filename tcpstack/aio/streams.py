@@ -346,7 +346,9 @@ class Stack:
             for task in pending:
                 task.cancel()
             if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+                for late in await asyncio.gather(*pending, return_exceptions=True):
+                    if isinstance(late, Endpoint):
+                        self._abort(late)   # connected as it was cancelled: not kept
         if results:
             best = min(results)
             for i, ep in results.items():
@@ -858,7 +860,13 @@ class _StreamTransport(asyncio.Transport):
                     continue
                 data = ev.data
                 if self._buffered:
-                    self._feed_buffer(data)
+                    # the run of pieces received together goes into as few buffers as the
+                    # protocol's sizes allow (one get_buffer()/buffer_updated() per buffer)
+                    pieces = [data]
+                    while i < n and isinstance(evs[i], Data):
+                        pieces.append(evs[i].data)
+                        i += 1
+                    self._feed_buffer(pieces)
                     continue
                 if i < n and isinstance(evs[i], Data) and len(data) < 8192:
                     # a received batch of small pieces (MSS-sized segments): hand the run
@@ -890,23 +898,36 @@ class _StreamTransport(asyncio.Transport):
             elif isinstance(ev, Closed):
                 self._on_closed(ev.error)
 
-    def _feed_buffer(self, data: bytes | memoryview) -> None:
+    def _feed_buffer(self, pieces: list[bytes | memoryview]) -> None:
         """asyncio.BufferedProtocol: copy into the buffers get_buffer() returns, no more
         than each holds, buffer_updated() after each (asyncio docs, "Buffered Streaming
-        Protocols")."""
+        Protocols"); the one copy of every byte is into the protocol's buffer."""
         proto: Any = self._protocol
-        mv = memoryview(data)
-        off, n = 0, len(mv)
-        while off < n:
-            buf = proto.get_buffer(n - off)
-            dst = memoryview(buf).cast("B")
+        remaining = 0
+        for p in pieces:
+            remaining += len(p)
+        j = 0
+        cur = memoryview(pieces[0])
+        off = 0
+        while remaining:
+            dst = memoryview(proto.get_buffer(remaining)).cast("B")
             size = len(dst)
             if not size:
                 raise RuntimeError("get_buffer() returned an empty buffer")
-            k = size if size < n - off else n - off
-            dst[:k] = mv[off:off + k]
-            off += k
-            proto.buffer_updated(k)
+            filled = 0
+            while filled < size and remaining:
+                k = len(cur) - off
+                if k > size - filled:
+                    k = size - filled
+                dst[filled:filled + k] = cur[off:off + k]
+                filled += k
+                off += k
+                remaining -= k
+                if off == len(cur) and remaining:
+                    j += 1
+                    cur = memoryview(pieces[j])
+                    off = 0
+            proto.buffer_updated(filled)
             if self._closing:
                 return
 
