@@ -603,7 +603,9 @@ class Stack:
         opts = dict(options, encrypt=encrypt, require_encryption=require_encryption,
                     app_aware=app_aware)
         reader = ChunkedStreamReader(limit=limit, loop=loop)
-        protocol = StackStreamProtocol(reader, self)
+        made: list[StackStreamWriter] = []     # (the protocol may lose the connection
+        protocol = StackStreamProtocol(         # before this call returns)
+            reader, self, on_connect=lambda r, w: made.append(w))
         await self._create_connection(
             lambda: protocol, host, port, ssl=ssl, family=family, proto=proto, flags=flags,
             sock=sock, local_addr=local_addr, server_hostname=server_hostname,
@@ -611,9 +613,7 @@ class Stack:
             ssl_shutdown_timeout=ssl_shutdown_timeout,
             happy_eyeballs_delay=happy_eyeballs_delay, interleave=interleave,
             all_errors=all_errors, options=opts, views_ok=True, api="open_connection")
-        writer = protocol.writer
-        assert writer is not None           # made in connection_made()
-        return reader, writer
+        return reader, made[0]              # made in connection_made()
 
     async def start_server(self, client_connected_cb: Callable[..., Any],
                            host: str | Sequence[str] | None = None, port: int | None = None,
@@ -1158,8 +1158,9 @@ class StackStreamProtocol(asyncio.StreamReaderProtocol):
         self.writer = StackStreamWriter(transport, self, reader,  # type: ignore[arg-type]
                                         self._stack.loop, self._stack, self._server_side)
         me._stream_writer = self.writer
-        if self._on_connect is not None and reader is not None:
-            self._on_connect(reader, self.writer)
+        on_connect, self._on_connect = self._on_connect, None
+        if on_connect is not None and reader is not None:
+            on_connect(reader, self.writer)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)

@@ -444,3 +444,23 @@ async def test_abort_resets_and_reports_no_error_as_asyncio():
     assert isinstance(peer_exc, ConnectionResetError)         # the peer got the RST
     server.close()
     sa.close(); sb.close()
+
+
+async def test_open_connection_returns_a_writer_when_the_peer_resets_at_once():
+    """Established and reset in one batch: connection_made() and connection_lost() run
+    before open_connection() returns; it still returns the reader and writer, and the
+    reader reports the reset, as asyncio's would."""
+    sa, sb = make_pair()
+
+    class Rst(asyncio.Protocol):
+        def connection_made(self, transport):
+            transport.write(b"hi")
+            transport.abort()
+    server = await sb.create_server(Rst, B, 7)
+    reader, writer = await sa.open_connection(B, 7, encrypt=False)
+    assert isinstance(writer, asyncio.StreamWriter)
+    with pytest.raises(ConnectionResetError):
+        while await reader.read(100):
+            pass
+    server.close()
+    sa.close(); sb.close()
