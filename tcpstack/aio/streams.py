@@ -1133,7 +1133,10 @@ class StackStreamWriter(asyncio.StreamWriter):
             server_hostname=server_hostname, ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout)
         me._transport = new_transport
-        protocol._replace_writer(self)
+        if hasattr(protocol, "_replace_transport"):     # Python 3.13's name
+            protocol._replace_transport(new_transport)
+        else:
+            protocol._replace_writer(self)
 
 
 class StackStreamProtocol(asyncio.StreamReaderProtocol):
