@@ -464,3 +464,15 @@ async def test_open_connection_returns_a_writer_when_the_peer_resets_at_once():
             pass
     server.close()
     sa.close(); sb.close()
+
+
+@pytest.mark.parametrize("first", [1, 2, 3])
+def test_interleave_orders_addresses_as_asyncio(first):
+    from asyncio.base_events import _interleave_addrinfos   # asyncio's own, for reference
+    from tcpstack.aio.streams import _interleave
+    v4, v6 = socket.AF_INET, socket.AF_INET6
+    infos = [(v6, "fd00::1"), (v6, "fd00::2"), (v6, "fd00::3"), (v4, "10.0.0.1"),
+             (v4, "10.0.0.2")]
+    theirs = _interleave_addrinfos([(f, socket.SOCK_STREAM, 6, "", (a, 1)) for f, a in infos],
+                                   first)
+    assert _interleave(infos, first) == [(i[0], i[4][0]) for i in theirs]
