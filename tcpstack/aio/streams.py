@@ -1285,16 +1285,19 @@ class Server(asyncio.AbstractServer):
         if asyncio.iscoroutine(res):
             task = self._stack.loop.create_task(res)
             self._tasks.add(task)
-            task.add_done_callback(self._task_done)
+            task.add_done_callback(lambda t: self._task_done(t, writer))
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
+    def _task_done(self, task: asyncio.Task[Any], writer: StackStreamWriter) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             # As asyncio's start_server: the application's handler failed; that goes to the
-            # loop's exception handler (an application may have set its own), not our log.
+            # loop's exception handler (an application may have set its own), not our log,
+            # and the connection is closed.
             self._stack.loop.call_exception_handler({
                 "message": "Unhandled exception in client_connected_cb",
-                "exception": task.exception(), "task": task})
+                "exception": task.exception(), "task": task,
+                "transport": writer.transport})
+            writer.transport.close()
 
     def close(self) -> None:
         if self._closed:

@@ -476,3 +476,21 @@ def test_interleave_orders_addresses_as_asyncio(first):
     theirs = _interleave_addrinfos([(f, socket.SOCK_STREAM, 6, "", (a, 1)) for f, a in infos],
                                    first)
     assert _interleave(infos, first) == [(i[0], i[4][0]) for i in theirs]
+
+
+async def test_a_failing_stream_handler_goes_to_the_exception_handler_and_closes():
+    sa, sb = make_pair()
+    handled = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: handled.append(ctx))
+
+    async def handle(reader, writer):
+        raise KeyError("handler bug")
+    server = await sb.start_server(handle, B, 7)
+    reader, writer = await sa.open_connection(B, 7)
+    assert await asyncio.wait_for(reader.read(), 5) == b""     # closed by the server
+    assert handled[0]["message"] == "Unhandled exception in client_connected_cb"
+    assert isinstance(handled[0]["exception"], KeyError)
+    writer.close()
+    server.close()
+    await server.wait_closed()
+    sa.close(); sb.close()
