@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 _DEFAULT_LIMIT = 2 ** 16
 _AI_PASSIVE = socket.AI_PASSIVE     # (Stack.socket() hides the module in the class body)
+_AF_UNSPEC = socket.AF_UNSPEC
 
 
 class Link(Protocol):
@@ -419,7 +420,7 @@ class Stack:
     async def create_server(
             self, protocol_factory: Callable[[], asyncio.BaseProtocol],
             host: str | Sequence[str] | None = None, port: int | None = None, *,
-            family: int = socket.AF_UNSPEC, flags: int = _AI_PASSIVE, sock: Any = None,
+            family: int = _AF_UNSPEC, flags: int = _AI_PASSIVE, sock: Any = None,
             backlog: int = 100, ssl: Any = None, reuse_address: bool | None = None,
             reuse_port: bool | None = None, keep_alive: bool | None = None,
             ssl_handshake_timeout: float | None = None,
