@@ -62,6 +62,11 @@ class TCPConfig:
     dsack: bool = True               # RFC 2883: report duplicate segments in D-SACK blocks
     tso_max_size: int = 0            # TSO: largest super-segment payload the link segments
                                      # (0 = off; the TCB does not produce them yet)
+    # Pacing: BBR ("bbr") always paces at its own rate; pacing=True paces the other
+    # algorithms at 200 % (slow start) / 120 % of cwnd per SRTT (Linux's internal pacing).
+    # max_pacing_rate caps the rate, bytes/s (SO_MAX_PACING_RATE; 0: no cap).
+    pacing: bool = False
+    max_pacing_rate: float = 0.0
     # Called as state_observer(conn, StateChanged, now) on every RFC 9293 state change of a
     # connection (tcpstack.tools.trace.Tracer installs one); None: nobody is watching.
     state_observer: "StateObserver | None" = None

@@ -58,7 +58,8 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 from tcpstack.tcp.config import TCPConfig
-from tcpstack.tcp.congestion import CongestionControl, make_congestion_control
+from tcpstack.tcp.congestion import (CA_LOSS, CA_OPEN, CA_RECOVERY, CongestionControl,
+                                     make_congestion_control)
 from tcpstack.errors import (ConnectionAbortedLocallyError, ConnectionRefusedByPeerError,
                      ConnectionResetByPeerError, ConnectionTimeoutError)
 from tcpstack.tcp.events import (ConnectionEstablished, ConnectionTerminated, DataReceived, EndOfStream,
@@ -66,6 +67,7 @@ from tcpstack.tcp.events import (ConnectionEstablished, ConnectionTerminated, Da
 from tcpstack.tcp.autotune import ReceiveBufferTuner
 from tcpstack.tcp.reassembly import ReassemblyQueue
 from tcpstack.tcp.rack import SendQueue
+from tcpstack.tcp.rate import RateSampler
 from tcpstack.tcp.recovery import LossRecovery, NewRenoRecovery, RackRecovery, SackRecovery
 from tcpstack.tcp.rtt import RTTEstimator
 from tcpstack.tcp.sack import SackScoreboard
@@ -302,7 +304,9 @@ class TCPConnection:
         self._rxt_nxt = iss          # one past the highest retransmitted octet (HighRxt+1)
         self._fast_pending = False   # the next retransmission is the fast retransmit
         self._sb = SackScoreboard()
-        self._rq: SendQueue | None = None   # per-segment records (SACK connections only)
+        self._rq: SendQueue | None = None   # per-segment records (SACK connections, and
+                                            # any whose congestion control samples rates)
+        self._rate: RateSampler | None = None   # delivery-rate sampling (cc.wants_rate_samples)
         # The regime's decisions (tcpstack/tcp/recovery.py): NewReno until the handshake
         # shows SACK (then RFC 6675, or RACK-TLP per config.rack; _finish_negotiation).
         self._recovery: LossRecovery = NewRenoRecovery()
@@ -323,6 +327,10 @@ class TCPConnection:
         self._t_keepalive: float | None = None
         self._t_close: float | None = None     # TIME_WAIT 2*MSL or FIN_WAIT_2 timeout
         self._t_sws: float | None = None
+        # Pacing (tcpstack/tcp/rate.py's consumer BBR sets cc.pacing_rate; config.pacing
+        # for the others): the earliest time the next data may leave, and its timer.
+        self._pace_next = 0.0
+        self._t_pace: float | None = None
         self._persisting = False
         self._persist_backoff = 0
         self._persist_unanswered = 0
@@ -506,6 +514,13 @@ class TCPConnection:
                 f"cannot send on {self.local_port}->{self.remote_port}: "
                 + ("writing was shut down" if self._write_shut else f"state {self.state.name}"))
         n = len(data)
+        rate = self._rate
+        if rate is not None and n:
+            # draft-cheng-iccrg-delivery-rate-estimation 3.4: is this write app-limited?
+            rq = self._rq
+            rate.check_app_limited(self._buf_seq + len(self._sndbuf) - self.snd_nxt,
+                                   self.snd_mss, self._pipe(), self.cc.cwnd,
+                                   rq.pending_lost if rq is not None else 0)
         free = self.config.send_buffer - len(self._sndbuf)
         if n > free:
             n = free if free > 0 else 0
@@ -1005,7 +1020,15 @@ class TCPConnection:
 
     def _established(self, now: float, why: str) -> None:
         self._set_state(ESTABLISHED, why)
-        self.cc = self._make_cc(self.snd_mss, now)
+        self.cc = cc = self._make_cc(self.snd_mss, now)
+        if cc.wants_rate_samples:
+            # Delivery-rate sampling on the per-segment records (a connection without SACK
+            # keeps them for this alone), and the initial pacing rate (BBR).
+            if self._rq is None:
+                off = self._ts_offset
+                self._rq = SendQueue(lambda now: (int(now * 1000) + off) & MASK)
+            self._rate = self._rq.rate = RateSampler(now)
+            cc.init_pacing_rate(self._rtt.srtt)
         self._stall_since = now
         self._recover = self.snd_una
         self._rxt_nxt = self.snd_una
@@ -1256,6 +1279,10 @@ class TCPConnection:
         dsack: tuple[int, int] | None = None
         new_ranges: list[tuple[int, int]] | None = None
         tsecr = seg.tsecr if self.ts_ok and seg.tsval is not None else None
+        rate = self._rate
+        if rate is not None:
+            prior_pipe = self._pipe()
+            rate.begin_ack(self._rq.lost_bytes)           # type: ignore[union-attr]
         if self.sack_ok and seg.sack_blocks:
             # seqnum.unwrap of each edge, inline (per-ACK path)
             blocks = [(snd_una + (((s - snd_una) + HALF) & MASK) - HALF,
@@ -1351,6 +1378,8 @@ class TCPConnection:
                     rec.on_dupack(self, seg, now)     # RFC 5681 3.2 / RFC 6675 5 (1)
         # SACK records, D-SACK undo, TLP, loss detection (RFC 6675 5, RFC 8985 6.2, 7.4).
         rec.on_ack_done(self, seg, ack, snd_una, new_ranges, dsack, now)
+        if rate is not None:
+            self._rate_sample(rate, prior_pipe, now)
         # Window update (3.10.7.4 "fifth", ESTABLISHED): SND.WL1/WL2 rule.
         if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
             if ack >= self.snd_una:
@@ -1367,6 +1396,14 @@ class TCPConnection:
                         self._t_rtx = now + self._rtt.rto
         if self.sample_observer is not None:
             self._sample("ack", now)
+
+    def _rate_sample(self, rate: RateSampler, prior_pipe: int, now: float) -> None:
+        """The ACK's delivery-rate sample to the congestion control (Linux tcp_rate_gen,
+        then cong_control), with the loss-recovery state."""
+        rs = rate.gen(now, self._rq.lost_bytes, prior_pipe, self._pipe())  # type: ignore[union-attr]
+        rs.srtt = self._rtt.srtt
+        self.cc.on_rate_sample(rs, now, CA_LOSS if self._in_loss else
+                               CA_RECOVERY if self._in_recovery else CA_OPEN)
 
     def _sample(self, event: str, now: float) -> None:
         """Hand the congestion state to the sample observer (config.sample_observer)."""
@@ -1781,14 +1818,25 @@ class TCPConnection:
                 self.cc.on_idle_restart(now, self._rtt.rto)
         if self.snd_nxt == snd_una:
             self._stall_since = now
-        # --- retransmissions (fast recovery / SACK holes / after RTO: NextSeg() rule 1) ---
         rec = self._recovery
         pipe = rec.pipe
         rq = self._rq
-        if rec.retransmit(self, out, now):
+        # --- pacing: at most a quantum of data per tick, at the pacing rate ---
+        prate = self.cc.pacing_rate
+        if not prate and cfg.pacing:
+            prate = self._internal_pacing_rate()
+        budget = 1 << 62
+        if prate > 0:
+            cap = cfg.max_pacing_rate
+            if cap and prate > cap:
+                prate = cap
+            budget, nxt0, rxb0 = self._pacing_budget(prate, now), self.snd_nxt, st.retransmitted_bytes
+        # --- retransmissions (fast recovery / SACK holes / after RTO: NextSeg() rule 1) ---
+        if budget > 0 and rec.retransmit(self, out, now):
             sent_any = True
         # --- new data ---
         fin_queued = self._fin_queued
+        paced_out = False
         while True:
             snd_nxt = self.snd_nxt
             data_end = self._buf_seq + len(self._sndbuf)
@@ -1806,6 +1854,11 @@ class TCPConnection:
                     self._tlp_rearm = True
                     sent_any = True
                 break
+            if prate > 0:
+                left = budget - (snd_nxt - nxt0) - (st.retransmitted_bytes - rxb0)
+                if left <= 0:
+                    paced_out = True            # the rest waits for the pacing timer
+                    break
             wnd_room = self.snd_una + self.snd_wnd - snd_nxt
             if wnd_room <= 0:
                 break
@@ -1836,7 +1889,7 @@ class TCPConnection:
                 # `room`-byte pieces.  Only whole segments, each within the window and cwnd
                 # as if sent one by one; a short tail stays separate for Nagle/SWS above.
                 k = cfg.tso_max_size // room
-                for lim in (unsent, wnd_room, cw_room):
+                for lim in (unsent, wnd_room, cw_room, budget if prate <= 0 else left):
                     if lim // room < k:
                         k = lim // room
                 if k > 1:
@@ -1861,8 +1914,13 @@ class TCPConnection:
             if with_fin:
                 break
         # --- more retransmissions in fast recovery (RFC 6675 NextSeg() rules 3 and 4) ---
-        if self._in_recovery and rec.after_new_data(self, out, now):
+        if self._in_recovery and not paced_out and budget > 0 and rec.after_new_data(self, out, now):
             sent_any = True
+        if prate > 0:
+            self._pace_sent(prate, (self.snd_nxt - nxt0) + (st.retransmitted_bytes - rxb0),
+                            paced_out or (budget <= 0 and (
+                                self._in_recovery or self._in_loss
+                                or (rq is not None and rq.pending_lost > 0))), now)
         self._sws_force = False
         if sent_any:
             self._t_sws = None
@@ -1881,6 +1939,45 @@ class TCPConnection:
             self._persist_backoff = 0
             self._t_persist = now + self._persist_interval()
 
+    # ------------------------------------------------------------------ pacing
+
+    def _internal_pacing_rate(self) -> float:
+        """config.pacing for an algorithm that sets no rate (Linux tcp_update_pacing_rate):
+        200 % of cwnd per SRTT in slow start below ssthresh/2, else 120 %."""
+        srtt = self._rtt.srtt
+        if not srtt:
+            return 0.0
+        cc = self.cc
+        ratio = 2.0 if cc.cwnd < cc.ssthresh // 2 else 1.2
+        return ratio * cc.cwnd / srtt
+
+    def _pacing_budget(self, prate: float, now: float) -> int:
+        """Bytes that may leave now: 0 before the next send time, else a quantum: about
+        1 ms at the pacing rate, at least 2 segments, at most 64 KB (Linux
+        tcp_tso_autosize: sk_pacing_shift 10, min_tso_segs 2)."""
+        if now < self._pace_next - 1e-9:
+            return 0
+        q = prate * 0.001
+        room = 2 * self.snd_mss
+        if q < room:
+            q = room
+        elif q > 65536:
+            q = 65536
+        return int(q)
+
+    def _pace_sent(self, prate: float, nbytes: int, blocked: bool, now: float) -> None:
+        """Advance the next send time by the bytes sent this tick (earliest departure
+        time, as Linux's tcp_wstamp_ns); credit for a late wake-up is at most one
+        quantum.  Arm the pacing timer when data waits for it."""
+        if nbytes > 0:
+            base = self._pace_next
+            floor = now - 0.001
+            if base < floor:
+                base = floor
+            self._pace_next = base + nbytes / prate
+        if blocked:
+            self._t_pace = self._pace_next if self._pace_next > now else now
+
     def _has_unsent(self) -> bool:
         if self._buf_seq + len(self._sndbuf) > self.snd_nxt:
             return True
@@ -1895,7 +1992,7 @@ class TCPConnection:
     def next_timer(self) -> float | None:
         best: float | None = None
         for t in (self._t_rtx, self._t_persist, self._t_delack, self._t_keepalive,
-                  self._t_close, self._t_sws, self._t_rack, self._t_tlp):
+                  self._t_close, self._t_sws, self._t_rack, self._t_tlp, self._t_pace):
             if t is not None and (best is None or t < best):
                 best = t
         return best
@@ -1941,6 +2038,8 @@ class TCPConnection:
         if self._t_sws is not None and now >= self._t_sws:
             self._t_sws = None
             self._sws_force = True
+        if self._t_pace is not None and now >= self._t_pace:
+            self._t_pace = None                 # the next segments_to_send() sends
         if self._t_keepalive is not None and now >= self._t_keepalive:
             self._on_keepalive(now)
 

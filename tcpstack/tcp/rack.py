@@ -31,7 +31,10 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_right
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from tcpstack.tcp.rate import RateSampler
 
 SACKED = 1     # selectively acknowledged
 LOST = 2       # deemed lost (RACK or RFC 6675 IsLost); stays set once retransmitted
@@ -55,7 +58,15 @@ def _start(r: "SentSegment") -> int:
 
 class SentSegment:
     """One transmitted segment [start, end) and the state of its latest transmission."""
-    __slots__ = ("start", "end", "xmit_ts", "xmit_no", "flags", "tprev", "tnext")
+    __slots__ = ("start", "end", "xmit_ts", "xmit_no", "flags", "tprev", "tnext",
+                 # delivery-rate send state (tcpstack/tcp/rate.py), set only when the
+                 # queue has a sampler: P.delivered, P.delivered_time, P.first_sent_time,
+                 # P.is_app_limited
+                 "rs_delivered", "rs_dtime", "rs_first", "rs_app")
+    rs_delivered: int
+    rs_dtime: float
+    rs_first: float
+    rs_app: bool
 
     def __init__(self, start: int, end: int, xmit_ts: float, xmit_no: int,
                  flags: int = 0) -> None:
@@ -85,7 +96,7 @@ class SendQueue:
                  "_lostq", "_pending", "_tfirst", "_tlast", "_ts_fn", "_mark_hint",
                  "xmit_ts", "end_seq", "rtt", "min_rtt", "_min_rtt_at", "fack",
                  "reordering_seen", "reo_wnd_mult", "reo_wnd_persist", "dsack_round",
-                 "_best_ts", "xmit_no", "_xmit_counter")
+                 "_best_ts", "xmit_no", "_xmit_counter", "rate", "lost_bytes")
 
     def __init__(self, ts_fn: Callable[[float], int]) -> None:
         self.segs: list[SentSegment] = []
@@ -114,6 +125,10 @@ class SendQueue:
         self.reo_wnd_persist = REO_WND_PERSIST
         self.dsack_round: int | None = None
         self._best_ts = -1.0
+        # Delivery-rate sampling (tcpstack/tcp/rate.py), only for congestion controls that
+        # ask for it; lost_bytes counts every byte ever deemed lost (rate samples' losses).
+        self.rate: RateSampler | None = None
+        self.lost_bytes = 0
 
     # ------------------------------------------------------------------ queue basics
 
@@ -150,6 +165,8 @@ class SendQueue:
         """RFC 8985 6.1 RACK_transmit_new_data()."""
         self._xmit_counter += 1
         r = SentSegment(start, end, now, self._xmit_counter, LINKED)
+        if self.rate is not None:
+            self.rate.on_sent(r, now, self.head >= len(self.segs))
         self.segs.append(r)
         self._link_last(r)
 
@@ -168,6 +185,32 @@ class SendQueue:
         self._xmit_counter += 1
         r.xmit_no = self._xmit_counter
         self._link_last(r)
+        if self.rate is not None:
+            self.rate.on_sent(r, now, False)
+
+    def retransmitted_range(self, start: int, end: int, now: float) -> None:
+        """[start, end) was retransmitted as a sequence range (a connection without SACK
+        that keeps records for rate sampling): mark the records covering it."""
+        segs = self.segs
+        i = bisect_right(segs, start, lo=self.head, key=_start) - 1
+        if i < self.head:
+            i = self.head
+        while i < len(segs):
+            r = segs[i]
+            if r.start >= end:
+                break
+            if r.end <= start:
+                i += 1
+                continue
+            if r.start < start:
+                self.split(r, start, i)
+                i += 1
+                continue
+            if r.end > end:
+                self.split(r, end, i)
+            if not r.flags & SACKED:
+                self.retransmitted(r, now)
+            i += 1
 
     def split(self, r: SentSegment, at: int, idx: int | None = None) -> SentSegment:
         """Split record r at ``at`` (start < at < end); returns the upper part.  Byte
@@ -176,6 +219,11 @@ class SendQueue:
         if idx is None:
             idx = bisect_right(segs, r.start, lo=self.head, key=_start) - 1
         n = SentSegment(at, r.end, r.xmit_ts, r.xmit_no, r.flags)
+        if self.rate is not None:
+            n.rs_delivered = r.rs_delivered
+            n.rs_dtime = r.rs_dtime
+            n.rs_first = r.rs_first
+            n.rs_app = r.rs_app
         r.end = at
         segs.insert(idx + 1, n)
         f = r.flags
@@ -268,6 +316,7 @@ class SendQueue:
         segs = self.segs
         i = self.head
         n = len(segs)
+        rate = self.rate
         while i < n:
             r = segs[i]
             if r.end <= ack:
@@ -279,6 +328,8 @@ class SendQueue:
                     if f & LOST and not f & RTX:
                         self._pending -= 1
                     self._delivered(r, now, tsecr)
+                    if rate is not None:
+                        rate.on_delivered(r, r.end - r.start, now, bool(f & EVER))
                 if f & LINKED:
                     self._unlink(r)
                 r.flags |= DONE
@@ -287,6 +338,9 @@ class SendQueue:
             if r.start < ack:
                 # Partially acknowledged (the peer's segmentation differs from ours).
                 self._drop_counts(r, ack - r.start)
+                if rate is not None and not r.flags & SACKED:
+                    rate.delivered += ack - r.start
+                    rate.rs.acked_sacked += ack - r.start
                 r.start = ack
             break
         self.head = i
@@ -328,6 +382,9 @@ class SendQueue:
                 # out-of-order segments do not update (RFC 7323 4.3), so the echo is
                 # always older than a SACKed retransmission; the min_RTT test remains.
                 self._delivered(r, now, None)
+                if self.rate is not None:
+                    self.rate.on_delivered(r, nb, now, bool(f & EVER))
+                    self.rate.mark_used(r)
                 r.flags = (r.flags | SACKED) & ~(LOST | RTX)
                 self.sacked_out += nb
                 self.segs_sacked += 1
@@ -378,6 +435,9 @@ class SendQueue:
             self.retrans_out -= nb           # that retransmission is lost too
         if not f & LOST:
             self.lost_out += nb
+            self.lost_bytes += nb
+        elif f & RTX:
+            self.lost_bytes += nb            # a lost retransmission
         if f & LINKED:
             self._unlink(r)
         r.flags = (f | LOST) & ~(RTX | LINKED)

@@ -146,6 +146,12 @@ class NewRenoRecovery(LossRecovery):
         self.first_partial = True
         self.lost_floor = c.snd_una + c.snd_mss
 
+    def on_cumulative_ack(self, c: "TCPConnection", ack: int, rtt: float | None,
+                          tsecr: int | None, now: float) -> None:
+        rq = c._rq
+        if rq is not None:                     # records kept for rate sampling only
+            rq.ack(ack, now, tsecr)
+
     def on_partial_ack(self, c: "TCPConnection", ack: int, acked: int) -> bool:
         # RFC 6582 3.2 step 3: the segment after the partial ACK is lost; deflate the
         # duplicate-ACK count by what the ACK covered, and restart the timer only on the
@@ -174,6 +180,8 @@ class NewRenoRecovery(LossRecovery):
         room = c._seg_payload_room()
         lim = a + room if room < flight else c.snd_nxt
         c._out.append(c._segment_for(a, lim, now, rtx=True))
+        if c._rq is not None:
+            c._rq.retransmitted_range(a, lim, now)
         st = c._stats
         st.retransmits += 1
         st.retransmitted_bytes += lim - a
@@ -200,6 +208,8 @@ class NewRenoRecovery(LossRecovery):
             room = c._seg_payload_room()
             lim = a + room if a + room < b else b
             out.append(c._segment_for(a, lim, now, rtx=True))
+            if c._rq is not None:
+                c._rq.retransmitted_range(a, lim, now)
             sent = True
             st.retransmits += 1
             st.retransmitted_bytes += lim - a

@@ -27,6 +27,11 @@ Call protocol (what the connection promises):
   on_rto(now, in_flight)              -- retransmission timeout (RFC 5681 3.1 eq. 4, cwnd =
                                          loss window = 1 SMSS).
   on_idle_restart(now, rto)           -- sending after an idle period > RTO (RFC 5681 4.1).
+  on_rate_sample(rs, now, ca_state)   -- only for algorithms with wants_rate_samples (BBR):
+                                         after every ACK, the delivery-rate sample
+                                         (tcpstack/tcp/rate.py) and the recovery state;
+                                         such an algorithm sets pacing_rate (bytes/s),
+                                         which the send path honours.
   snapshot() / undo(state)            -- a congestion response proved spurious; restore the
                                          state returned by snapshot() taken before it
                                          (RFC 9438 4.9; CUBIC restores only while
@@ -42,20 +47,23 @@ from __future__ import annotations
 
 from typing import Callable
 
-from tcpstack.tcp.congestion.base import INFINITE_SSTHRESH, CongestionControl, default_initial_window
+from tcpstack.tcp.congestion.base import (CA_LOSS, CA_OPEN, CA_RECOVERY, INFINITE_SSTHRESH,
+                                          CongestionControl, default_initial_window)
+from tcpstack.tcp.congestion.bbr import BBR
 from tcpstack.tcp.congestion.cubic import Cubic
 from tcpstack.tcp.congestion.newreno import NewReno
 
-__all__ = ["CongestionControl", "NewReno", "Cubic", "ALGORITHMS", "make_congestion_control",
-           "INFINITE_SSTHRESH", "default_initial_window"]
+__all__ = ["CongestionControl", "NewReno", "Cubic", "BBR", "ALGORITHMS",
+           "make_congestion_control", "INFINITE_SSTHRESH", "default_initial_window",
+           "CA_OPEN", "CA_RECOVERY", "CA_LOSS"]
 
 
 ALGORITHMS: dict[str, Callable[..., CongestionControl]] = {
-    "newreno": NewReno, "reno": NewReno, "cubic": Cubic}
+    "newreno": NewReno, "reno": NewReno, "cubic": Cubic, "bbr": BBR}
 
 
 def make_congestion_control(name: str, mss: int, now: float) -> CongestionControl:
-    """Build the named algorithm ("newreno", "cubic")."""
+    """Build the named algorithm ("newreno", "cubic", "bbr")."""
     try:
         return ALGORITHMS[name.lower()](mss, now)
     except KeyError:

@@ -6,11 +6,18 @@ from __future__ import annotations
 import abc
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tcpstack.tcp.rate import RateSample
 
 log = logging.getLogger(__name__)
 
 INFINITE_SSTHRESH = 1 << 30   # "arbitrarily high" (RFC 5681 3.1)
+
+# The connection's loss-recovery state, as on_rate_sample() is told (Linux's tcp_ca_state
+# order: Open < Recovery < Loss).
+CA_OPEN, CA_RECOVERY, CA_LOSS = 0, 3, 4
 
 
 def default_initial_window(mss: int) -> int:
@@ -21,8 +28,11 @@ def default_initial_window(mss: int) -> int:
 class CongestionControl(abc.ABC):
     """Base class and interface.  Subclasses: NewReno, Cubic."""
 
-    __slots__ = ("mss", "cwnd", "ssthresh", "iw", "_default_iw", "_abc_limit")
+    __slots__ = ("mss", "cwnd", "ssthresh", "iw", "_default_iw", "_abc_limit", "pacing_rate")
     name = "base"
+    # True: the connection keeps delivery-rate state (tcpstack/tcp/rate.py) and calls
+    # on_rate_sample() after every ACK; the pacing_rate set here is honoured by the send path.
+    wants_rate_samples = False
 
     def __init__(self, mss: int, now: float, initial_window: int | None = None) -> None:
         self.mss = mss
@@ -34,6 +44,7 @@ class CongestionControl(abc.ABC):
         # RFC 3465 2.2: slow start grows by at most L = 2*SMSS per ACK; 2.3: L = 1*SMSS in
         # the slow start that follows a retransmission timeout.
         self._abc_limit = 2 * mss
+        self.pacing_rate = 0.0   # bytes/s the connection paces at; 0: not set by this algorithm
 
     def set_mss(self, mss: int) -> None:
         """The effective MSS changed (negotiation, PMTU).  Windows are kept in bytes, so
@@ -87,6 +98,14 @@ class CongestionControl(abc.ABC):
             self.ssthresh = t
         if self.iw < cwnd:
             self.cwnd = self.iw
+
+    def init_pacing_rate(self, srtt: float | None) -> None:
+        """The connection is established (srtt: the handshake's RTT, if measured): set an
+        initial pacing rate (algorithms that pace)."""
+
+    def on_rate_sample(self, rs: "RateSample", now: float, ca_state: int) -> None:
+        """After every ACK, when wants_rate_samples: the ACK's delivery-rate sample and the
+        connection's loss-recovery state (CA_OPEN, CA_RECOVERY, CA_LOSS)."""
 
     def snapshot(self) -> Any:
         return (self.cwnd, self.ssthresh, self._abc_limit)
