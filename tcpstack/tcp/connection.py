@@ -1400,10 +1400,12 @@ class TCPConnection:
     def _rate_sample(self, rate: RateSampler, prior_pipe: int, now: float) -> None:
         """The ACK's delivery-rate sample to the congestion control (Linux tcp_rate_gen,
         then cong_control), with the loss-recovery state."""
-        rs = rate.gen(now, self._rq.lost_bytes, prior_pipe, self._pipe())  # type: ignore[union-attr]
+        pipe = self._pipe()
+        rs = rate.gen(now, self._rq.lost_bytes, prior_pipe, pipe)  # type: ignore[union-attr]
         rs.srtt = self._rtt.srtt
-        self.cc.on_rate_sample(rs, now, CA_LOSS if self._in_loss else
-                               CA_RECOVERY if self._in_recovery else CA_OPEN)
+        if self.cc.on_rate_sample(rs, now, CA_LOSS if self._in_loss else
+                                  CA_RECOVERY if self._in_recovery else CA_OPEN):
+            rate.app_limited = (rate.delivered + pipe) or 1
 
     def _sample(self, event: str, now: float) -> None:
         """Hand the congestion state to the sample observer (config.sample_observer)."""

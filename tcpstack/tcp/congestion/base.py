@@ -103,9 +103,12 @@ class CongestionControl(abc.ABC):
         """The connection is established (srtt: the handshake's RTT, if measured): set an
         initial pacing rate (algorithms that pace)."""
 
-    def on_rate_sample(self, rs: "RateSample", now: float, ca_state: int) -> None:
+    def on_rate_sample(self, rs: "RateSample", now: float, ca_state: int) -> bool:
         """After every ACK, when wants_rate_samples: the ACK's delivery-rate sample and the
-        connection's loss-recovery state (CA_OPEN, CA_RECOVERY, CA_LOSS)."""
+        connection's loss-recovery state (CA_OPEN, CA_RECOVERY, CA_LOSS).  True: mark the
+        connection's sending application-limited from now (what is in flight is delivered
+        at a rate the algorithm chose, not the path's)."""
+        return False
 
     def snapshot(self) -> Any:
         return (self.cwnd, self.ssthresh, self._abc_limit)

@@ -185,12 +185,15 @@ class BBR(CongestionControl):
 
     # ------------------------------------------------------------------ per ACK
 
-    def on_rate_sample(self, rs: "RateSample", now: float, ca_state: int) -> None:
-        """Linux bbr_main: update the model, then the pacing rate and cwnd."""
+    def on_rate_sample(self, rs: "RateSample", now: float, ca_state: int) -> bool:
+        """Linux bbr_main: update the model, then the pacing rate and cwnd.  True while in
+        PROBE_RTT: the connection then marks its sending application-limited (Linux sets
+        tp->app_limited), so the low delivery rate of this mode never lowers BtlBw."""
         self._update_model(rs, now)
         bw = self.bw.get()
         self._set_pacing_rate(bw, self.pacing_gain, rs.srtt)
         self._set_cwnd(rs, rs.acked_sacked, bw, self.cwnd_gain, ca_state)
+        return self.mode == PROBE_RTT
 
     def _update_model(self, rs: "RateSample", now: float) -> None:
         self._update_bw(rs)
@@ -282,9 +285,7 @@ class BBR(CongestionControl):
             self._save_cwnd()
             self.probe_rtt_done_stamp = 0.0
         if self.mode == PROBE_RTT:
-            # (The connection marks samples application-limited meanwhile: Linux sets
-            # tp->app_limited here; the low rate of this mode is not a bandwidth sample.)
-            rs.is_app_limited = True
+            # (on_rate_sample's True makes the connection mark its sending app-limited.)
             if not self.probe_rtt_done_stamp and rs.in_flight <= CWND_MIN_SEGS * self.mss:
                 self.probe_rtt_done_stamp = now + PROBE_RTT_TIME
                 self.probe_rtt_round_done = False
