@@ -1,6 +1,7 @@
 """The kernel's TCP beside the stack on a real impaired path, in one run (issue 14 item 1).
 
     sudo python bench/impaired.py [--quick] [--rows bneck,loss1,...] [--mb N] [--json out.json]
+                                  [--kernel-cc cubic,default] [--stack-cc cubic]
 
 Topology (tun.topology.RoutedHosts): host A and host B, each a network namespace with a TUN
 device for a userspace Stack, joined through a router namespace by two veth pairs; MTU 1500
@@ -23,7 +24,8 @@ capped at 120 s (reported as "hung", not waited on).  MB/s is the two directions
 their two durations (connect until the receiver has seen EOF and said so); ratio = stack MB/s
 over kernel MB/s in the same run; RTOs are the senders' retransmission timeouts summed over
 the two directions: the kernel's TcpExtTCPTimeouts delta in the sender's namespace, the
-stack's connection stats ("timeouts").
+stack's connection stats ("timeouts").  --stack-cc sets the stack connections' congestion
+control (TCPConfig.congestion_control: cubic, newreno, bbr), --kernel-cc the kernel's.
 """
 from __future__ import annotations
 
@@ -45,9 +47,14 @@ from typing import Any, Awaitable, Callable
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.run import forked_server, provider  # noqa: E402
-from tcpstack import Stack  # noqa: E402
+from tcpstack import Stack, StackConfig, TCPConfig  # noqa: E402
 
 CAP_S = 120.0          # a transfer still running after this is reported as hung
+STACK_CC = "cubic"     # the stack connections' congestion control (--stack-cc)
+
+
+def stack_config() -> StackConfig:
+    return StackConfig(tcp=TCPConfig(congestion_control=STACK_CC))
 SEED = 14
 NFQ_NUM = 14
 
@@ -295,7 +302,7 @@ def stack_host_b(net: Any, data: bytes,
 
     async def serve(ctl: socket.socket) -> None:
         st = Stack(AsyncTun(net.devices[1], close_device=False), [net.stack_addrs[1]],
-                   security=provider())
+                   stack_config(), security=provider())
 
         async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             h = hashlib.sha256()
@@ -359,7 +366,7 @@ async def stack_pair(net: Any, ctl: CtlLines, port: int, data: bytes, sha: str,
     res = []
     for direction in ("a->b", "b->a"):
         st = Stack(AsyncTun(net.devices[0], close_device=False), [net.stack_addrs[0]],
-                   security=provider() if enc else None)
+                   stack_config(), security=provider() if enc else None)
         w = None
         try:
             async def one() -> dict[str, Any]:
@@ -468,7 +475,8 @@ def fmt(r: dict[str, Any], kernel: dict[str, Any] | None = None) -> list[str]:
 def table(results: list[dict[str, Any]], mb: float, kernel_ccs: list[str]) -> str:
     ref = kernel_ccs[0]
     head = ["path (router, both directions)", f"kernel ({ref}) MB/s", "kernel RTOs",
-            "stack plain MB/s", "ratio", "RTOs", "stack tcpcrypt MB/s", "ratio", "RTOs"]
+            f"stack ({STACK_CC}) plain MB/s", "ratio", "RTOs", "stack tcpcrypt MB/s", "ratio",
+            "RTOs"]
     for cc in kernel_ccs[1:]:
         head += [f"kernel ({cc}) MB/s", "RTOs"]
     lines = ["| " + " | ".join(head) + " |",
@@ -495,7 +503,16 @@ def main() -> None:
                          "first one the reference for the ratios; 'default' is the host's "
                          "net.ipv4.tcp_congestion_control (default: cubic,default: cubic is "
                          "the stack's own default)")
+    ap.add_argument("--stack-cc", default="cubic", metavar="CC",
+                    help="the stack connections' congestion control (TCPConfig."
+                         "congestion_control: cubic, newreno, bbr; default cubic)")
     args = ap.parse_args()
+    from tcpstack.tcp.congestion import ALGORITHMS
+    if args.stack_cc.lower() not in ALGORITHMS:
+        sys.exit(f"--stack-cc: unknown congestion control {args.stack_cc!r} "
+                 f"(known: {', '.join(sorted(ALGORITHMS))})")
+    global STACK_CC
+    STACK_CC = args.stack_cc.lower()
     if os.geteuid() != 0:
         sys.exit("impaired.py needs root (namespaces, TUN, tc, iptables, nft, NFQUEUE)")
     rows = ROWS
@@ -523,7 +540,7 @@ def main() -> None:
         if cc not in kernel_ccs:
             kernel_ccs.append(cc)
     print(f"kernel congestion control: {', '.join(kernel_ccs)} (host default {host_cc}); "
-          "the stack: cubic", flush=True)
+          f"the stack: {STACK_CC}", flush=True)
     mb = args.mb or (4 if args.quick else 20)
     n = int(mb * 1e6)
     data = random.Random(SEED).randbytes(n)      # the kernel sender makes the same bytes
@@ -549,7 +566,7 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"mb_each_way": mb, "loop": args.loop, "python": sys.version.split()[0],
-                       "kernel_cc": kernel_ccs,
+                       "kernel_cc": kernel_ccs, "stack_cc": STACK_CC,
                        "results": results}, f, indent=1)
 
 
