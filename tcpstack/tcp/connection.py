@@ -193,6 +193,8 @@ class ConnectionStats:
     sack_ok: bool = False
     ts_ok: bool = False
     congestion_control: str = ""
+    pacing_rate: float = 0.0     # bytes/s the sender paces at (0: not pacing; tcp_info's)
+    delivery_rate: float = 0.0   # bytes/s, the latest delivery-rate sample (0: none kept)
 
 
 class TCPConnection:
@@ -389,6 +391,12 @@ class TCPConnection:
         s.sack_ok = self.sack_ok
         s.ts_ok = self.ts_ok
         s.congestion_control = self.cc.name
+        prate = self.cc.pacing_rate
+        if not prate and self.config.pacing:
+            prate = self._internal_pacing_rate()
+        cap = self.config.max_pacing_rate
+        s.pacing_rate = cap if cap and prate > cap else prate
+        s.delivery_rate = self._rate.delivery_rate if self._rate is not None else 0.0
         return s
 
     @property

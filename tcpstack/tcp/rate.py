@@ -78,7 +78,7 @@ class RateSampler:
     """The connection's side of delivery-rate estimation (see the module docstring)."""
 
     __slots__ = ("delivered", "delivered_time", "first_sent_time", "app_limited", "rs",
-                 "_lost_mark", "samples", "min_rtt", "_min_rtt_at")
+                 "_lost_mark", "samples", "min_rtt", "_min_rtt_at", "delivery_rate")
 
     def __init__(self, now: float = 0.0) -> None:
         self.delivered = 0            # C.delivered (bytes)
@@ -88,6 +88,7 @@ class RateSampler:
         self.rs = RateSample()        # the sample being built for the current ACK
         self._lost_mark = 0           # SendQueue.lost_bytes at the start of this ACK
         self.samples = 0              # valid samples produced (statistics)
+        self.delivery_rate = 0.0      # the latest valid sample's rate (statistics)
         self.min_rtt = float("inf")   # windowed minimum of the samples' rtt (Linux tcp_min_rtt)
         self._min_rtt_at = now
 
@@ -178,6 +179,6 @@ class RateSampler:
         if interval <= 0 or (interval < self.min_rtt - 1e-9 and self.min_rtt != float("inf")):
             rs.interval = rs.delivery_rate = -1.0
             return rs
-        rs.delivery_rate = rs.delivered / interval
+        rs.delivery_rate = self.delivery_rate = rs.delivered / interval
         self.samples += 1
         return rs

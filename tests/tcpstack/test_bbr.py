@@ -42,6 +42,12 @@ def sample(delivered: int, prior_delivered: int, interval: float, rtt: float, *,
     return rs
 
 
+def target(bbr: BBR, bw: float, gain: float = 2.0) -> int:
+    """The cwnd BBR grows toward (Linux bbr_set_cwnd): gain * BDP + the ACK-aggregation
+    allowance + three send bursts (the quantization budget)."""
+    return bbr.quantization_budget(bbr.bdp(bw, gain) + bbr.aggregation_cwnd())
+
+
 class Feeder:
     """Drives a BBR object with one sample per round trip at a fixed delivery rate."""
 
@@ -109,7 +115,8 @@ def test_startup_drain_probe_bw() -> None:
     assert bbr.btl_bw == pytest.approx(top)
     assert bbr.pacing_gain < 1                                    # draining
     bdp = int(top * f.rtt)
-    assert bbr.ssthresh == bbr.inflight(top, 1.0)
+    # ssthresh reported as the BDP plus three bursts at the rate of the moment (Linux)
+    assert bdp + 3 * 2 * MSS <= bbr.ssthresh <= bdp + 3 * 64 * MSS
     f.round(top, in_flight=bdp)                                   # queue drained
     assert bbr.mode == PROBE_BW
     assert bbr.cycle_idx != 1 or bbr.pacing_gain == 0.75
@@ -118,8 +125,10 @@ def test_startup_drain_probe_bw() -> None:
     for _ in range(20):
         f.round(top)                                          # cwnd full
         assert bbr.pacing_rate == pytest.approx(bbr.pacing_gain * top * 0.99)
-    assert bbr.cwnd <= bbr.inflight(top, 2.0)
+    assert bbr.cwnd <= target(bbr, top)
     assert bbr.cwnd >= 2 * bdp
+    # a burst: whole segments of 1 ms at the pacing rate (2 at least)
+    assert bbr.burst() == max(2, int(bbr.pacing_rate * 0.001) // MSS) * MSS
     # the gains cycle through 1.25, 0.75 and 1 (draft 4.3.3), one RTprop each at least
     gains = []
     for _ in range(24):
@@ -178,7 +187,7 @@ def test_probe_rtt_after_ten_seconds_without_a_lower_rtt() -> None:
     assert bbr.mode == PROBE_BW
     assert bbr.btl_bw == pytest.approx(1e6)                   # kept: app-limited samples
     # the saved cwnd is restored (then bounded by the PROBE_BW target, as Linux)
-    assert bbr.cwnd == min(cwnd + 4 * MSS, bbr.inflight(1e6, 2.0))
+    assert bbr.cwnd == min(cwnd + 4 * MSS, target(bbr, 1e6))
     assert bbr.min_rtt_stamp == pytest.approx(f.now)
 
 
@@ -203,7 +212,7 @@ def test_packet_conservation_in_recovery_then_restore() -> None:
     assert bbr.cwnd == 5 * MSS + 2 * MSS
     # leaving recovery restores the cwnd saved on entry (then bounded by the target)
     f.round(1e6, in_flight=5 * MSS, ca=CA_OPEN)
-    assert bbr.cwnd == min(before + 10 * MSS, bbr.inflight(1e6, 2.0))
+    assert bbr.cwnd == min(before + 10 * MSS, target(bbr, 1e6))
     assert bbr.cwnd > 2 * 10 * MSS and not bbr.packet_conservation
 
 
@@ -216,7 +225,7 @@ def test_rto_cuts_cwnd_and_restarts_full_bw_detection() -> None:
     f.round(1e6, in_flight=MSS, ca=CA_LOSS)                   # grows again by what is delivered
     assert bbr.cwnd > MSS
     f.round(1e6, in_flight=MSS, ca=CA_OPEN)                   # the loss state ended: restore
-    assert bbr.cwnd == min(before + 10 * MSS, bbr.inflight(1e6, 2.0))
+    assert bbr.cwnd == min(before + 10 * MSS, target(bbr, 1e6))
 
 
 def test_undo_restores_cwnd() -> None:
@@ -350,18 +359,21 @@ def sim_transfer(cc: str, loss: float, nbytes: int = 3_000_000, seed: int = 1,
 def test_sim_clean_path_reaches_the_bottleneck() -> None:
     mbps, ok, st = sim_transfer("bbr", 0.0)
     assert ok
-    assert mbps > 0.88 * 200                                  # 193 Mbit/s of goodput max
+    assert mbps > 0.9 * 200                                   # 193 Mbit/s of goodput max
     assert st.congestion_control == "bbr"
     assert st.retransmits == 0                                # no queue overflow
+    assert 0.9 * 25e6 < st.pacing_rate < 1.3 * 25e6           # paces at about BtlBw
 
 
-@pytest.mark.parametrize("loss,floor", [(0.03, 0.75), (0.10, 0.30)])
+@pytest.mark.parametrize("loss,floor", [(0.03, 0.85), (0.10, 0.70)])
 def test_sim_random_loss_keeps_most_of_the_rate(loss: float, floor: float) -> None:
     """BBR v1 does not treat random loss as congestion: at 3 % loss it keeps most of the
-    bottleneck (CUBIC: about a third), at 10 % still a large share (CUBIC: a few %)."""
-    mbps, ok, _ = sim_transfer("bbr", loss)
-    assert ok
+    bottleneck (CUBIC: about a third), at 10 % still most of it (CUBIC: a few %).  The
+    median of three seeds (a tail loss costs one seed a 200 ms RTO: loss recovery, not
+    BBR)."""
+    runs = [sim_transfer("bbr", loss, seed=seed) for seed in (1, 2, 3)]
+    assert all(ok for _, ok, _ in runs)
+    mbps = sorted(m for m, _, _ in runs)[1]
     assert mbps > floor * 200
-    cubic, ok_c, _ = sim_transfer("cubic", loss)
-    assert ok_c
+    cubic = sorted(sim_transfer("cubic", loss, seed=seed)[0] for seed in (1, 2, 3))[1]
     assert mbps > 1.5 * cubic

@@ -188,3 +188,5 @@ def test_tcb_rate_samples_on_a_transfer(sack: bool) -> None:
     a = h.a
     assert a._rate is not None
     assert a._rate.delivered == len(data) and a._rate.samples > 10
+    st = a.stats
+    assert st.congestion_control == "bbr" and st.pacing_rate > 0 and st.delivery_rate > 0

@@ -18,10 +18,16 @@ timeout) restores max(cwnd, the saved cwnd).  Bytes newly deemed lost are taken 
 A timeout sets cwnd to one segment (the connection's loss state) and restarts the full
 bandwidth detection, as Linux's TCP_CA_Loss.
 
+As Linux (and the draft's 4.2.3.2 "quantization budget"), the cwnd target adds three send
+bursts (a burst: about 1 ms at the pacing rate, 2 segments at least, 64 KB at most -- the
+quantum the connection's pacer sends at once), and the ACK-aggregation allowance of Linux
+4.20+ (bbr_update_ack_aggregation): the largest excess of data acknowledged over what
+BtlBw predicts within an "ACK epoch", windowed over 5-10 rounds, capped at 100 ms of
+BtlBw and at cwnd.  Both matter where the path's own BDP is tiny and ACKs come in bursts
+(a Python receiver behind an event loop, delayed ACKs).
+
 Not implemented (known gaps against Linux v1): the long-term ("policer") bandwidth
-estimate (lt_bw), the ACK-aggregation allowance (extra_acked, Linux 4.20+), the TSO
-segment goal (the quantization allowance is 3 segments), is_ack_delayed on min_rtt
-samples.  BBR does not use ssthresh except to report it (set at the end of STARTUP as
+estimate (lt_bw), is_ack_delayed on min_rtt samples.  BBR does not use ssthresh except to report it (set at the end of STARTUP as
 Linux does).
 """
 from __future__ import annotations
@@ -52,8 +58,13 @@ CWND_MIN_SEGS = 4                     # draft 4.3.4 BBRMinPipeCwnd
 FULL_BW_THRESH = 1.25                 # draft 4.3.1.2: growth below 25 % ...
 FULL_BW_COUNT = 3                     # ... for 3 rounds: the pipe is full
 PACING_MARGIN = 0.99                  # Linux bbr_pacing_margin_percent = 1
-QUANTIZATION_SEGS = 3                 # Linux bbr_quantization_budget: 3 * tso_segs_goal
+QUANTIZATION_BURSTS = 3               # Linux bbr_quantization_budget: 3 * tso_segs_goal
+BURST_TIME = 0.001                    # a send burst: ~1 ms at the pacing rate (Linux
+BURST_MAX = 65536                     # tcp_tso_autosize, sk_pacing_shift 10; GSO max)
+MIN_TSO_RATE = 1_200_000 / 8          # below 1.2 Mbit/s bursts of 1 segment (bbr_min_tso_rate)
 INIT_RTT = 0.001                      # Linux: 1 ms when no RTT sample yet
+EXTRA_ACKED_WIN_ROUNDS = 5            # Linux bbr_extra_acked_win_rtts
+EXTRA_ACKED_MAX_TIME = 0.100          # Linux bbr_extra_acked_max_us
 
 
 class WindowedMax:
@@ -111,7 +122,9 @@ class BBR(CongestionControl):
                  "probe_rtt_round_done", "round_count", "next_round_delivered", "round_start",
                  "full_bw", "full_bw_count", "full_bw_reached", "cycle_idx", "cycle_stamp",
                  "pacing_gain", "cwnd_gain", "prior_cwnd", "packet_conservation",
-                 "prev_ca_state", "idle_restart", "has_seen_rtt", "_rng", "_delivered")
+                 "prev_ca_state", "idle_restart", "has_seen_rtt", "_rng", "_delivered",
+                 "extra_acked", "extra_acked_idx", "extra_acked_rounds", "ack_epoch_stamp",
+                 "ack_epoch_acked")
     name = "bbr"
     wants_rate_samples = True
 
@@ -137,6 +150,11 @@ class BBR(CongestionControl):
         self.idle_restart = False
         self.has_seen_rtt = False
         self._delivered = 0                 # the connection's C.delivered at the last sample
+        self.extra_acked = [0, 0]           # ACK aggregation, two windows (Linux)
+        self.extra_acked_idx = 0
+        self.extra_acked_rounds = 0
+        self.ack_epoch_stamp = now
+        self.ack_epoch_acked = 0
         self._rng = random.Random(seed if seed is not None else int(now * 1e6) ^ mss)
         self.mode = STARTUP
         self.pacing_gain = HIGH_GAIN
@@ -156,12 +174,61 @@ class BBR(CongestionControl):
             return self.iw
         return int(gain * bw * self.min_rtt + 0.999999)
 
-    def inflight(self, bw: float, gain: float) -> int:
-        """bdp plus the quantization allowance (draft 4.2.3.2, Linux bbr_inflight)."""
-        cwnd = self.bdp(bw, gain) + QUANTIZATION_SEGS * self.mss
+    def burst(self) -> int:
+        """Bytes the connection sends at once at this pacing rate (Linux
+        bbr_tso_segs_goal): ~1 ms worth, whole segments, 2 at least (1 below 1.2 Mbit/s),
+        64 KB at most."""
+        mss = self.mss
+        b = int(min(self.pacing_rate * BURST_TIME, BURST_MAX)) // mss
+        floor = 1 if self.pacing_rate < MIN_TSO_RATE else 2
+        return (b if b > floor else floor) * mss
+
+    def quantization_budget(self, cwnd: int) -> int:
+        """draft 4.2.3.2 / Linux bbr_quantization_budget: room for the send bursts."""
+        cwnd += QUANTIZATION_BURSTS * self.burst()
         if self.mode == PROBE_BW and self.cycle_idx == 0:
             cwnd += 2 * self.mss                # Linux: a little more while probing
         return cwnd
+
+    def inflight(self, bw: float, gain: float) -> int:
+        """bdp plus the quantization allowance (Linux bbr_inflight)."""
+        return self.quantization_budget(self.bdp(bw, gain))
+
+    def aggregation_cwnd(self) -> int:
+        """Linux bbr_ack_aggregation_cwnd: the ACK-aggregation allowance, once the pipe
+        is full, at most 100 ms at BtlBw."""
+        if not self.full_bw_reached:
+            return 0
+        extra = self.extra_acked[0] if self.extra_acked[0] > self.extra_acked[1] \
+            else self.extra_acked[1]
+        cap = int(self.bw.get() * EXTRA_ACKED_MAX_TIME)
+        return extra if extra < cap else cap
+
+    def _update_ack_aggregation(self, rs: "RateSample", now: float) -> None:
+        """Linux bbr_update_ack_aggregation: how much more was acknowledged in this ACK
+        epoch than BtlBw predicts (ACKs arriving in bursts)."""
+        acked = rs.acked_sacked
+        if acked <= 0 or rs.delivered < 0 or rs.interval <= 0:
+            return
+        if self.round_start:
+            self.extra_acked_rounds += 1
+            if self.extra_acked_rounds >= EXTRA_ACKED_WIN_ROUNDS:
+                self.extra_acked_rounds = 0
+                self.extra_acked_idx ^= 1
+                self.extra_acked[self.extra_acked_idx] = 0
+        expected = self.bw.get() * (now - self.ack_epoch_stamp)
+        if self.ack_epoch_acked <= expected or \
+                self.ack_epoch_acked + acked >= (1 << 20) * self.mss:
+            # The ACK rate fell to the expected one (or the epoch is very old): new epoch.
+            self.ack_epoch_acked = 0
+            self.ack_epoch_stamp = now
+            expected = 0.0
+        self.ack_epoch_acked += acked
+        extra = int(self.ack_epoch_acked - expected)
+        if extra > self.cwnd:
+            extra = self.cwnd
+        if extra > self.extra_acked[self.extra_acked_idx]:
+            self.extra_acked[self.extra_acked_idx] = extra
 
     def _init_pacing(self, srtt: float | None) -> None:
         # draft 4.2.1 BBRInitPacingRate: nominal bandwidth = InitialCwnd / (SRTT or 1 ms).
@@ -197,6 +264,7 @@ class BBR(CongestionControl):
 
     def _update_model(self, rs: "RateSample", now: float) -> None:
         self._update_bw(rs)
+        self._update_ack_aggregation(rs, now)
         if self.mode == PROBE_BW and self._is_next_cycle_phase(rs, now):
             self._advance_cycle_phase(now)     # draft 4.3.3
         self._check_full_bw_reached(rs)
@@ -344,7 +412,7 @@ class BBR(CongestionControl):
                 cwnd = max(cwnd, rs.in_flight + acked)
                 done = True
             if not done:
-                target = self.inflight(bw, gain)
+                target = self.quantization_budget(self.bdp(bw, gain) + self.aggregation_cwnd())
                 if self.full_bw_reached:
                     # draft 4.2.3.6: grow toward the target, never past it.
                     cwnd = min(cwnd + acked, target)
@@ -384,6 +452,8 @@ class BBR(CongestionControl):
         # Linux bbr_cwnd_event(CA_EVENT_TX_START): restarting from idle; in PROBE_BW pace
         # at BtlBw (gain 1).  cwnd is kept (the model, not the window, limits the burst).
         self.idle_restart = True
+        self.ack_epoch_stamp = now
+        self.ack_epoch_acked = 0
         if self.mode == PROBE_BW:
             self._set_pacing_rate(self.bw.get(), 1.0, None)
 
