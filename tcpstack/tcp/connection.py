@@ -197,6 +197,9 @@ class ConnectionStats:
     delivery_rate: float = 0.0   # bytes/s, the latest delivery-rate sample (0: none kept)
 
 
+PACING_CREDIT = 0.002   # seconds of sending a late pacing wake-up may catch up on
+
+
 class TCPConnection:
     """A TCB.  See the module docstring; public methods are the team contract."""
 
@@ -1962,10 +1965,14 @@ class TCPConnection:
         return ratio * cc.cwnd / srtt
 
     def _pacing_budget(self, prate: float, now: float) -> int:
-        """Bytes that may leave now: 0 before the next send time, else a quantum: about
-        1 ms at the pacing rate, at least 2 segments, at most 64 KB (Linux
-        tcp_tso_autosize: sk_pacing_shift 10, min_tso_segs 2)."""
-        if now < self._pace_next - 1e-9:
+        """Bytes that may leave now: 0 before the next send time, else a quantum (about
+        1 ms at the pacing rate, at least 2 segments, at most 64 KB: Linux
+        tcp_tso_autosize, sk_pacing_shift 10, min_tso_segs 2) plus what the rate
+        allowed since the send time if this wake-up is late, up to PACING_CREDIT (an event
+        loop's timers are coarse -- uvloop's are whole milliseconds --: without the credit
+        the rate achieved would fall below the pacing rate, and BBR's estimate with it)."""
+        nxt = self._pace_next
+        if now < nxt - 1e-9:
             return 0
         q = prate * 0.001
         room = 2 * self.snd_mss
@@ -1973,15 +1980,16 @@ class TCPConnection:
             q = room
         elif q > 65536:
             q = 65536
-        return int(q)
+        late = now - nxt
+        return int(q + (late if late < PACING_CREDIT else PACING_CREDIT) * prate)
 
     def _pace_sent(self, prate: float, nbytes: int, blocked: bool, now: float) -> None:
         """Advance the next send time by the bytes sent this tick (earliest departure
-        time, as Linux's tcp_wstamp_ns); credit for a late wake-up is at most one
-        quantum.  Arm the pacing timer when data waits for it."""
+        time, as Linux's tcp_wstamp_ns, from at most PACING_CREDIT in the past).  Arm the
+        pacing timer when data waits for it."""
         if nbytes > 0:
             base = self._pace_next
-            floor = now - 0.001
+            floor = now - PACING_CREDIT
             if base < floor:
                 base = floor
             self._pace_next = base + nbytes / prate
