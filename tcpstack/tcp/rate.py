@@ -1,11 +1,11 @@
 """Delivery-rate estimation (draft-cheng-iccrg-delivery-rate-estimation-02; the behaviour of
 Linux's net/ipv4/tcp_rate.c), for congestion controls that ask for it (BBR).
 
-Per connection (draft 3.1, "C."): ``delivered`` (bytes delivered so far: cumulatively
+Per connection (draft 3.1.1, "C."): ``delivered`` (bytes delivered so far: cumulatively
 acknowledged or SACKed), ``delivered_time`` (when ``delivered`` last grew),
 ``first_sent_time`` (send time of the first segment of the current flight) and
 ``app_limited`` (0, or the ``delivered`` value at which the current application-limited
-period ends).  Per transmission (draft 3.2, "P."): the same values as they were when the
+period ends).  Per transmission (draft 3.1.2 "P.", recorded as 3.2 says): the same values as they were when the
 segment was (re)sent, kept on the sender's per-segment records
 (tcpstack/tcp/rack.py ``SentSegment`` slots ``rs_delivered``, ``rs_dtime``, ``rs_first``,
 ``rs_app``) -- written only when a sampler is attached to the SendQueue, so a connection
@@ -41,7 +41,7 @@ MIN_RTT_WINDOW = 300.0    # seconds (Linux's tcp_min_rtt_wlen default)
 
 
 class RateSample:
-    """One ACK's delivery-rate sample (draft 3.3, Linux struct rate_sample).  Invalid
+    """One ACK's delivery-rate sample (draft 3.1.3, Linux struct rate_sample).  Invalid
     fields are -1 (as Linux): ``delivery_rate``/``interval`` when no valid sample,
     ``rtt`` when the newest delivered segment was a retransmission."""
 

@@ -54,7 +54,7 @@ CYCLE_RAND = 7                        # random start phase in [2, 8) (Linux bbr_
 BW_FILTER_ROUNDS = 10                 # draft 4.1.1 BtlBwFilterLen
 MIN_RTT_WINDOW = 10.0                 # draft 4.1.2 RTpropFilterLen, seconds
 PROBE_RTT_TIME = 0.200                # draft 4.3.4 ProbeRTTDuration
-CWND_MIN_SEGS = 4                     # draft 4.3.4 BBRMinPipeCwnd
+CWND_MIN_SEGS = 4                     # draft 4.2.3.3 BBRMinPipeCwnd
 FULL_BW_THRESH = 1.25                 # draft 4.3.1.2: growth below 25 % ...
 FULL_BW_COUNT = 3                     # ... for 3 rounds: the pipe is full
 PACING_MARGIN = 0.99                  # Linux bbr_pacing_margin_percent = 1
@@ -273,7 +273,7 @@ class BBR(CongestionControl):
         self._update_gains()
 
     def _update_bw(self, rs: "RateSample") -> None:
-        """draft 4.1.1.3 (round counting) and 4.1.1.5 (BtlBw filter update)."""
+        """draft 4.1.1.3 (round counting), 4.1.1.4-4.1.1.5 (BtlBw filter update)."""
         self.round_start = False
         if rs.delivered < 0 or rs.interval <= 0:
             return
@@ -285,7 +285,7 @@ class BBR(CongestionControl):
             self.round_start = True
             self.packet_conservation = False
         bw = rs.delivery_rate
-        # An application-limited sample only counts if it raises the estimate (4.1.1.5).
+        # An application-limited sample only counts if it raises the estimate (4.1.1.4).
         if not rs.is_app_limited or bw >= self.bw.get():
             self.bw.update(BW_FILTER_ROUNDS, self.round_count, bw)
 
@@ -349,7 +349,7 @@ class BBR(CongestionControl):
             self.min_rtt = rs.rtt
             self.min_rtt_stamp = now
         if expired and not self.idle_restart and self.mode != PROBE_RTT:
-            self.mode = PROBE_RTT               # draft 4.3.4.3 BBRCheckProbeRTT
+            self.mode = PROBE_RTT               # draft 4.3.4 (BBRCheckProbeRTT)
             self._save_cwnd()
             self.probe_rtt_done_stamp = 0.0
         if self.mode == PROBE_RTT:
@@ -362,7 +362,7 @@ class BBR(CongestionControl):
                 if self.round_start:
                     self.probe_rtt_round_done = True
                 if self.probe_rtt_round_done and now > self.probe_rtt_done_stamp:
-                    # draft 4.3.4.4 BBRExitProbeRTT
+                    # draft 4.3.4 (BBRExitProbeRTT)
                     self.min_rtt_stamp = now
                     self.cwnd = max(self.cwnd, self.prior_cwnd)
                     self._reset_mode(now)
@@ -421,7 +421,7 @@ class BBR(CongestionControl):
                 if cwnd < CWND_MIN_SEGS * mss:
                     cwnd = CWND_MIN_SEGS * mss
         if self.mode == PROBE_RTT and cwnd > CWND_MIN_SEGS * mss:
-            cwnd = CWND_MIN_SEGS * mss           # draft 4.3.4.4
+            cwnd = CWND_MIN_SEGS * mss           # draft 4.2.3.5
         self.cwnd = cwnd
 
     # ------------------------------------------------------------------ connection events
