@@ -128,6 +128,9 @@ class Switch:
         self.versions = {a.version for a in self.addresses}
         self.require_encryption = require_encryption
         self.linger = linger
+        # connections sock_connect() made over the stack and create_connection(sock=)
+        # took (aiohttp's way): a count, for tests and curiosity
+        self.adopted = 0
         self._lock = threading.Lock()
         self._stack: Stack | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -199,16 +202,21 @@ class Switch:
 
     def release(self, loop: asyncio.AbstractEventLoop) -> None:
         """`loop` is closing: if it owns the stack, let the stack's data go out (at most
-        `linger` seconds, running the loop if it is stopped), then close the stack."""
+        `linger` seconds) and close the stack, running the stopped loop for that, so the
+        last segments (FINs, RSTs) leave while it still can."""
         if self._loop is not loop or self._stack is None:
             return
         stack = self._stack
-        if (not stack._closed and self.linger > 0 and not loop.is_running()
-                and not loop.is_closed() and stack.core.unacknowledged()):
+        if not stack._closed and not loop.is_running() and not loop.is_closed():
+            async def finish() -> None:
+                if self.linger > 0:
+                    await stack.linger(self.linger)
+                stack.close()
+                await asyncio.sleep(0)
             try:
-                loop.run_until_complete(stack.linger(self.linger))
+                loop.run_until_complete(finish())
             except Exception as e:
-                log.debug("linger at loop close: %r", e)
+                log.debug("closing the stack at loop close: %r", e)
         with self._lock:
             if self._loop is loop:
                 self._drop()
@@ -368,6 +376,7 @@ def _abandoned(transport: asyncio.Transport) -> None:
 async def _adopt(loop: asyncio.AbstractEventLoop, pending: _Pending, sock: socket.socket,
                  protocol_factory: Callable[[], Any], kw: dict[str, Any]) -> tuple[Any, Any]:
     pending.finalizer.detach()
+    pending.switch.adopted += 1
     transport, parked = pending.transport, pending.parked
     sock.close()                         # never connected: the stack carries the connection
     sslctx = kw.get("ssl")
