@@ -144,6 +144,24 @@ def make_switch(args: argparse.Namespace) -> Any:
                   linger=args.linger)
 
 
+def open_device(stacks: Any) -> None:
+    """The TUN device, before the program starts: a failure is one line here rather than a
+    traceback from inside the program's first connection."""
+    try:
+        stacks.device()
+    except OSError as e:
+        what = f"--dev {stacks.dev_name}" if stacks.attach else "a TUN device"
+        why = e.strerror or str(e)
+        if stacks.attach and not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+            why = ("/dev/net/tun is not readable and writable for uid "
+                   f"{os.getuid()} (distributions make it mode 666; here it is "
+                   f"{os.stat('/dev/net/tun').st_mode & 0o777:o})")
+        elif stacks.attach:
+            why += (f" (is {stacks.dev_name} a TUN device owned by uid {os.getuid()}? as root: "
+                    f"ip tuntap add dev {stacks.dev_name} mode tun user {os.getuid()})")
+        raise CliError(f"cannot open {what}: {why}") from None
+
+
 def resolve_program(command: list[str]) -> tuple[Callable[[], Any], list[str]]:
     """What to run, and its sys.argv.  A CliError if it is not a Python program."""
     if command[:1] == ["--"]:
@@ -169,7 +187,9 @@ def resolve_program(command: list[str]) -> tuple[Callable[[], Any], list[str]]:
         return run_module, [mod] + rest[1:]
     if os.sep in head or head.endswith(".py") or os.path.isfile(head):
         if not os.path.isfile(head):
-            raise CliError(f"{head}: no such file")
+            raise CliError(f"{head}: no such file (or a directory on its way is unreadable)")
+        if not os.access(head, os.R_OK):
+            raise CliError(f"{head}: not readable for uid {os.getuid()}")
         return _script(head), [head] + rest
     from importlib.metadata import entry_points
     eps = entry_points(group="console_scripts", name=head)
@@ -224,6 +244,7 @@ def main(argv: list[str]) -> int:
     try:
         switch = make_switch(args)
         target, prog_argv = resolve_program(args.command)
+        open_device(switch.stack_factory)
     except CliError as e:
         err(f"run: {e}")
         return e.status
