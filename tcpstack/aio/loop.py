@@ -280,7 +280,7 @@ def switched_loop_factory(switch: Switch,
 async def _stack_connect(stack: "Stack", switch: Switch, protocol_factory: Callable[[], Any],
                          host: str, port: int, kw: dict[str, Any]) -> tuple[Any, Any]:
     kw = dict(kw, **switch.options())
-    return await stack.create_connection(protocol_factory, host, port, **kw)  # type: ignore[attr-defined,no-any-return]
+    return await stack.create_connection(protocol_factory, host, port, **kw)
 
 
 async def _stack_serve(stack: "Stack", switch: Switch, protocol_factory: Callable[[], Any],
@@ -288,15 +288,22 @@ async def _stack_serve(stack: "Stack", switch: Switch, protocol_factory: Callabl
     kw = dict(kw, **switch.options())
     if isinstance(host, str) and host in _WILDCARDS:
         host = None
-    return await stack.create_server(protocol_factory, host, port, **kw)  # type: ignore[attr-defined]
+    return await stack.create_server(protocol_factory, host, port, **kw)
+
+
+def _stack_of_socket(sock: Any) -> "Stack | None":
+    """The stack of a socket of the stack (tcpstack.aio.socket.StackSocket: Stack.socket(),
+    get_extra_info("socket")), or None for anything else (a kernel socket)."""
+    if sock is None or isinstance(sock, socket.socket):
+        return None
+    from tcpstack.aio.streams import Stack
+    stack = getattr(sock, "_stack", None)
+    return stack if isinstance(stack, Stack) else None
 
 
 def _is_stack_transport(transport: Any) -> bool:
     from tcpstack.aio.streams import _StreamTransport
-    if isinstance(transport, _StreamTransport):
-        return True
-    # TLS on a stack transport (what Stack.start_tls returns) names its stack
-    return getattr(transport, "_tcpstack_stack", None) is not None
+    return isinstance(transport, _StreamTransport)
 
 
 # --- sock_connect -> create_connection(sock=...) ------------------------------------------------
@@ -416,12 +423,15 @@ def _make_create_connection(orig: Any) -> Any:
     @functools.wraps(orig)
     async def create_connection(self: Any, protocol_factory: Callable[[], Any],
                                 host: Any = None, port: Any = None, **kw: Any) -> Any:
+        sock = kw.get("sock")
+        own = _stack_of_socket(sock)
+        if own is not None:                  # a socket of a stack: that stack's, always
+            return await own.create_connection(protocol_factory, host, port, **kw)
         sw = switch_for(self)
         if sw is None:
             return await orig(self, protocol_factory, host, port, **kw)
-        sock = kw.get("sock")
         if sock is not None:
-            pending = _pending.pop(sock, None)
+            pending = _pending.pop(sock, None) if isinstance(sock, socket.socket) else None
             if pending is None:            # a kernel socket: the kernel's connection
                 return await orig(self, protocol_factory, host, port, **kw)
             if host is not None or port is not None:
@@ -443,6 +453,9 @@ def _make_create_server(orig: Any) -> Any:
     @functools.wraps(orig)
     async def create_server(self: Any, protocol_factory: Callable[[], Any], host: Any = None,
                             port: Any = None, **kw: Any) -> Any:
+        own = _stack_of_socket(kw.get("sock"))
+        if own is not None:
+            return await own.create_server(protocol_factory, host, port, **kw)
         sw = switch_for(self)
         if sw is None or kw.get("sock") is not None:
             return await orig(self, protocol_factory, host, port, **kw)
@@ -468,14 +481,16 @@ def _make_start_tls(orig: Any) -> Any:
                         **kw: Any) -> Any:
         if not _is_stack_transport(transport):
             return await orig(self, transport, protocol, sslcontext, **kw)
-        stack = getattr(transport, "_tcpstack_stack", None) or transport._stack
-        return await stack.start_tls(transport, protocol, sslcontext, **kw)
+        return await transport._stack.start_tls(transport, protocol, sslcontext, **kw)
     return start_tls
 
 
 def _make_sock_connect(orig: Any) -> Any:
     @functools.wraps(orig)
     async def sock_connect(self: Any, sock: socket.socket, address: Any) -> Any:
+        own = _stack_of_socket(sock)
+        if own is not None:
+            return await own.sock_connect(sock, address)  # type: ignore[arg-type]
         sw = switch_for(self)
         if (sw is None or sock.family not in (socket.AF_INET, socket.AF_INET6)
                 or sock.type != socket.SOCK_STREAM or not isinstance(address, tuple)
