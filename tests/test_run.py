@@ -378,3 +378,32 @@ def test_mistakes_are_one_line(args, status, pattern):
 def test_help_lists_run():
     r = subprocess.run([*TCPSTACK, "--help"], capture_output=True, text=True, env=ENV, timeout=60)
     assert r.returncode == 0 and "run" in r.stdout and "docs/run.md" in r.stdout.replace("\n", " ")
+
+
+# --- what COMMAND is -------------------------------------------------------------------------
+
+def test_a_module_a_console_script_and_a_path_script_are_found(tmp_path, monkeypatch):
+    from tcpstack.tools.run import resolve_program
+    run, argv = resolve_program(["--", "-m", "json.tool", "--help"])
+    assert argv == ["json.tool", "--help"]
+    run, argv = resolve_program(["tcpstack", "stats", "--json"])    # an entry point
+    assert argv == ["tcpstack", "stats", "--json"]
+    script = tmp_path / "tool"
+    script.write_text("#!/usr/bin/env python3\nimport sys\nsys.exit(int(sys.argv[1]))\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    run, argv = resolve_program(["tool", "4"])
+    assert argv == [str(script), "4"]
+
+
+@pytest.mark.tun
+def test_the_programs_exit_status_and_argv_pass_through(netns, tmp_path):
+    prog = tmp_path / "p.py"
+    prog.write_text("import sys\nprint(sys.argv)\nsys.exit(int(sys.argv[1]))\n")
+    from tests.conftest import subnet_index
+    r = netns.run([*TCPSTACK, "run", "--addr", f"10.231.{subnet_index()}.2/24", "--",
+                   str(prog), "7", "x"], env=ENV, timeout=60)
+    assert r.returncode == 7, r.stderr
+    assert r.stdout.strip() == repr([str(prog), "7", "x"])
+    # the device it brought up is gone with it
+    assert netns.run(["ip", "-o", "link", "show", "type", "tun"]).stdout.strip() == ""

@@ -399,3 +399,144 @@ def test_the_explicit_forms_say_what_is_missing():
         tcpcrypt.loop_factory(stack=Pair())
     with pytest.raises(ValueError, match="contradict"):
         tcpcrypt.loop_factory(addr="10.9.0.2/24", plain=True, require_encryption=True)
+
+
+# --- TLS, stack sockets, servers on several hosts ------------------------------------------------
+
+def _tls_contexts(tmp_path: Any) -> tuple[Any, Any]:
+    """A self-signed certificate for B's address: (server context, client context)."""
+    import datetime
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "b.example")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("b.example"), x509.IPAddress(ipaddress.ip_address(B))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(certfile, keyfile)
+    client = ssl.create_default_context(cafile=str(certfile))
+    return server, client
+
+
+async def _tls_echo_on_b(p: Pair, server_ctx: Any, port: int = 8443) -> Any:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.read(100))
+        await writer.drain()
+        writer.close()
+    loop = asyncio.get_running_loop()
+    switch.switch_for(loop).stack_for(loop)     # type: ignore[union-attr]
+    return await p.b.start_server(echo, B, port, ssl=server_ctx)
+
+
+async def test_tls_over_the_stack_keeps_the_name_for_the_certificate(pair, tmp_path, monkeypatch):
+    server_ctx, client_ctx = _tls_contexts(tmp_path)
+    await _tls_echo_on_b(pair, server_ctx)
+    loop = asyncio.get_running_loop()
+
+    async def getaddrinfo(host: str, port: Any, **kw: Any) -> list[Any]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (B, port))]
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    # by name: the certificate is checked against "b.example", not the address
+    reader, writer = await asyncio.open_connection("b.example", 8443, ssl=client_ctx)
+    assert writer.get_extra_info("ssl_object").server_hostname == "b.example"
+    writer.write(b"over TLS")
+    assert await reader.read(100) == b"over TLS"
+    writer.close()
+
+
+async def test_aiohttp_https_is_handed_over_and_upgraded_on_the_stack(pair, tmp_path):
+    """aiohttp: sock_connect, then create_connection(sock=..., ssl=..., server_hostname=...):
+    the switch takes the stack connection and runs TLS on it (loop.start_tls)."""
+    aiohttp = pytest.importorskip("aiohttp")
+    from aiohttp import web
+    server_ctx, client_ctx = _tls_contexts(tmp_path)
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="secret")
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    loop = asyncio.get_running_loop()
+    switch.switch_for(loop).stack_for(loop)     # type: ignore[union-attr]
+    server = await pair.b.create_server(runner.server, B, 8443, ssl=server_ctx)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"https://{B}:8443/", ssl=client_ctx) as resp:
+                assert await resp.text() == "secret"
+        assert switch.switch_for(loop).adopted == 1  # type: ignore[union-attr]
+    finally:
+        server.close()
+        await runner.cleanup()
+
+
+async def test_a_stack_socket_goes_to_its_own_stack_through_the_loop(pair):
+    loop = asyncio.get_running_loop()
+    await echo_on_b(pair)
+    sock = pair.a.socket()
+    await loop.sock_connect(sock, (B, 7))
+    transport, proto = await loop.create_connection(EchoClient, sock=sock)
+    transport.write(b"stack")
+    assert await asyncio.wait_for(proto.done, 5) == b"stack"
+    transport.close()
+
+
+async def test_a_server_on_both_the_stack_and_the_kernel_is_refused(pair):
+    with pytest.raises(ValueError, match="make one server for each"):
+        await asyncio.start_server(lambda r, w: None, [A, "127.0.0.1"], 9000)
+    server = await asyncio.start_server(lambda r, w: None, ["127.0.0.1"], 0)
+    assert server.sockets                       # the kernel's
+    server.close()
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_starttls_on_stack_transports_on_either_loop(pair, tmp_path, loop_kind):
+    """StreamWriter.start_tls() -> loop.start_tls(): uvloop's own refuses transports it did
+    not make; the switch hands the stack's to Stack.start_tls on both loops."""
+    server_ctx, client_ctx = _tls_contexts(tmp_path)
+
+    async def main() -> bytes:
+        loop = asyncio.get_running_loop()
+        switch.switch_for(loop).stack_for(loop)     # type: ignore[union-attr]
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            assert await reader.readline() == b"STARTTLS\n"
+            writer.write(b"OK\n")
+            await writer.drain()
+            await writer.start_tls(server_ctx)
+            writer.write(await reader.readexactly(5))
+            await writer.drain()
+            writer.close()
+        server = await pair.b.start_server(handle, B, 8444)
+        reader, writer = await asyncio.open_connection(B, 8444)
+        writer.write(b"STARTTLS\n")
+        assert await reader.readline() == b"OK\n"
+        await writer.start_tls(client_ctx, server_hostname="b.example")
+        assert writer.get_extra_info("ssl_object") is not None
+        writer.write(b"tls!!")
+        data = await reader.readexactly(5)
+        writer.close()
+        server.close()
+        return data
+    if loop_kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        assert uvloop.run(main()) == b"tls!!"
+    else:
+        assert asyncio.run(main()) == b"tls!!"

@@ -406,11 +406,24 @@ async def _adopt(loop: asyncio.AbstractEventLoop, pending: _Pending, sock: socke
                               "closed before the TLS handshake")
     if sslctx is True:
         sslctx = _ssl.create_default_context()
-    tls = await loop.start_tls(transport, protocol, sslctx, server_side=False,
-                               server_hostname=server_hostname,
-                               ssl_handshake_timeout=kw.get("ssl_handshake_timeout"),
-                               ssl_shutdown_timeout=kw.get("ssl_shutdown_timeout"))
-    return tls, protocol
+    # As asyncio's create_connection(ssl=...) does on a fresh transport: SSLProtocol between
+    # the transport and the application's protocol, whose connection_made() comes once the
+    # handshake is done.  Nothing the application writes leaves before that.
+    from asyncio import sslproto
+    waiter = loop.create_future()
+    make: Any = sslproto.SSLProtocol
+    sslp = make(loop, protocol, sslctx, waiter, False, server_hostname,
+                ssl_handshake_timeout=kw.get("ssl_handshake_timeout"),
+                ssl_shutdown_timeout=kw.get("ssl_shutdown_timeout"))
+    transport.set_protocol(sslp)
+    sslp.connection_made(transport)
+    transport.resume_reading()
+    try:
+        await waiter
+    except BaseException:
+        transport.close()
+        raise
+    return sslp._app_transport, protocol
 
 
 # --- the patches ---------------------------------------------------------------------------------
@@ -453,17 +466,17 @@ def _make_create_server(orig: Any) -> Any:
     @functools.wraps(orig)
     async def create_server(self: Any, protocol_factory: Callable[[], Any], host: Any = None,
                             port: Any = None, **kw: Any) -> Any:
-        own = _stack_of_socket(kw.get("sock"))
-        if own is not None:
-            return await own.create_server(protocol_factory, host, port, **kw)
+        stack_sock = _stack_of_socket(kw.get("sock"))
+        if stack_sock is not None:
+            return await stack_sock.create_server(protocol_factory, host, port, **kw)
         sw = switch_for(self)
         if sw is None or kw.get("sock") is not None:
             return await orig(self, protocol_factory, host, port, **kw)
         if isinstance(host, (list, tuple)):
-            own = [sw.is_own(h) for h in host]
-            if not any(own):
+            mine = [sw.is_own(h) for h in host]
+            if not any(mine):
                 return await orig(self, protocol_factory, host, port, **kw)
-            if not all(own):
+            if not all(mine):
                 raise ValueError(f"create_server(host={host!r}): some of these are the userspace "
                                  "stack's and some the kernel's; make one server for each")
             host = None if any(h is None or h in _WILDCARDS for h in host) else (
