@@ -228,8 +228,20 @@ def _exit_status(code: Any) -> int:
     return 1
 
 
-def main(argv: list[str]) -> int:
+def _log_to_stderr(verbose: int) -> None:
+    """-v: the stack's own loggers on stderr.  The root logger is the program's: a
+    logging.basicConfig() here would make the program's own a no-op."""
     import logging
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in ("tcpstack", "tcpcrypt", "tun"):
+        lg = logging.getLogger(name)
+        lg.addHandler(handler)
+        lg.setLevel(logging.WARNING - 10 * verbose)
+        lg.propagate = False
+
+
+def main(argv: list[str]) -> int:
     parser = build_parser()
     if "--" in argv:                            # options -- the program's own arguments
         i = argv.index("--")
@@ -239,8 +251,8 @@ def main(argv: list[str]) -> int:
         args.command = argv[i + 1:]
     else:
         args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING - 10 * args.verbose,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.verbose:
+        _log_to_stderr(args.verbose)
     try:
         switch = make_switch(args)
         target, prog_argv = resolve_program(args.command)
