@@ -423,3 +423,35 @@ def test_the_programs_exit_status_and_argv_pass_through(netns, tmp_path):
     assert r.stdout.strip() == repr([str(prog), "7", "x"])
     # the device it brought up is gone with it
     assert netns.run(["ip", "-o", "link", "show", "type", "tun"]).stdout.strip() == ""
+
+
+@pytest.mark.tun
+def test_each_asyncio_run_gets_the_stack_on_the_same_device(netns, procs, tmp_path):
+    """A program that runs two event loops one after the other (asyncio.run twice, the
+    second a uvloop one): each gets a stack on the one TUN device of the process."""
+    _need("uvloop")
+    from tests.conftest import subnet_index
+    n = subnet_index()
+    (tmp_path / "kserver.py").write_text(KERNEL_SERVER)
+    prog = tmp_path / "twice.py"
+    prog.write_text(textwrap.dedent(f'''\
+        import asyncio, json, uvloop
+        async def get():
+            r, w = await asyncio.open_connection("10.231.{n}.1", 8000)
+            w.write(b"GET / HTTP/1.0\\r\\n\\r\\n")
+            raw = await r.read()
+            w.close()
+            return json.loads(raw.split(b"\\r\\n\\r\\n", 1)[1])["remote"].split(":")[0]
+        print(asyncio.run(get()), uvloop.run(get()), asyncio.run(get()))
+        '''))
+    # the kernel server (on 0.0.0.0: the TUN's kernel side too, once the device is up)
+    procs.popen([sys.executable, str(tmp_path / "kserver.py"), "8000"], netns=netns.name,
+                env=ENV)
+    wait_for(lambda: netns.run(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8000"]
+                               ).returncode == 0, 30, "the kernel server")
+    p = procs.popen([*TCPSTACK, "run", "--addr", f"10.231.{n}.2/24", "--", str(prog)],
+                    netns=netns.name, env=ENV, text=True, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, out + err
+    assert out.split() == [f"10.231.{n}.2"] * 3, out + err
