@@ -232,9 +232,13 @@ def run(main: Coroutine[Any, Any, _T], *,
     """asyncio.run(main) with the process switched onto a userspace stack for the run
     (loop_factory's arguments); the TUN device it brought up is removed at the end."""
     previous = _loop.process_switch()
-    factory = loop_factory(stack=stack, addr=addr, routes=routes, dev=dev, peer=peer,
-                           plain=plain, require_encryption=require_encryption, mtu=mtu,
-                           base=base)
+    try:
+        factory = loop_factory(stack=stack, addr=addr, routes=routes, dev=dev, peer=peer,
+                               plain=plain, require_encryption=require_encryption, mtu=mtu,
+                               base=base)
+    except BaseException:
+        main.close()        # never awaited: no "coroutine was never awaited" warning
+        raise
     sw = _loop.process_switch()
     try:
         with _asyncio.Runner(debug=debug, loop_factory=factory) as runner:

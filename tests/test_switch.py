@@ -540,3 +540,12 @@ def test_starttls_on_stack_transports_on_either_loop(pair, tmp_path, loop_kind):
         assert uvloop.run(main()) == b"tls!!"
     else:
         assert asyncio.run(main()) == b"tls!!"
+
+
+def test_tcpcrypt_run_without_a_stack_raises_and_closes_the_coroutine(recwarn):
+    async def main() -> None:
+        pass
+    with pytest.raises(ValueError, match="no userspace stack"):
+        tcpcrypt.run(main())
+    gc.collect()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]

@@ -15,7 +15,9 @@ alone would miss the loops such factories make.  Patched, per loop:
     sock_connect        a kernel TCP socket to a routed destination: the stack connects
                         instead, and the connection waits, recorded against the socket
                         (weakly), for create_connection(sock=...) to take it: what aiohttp
-                        (aiohappyeyeballs) does.  The kernel socket is closed then.
+                        (aiohappyeyeballs, RFC 8305 happy eyeballs) does.  The kernel
+                        socket is closed then; a losing attempt's socket, once collected,
+                        resets its stack connection.
     close               a loop owning a stack lingers for its unacknowledged data (at most
                         Switch.linger seconds), then closes the stack (not the device)
 
