@@ -549,3 +549,41 @@ def test_tcpcrypt_run_without_a_stack_raises_and_closes_the_coroutine(recwarn):
         tcpcrypt.run(main())
     gc.collect()
     assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
+async def test_what_arrives_before_the_hand_over_is_replayed_to_a_buffered_protocol(pair):
+    """A server that speaks first (a banner) between sock_connect() and
+    create_connection(sock=...): the bytes wait, and reach the protocol that takes over,
+    through get_buffer()/buffer_updated() for a BufferedProtocol."""
+    loop = asyncio.get_running_loop()
+    switch.switch_for(loop).stack_for(loop)     # type: ignore[union-attr]
+
+    async def banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 hello\r\n")
+        await writer.drain()
+        writer.close()
+    server = await pair.b.start_server(banner, B, 25)
+
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self) -> None:
+            self.buf = bytearray(4)             # small: the replay goes in pieces
+            self.got = bytearray()
+            self.eof = loop.create_future()
+
+        def get_buffer(self, sizehint: int) -> memoryview:
+            return memoryview(self.buf)
+
+        def buffer_updated(self, nbytes: int) -> None:
+            self.got += self.buf[:nbytes]
+
+        def eof_received(self) -> bool:
+            self.eof.set_result(bytes(self.got))
+            return False
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, (B, 25))
+    await asyncio.sleep(0.05)                   # the banner and the FIN arrive meanwhile
+    transport, proto = await loop.create_connection(Buffered, sock=sock)
+    assert await asyncio.wait_for(proto.eof, 5) == b"220 hello\r\n"
+    server.close()
