@@ -455,3 +455,33 @@ def test_each_asyncio_run_gets_the_stack_on_the_same_device(netns, procs, tmp_pa
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, out + err
     assert out.split() == [f"10.231.{n}.2"] * 3, out + err
+
+
+@pytest.mark.tun
+def test_tcpcrypt_run_with_addr_brings_a_device_up_and_removes_it(netns, procs, tmp_path):
+    from tests.conftest import subnet_index
+    n = subnet_index()
+    (tmp_path / "kserver.py").write_text(KERNEL_SERVER)
+    procs.popen([sys.executable, str(tmp_path / "kserver.py"), "8000"], netns=netns.name,
+                env=ENV)
+    wait_for(lambda: netns.run(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8000"]
+                               ).returncode == 0, 30, "the kernel server")
+    prog = tmp_path / "explicit.py"
+    prog.write_text(textwrap.dedent(f'''\
+        import asyncio, json, subprocess
+        import tcpcrypt
+
+        async def main():
+            r, w = await asyncio.open_connection("10.231.{n}.1", 8000)
+            w.write(b"GET / HTTP/1.0\\r\\n\\r\\n")
+            raw = await r.read()
+            w.close()
+            return json.loads(raw.split(b"\\r\\n\\r\\n", 1)[1])["remote"].split(":")[0]
+
+        print(tcpcrypt.run(main(), addr="10.231.{n}.2/24"))
+        print(subprocess.run(["ip", "-o", "link", "show", "type", "tun"], capture_output=True,
+                             text=True).stdout.strip() or "no tun")
+        '''))
+    r = netns.run([sys.executable, str(prog)], env=ENV, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.split("\n")[:2] == [f"10.231.{n}.2", "no tun"], r.stdout + r.stderr

@@ -587,3 +587,32 @@ async def test_what_arrives_before_the_hand_over_is_replayed_to_a_buffered_proto
     transport, proto = await loop.create_connection(Buffered, sock=sock)
     assert await asyncio.wait_for(proto.eof, 5) == b"220 hello\r\n"
     server.close()
+
+
+def test_tcpcrypt_run_with_a_stack_the_program_made():
+    """stack=<a Stack>: its loop is the one the run uses."""
+    loop = asyncio.new_event_loop()
+    la, lb = MemoryLink.pair()
+    a = Stack(la, [A], loop=loop)
+    b = Stack(lb, [B], loop=loop)
+
+    async def main() -> bytes:
+        assert asyncio.get_running_loop() is loop
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(await reader.read(100))
+            writer.close()
+        await b.start_server(echo, B, 7)
+        reader, writer = await asyncio.open_connection(B, 7)   # the stdlib's: switched
+        writer.write(b"made!")
+        data = await reader.read(100)
+        assert writer.get_extra_info("tcpcrypt_session_id")
+        writer.close()
+        return data
+    old = switch.process_switch()
+    try:
+        assert tcpcrypt.run(main(), stack=a) == b"made!"
+        assert a._closed and loop.is_closed()
+    finally:
+        lb.close()
+        b.close()
+    assert switch.process_switch() is old
