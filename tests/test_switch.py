@@ -616,3 +616,42 @@ def test_tcpcrypt_run_with_a_stack_the_program_made():
         lb.close()
         b.close()
     assert switch.process_switch() is old
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"TCPCRYPT_TUN": "10.231.5.300/24"}, "TCPCRYPT_TUN=10.231.5.300/24: not an address"),
+    ({"TCPCRYPT_TUN": "10.231.5.1/24"}, "the stack's address is the kernel side's"),
+    ({"TCPCRYPT_TUN": "10.231.5.2/24", "TCPCRYPT_ROUTE": "10.9.9.9/8"}, "route '10.9.9.9/8'"),
+    ({"TCPCRYPT_TUN": "10.231.5.2/24", "TCPCRYPT_PLAIN": "1",
+      "TCPCRYPT_REQUIRE_ENCRYPTION": "1"}, "contradict"),
+])
+def test_a_bad_environment_fails_the_import_with_one_clear_error(env, message):
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TCPCRYPT_")}
+    r = subprocess.run([sys.executable, "-c", "from tcpcrypt import asyncio"],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(base, PYTHONPATH=root, **env))
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines()[-1].startswith("RuntimeError: ")
+    assert message in r.stderr.strip().splitlines()[-1], r.stderr
+
+
+def test_the_routing_of_the_environment():
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TCPCRYPT_")}
+    code = ("from tcpcrypt import asyncio\nfrom tcpstack.aio import loop\n"
+            "sw = loop.process_switch()\n"
+            "print(sw.routed('10.231.5.9'), sw.routed('10.231.6.9'), sw.routed('10.7.0.1'), "
+            "sw.routed('10.8.0.1'), sw.require_encryption, sw.stack)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env=dict(base, PYTHONPATH=root, TCPCRYPT_TUN="10.231.5.2/24",
+                                TCPCRYPT_ROUTE="10.231.6.0/24, 10.7.0.0/16",
+                                TCPCRYPT_REQUIRE_ENCRYPTION="1"))
+    # nothing brought up at import: the device comes with the first routed connection
+    assert r.stdout.split() == ["True", "True", "True", "False", "True", "None"], r.stderr
