@@ -209,10 +209,16 @@ def _targets(a: dict[str, str]) -> list[str]:
 def test_tcpstack_run_switches_an_unmodified_program(net, tmp_path):
     hosts, a = net
     (tmp_path / "client.py").write_text(CLIENT)
+    keys = tmp_path / "keys.log"
     r = hosts.ns[0].run([*TCPSTACK, "run", "--addr", f"{a['a_stack']}/24",
-                         "--route", a["b_subnet"], "--", str(tmp_path / "client.py"),
-                         *_targets(a)], env=ENV, timeout=90)
+                         "--route", a["b_subnet"], "--keylog", str(keys), "--",
+                         str(tmp_path / "client.py"), *_targets(a)], env=ENV, timeout=90)
     _check(r, a)
+    # the three connections to the other stack were tcpcrypt: their keys are in the log
+    sids = {x["seen"]["session_id"] for x in json.loads(r.stdout.strip().splitlines()[-1])
+            if x["seen"]["session_id"]}
+    assert len(sids) == 3 and all(sid in keys.read_text() for sid in sids), keys.read_text()
+    assert keys.stat().st_mode & 0o777 == 0o600
     # everything removed: no TUN device left in the namespace
     links = hosts.ns[0].run(["ip", "-o", "link", "show", "type", "tun"]).stdout
     assert links.strip() == "", links

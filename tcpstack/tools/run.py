@@ -37,7 +37,7 @@ from tcpstack.tools.cli import (CliError, Parser, check_dev_name, check_free, ch
                                 mtu_arg, parse_addr, parse_peer)
 
 USAGE = ("tcpstack run [--addr ADDR/PREFIX] [--route PREFIX|all ...] [--plain] "
-         "[--require-encryption] [--dev NAME] -- COMMAND [ARGS...]")
+         "[--require-encryption] [--dev NAME] [--keylog FILE] -- COMMAND [ARGS...]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--require-encryption", action="store_true",
                    help="connections and listeners refuse peers without tcpcrypt "
                         "(EncryptionRequiredError), never plaintext")
+    p.add_argument("--keylog", metavar="FILE",
+                   help="append each tcpcrypt session's keys to FILE (mode 0600) for "
+                        "`tcpstack decrypt` (default: $TCPCRYPT_KEYLOGFILE, else none)")
     p.add_argument("--linger", type=float, default=5.0,
                    help="when a loop closes, wait this long for its sent data to be "
                         "acknowledged (seconds)")
@@ -93,6 +96,15 @@ def make_switch(args: argparse.Namespace) -> Any:
     from tcpstack.aio.loop import Routes, Switch
     if args.plain and args.require_encryption:
         raise CliError("--plain and --require-encryption contradict each other", 2)
+    if args.plain and args.keylog:
+        raise CliError("--keylog with --plain: there are no tcpcrypt keys to log", 2)
+    keylog = None
+    if args.keylog:
+        from tcpcrypt.keylog import KeyLogFile, KeyLogWriter
+        try:
+            keylog = KeyLogWriter(KeyLogFile(args.keylog))
+        except OSError as e:
+            raise CliError(f"--keylog {args.keylog}: {e.strerror or e}") from None
     check_dev_name(args.dev)
     try:
         routes = Routes.parse(args.route)
@@ -124,7 +136,7 @@ def make_switch(args: argparse.Namespace) -> Any:
                 raise CliError(f"--dev {args.dev}: its subnet {k.network} has no free address")
             iface = ipaddress.ip_interface(f"{ip}/{k.network.prefixlen}")
         stacks = TunStacks(iface, dev=args.dev, attach=True, offload=args.offload,
-                           plain=args.plain)
+                           plain=args.plain, keylog=keylog)
     else:
         if not args.addr:
             raise CliError("no stack configured: give --addr ADDR/PREFIX (a new TUN device, "
@@ -139,7 +151,7 @@ def make_switch(args: argparse.Namespace) -> Any:
         check_host()
         check_free(args.dev, iface, peer)
         stacks = TunStacks(iface, peer=str(peer), dev=args.dev, mtu=args.mtu,
-                           offload=args.offload, plain=args.plain)
+                           offload=args.offload, plain=args.plain, keylog=keylog)
     return Switch(stacks, [iface], routes, require_encryption=args.require_encryption,
                   linger=args.linger)
 
