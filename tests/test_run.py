@@ -383,9 +383,9 @@ def test_no_stack_configured_is_one_line(tmp_path):
     (["--addr", "10.231.9.2/24", "--", "-m", "no_such_module_xyz"], 1, r"no module named"),
     (["--addr", "10.231.9.2/24", "--", "ls"], 1, r"is not a Python program"),
     (["--addr", "10.231.9.2/24"], 2, r"no program to run"),
-    (["--addr", "10.231.9.2/24", "--route", "10.1.1.1/8", "--", "x.py"], 2,
+    (["--addr", "10.231.9.2/24", "--route", "10.1.1.1/8", "--", "-m", "json.tool"], 2,
      r"--route: route '10.1.1.1/8'"),
-    (["--addr", "10.231.9.2/24", "--plain", "--require-encryption", "--", "x.py"], 2,
+    (["--addr", "10.231.9.2/24", "--plain", "--require-encryption", "--", "-m", "json.tool"], 2,
      r"contradict"),
 ])
 def test_mistakes_are_one_line(args, status, pattern):

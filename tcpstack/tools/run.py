@@ -1,7 +1,7 @@
 """`tcpstack run`: run an unmodified Python program with its TCP on a userspace stack.
 
     tcpstack run --addr 10.77.0.2/24 [--route 10.78.0.0/24 ...] [--plain]
-                 [--require-encryption] [--dev NAME] -- COMMAND [ARGS...]
+                 [--require-encryption] [--dev NAME] [--keylog FILE] -- COMMAND [ARGS...]
 
 COMMAND is a script path, `-m MODULE`, or a console-script name (an entry point of an
 installed distribution, e.g. `uvicorn app:app`; else a Python script found on PATH).  It
@@ -34,7 +34,7 @@ import traceback
 from typing import Any, Callable
 
 from tcpstack.tools.cli import (CliError, Parser, check_dev_name, check_free, check_host, err,
-                                mtu_arg, parse_addr, parse_peer)
+                                linger_arg, mtu_arg, parse_addr, parse_peer)
 
 USAGE = ("tcpstack run [--addr ADDR/PREFIX] [--route PREFIX|all ...] [--plain] "
          "[--require-encryption] [--dev NAME] [--keylog FILE] -- COMMAND [ARGS...]")
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keylog", metavar="FILE",
                    help="append each tcpcrypt session's keys to FILE (mode 0600) for "
                         "`tcpstack decrypt` (default: $TCPCRYPT_KEYLOGFILE, else none)")
-    p.add_argument("--linger", type=float, default=5.0,
+    p.add_argument("--linger", type=linger_arg, default=5.0,
                    help="when a loop closes, wait this long for its sent data to be "
                         "acknowledged (seconds)")
     p.add_argument("-v", "--verbose", action="count", default=0)
@@ -90,8 +90,8 @@ def _device_addresses(dev: str) -> list[Any]:
 
 
 def make_switch(args: argparse.Namespace) -> Any:
-    """The Switch the options describe (nothing is created yet: the TUN device comes up
-    when the program first needs the stack).  A mistake is one CliError."""
+    """The Switch the options describe (checked, nothing brought up yet: open_device() does
+    that; the key log file is opened).  A mistake is one CliError."""
     from tcpcrypt.switch import TunStacks
     from tcpstack.aio.loop import Routes, Switch
     if args.plain and args.require_encryption:
@@ -266,8 +266,8 @@ def main(argv: list[str]) -> int:
     if args.verbose:
         _log_to_stderr(args.verbose)
     try:
-        switch = make_switch(args)
         target, prog_argv = resolve_program(args.command)
+        switch = make_switch(args)
         open_device(switch.stack_factory)
     except CliError as e:
         err(f"run: {e}")
