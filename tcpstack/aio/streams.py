@@ -25,12 +25,13 @@ from tcpstack.host.endpoint import Closed, Data, Endpoint, Eof, Established, Sec
 from tcpstack.host.stack import Listener, StackConfig, StackCore
 from tcpstack.wire.buffers import Buffer, LinkPacket
 
-__all__ = ["Stack", "Server", "Link", "StackStreamWriter", "StackStreamProtocol"]
+__all__ = ["Stack", "Server", "Link", "StackStreamWriter", "StackStreamProtocol", "stack_of"]
 
 log = logging.getLogger(__name__)
 
 _DEFAULT_LIMIT = 2 ** 16
 _AI_PASSIVE = socket.AI_PASSIVE     # (Stack.socket() hides the module in the class body)
+_AF_UNSPEC = socket.AF_UNSPEC
 
 
 class Link(Protocol):
@@ -200,12 +201,12 @@ class Stack:
                 raise ValueError("host/port and sock can not be specified at the same time")
             if host is None:
                 raise ValueError(f"{api}(): host is needed (the stack has no loopback)")
+            if port is None:
+                raise ValueError(f"{api}(): port is needed")
             infos = await self._resolve(host, port, family, proto, flags)
             locals_ = await self._resolve_local(local_addr, family, api) if local_addr else None
             if interleave:
                 infos = _interleave(infos, interleave)
-            if port is None:
-                raise ValueError(f"{api}(): port is needed")
             ep = await self._connect_addresses(infos, int(port), locals_, options,
                                                happy_eyeballs_delay, all_errors)
         else:
@@ -346,7 +347,9 @@ class Stack:
             for task in pending:
                 task.cancel()
             if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
+                for late in await asyncio.gather(*pending, return_exceptions=True):
+                    if isinstance(late, Endpoint):
+                        self._abort(late)   # connected as it was cancelled: not kept
         if results:
             best = min(results)
             for i, ep in results.items():
@@ -417,7 +420,7 @@ class Stack:
     async def create_server(
             self, protocol_factory: Callable[[], asyncio.BaseProtocol],
             host: str | Sequence[str] | None = None, port: int | None = None, *,
-            family: int = socket.AF_UNSPEC, flags: int = _AI_PASSIVE, sock: Any = None,
+            family: int = _AF_UNSPEC, flags: int = _AI_PASSIVE, sock: Any = None,
             backlog: int = 100, ssl: Any = None, reuse_address: bool | None = None,
             reuse_port: bool | None = None, keep_alive: bool | None = None,
             ssl_handshake_timeout: float | None = None,
@@ -601,7 +604,9 @@ class Stack:
         opts = dict(options, encrypt=encrypt, require_encryption=require_encryption,
                     app_aware=app_aware)
         reader = ChunkedStreamReader(limit=limit, loop=loop)
-        protocol = StackStreamProtocol(reader, self)
+        made: list[StackStreamWriter] = []     # (the protocol may lose the connection
+        protocol = StackStreamProtocol(         # before this call returns)
+            reader, self, on_connect=lambda r, w: made.append(w))
         await self._create_connection(
             lambda: protocol, host, port, ssl=ssl, family=family, proto=proto, flags=flags,
             sock=sock, local_addr=local_addr, server_hostname=server_hostname,
@@ -609,9 +614,7 @@ class Stack:
             ssl_shutdown_timeout=ssl_shutdown_timeout,
             happy_eyeballs_delay=happy_eyeballs_delay, interleave=interleave,
             all_errors=all_errors, options=opts, views_ok=True, api="open_connection")
-        writer = protocol.writer
-        assert writer is not None           # made in connection_made()
-        return reader, writer
+        return reader, made[0]              # made in connection_made()
 
     async def start_server(self, client_connected_cb: Callable[..., Any],
                            host: str | Sequence[str] | None = None, port: int | None = None,
@@ -734,6 +737,17 @@ class Stack:
         self._flush()
 
 
+def stack_of(transport: Any) -> "Stack | None":
+    """The Stack whose connection `transport` is (one of its transports, or a TLS
+    transport over one), else None: what a loop-level switch needs to route
+    loop.start_tls(transport, ...) to Stack.start_tls()."""
+    if isinstance(transport, _StreamTransport):
+        return transport._stack
+    get = getattr(transport, "get_extra_info", None)
+    raw = get("_stack_transport") if get is not None else None
+    return raw._stack if isinstance(raw, _StreamTransport) else None
+
+
 class _Establishing:
     """The endpoint's handler while nobody has a transport on it yet (create_connection
     waiting for the handshake): notes Established or Closed, leaving every event queued
@@ -785,6 +799,7 @@ class _StreamTransport(asyncio.Transport):
         self._high = 64 * 1024
         self._low = 16 * 1024
         self._sock: StackSocket | None = None
+        self._aborted = False
         ep.handler = self
         self.endpoint_ready()
 
@@ -846,7 +861,13 @@ class _StreamTransport(asyncio.Transport):
                     continue
                 data = ev.data
                 if self._buffered:
-                    self._feed_buffer(data)
+                    # the run of pieces received together goes into as few buffers as the
+                    # protocol's sizes allow (one get_buffer()/buffer_updated() per buffer)
+                    pieces = [data]
+                    while i < n and isinstance(evs[i], Data):
+                        pieces.append(evs[i].data)
+                        i += 1
+                    self._feed_buffer(pieces)
                     continue
                 if i < n and isinstance(evs[i], Data) and len(data) < 8192:
                     # a received batch of small pieces (MSS-sized segments): hand the run
@@ -878,23 +899,36 @@ class _StreamTransport(asyncio.Transport):
             elif isinstance(ev, Closed):
                 self._on_closed(ev.error)
 
-    def _feed_buffer(self, data: bytes | memoryview) -> None:
+    def _feed_buffer(self, pieces: list[bytes | memoryview]) -> None:
         """asyncio.BufferedProtocol: copy into the buffers get_buffer() returns, no more
         than each holds, buffer_updated() after each (asyncio docs, "Buffered Streaming
-        Protocols")."""
+        Protocols"); the one copy of every byte is into the protocol's buffer."""
         proto: Any = self._protocol
-        mv = memoryview(data)
-        off, n = 0, len(mv)
-        while off < n:
-            buf = proto.get_buffer(n - off)
-            dst = memoryview(buf).cast("B")
+        remaining = 0
+        for p in pieces:
+            remaining += len(p)
+        j = 0
+        cur = memoryview(pieces[0])
+        off = 0
+        while remaining:
+            dst = memoryview(proto.get_buffer(remaining)).cast("B")
             size = len(dst)
             if not size:
                 raise RuntimeError("get_buffer() returned an empty buffer")
-            k = size if size < n - off else n - off
-            dst[:k] = mv[off:off + k]
-            off += k
-            proto.buffer_updated(k)
+            filled = 0
+            while filled < size and remaining:
+                k = len(cur) - off
+                if k > size - filled:
+                    k = size - filled
+                dst[filled:filled + k] = cur[off:off + k]
+                filled += k
+                off += k
+                remaining -= k
+                if off == len(cur) and remaining:
+                    j += 1
+                    cur = memoryview(pieces[j])
+                    off = 0
+            proto.buffer_updated(filled)
             if self._closing:
                 return
 
@@ -931,6 +965,8 @@ class _StreamTransport(asyncio.Transport):
             return
         if not self._lost:
             self._lost = True
+            if self._aborted:
+                error = None            # our own abort(): not an error (asyncio)
             # asyncio's connection_lost() takes an Exception: the TCB's and the transform's
             # errors all are (tcpstack.errors, tcpcrypt.errors), though typed BaseException;
             # a protocol's own failure (_fatal_error) is passed on as asyncio does
@@ -986,8 +1022,12 @@ class _StreamTransport(asyncio.Transport):
         self._check_write_buffer()
 
     def abort(self) -> None:
+        """RST the connection (RFC 9293 3.10.5 ABORT) at once, dropping what is buffered;
+        the protocol's connection_lost() gets None, as asyncio's transports give after
+        abort() (_force_close(None))."""
         self._closing = True
         if not self._ep.closed:
+            self._aborted = True
             self._ep.abort(self._stack.loop.time())
         self._stack.kick()
 
@@ -1094,7 +1134,10 @@ class StackStreamWriter(asyncio.StreamWriter):
             server_hostname=server_hostname, ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout)
         me._transport = new_transport
-        protocol._replace_writer(self)
+        if hasattr(protocol, "_replace_transport"):     # Python 3.13's name
+            protocol._replace_transport(new_transport)
+        else:
+            protocol._replace_writer(self)
 
 
 class StackStreamProtocol(asyncio.StreamReaderProtocol):
@@ -1119,8 +1162,9 @@ class StackStreamProtocol(asyncio.StreamReaderProtocol):
         self.writer = StackStreamWriter(transport, self, reader,  # type: ignore[arg-type]
                                         self._stack.loop, self._stack, self._server_side)
         me._stream_writer = self.writer
-        if self._on_connect is not None and reader is not None:
-            self._on_connect(reader, self.writer)
+        on_connect, self._on_connect = self._on_connect, None
+        if on_connect is not None and reader is not None:
+            on_connect(reader, self.writer)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -1242,16 +1286,19 @@ class Server(asyncio.AbstractServer):
         if asyncio.iscoroutine(res):
             task = self._stack.loop.create_task(res)
             self._tasks.add(task)
-            task.add_done_callback(self._task_done)
+            task.add_done_callback(lambda t: self._task_done(t, writer))
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
+    def _task_done(self, task: asyncio.Task[Any], writer: StackStreamWriter) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             # As asyncio's start_server: the application's handler failed; that goes to the
-            # loop's exception handler (an application may have set its own), not our log.
+            # loop's exception handler (an application may have set its own), not our log,
+            # and the connection is closed.
             self._stack.loop.call_exception_handler({
                 "message": "Unhandled exception in client_connected_cb",
-                "exception": task.exception(), "task": task})
+                "exception": task.exception(), "task": task,
+                "transport": writer.transport})
+            writer.transport.close()
 
     def close(self) -> None:
         if self._closed:

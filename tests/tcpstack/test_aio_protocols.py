@@ -410,3 +410,87 @@ async def test_extra_info_on_protocol_transports_and_stream_writers_alike():
     writer.close()
     server.close()
     sa.close(); sb.close()
+
+
+async def test_stack_of_names_the_stack_of_a_transport():
+    from tcpstack.aio.streams import stack_of
+    sa, sb = make_pair()
+    server = await echo_server(sb)
+    tr, _ = await sa.create_connection(Recorder, B, 7)
+    assert stack_of(tr) is sa
+    assert stack_of(object()) is None and stack_of(None) is None
+    tr.close()
+    server.close()
+    sa.close(); sb.close()
+
+
+async def test_abort_resets_and_reports_no_error_as_asyncio():
+    sa, sb = make_pair()
+    seen: list[Recorder] = []
+
+    def factory():
+        p = Recorder()
+        seen.append(p)
+        return p
+    server = await sb.create_server(factory, B, 7)
+    tr, pr = await sa.create_connection(Recorder, B, 7)
+    while not seen:
+        await asyncio.sleep(0.01)
+    tr.write(b"x" * 10)
+    tr.abort()
+    assert tr.is_closing()
+    assert await asyncio.wait_for(pr.lost, 5) is None        # asyncio: _force_close(None)
+    peer_exc = await asyncio.wait_for(seen[0].lost, 5)
+    assert isinstance(peer_exc, ConnectionResetError)         # the peer got the RST
+    server.close()
+    sa.close(); sb.close()
+
+
+async def test_open_connection_returns_a_writer_when_the_peer_resets_at_once():
+    """Established and reset in one batch: connection_made() and connection_lost() run
+    before open_connection() returns; it still returns the reader and writer, and the
+    reader reports the reset, as asyncio's would."""
+    sa, sb = make_pair()
+
+    class Rst(asyncio.Protocol):
+        def connection_made(self, transport):
+            transport.write(b"hi")
+            transport.abort()
+    server = await sb.create_server(Rst, B, 7)
+    reader, writer = await sa.open_connection(B, 7, encrypt=False)
+    assert isinstance(writer, asyncio.StreamWriter)
+    with pytest.raises(ConnectionResetError):
+        while await reader.read(100):
+            pass
+    server.close()
+    sa.close(); sb.close()
+
+
+@pytest.mark.parametrize("first", [1, 2, 3])
+def test_interleave_orders_addresses_as_asyncio(first):
+    from asyncio.base_events import _interleave_addrinfos   # asyncio's own, for reference
+    from tcpstack.aio.streams import _interleave
+    v4, v6 = socket.AF_INET, socket.AF_INET6
+    infos = [(v6, "fd00::1"), (v6, "fd00::2"), (v6, "fd00::3"), (v4, "10.0.0.1"),
+             (v4, "10.0.0.2")]
+    theirs = _interleave_addrinfos([(f, socket.SOCK_STREAM, 6, "", (a, 1)) for f, a in infos],
+                                   first)
+    assert _interleave(infos, first) == [(i[0], i[4][0]) for i in theirs]
+
+
+async def test_a_failing_stream_handler_goes_to_the_exception_handler_and_closes():
+    sa, sb = make_pair()
+    handled = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: handled.append(ctx))
+
+    async def handle(reader, writer):
+        raise KeyError("handler bug")
+    server = await sb.start_server(handle, B, 7)
+    reader, writer = await sa.open_connection(B, 7)
+    assert await asyncio.wait_for(reader.read(), 5) == b""     # closed by the server
+    assert handled[0]["message"] == "Unhandled exception in client_connected_cb"
+    assert isinstance(handled[0]["exception"], KeyError)
+    writer.close()
+    server.close()
+    await server.wait_closed()
+    sa.close(); sb.close()

@@ -268,3 +268,73 @@ async def test_tls_argument_rules_are_asyncios():
         await sa.start_tls(None, asyncio.Protocol(), "not a context")   # type: ignore[arg-type]
     assert sa.connections() == [] and sb.core._listeners == {}
     sa.close(); sb.close()
+
+
+@pytest.mark.parametrize("encrypt", [False, True])
+async def test_tls_runs_inside_tcpcrypt_on_the_wire(tmp_path, encrypt):
+    """TLS bytes are the application's stream: with tcpcrypt on, even the TLS ClientHello
+    (whose SNI is in clear in TLS) is tcpcrypt ciphertext on the wire."""
+    sctx, cctx = contexts(tmp_path)
+    sa, sb = make_pair()
+    wire: list[bytes] = []
+    sa.core.on_packet = lambda direction, packet, now: wire.append(bytes(packet))
+    server = await sb.start_server(echo, B, 443, ssl=sctx)
+    reader, writer = await sa.open_connection(B, 443, ssl=cctx, server_hostname=NAME,
+                                              encrypt=encrypt)
+    writer.write(b"application secret")
+    assert await reader.readexactly(18) == b"application secret"
+    joined = b"".join(wire)
+    assert (NAME.encode() in joined) == (not encrypt)
+    assert b"application secret" not in joined
+    writer.close()
+    server.close()
+    sa.close(); sb.close()
+
+
+async def test_handshake_timeout_and_argument_checks(tmp_path):
+    sctx, cctx = contexts(tmp_path)
+    sa, sb = make_pair()
+    silent = []
+
+    async def never_answers(reader, writer):
+        silent.append(writer)                # holds the connection, says nothing
+    server = await sb.start_server(never_answers, B, 443)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with pytest.raises(ConnectionAbortedError, match="SSL handshake is taking longer"):
+        await sa.open_connection(B, 443, ssl=cctx, server_hostname=NAME,
+                                 ssl_handshake_timeout=0.2)
+    assert loop.time() - t0 < 2
+    for bad in ({"ssl_handshake_timeout": 0}, {"ssl_shutdown_timeout": -1}):
+        with pytest.raises(ValueError):
+            await sa.create_connection(asyncio.Protocol, B, 443, ssl=cctx,
+                                       server_hostname=NAME, **bad)
+    server.close()
+    sa.close(); sb.close()
+
+
+async def test_buffered_protocol_over_tls(tmp_path):
+    sctx, cctx = contexts(tmp_path)
+    sa, sb = make_pair()
+    server = await sb.start_server(echo, B, 443, ssl=sctx)
+
+    class Buf(asyncio.BufferedProtocol):
+        def __init__(self):
+            self.buf = bytearray(10)
+            self.got = bytearray()
+
+        def get_buffer(self, sizehint):
+            return self.buf
+
+        def buffer_updated(self, nbytes):
+            assert nbytes <= 10
+            self.got += self.buf[:nbytes]
+    tr, p = await sa.create_connection(Buf, B, 443, ssl=cctx, server_hostname=NAME)
+    blob = bytes(range(256)) * 20
+    tr.write(blob)
+    while len(p.got) < len(blob):
+        await asyncio.sleep(0.01)
+    assert bytes(p.got) == blob
+    tr.close()
+    server.close()
+    sa.close(); sb.close()
