@@ -11,7 +11,8 @@ alone would miss the loops such factories make.  Patched, per loop:
                         sock_connect() connected over the stack: that stack connection
     create_server       host None / "" / 0.0.0.0 / :: or one of the stack's addresses: a
                         listener on the stack (only there: see docs/run.md)
-    start_tls           a transport of the stack: TLS on top of it (Stack.start_tls)
+    start_tls           a transport of the stack, or TLS over one (streams.stack_of): TLS
+                        on top of it (Stack.start_tls; uvloop's own refuses such transports)
     sock_connect        a kernel TCP socket to a routed destination: the stack connects
                         instead, and the connection waits, recorded against the socket
                         (weakly), for create_connection(sock=...) to take it: what aiohttp
@@ -303,11 +304,6 @@ def _stack_of_socket(sock: Any) -> "Stack | None":
     return stack if isinstance(stack, Stack) else None
 
 
-def _is_stack_transport(transport: Any) -> bool:
-    from tcpstack.aio.streams import _StreamTransport
-    return isinstance(transport, _StreamTransport)
-
-
 # --- sock_connect -> create_connection(sock=...) ------------------------------------------------
 
 class _Parked(asyncio.Protocol):
@@ -494,9 +490,11 @@ def _make_start_tls(orig: Any) -> Any:
     @functools.wraps(orig)
     async def start_tls(self: Any, transport: Any, protocol: Any, sslcontext: Any,
                         **kw: Any) -> Any:
-        if not _is_stack_transport(transport):
+        from tcpstack.aio.streams import stack_of
+        stack = stack_of(transport)         # the stack's transports, and TLS over them
+        if stack is None:
             return await orig(self, transport, protocol, sslcontext, **kw)
-        return await transport._stack.start_tls(transport, protocol, sslcontext, **kw)
+        return await stack.start_tls(transport, protocol, sslcontext, **kw)
     return start_tls
 
 
