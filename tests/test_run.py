@@ -272,7 +272,9 @@ def test_uvicorn_under_tcpstack_run_is_reachable_over_the_stack(netns, procs, tm
     n = subnet_index()
     (tmp_path / "asgiapp.py").write_text(ASGI_APP)
     # uvicorn's console script, its loop="auto" (uvloop, from its own factory)
-    p = procs.popen([*TCPSTACK, "run", "--addr", f"10.231.{n}.2/24", "--", "uvicorn",
+    ctl = str(tmp_path / "run.sock")
+    p = procs.popen([*TCPSTACK, "run", "--addr", f"10.231.{n}.2/24", "--control", ctl,
+                     "--", "uvicorn",
                      "asgiapp:app", "--app-dir", str(tmp_path), "--host", "0.0.0.0",
                      "--port", "8000"], netns=netns.name, env=ENV, text=True,
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -287,6 +289,13 @@ def test_uvicorn_under_tcpstack_run_is_reachable_over_the_stack(netns, procs, tm
     # the kernel (curl) reached the app at the stack's address, through the TUN device
     assert got[0] == (f"hello from uvicorn on uvloop; client 10.231.{n}.1:"
                       + got[0].rsplit(":", 1)[1]), got[0]
+    # `tcpstack stats` looks into the program's stack: uvicorn's listener is there, and the
+    # curl connections came in through the TUN device
+    st = netns.run([*TCPSTACK, "stats", "--control", ctl, "--json"], env=ENV)
+    assert st.returncode == 0, st.stderr
+    snap = json.loads(st.stdout)
+    assert snap["addresses"] == [f"10.231.{n}.2"] and snap["listeners"] == ["*:8000"], snap
+    assert snap["stack"]["connections_accepted"] >= 1 and snap["stack"]["packets_in"] >= 3
     # nothing on the kernel's own sockets: the wildcard listens on the stack only
     ss = netns.run(["ss", "-Htln", "sport = :8000"]).stdout
     assert ss.strip() == "", ss
@@ -455,12 +464,15 @@ def test_each_asyncio_run_gets_the_stack_on_the_same_device(netns, procs, tmp_pa
                 env=ENV)
     wait_for(lambda: netns.run(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8000"]
                                ).returncode == 0, 30, "the kernel server")
-    p = procs.popen([*TCPSTACK, "run", "--addr", f"10.231.{n}.2/24", "--", str(prog)],
-                    netns=netns.name, env=ENV, text=True, stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE)
+    p = procs.popen([*TCPSTACK, "run", "--addr", f"10.231.{n}.2/24", "--trace", "--",
+                     str(prog)], netns=netns.name, env=ENV, text=True,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, out + err
     assert out.split() == [f"10.231.{n}.2"] * 3, out + err
+    # --trace: each loop's stack traced, three SYNs out to the kernel server
+    syns = [l for l in err.splitlines() if " out " in l and f"> 10.231.{n}.1:8000 [S] " in l]
+    assert len(syns) == 3, err
 
 
 @pytest.mark.tun
