@@ -28,6 +28,7 @@ import json
 import os
 import runpy
 import shutil
+import signal
 import subprocess
 import sys
 import traceback
@@ -291,6 +292,10 @@ def _script(path: str) -> Callable[[], Any]:
     return run_script
 
 
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _exit_status(code: Any) -> int:
     """SystemExit's code as the interpreter turns it into an exit status."""
     if code is None:
@@ -346,6 +351,13 @@ def main(argv: list[str]) -> int:
     switch_mod.set_process_switch(switch)
     saved_argv = sys.argv
     sys.argv = prog_argv
+    # SIGTERM / SIGHUP, where they still have their default action (death, with nothing
+    # cleaned up: the control socket would stay), end the program as an exception does,
+    # with the status a shell reports for the signal; a program's own handlers replace these.
+    saved_handlers = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            saved_handlers[sig] = signal.signal(sig, _exit_on_signal)
     try:
         try:
             result = target()
@@ -360,6 +372,8 @@ def main(argv: list[str]) -> int:
         return _exit_status(result) if not isinstance(result, dict) else 0
     finally:
         sys.argv = saved_argv
+        for sig, handler in saved_handlers.items():
+            signal.signal(sig, handler)
         switch.close()
         switch.stack_factory.close()
         sys.stdout.flush()
