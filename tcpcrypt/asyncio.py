@@ -54,8 +54,9 @@ def __getattr__(name: str) -> Any:
 
 def _stack(kwargs: dict[str, Any]) -> Any:
     """The stack to use.  Every other keyword goes on to Stack.open_connection/start_server,
-    which take asyncio's arguments with asyncio's meaning and refuse, before sending
-    anything, what they cannot honour (ssl=, sock=, unknown names)."""
+    which take asyncio's arguments with asyncio's meaning (ssl= runs TLS over the stack) and
+    refuse, before sending anything, what they cannot honour (a kernel sock=, unknown
+    names)."""
     if kwargs.get("stack") is not None or _tcpcrypt._default_stack is not None:
         return kwargs.pop("stack", None)
     kwargs.pop("stack", None)
