@@ -107,8 +107,7 @@ class Node:
                 log.warning("--socks5 %s listens beyond this host without --socks5-user: anyone "
                             "who reaches it can use the overlay", Listen(*self.socks5_address))
         for fwd in cfg.forwards:
-            addr = await self._listen_kernel(
-                "--forward", fwd.listen, lambda r, w, f=fwd: self._forward_client(f, r, w))
+            addr = await self._listen_kernel("--forward", fwd.listen, self._forwarder(fwd))
             self.forward_addresses.append(addr)
             said.append(f"forward {Listen(*addr)} -> {Listen(fwd.host, fwd.port)}")
         for ex in cfg.exposes:
@@ -285,6 +284,12 @@ class Node:
         except (OSError, asyncio.TimeoutError):
             pass
 
+    def _forwarder(self, fwd: Forward) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                                   Awaitable[None]]:
+        async def client(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await self._forward_client(fwd, r, w)
+        return client
+
     async def _forward_client(self, fwd: Forward, kr: asyncio.StreamReader,
                               kw: asyncio.StreamWriter) -> None:
         try:
@@ -327,3 +332,27 @@ def _is_literal(host: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def membership_security(cfg: NodeConfig, args: Any) -> Any | None:
+    """The stack's security provider when the node has membership keys (`key`, `peers`):
+    tcpcrypt that authenticates every peer against the peers file; None without them (the
+    caller's default).  Raises OverlayError when they cannot be honoured: the node never
+    runs unauthenticated when membership was asked for."""
+    if cfg.key is None and cfg.peers is None:
+        return None
+    if getattr(args, "plain", False):
+        raise OverlayError("--key/--peers with --plain: membership is proven inside tcpcrypt; "
+                           "drop --plain", 2)
+    if cfg.key is None or cfg.peers is None:
+        raise OverlayError(f"membership needs both --key and --peers (got only "
+                           f"{'--key' if cfg.key else '--peers'})", 2)
+    import inspect
+
+    from tcpcrypt.provider import TcpcryptProvider
+    params = inspect.signature(TcpcryptProvider).parameters
+    if "identity" not in params or "members" not in params:
+        raise OverlayError("--key/--peers: membership authentication is not available in this "
+                           "tcpcrypt (TcpcryptProvider takes no identity=/members=)", 1)
+    raise OverlayError("--key/--peers: membership authentication is not wired into the node "
+                       "yet", 1)
