@@ -210,7 +210,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
 
 
 def _line_of(text: str, key: str) -> int | None:
-    m = re.search(rf"^\s*{re.escape(key)}\s*=", text, re.M)
+    m = re.search(rf"^[ \t]*{re.escape(key)}[ \t]*=", text, re.M)
     return text.count("\n", 0, m.start()) + 1 if m else None
 
 
@@ -227,10 +227,16 @@ def load_file(path: str) -> tuple[dict[str, Any], str]:
     except UnicodeDecodeError:
         raise OverlayError(f"{path}: not UTF-8 text (TOML files are UTF-8)", 2) from None
     except tomllib.TOMLDecodeError as e:
-        # tomllib's message ends "(at line L, column C)"
+        # tomllib's message ends "(at line L, column C)" or "(at end of document)"
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
-        what = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
-        where = f"{path}:{m.group(1)}:{m.group(2)}" if m else path
+        what = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(e))
+        if m:
+            where = f"{path}:{m.group(1)}:{m.group(2)}"
+        elif "end of document" in str(e):
+            last = raw.count(b"\n") + (not raw.endswith(b"\n"))
+            where = f"{path}:{last}: at the end"
+        else:
+            where = path
         raise OverlayError(f"{where}: not valid TOML: {what}", 2) from None
     for key, value in data.items():
         line = _line_of(text, key)
