@@ -204,3 +204,30 @@ async def test_node_connect_by_domain_name_literal_and_stats():
         await node.close()
         sa.close()
         sb.close()
+
+
+async def test_node_connect_ipv6_literal():
+    la, lb = MemoryLink.pair()
+    sa, sb = Stack(la, ["fd00::1"]), Stack(lb, ["fd00::2"])
+
+    async def on_b(r, w):
+        w.write(await r.read(100))
+        w.close()
+    await sb.start_server(on_b, None, 7)
+    node = Node(sa, NodeConfig(socks5=Listen("127.0.0.1", 0)))
+    await node.start()
+    try:
+        r, w = await asyncio.open_connection(*node.socks5_address)
+        w.write(b"\x05\x01\x00" + socks5.build_request("fd00::2", 7) + b"six")   # ATYP 4
+        assert await r.readexactly(2) == b"\x05\x00"
+        head = await r.readexactly(22)
+        assert head[:4] == b"\x05\x00\x00\x04"                  # BND.ADDR is IPv6
+        assert await r.read() == b"six"
+        w.close()
+        # an IPv4 address on an IPv6-only stack: X'08'
+        got = await _exchange(node, b"\x05\x01\x00", socks5.build_request("10.0.0.2", 7))
+        assert got == b"\x05\x00" + socks5.reply(socks5.REP_ADDRESS_TYPE_NOT_SUPPORTED)
+    finally:
+        await node.close()
+        sa.close()
+        sb.close()
