@@ -24,6 +24,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024              # one read of a direction
+WRITE_HIGH = 4 * CHUNK          # a writer's buffer above this: drain() waits (down to 1/4)
 _ids = itertools.count(1)
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
@@ -73,6 +74,9 @@ class Bridge:
         self.target = target
         self.kr, self.kw = kernel
         self.sr, self.sw = stack
+        for w in (self.kw, self.sw):
+            # fewer, larger drain() cycles than asyncio's 64 KB default: each one is a wake-up
+            w.transport.set_write_buffer_limits(high=WRITE_HIGH)
         self.to_stack = 0           # bytes kernel -> stack
         self.to_kernel = 0          # bytes stack -> kernel
         self.eof_from_kernel = False
