@@ -86,8 +86,14 @@ def test_request_forms():
 def test_reply_for_errors():
     from tcpstack.errors import ConnectionRefusedByPeerError, HostUnreachableError
     assert socks5_reply_for(ConnectionRefusedByPeerError()) == 0x05
-    assert socks5_reply_for(HostUnreachableError("ICMP host unreachable from 10.0.0.1")) == 0x04
-    assert socks5_reply_for(HostUnreachableError("ICMP net unreachable from 10.0.0.1")) == 0x03
+    # the stack's wording (tcpstack/host/stack.py, icmp.describe)
+    hu = "ICMP destination-unreachable/1 from 10.0.0.1 for ('10.0.0.2', 80)"
+    assert socks5_reply_for(HostUnreachableError(hu)) == 0x04
+    assert socks5_reply_for(HostUnreachableError(hu.replace("/1", "/0"))) == 0x03
+    assert socks5_reply_for(HostUnreachableError(hu.replace("destination-unreachable/1",
+                                                            "time-exceeded/0"))) == 0x06
+    from tcpcrypt.errors import EncryptionRequiredError
+    assert socks5_reply_for(EncryptionRequiredError("plain peer")) == 0x02
     assert socks5_reply_for(TimeoutError()) == 0x04
     assert socks5_reply_for(OSError("?")) == 0x01
 

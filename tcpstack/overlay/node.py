@@ -15,6 +15,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import re
 import socket
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -35,11 +36,14 @@ def socks5_reply_for(exc: BaseException) -> int:
     if isinstance(exc, ConnectionRefusedError):
         return socks5.REP_CONNECTION_REFUSED          # X'05': the peer answered with a RST
     if name == "HostUnreachableError":
-        text = str(exc)
-        if "net unreachable" in text or "no route" in text:
-            return socks5.REP_NETWORK_UNREACHABLE     # X'03'
-        if "time exceeded" in text:
+        # the stack's text: "ICMP destination-unreachable/CODE from ..." (tcpstack.wire.icmp
+        # describe()); code 0 is "net unreachable" (RFC 792) and "no route to destination"
+        # (RFC 4443 3.1) alike
+        m = re.search(r"ICMP (destination-unreachable|time-exceeded)/(\d+)", str(exc))
+        if m and m.group(1) == "time-exceeded":
             return socks5.REP_TTL_EXPIRED             # X'06'
+        if m and m.group(2) == "0":
+            return socks5.REP_NETWORK_UNREACHABLE     # X'03'
         return socks5.REP_HOST_UNREACHABLE            # X'04'
     if isinstance(exc, (TimeoutError, socket.gaierror)):
         return socks5.REP_HOST_UNREACHABLE            # X'04': no answer / no such name
