@@ -1,6 +1,8 @@
 """The `tcpstack` command line: bring a userspace stack up on a TUN device and use it.
 
     tcpstack up      --addr 10.77.0.2/24 [--route 10.78.0.0/24] [--echo 7] [--http 80]
+                     [--socks5 1080] [--forward [B:]P:HOST:HP] [--expose P:HOST:HP] [--config F]
+                     (the host's overlay node: tcpstack.overlay, docs/overlay.md)
     tcpstack listen  PORT      --addr 10.77.0.2/24       (netcat-like: stdin -> peer -> stdout)
     tcpstack connect HOST PORT --addr 10.78.0.2/24
     tcpstack ping    HOST      --addr 10.77.0.2/24 [-c 3]
