@@ -260,6 +260,16 @@ def test_cli_mistakes_are_one_line(tmp_path, procs):
     ]:
         r = up(*args)
         assert (r.returncode, r.stderr) == (status, line + "\n"), args
+    key, peers = tmp_path / "node.key", tmp_path / "peers"
+    r = up("--addr", "10.9.0.2/24", "--key", str(key), "--peers", str(peers))
+    assert (r.returncode, r.stderr) == (1, f"tcpstack: --key {key}: no such file\n")
+    key.write_text("k")
+    peers.write_text("p")
+    r = up("--addr", "10.9.0.2/24", "--key", str(key))
+    assert (r.returncode, r.stderr) == (2, "tcpstack: membership needs both --key and --peers "
+                                           "(got only --key)\n")
+    r = up("--addr", "10.9.0.2/24", "--key", str(key), "--peers", str(peers), "--plain")
+    assert r.returncode == 2 and "drop --plain" in r.stderr
     bad = tmp_path / "bad.toml"
     bad.write_text('address = "10.9.0.2/24"\nsocks5 = 1080\nforwards = ["80:x"\n')
     r = up("--config", str(bad))
