@@ -9,12 +9,18 @@ plus asyncio-style entry points over a userspace stack.
 open_connection() and start_server() take asyncio's arguments (host, port, limit, ...),
 plus `stack=` (default: the one given to set_default_stack) and the tcpcrypt policies
 (encrypt, require_encryption, app_aware, resume, cache_secrets, passive_role_bit).
+
+A private overlay node (members only, tcpcrypt/membership.py):
+    me = tcpcrypt.Identity.load("node.key"); peers = tcpcrypt.Members.load("peers")
+    stack = Stack(link, [...], security=tcpcrypt.TcpcryptProvider(identity=me, members=peers))
+    writer.get_extra_info("tcpcrypt_peer")            # the peer's verified public key
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
-from tcpcrypt.errors import (ENOError, EncryptionRequiredError, TcpcryptError,
+from tcpcrypt.errors import (ENOError, EncryptionRequiredError, IdentityError,
+                             PeerAuthenticationError, PeersFileError, TcpcryptError,
                              TcpcryptIntegrityError, TcpcryptProtocolError)
 from tcpstack._lazy import lazy
 
@@ -27,12 +33,16 @@ __all__ = [
     "open_connection", "start_server", "set_default_stack",
     "TcpcryptConfig", "TcpcryptProvider", "SessionCache", "TEPS", "AEADS",
     "TcpcryptError", "ENOError", "TcpcryptProtocolError", "TcpcryptIntegrityError",
-    "EncryptionRequiredError",
+    "EncryptionRequiredError", "IdentityError", "PeersFileError", "PeerAuthenticationError",
+    "Identity", "PublicKey", "Member", "Members", "revoke", "expire_unauthenticated",
 ]
 
 __getattr__ = lazy(__name__, {
     "TcpcryptConfig": "tcpcrypt.suites", "TcpcryptProvider": "tcpcrypt.provider",
     "SessionCache": "tcpcrypt.resumption", "TEPS": "tcpcrypt.suites", "AEADS": "tcpcrypt.suites",
+    "Identity": "tcpcrypt.identity", "PublicKey": "tcpcrypt.identity",
+    "Member": "tcpcrypt.identity", "Members": "tcpcrypt.identity",
+    "revoke": "tcpcrypt.membership", "expire_unauthenticated": "tcpcrypt.membership",
 })
 
 _default_stack: "Stack | None" = None

@@ -350,6 +350,7 @@ class Endpoint:
         if self.transform is not None:
             tinfo = dict(self.transform.info())
             self.info["tcpcrypt_session_id"] = tinfo.get("session_id")
+            self.info["tcpcrypt_peer"] = tinfo.get("peer")   # a member's verified key (tcpcrypt/membership.py)
             self.info["tcpcrypt"] = tinfo
         self.events.append(Established(dict(self.info)))
         if self.listener is not None:

@@ -412,6 +412,9 @@ class StackCore:
                                  "be encrypted")
             if options.get("encrypt") is False:
                 raise ValueError(f"{api}(): require_encryption=True contradicts encrypt=False")
+        provider_check = getattr(sec, "check_options", None)
+        if provider_check is not None:
+            provider_check(options, api)        # e.g. a private tcpcrypt stack refuses encrypt=False
         if sec is None and options.get("app_aware"):
             raise ValueError(f"{api}(app_aware=...): this stack has no security provider "
                              "(security=None), so there is no TCP-ENO to carry the a bit")

@@ -37,7 +37,7 @@ import threading
 import time
 from typing import Any
 
-from tcpstack.tools import control
+from tcpstack.tools import control, keygen
 from tcpstack.wire.tcp import IPPROTO_TCP
 from tcpstack.wire.virtio_net import VIRTIO_NET_HDR_F_NEEDS_CSUM, VNET_HDR_LEN
 
@@ -1086,6 +1086,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decrypt", help="decrypt a capture's tcpcrypt connections with a key log",
                        add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("keygen", help="make a node identity: private key file (0600), public key on stdout")
+    keygen.add_arguments(p)
     return parser
 
 
@@ -1115,4 +1117,5 @@ async def run_command(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"up": cmd_up, "connect": cmd_connect, "listen": cmd_listen, "ping": cmd_ping,
-            "stats": cmd_stats, "trace": cmd_trace, "wireshark-plugin": cmd_wireshark_plugin}
+            "stats": cmd_stats, "trace": cmd_trace, "wireshark-plugin": cmd_wireshark_plugin,
+            "keygen": keygen.cmd_keygen}
