@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -75,6 +76,19 @@ ENDING = textwrap.dedent("""
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         c.close()
         print("sent reset")
+""")
+# A SOCKS5 client that holds its connection open and says how it ended
+SOCKS_HOLD = textwrap.dedent("""
+    import socket, sys
+    c = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=60)
+    ip = socket.inet_aton(sys.argv[2])
+    c.sendall(b"\\x05\\x01\\x00" + b"\\x05\\x01\\x00\\x01" + ip + int(sys.argv[3]).to_bytes(2, "big"))
+    assert c.recv(2) == b"\\x05\\x00"
+    assert c.recv(10)[1] == 0
+    try:
+        print("eof" if c.recv(100) == b"" else "data")
+    except ConnectionResetError:
+        print("reset")
 """)
 # B's kernel service that reports how its peer ended (for the A-side reset)
 REPORTER = textwrap.dedent("""
@@ -270,6 +284,16 @@ def test_cli_mistakes_are_one_line(tmp_path, procs):
                                            "(got only --key)\n")
     r = up("--addr", "10.9.0.2/24", "--key", str(key), "--peers", str(peers), "--plain")
     assert r.returncode == 2 and "drop --plain" in r.stderr
+    key.unlink()
+    assert subprocess.run(CMD + ["keygen", "--out", str(key)], capture_output=True,
+                          env=ENV).returncode == 0
+    key.chmod(0o644)
+    r = up("--addr", "10.9.0.2/24", "--key", str(key), "--peers", str(peers))
+    assert r.returncode == 1 and r.stderr.startswith(f"tcpstack: --key: {key}: permissions 0644 "
+                                                     "are too open") and r.stderr.count("\n") == 1
+    key.chmod(0o600)
+    r = up("--addr", "10.9.0.2/24", "--key", str(key), "--peers", str(peers))
+    assert r.returncode == 2 and r.stderr.startswith(f"tcpstack: {peers}:1: expected a public key")
     bad = tmp_path / "bad.toml"
     bad.write_text('address = "10.9.0.2/24"\nsocks5 = 1080\nforwards = ["80:x"\n')
     r = up("--config", str(bad))
@@ -300,3 +324,71 @@ def test_cli_mistakes_are_one_line(tmp_path, procs):
                "(another program listens there)"), r.stderr
         assert "tcpcpy-up0" not in ns.run(["ip", "link"]).stdout
         blocker.kill()
+
+
+def test_member_nodes_show_the_verified_peer_and_refuse_others(tmp_path, procs):
+    """Both nodes with identity keys and peers files (tcpcrypt membership): curl through
+    A's SOCKS5 reaches B's exposed service; each node's stats name the other's key as the
+    bridged connection's peer; after B drops A from its peers file and gets SIGHUP, A's
+    connects are refused (RFC 1928 X'02' or a reset), and what was open is revoked."""
+    if not shutil.which("curl"):
+        pytest.skip("needs curl")
+
+    def keygen(name: str) -> str:
+        r = subprocess.run(CMD + ["keygen", "--out", str(tmp_path / f"{name}.key")],
+                           capture_output=True, text=True, env=ENV, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+    pub_a, pub_b = keygen("a"), keygen("b")
+    with TwoHosts(tuns=False) as net:
+        na, nb = net.ns
+        a, b = net.stack_addrs
+        (tmp_path / "peers-a").write_text(f"{pub_b} {b}  # node B\n")
+        (tmp_path / "peers-b").write_text(f"{pub_a} {a}  # node A\n")
+        www = tmp_path / "www"
+        www.mkdir()
+        (www / "index.html").write_text("members only\n")
+        ctl_a, ctl_b = str(tmp_path / "a.sock"), str(tmp_path / "b.sock")
+        procs.popen(["python3", "-m", "http.server", str(HTTP), "--bind", "127.0.0.1",
+                     "--directory", str(www)], netns=nb, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL)
+        log_b = open(tmp_path / "b.log", "w+")
+        node_b = procs.popen(CMD + ["up", "--addr", f"{b}/24", "--control", ctl_b,
+                                    "--key", str(tmp_path / "b.key"),
+                                    "--peers", str(tmp_path / "peers-b"),
+                                    "--expose", f"80:127.0.0.1:{HTTP}"],
+                             netns=nb, env=ENV, stderr=log_b)
+        conf = tmp_path / "a.toml"
+        conf.write_text(f'address = "{a}/24"\ncontrol = "{ctl_a}"\nsocks5 = {SOCKS}\n'
+                        f'key = "{tmp_path / "a.key"}"\npeers = "{tmp_path / "peers-a"}"\n')
+        procs.popen(CMD + ["up", "--config", str(conf)], netns=na, env=ENV,
+                    stderr=open(tmp_path / "a.log", "w"))
+        for ctl in (ctl_a, ctl_b):
+            wait_for(lambda: os.path.exists(ctl), what=f"control socket {ctl}")
+        wait_for(lambda: listening(na, SOCKS) and listening(nb, HTTP), what="the services")
+        r = na.run(["curl", "-sS", "--max-time", "30", "--socks5-hostname",
+                    f"127.0.0.1:{SOCKS}", f"http://{b}/index.html"])
+        assert r.stdout == "members only\n", (r.stderr, open(tmp_path / "b.log").read())
+        # a connection held open: the verified peer on both sides
+        client = procs.popen([sys.executable, "-c", SOCKS_HOLD, str(SOCKS), b, "80"], netns=na,
+                             stdout=subprocess.PIPE, text=True)
+        ba = wait_for(lambda: stats(ctl_a)["overlay"]["bridges"], what="A's bridge")[0]
+        bb = wait_for(lambda: stats(ctl_b)["overlay"]["bridges"], what="B's bridge")[0]
+        assert ba["tcpcrypt_peer"] == pub_b and bb["tcpcrypt_peer"] == pub_a
+        assert ba["session_id"] == bb["session_id"]
+        table = subprocess.run(CMD + ["stats", "--control", ctl_b], capture_output=True,
+                               text=True, timeout=30, env=ENV).stdout
+        assert f"peer {pub_a}" in table
+        # B no longer admits A: SIGHUP reloads the peers file and revokes the open bridge
+        (tmp_path / "peers-b").write_text(f"{pub_b} 10.0.0.9  # only itself\n")
+        node_b.send_signal(signal.SIGHUP)
+        wait_for(lambda: "peers file reloaded" in open(tmp_path / "b.log").read(),
+                 what="B's reload")
+        assert "1 connection(s) revoked" in open(tmp_path / "b.log").read()
+        assert client.communicate(timeout=30)[0].strip() == "reset"
+        r = na.run(["curl", "-sS", "--max-time", "30", "--socks5-hostname",
+                    f"127.0.0.1:{SOCKS}", f"http://{b}/index.html"])
+        # B resets A during the membership exchange: before the SOCKS5 reply (X'01', curl
+        # 97) or just after it (curl 52/56), as the RST and the proof race
+        assert r.returncode in (52, 56, 97), (r.returncode, r.stderr)
+        assert node_b.poll() is None            # SIGHUP did not stop a member node

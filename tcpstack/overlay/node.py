@@ -26,6 +26,7 @@ from tcpstack.overlay.config import Expose, Forward, Listen, NodeConfig, Overlay
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 30.0        # a SOCKS5 client has this long to send its request
+AUTH_TIMEOUT = 10.0             # a peer has this long to prove membership after tcpcrypt's
 LIMIT = CHUNK                   # StreamReader limit: reading pauses above 2 * LIMIT
 T = TypeVar("T")
 
@@ -60,9 +61,12 @@ class Node:
     """The services of one node over `stack` (a tcpstack.aio.streams.Stack), as `cfg` says;
     `conn_options` are the stack's connection options (encrypt, require_encryption...)."""
 
-    def __init__(self, stack: Any, cfg: NodeConfig, conn_options: dict[str, Any] | None = None
-                 ) -> None:
+    def __init__(self, stack: Any, cfg: NodeConfig, conn_options: dict[str, Any] | None = None,
+                 *, members: Any = None) -> None:
         self.stack = stack
+        # tcpcrypt.identity.Members of a private stack (membership): reloaded on SIGHUP,
+        # and peers that never authenticate are reset (tcpcrypt.membership)
+        self.members = members
         self.cfg = cfg
         self.opts = dict(conn_options or {})
         self.registry = Registry()
@@ -103,6 +107,9 @@ class Node:
     async def _start(self) -> list[str]:
         cfg = self.cfg
         said = []
+        if self.members is not None:
+            self._spawn(self._expire_unauthenticated())
+            said.append(f"members only ({len(self.members)} in {cfg.peers})")
         if cfg.socks5 is not None:
             self.socks5_address = await self._listen_kernel("--socks5", cfg.socks5, self._socks5_client)
             auth = "username/password (RFC 1929)" if cfg.socks5_users else "no authentication"
@@ -124,6 +131,29 @@ class Node:
             self._stack_servers.append((f"expose {ex}", server))
             said.append(f"expose stack port {ex.port} -> {Listen(ex.target_host, ex.target_port)}")
         return said
+
+    async def _expire_unauthenticated(self) -> None:
+        """A peer that finishes the key exchange and then never authenticates is reset
+        after AUTH_TIMEOUT (tcpcrypt.membership.expire_unauthenticated)."""
+        from tcpcrypt.membership import expire_unauthenticated
+        while True:
+            await asyncio.sleep(1.0)
+            for ep in expire_unauthenticated(self.stack, AUTH_TIMEOUT):
+                log.info("reset %s: no membership proof within %g s", ep.remote, AUTH_TIMEOUT)
+
+    def reload_members(self) -> str:
+        """Re-read the peers file (all or nothing) and reset the connections of peers it no
+        longer admits (tcpcrypt.membership.revoke); one line saying what happened."""
+        if self.members is None:
+            return "no peers file to reload"
+        from tcpcrypt.membership import revoke
+        try:
+            added, removed = self.members.reload()
+        except OSError as e:                      # PeersFileError / IdentityError, named
+            return f"peers file not reloaded, the old list stays: {e.strerror or e}"
+        reset = revoke(self.stack)
+        return (f"peers file reloaded: {len(self.members)} members (+{len(added)} "
+                f"-{len(removed)}), {len(reset)} connection(s) revoked")
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -351,12 +381,28 @@ def membership_security(cfg: NodeConfig, args: Any) -> Any | None:
     if cfg.key is None or cfg.peers is None:
         raise OverlayError(f"membership needs both --key and --peers (got only "
                            f"{'--key' if cfg.key else '--peers'})", 2)
-    import inspect
-
+    from tcpcrypt.errors import PeersFileError
+    from tcpcrypt.identity import Identity, Members
     from tcpcrypt.provider import TcpcryptProvider
-    params = inspect.signature(TcpcryptProvider).parameters
-    if "identity" not in params or "members" not in params:
-        raise OverlayError("--key/--peers: membership authentication is not available in this "
-                           "tcpcrypt (TcpcryptProvider takes no identity=/members=)", 1)
-    raise OverlayError("--key/--peers: membership authentication is not wired into the node "
-                       "yet", 1)
+    try:
+        identity = Identity.load(cfg.key)
+    except OSError as e:                   # IdentityError (an OSError) names the file itself
+        raise OverlayError(f"--key: {e.strerror or e}", 1) from None
+    try:
+        members = Members.load(cfg.peers)
+    except PeersFileError as e:            # "FILE:LINE: what": a mistake in the file
+        raise OverlayError(str(e), 2) from None
+    except OSError as e:
+        raise OverlayError(f"--peers: {e.strerror or e}" if e.strerror is None
+                           else f"--peers {cfg.peers}: {e.strerror}", 1) from None
+    keylog: Any = None
+    if getattr(args, "keylog", None):
+        from tcpcrypt.keylog import KeyLogFile, KeyLogWriter
+        try:
+            keylog = KeyLogWriter(KeyLogFile(args.keylog))
+        except OSError as e:
+            raise OverlayError(f"--keylog {args.keylog}: {e.strerror or e}", 1) from None
+    else:
+        from tcpcrypt.keylog import keylog_from_env
+        keylog = keylog_from_env()
+    return TcpcryptProvider(keylog=keylog, identity=identity, members=members)

@@ -853,7 +853,8 @@ async def cmd_up(args: argparse.Namespace) -> int:
                          (args.http, _http_handler(host))):
             if port:
                 servers.append(await host.stack.start_server(cb, None, port, **opts))
-        node = Node(host.stack, cfg, opts)
+        node = Node(host.stack, cfg, opts,
+                    members=security.members if security is not None else None)
         try:
             said = await node.start()
         except OverlayError as e:
@@ -868,6 +869,8 @@ async def cmd_up(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
+        if node.members is not None:        # a member node: SIGHUP re-reads the peers file
+            loop.add_signal_handler(signal.SIGHUP, lambda: err(node.reload_members()))
         try:
             await stop.wait()
         finally:
