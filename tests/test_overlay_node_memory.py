@@ -214,3 +214,26 @@ async def test_slow_reader_keeps_memory_bounded():
         # window (the stack's tcp_rmem-like 6 MB maximum, tcpstack/tcp/config.py).
         bound = (6 << 20) + 2 * 2 * LIMIT + 2 * WRITE_HIGH + CHUNK
         assert 0 < peak < bound, (peak, bound)
+
+
+async def test_node_close_resets_what_it_carries():
+    async def service(r, w):
+        try:
+            await r.read()
+        except ConnectionResetError:
+            pass
+        w.close()
+
+    async with Pair(service) as p:
+        r, w = await asyncio.open_connection(*p.fwd)
+        w.write(b"x")
+        await w.drain()
+        for _ in range(100):
+            if p.a.registry.live and p.b.registry.live:
+                break
+            await asyncio.sleep(0.01)
+        await p.b.close()                         # B stops: its bridge is aborted...
+        assert not p.b._tasks
+        with pytest.raises(ConnectionResetError):  # ...and the reset reaches A's client
+            await asyncio.wait_for(r.read(), 10)
+        w.close()

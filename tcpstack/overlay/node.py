@@ -345,6 +345,10 @@ class Node:
     async def _expose_client(self, ex: Expose, sr: asyncio.StreamReader,
                              sw: asyncio.StreamWriter) -> None:
         where = Listen(ex.target_host, ex.target_port)
+        task = asyncio.current_task()
+        if task is not None:                  # (the stack's Server made it) close() ends it too
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         try:
             kr, kw = await asyncio.wait_for(
                 asyncio.open_connection(ex.target_host, ex.target_port, limit=LIMIT),
