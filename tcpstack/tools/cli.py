@@ -133,8 +133,11 @@ def add_overlay_options(p: argparse.ArgumentParser) -> None:
                    help="refuse peers that do not negotiate tcpcrypt")
     g.add_argument("--connect-timeout", type=seconds_arg, metavar="SEC",
                    help="connects through the stack give up after SEC (default 30)")
-    g.add_argument("--key", metavar="FILE", help="membership: this node's identity key")
-    g.add_argument("--peers", metavar="FILE", help="membership: the peers file")
+    g.add_argument("--key", metavar="FILE",
+                   help="membership: this node's identity key (tcpstack keygen); with --peers, "
+                        "only members connect (docs/membership.md)")
+    g.add_argument("--peers", metavar="FILE",
+                   help="membership: the peers file (SIGHUP re-reads it)")
 
 
 def err(msg: str) -> None:

@@ -4,7 +4,9 @@ A client sends one request line and reads the answer:
 
     {"cmd": "stats"}   -> one JSON line: the stack's counters, its listeners and every
                           connection (state, cwnd, ssthresh, srtt, rto, retransmits, bytes,
-                          TEP, AEAD, session ID), then the server closes the socket;
+                          TEP, AEAD, session ID), and with an overlay node, its
+                          services and bridged connections under "overlay"
+                          (render_overlay), then the server closes the socket;
     {"cmd": "trace"}   -> text lines, one per segment and state transition
                           (tcpstack.tools.trace), until the client goes away.
 
