@@ -74,6 +74,7 @@ async def test_forward_to_expose_20mb_both_ways_with_half_close_and_stats():
         snap_a, snap_b = p.a.snapshot(), p.b.snapshot()
         (ba,), (bb,) = snap_a["bridges"], snap_b["bridges"]
         assert ba["kind"] == "forward" and bb["kind"] == "expose"
+        assert ba["mode"] == bb["mode"] == "relay"
         assert ba["stack"]["local"] == bb["stack"]["remote"]       # the same connection
         assert ba["stack"]["remote"] == bb["stack"]["local"] == f"{B}:{EXPOSED}"
         assert ba["session_id"] == bb["session_id"] and ba["encrypted"]
@@ -237,3 +238,34 @@ async def test_node_close_resets_what_it_carries():
         with pytest.raises(ConnectionResetError):  # ...and the reset reaches A's client
             await asyncio.wait_for(r.read(), 10)
         w.close()
+
+
+async def test_stream_loops_when_a_side_is_done_before_the_bridge_starts():
+    """A side already at EOF when its bridge starts (here: a SOCKS5 client that sent its
+    request, data and FIN at once) is carried by the stream loops: the data and the
+    half-close still arrive."""
+    from tcpstack.overlay import socks5
+    from tcpstack.overlay.config import NodeConfig as NC
+    got: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    async def service(r, w):
+        got.set_result(await r.read())
+        w.write(b"bye")
+        w.close()
+    async with Pair(service) as p:
+        node = Node(p.sa, NC(socks5=Listen("127.0.0.1", 0)))
+        await node.start()
+        try:
+            r, w = await asyncio.open_connection(*node.socks5_address)
+            w.write(b"\x05\x01\x00" + socks5.build_request(B, EXPOSED) + b"all at once")
+            w.write_eof()
+            assert (await asyncio.wait_for(r.read(), 10))[12:] == b"bye"
+            assert await asyncio.wait_for(got, 10) == b"all at once"
+            w.close()
+            for _ in range(100):
+                if not node.registry.live:
+                    break
+                await asyncio.sleep(0.01)
+            assert node.registry.total == node.registry.stream_loops == 1
+        finally:
+            await node.close()
