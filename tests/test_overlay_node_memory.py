@@ -209,10 +209,11 @@ async def test_slow_reader_keeps_memory_bounded():
         # kernel buffers of the node's two sockets (autotuned, up to tcp_rmem/tcp_wmem max)
         # and the stacks' windows: well under what was sent
         assert ahead < 24 << 20, (sent, received)
-        # Per bridge: the readers pause their transports above 2 * limit (512 KB each),
-        # writers drain above WRITE_HIGH (1 MB each); but a stack transport resumed after a
-        # pause hands over in one piece what its TCB held meanwhile, at most the receive
-        # window (the stack's tcp_rmem-like 6 MB maximum, tcpstack/tcp/config.py).
+        # Per bridge: a side stops reading while the other's write buffer is above
+        # WRITE_HIGH (1 MB); but a stack transport resumed after a pause hands over in one
+        # piece what its TCB held meanwhile, at most the receive window (the stack's
+        # tcp_rmem-like 6 MB maximum, tcpstack/tcp/config.py).  (The readers' 2 * limit
+        # counts for the stream loops only.)
         bound = (6 << 20) + 2 * 2 * LIMIT + 2 * WRITE_HIGH + CHUNK
         assert 0 < peak < bound, (peak, bound)
 
