@@ -78,3 +78,16 @@ def test_same_stack_port_twice():
         merge(_args("--addr", "10.0.0.2/24", "--expose", "80:127.0.0.1:8080", "--http", "80"))
     with pytest.raises(OverlayError, match="already"):
         merge(_args("--addr", "10.0.0.2/24", "--expose", "80:127.0.0.1:1", "--expose", "80:127.0.0.1:2"))
+
+
+def test_paths_in_the_file_are_relative_to_it(tmp_path, monkeypatch):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "users").write_text("alice:secret\n")
+    conf = tmp_path / "etc" / "node.toml"
+    conf.write_text('address = "10.0.0.2/24"\nsocks5 = 1080\nsocks5_users_file = "users"\n'
+                    'control = "node.sock"\npcap = "/var/tmp/x.pcap"\n')
+    monkeypatch.chdir(tmp_path)
+    a = _args("--config", str(conf.relative_to(tmp_path)))
+    cfg = merge(a)
+    assert cfg.socks5_users == {b"alice": b"secret"}
+    assert a.control == str(tmp_path / "etc" / "node.sock") and a.pcap == "/var/tmp/x.pcap"

@@ -209,6 +209,9 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
 }
 
 
+PATH_KEYS = ("pcap", "keylog", "control", "socks5_users_file", "key", "peers")
+
+
 def _line_of(text: str, key: str) -> int | None:
     m = re.search(rf"^[ \t]*{re.escape(key)}[ \t]*=", text, re.M)
     return text.count("\n", 0, m.start()) + 1 if m else None
@@ -265,6 +268,13 @@ def merge(args: Any) -> NodeConfig:
     path = getattr(args, "config", None)
     if path:
         data, text = load_file(path)
+
+    # paths in the file are relative to the file's directory (a service's working
+    # directory is not the administrator's)
+    base = os.path.dirname(os.path.abspath(path)) if path else ""
+    for key in PATH_KEYS:
+        if isinstance(data.get(key), str) and data[key] and not os.path.isabs(data[key]):
+            data[key] = os.path.join(base, data[key])
 
     def where(key: str) -> str:
         line = _line_of(text, key)

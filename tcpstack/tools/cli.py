@@ -862,7 +862,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
             said = await node.start()
         except OverlayError as e:
             raise CliError(str(e), e.status) from None
-        if host.control is not None:
+        if host.control is not None and said:   # (a node with overlay services)
             host.control.sections["overlay"] = node.snapshot
         err(f"up: {host.describe()}"
             + "".join(f"; {name} on port {p}" for name, p in
