@@ -133,6 +133,7 @@ def overlay(tmp_path, procs):
                          "SYSTEM:sha256sum"], netns=nb)
             procs.popen([sys.executable, "-c", RESETTER, str(RESET)], netns=nb)
             procs.popen(CMD + ["up", "--addr", f"{b}/24", "--control", ctl_b,
+                               "--require-encryption",
                                "--expose", f"80:127.0.0.1:{HTTP}",
                                "--expose", f"9000:127.0.0.1:{SHA}",
                                "--expose", f"9002:127.0.0.1:{RESET}",
@@ -143,6 +144,7 @@ def overlay(tmp_path, procs):
                 # node A
                 address = "{a}/24"
                 control = "{ctl_a}"
+                require_encryption = true
                 socks5 = "127.0.0.1:{SOCKS}"
                 forwards = ["127.0.0.1:{FWD}:{b}:9000", "{FWD_RST}:{b}:9002",
                             "127.0.0.1:15003:{b}:9003"]
