@@ -365,6 +365,10 @@ def test_member_nodes_show_the_verified_peer_and_refuse_others(tmp_path, procs):
                         f'key = "{tmp_path / "a.key"}"\npeers = "{tmp_path / "peers-a"}"\n')
         procs.popen(CMD + ["up", "--config", str(conf)], netns=na, env=ENV,
                     stderr=open(tmp_path / "a.log", "w"))
+
+        def logs() -> str:
+            return (f"node A: {(tmp_path / 'a.log').read_text()}\n"
+                    f"node B: {(tmp_path / 'b.log').read_text()}")
         for ctl in (ctl_a, ctl_b):
             wait_for(lambda: os.path.exists(ctl), what=f"control socket {ctl}")
         wait_for(lambda: listening(na, SOCKS) and listening(nb, HTTP), what="the services")
@@ -374,9 +378,12 @@ def test_member_nodes_show_the_verified_peer_and_refuse_others(tmp_path, procs):
         # a connection held open: the verified peer on both sides
         client = procs.popen([sys.executable, "-c", SOCKS_HOLD, str(SOCKS), b, "80"], netns=na,
                              stdout=subprocess.PIPE, text=True)
-        ba = wait_for(lambda: stats(ctl_a)["overlay"]["bridges"], what="A's bridge")[0]
-        bb = wait_for(lambda: stats(ctl_b)["overlay"]["bridges"], what="B's bridge")[0]
-        assert ba["tcpcrypt_peer"] == pub_b and bb["tcpcrypt_peer"] == pub_a
+        try:
+            ba = wait_for(lambda: stats(ctl_a)["overlay"]["bridges"], what="A's bridge")[0]
+            bb = wait_for(lambda: stats(ctl_b)["overlay"]["bridges"], what="B's bridge")[0]
+        except TimeoutError:
+            raise AssertionError(logs()) from None
+        assert ba["tcpcrypt_peer"] == pub_b and bb["tcpcrypt_peer"] == pub_a, (ba, bb)
         assert ba["session_id"] == bb["session_id"]
         table = subprocess.run(CMD + ["stats", "--control", ctl_b], capture_output=True,
                                text=True, timeout=30, env=ENV).stdout
@@ -386,11 +393,12 @@ def test_member_nodes_show_the_verified_peer_and_refuse_others(tmp_path, procs):
         node_b.send_signal(signal.SIGHUP)
         wait_for(lambda: "peers file reloaded" in open(tmp_path / "b.log").read(),
                  what="B's reload")
-        assert "1 connection(s) revoked" in open(tmp_path / "b.log").read()
-        assert client.communicate(timeout=30)[0].strip() == "reset"
+        assert "1 connection(s) revoked" in open(tmp_path / "b.log").read(), logs()
+        assert client.communicate(timeout=30)[0].strip() == "reset", logs()
         r = na.run(["curl", "-sS", "--max-time", "30", "--socks5-hostname",
                     f"127.0.0.1:{SOCKS}", f"http://{b}/index.html"])
         # B resets A during the membership exchange: before the SOCKS5 reply (X'01', curl
-        # 97) or just after it (curl 52/56), as the RST and the proof race
-        assert r.returncode in (52, 56, 97), (r.returncode, r.stderr)
+        # 97) or just after it (curl 52/55/56: empty reply, send or receive failure), as
+        # the RST and the proof race
+        assert r.returncode in (52, 55, 56, 97), (r.returncode, r.stderr, logs())
         assert node_b.poll() is None            # SIGHUP did not stop a member node
