@@ -379,8 +379,12 @@ def test_member_nodes_show_the_verified_peer_and_refuse_others(tmp_path, procs):
         client = procs.popen([sys.executable, "-c", SOCKS_HOLD, str(SOCKS), b, "80"], netns=na,
                              stdout=subprocess.PIPE, text=True)
         try:
-            ba = wait_for(lambda: stats(ctl_a)["overlay"]["bridges"], what="A's bridge")[0]
-            bb = wait_for(lambda: stats(ctl_b)["overlay"]["bridges"], what="B's bridge")[0]
+            # (the first curl's bridges may still be listed while they close: those carried bytes)
+            ba = wait_for(lambda: [x for x in stats(ctl_a)["overlay"]["bridges"]
+                                   if x["bytes_to_stack"] == 0], what="A's bridge")[0]
+            bb = wait_for(lambda: [x for x in stats(ctl_b)["overlay"]["bridges"]
+                                   if x["stack"]["remote"] == ba["stack"]["local"]],
+                          what="B's bridge")[0]
         except TimeoutError:
             raise AssertionError(logs()) from None
         assert ba["tcpcrypt_peer"] == pub_b and bb["tcpcrypt_peer"] == pub_a, (ba, bb)
