@@ -121,11 +121,11 @@ def overlay(tmp_path, procs):
         # A's resolver (ip netns exec bind-mounts /etc/netns/NAME/hosts on /etc/hosts)
         etc = f"/etc/netns/{na.name}"
         os.makedirs(etc, exist_ok=True)
+        log_a, log_b = open(tmp_path / "a.log", "w+"), open(tmp_path / "b.log", "w+")
         try:
             with open(f"{etc}/hosts", "w") as f:
                 f.write(f"127.0.0.1 localhost\n{b} nodeb.overlay\n")
             ctl_a, ctl_b = str(tmp_path / "a.sock"), str(tmp_path / "b.sock")
-            log_b = open(tmp_path / "b.log", "w+")
             procs.popen(["python3", "-m", "http.server", str(HTTP), "--bind", "127.0.0.1",
                          "--directory", str(www)], netns=nb, stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL)
@@ -149,7 +149,6 @@ def overlay(tmp_path, procs):
                 forwards = ["127.0.0.1:{FWD}:{b}:9000", "{FWD_RST}:{b}:9002",
                             "127.0.0.1:15003:{b}:9003"]
                 """))
-            log_a = open(tmp_path / "a.log", "w+")
             procs.popen(CMD + ["up", "--config", str(conf)], netns=na, env=ENV, stderr=log_a)
             for ctl in (ctl_a, ctl_b):
                 wait_for(lambda: os.path.exists(ctl), what=f"control socket {ctl}")
@@ -160,6 +159,9 @@ def overlay(tmp_path, procs):
             log_b.seek(0)
             print("node A:", log_a.read(), "node B:", log_b.read(), sep="\n")
         finally:
+            procs.close()                       # (the nodes first: then their logs)
+            for f in (log_a, log_b):
+                f.close()
             shutil.rmtree(etc, ignore_errors=True)
 
 
@@ -228,7 +230,7 @@ def test_socat_through_forward_half_close_and_stats_on_both_nodes(overlay, tmp_p
         assert any(c["local"] == sa["stack"]["local"] for c in stats(ctl_a)["connections"])
     finally:
         client.kill()
-        client.wait()
+        client.communicate()
 
 
 def test_resets_are_carried_both_ways(overlay):
@@ -247,7 +249,7 @@ def test_resets_are_carried_both_ways(overlay):
     finally:
         if rep.poll() is None:
             rep.kill()
-            rep.wait()
+        rep.communicate()
     wait_for(lambda: stats(ctl_a)["overlay"]["totals"]["reset"] == 2, what="A's resets")
     wait_for(lambda: stats(ctl_b)["overlay"]["totals"]["reset"] == 2, what="B's resets")
 
@@ -326,6 +328,7 @@ def test_cli_mistakes_are_one_line(tmp_path, procs):
                "(another program listens there)"), r.stderr
         assert "tcpcpy-up0" not in ns.run(["ip", "link"]).stdout
         blocker.kill()
+        blocker.communicate()
 
 
 def test_member_nodes_show_the_verified_peer_and_refuse_others(tmp_path, procs):
@@ -354,7 +357,7 @@ def test_member_nodes_show_the_verified_peer_and_refuse_others(tmp_path, procs):
         procs.popen(["python3", "-m", "http.server", str(HTTP), "--bind", "127.0.0.1",
                      "--directory", str(www)], netns=nb, stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL)
-        log_b = open(tmp_path / "b.log", "w+")
+        log_a, log_b = open(tmp_path / "a.log", "w"), open(tmp_path / "b.log", "w+")
         node_b = procs.popen(CMD + ["up", "--addr", f"{b}/24", "--control", ctl_b,
                                     "--key", str(tmp_path / "b.key"),
                                     "--peers", str(tmp_path / "peers-b"),
@@ -363,8 +366,9 @@ def test_member_nodes_show_the_verified_peer_and_refuse_others(tmp_path, procs):
         conf = tmp_path / "a.toml"
         conf.write_text(f'address = "{a}/24"\ncontrol = "{ctl_a}"\nsocks5 = {SOCKS}\n'
                         f'key = "{tmp_path / "a.key"}"\npeers = "{tmp_path / "peers-a"}"\n')
-        procs.popen(CMD + ["up", "--config", str(conf)], netns=na, env=ENV,
-                    stderr=open(tmp_path / "a.log", "w"))
+        procs.popen(CMD + ["up", "--config", str(conf)], netns=na, env=ENV, stderr=log_a)
+        log_a.close()                           # (the node has its own copy of the file)
+        log_b.close()
 
         def logs() -> str:
             return (f"node A: {(tmp_path / 'a.log').read_text()}\n"
@@ -395,9 +399,9 @@ def test_member_nodes_show_the_verified_peer_and_refuse_others(tmp_path, procs):
         # B no longer admits A: SIGHUP reloads the peers file and revokes the open bridge
         (tmp_path / "peers-b").write_text(f"{pub_b} 10.0.0.9  # only itself\n")
         node_b.send_signal(signal.SIGHUP)
-        wait_for(lambda: "peers file reloaded" in open(tmp_path / "b.log").read(),
+        wait_for(lambda: "peers file reloaded" in (tmp_path / "b.log").read_text(),
                  what="B's reload")
-        assert "1 connection(s) revoked" in open(tmp_path / "b.log").read(), logs()
+        assert "1 connection(s) revoked" in (tmp_path / "b.log").read_text(), logs()
         assert client.communicate(timeout=30)[0].strip() == "reset", logs()
         r = na.run(["curl", "-sS", "--max-time", "30", "--socks5-hostname",
                     f"127.0.0.1:{SOCKS}", f"http://{b}/index.html"])
