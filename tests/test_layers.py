@@ -16,7 +16,8 @@ inside functions do (they run).
     6     tun (links: TUN, memory, impaired) 0-6
     7     tcpcrypt.asyncio, tcpcrypt.switch, 0-7
           the package APIs
-    8     tcpstack.tools, tcpstack.__main__  0-8
+    8     tcpstack.tools, tcpstack.overlay   0-8
+          (the overlay node), tcpstack.__main__
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def rank(module: str) -> int:
     if module in ("tcpstack.errors", "tcpstack._lazy"):
         return 0
     for prefix, r in (("tcpstack.wire", 1), ("tcpstack.tcp", 2), ("tcpstack.host", 3),
-                      ("tcpstack.sim", 4), ("tcpstack.impairment", 4), ("tcpstack.sansio", 4), ("tcpstack.aio", 5), ("tcpstack.tools", 8),
+                      ("tcpstack.sim", 4), ("tcpstack.impairment", 4), ("tcpstack.sansio", 4), ("tcpstack.aio", 5), ("tcpstack.tools", 8), ("tcpstack.overlay", 8),
                       ("tcpstack.__main__", 8), ("tcpcrypt.asyncio", 7), ("tcpcrypt.switch", 7),
                       ("tun", 6)):
         if module == prefix or module.startswith(prefix + "."):
