@@ -14,6 +14,13 @@ A private overlay node (members only, tcpcrypt/membership.py):
     me = tcpcrypt.Identity.load("node.key"); peers = tcpcrypt.Members.load("peers")
     stack = Stack(link, [...], security=tcpcrypt.TcpcryptProvider(identity=me, members=peers))
     writer.get_extra_info("tcpcrypt_peer")            # the peer's verified public key
+
+The whole process, every event loop in it, switched onto a userspace stack (docs/run.md):
+
+    tcpcrypt.run(main(), addr="10.231.5.2/24")           # asyncio.run(), switched
+    asyncio.Runner(loop_factory=tcpcrypt.loop_factory(addr="10.231.5.2/24"))
+
+(tcpcrypt.switch; `from tcpcrypt import asyncio` alone switches from the environment).
 """
 from __future__ import annotations
 
@@ -35,6 +42,7 @@ __all__ = [
     "TcpcryptError", "ENOError", "TcpcryptProtocolError", "TcpcryptIntegrityError",
     "EncryptionRequiredError", "IdentityError", "PeersFileError", "PeerAuthenticationError",
     "Identity", "PublicKey", "Member", "Members", "revoke", "expire_unauthenticated",
+    "run", "loop_factory",
 ]
 
 __getattr__ = lazy(__name__, {
@@ -43,6 +51,8 @@ __getattr__ = lazy(__name__, {
     "Identity": "tcpcrypt.identity", "PublicKey": "tcpcrypt.identity",
     "Member": "tcpcrypt.identity", "Members": "tcpcrypt.identity",
     "revoke": "tcpcrypt.membership", "expire_unauthenticated": "tcpcrypt.membership",
+    # the process-wide switch (tcpcrypt.switch: imported only when used)
+    "run": "tcpcrypt.switch", "loop_factory": "tcpcrypt.switch",
 })
 
 _default_stack: "Stack | None" = None

@@ -1,6 +1,8 @@
 """The `tcpstack` command line: bring a userspace stack up on a TUN device and use it.
 
     tcpstack up      --addr 10.77.0.2/24 [--route 10.78.0.0/24] [--echo 7] [--http 80]
+                     [--socks5 1080] [--forward [B:]P:HOST:HP] [--expose P:HOST:HP] [--config F]
+                     (the host's overlay node: tcpstack.overlay, docs/overlay.md)
     tcpstack listen  PORT      --addr 10.77.0.2/24       (netcat-like: stdin -> peer -> stdout)
     tcpstack connect HOST PORT --addr 10.78.0.2/24
     tcpstack ping    HOST      --addr 10.77.0.2/24 [-c 3]
@@ -9,6 +11,7 @@
     tcpstack diagram FILE.pcap [--svg OUT.svg]            (a ladder diagram of a capture)
     tcpstack plot    FILE.pcap -o OUT.svg|png             (its time-sequence graph; --sim: cwnd...)
     tcpstack decrypt FILE.pcap --keylog KEYS -o PLAIN.pcap (tcpcrypt frames -> plaintext)
+    tcpstack run     --addr 10.77.0.2/24 -- PROG [ARGS]   (a Python program, its TCP on the stack)
 
 up/listen/connect/ping create a TUN device in the current network namespace: the kernel side
 gets --peer (default: the first other address of --addr's prefix) and the stack owns --addr;
@@ -84,9 +87,9 @@ seconds_arg = _bounded(float, 0.001, None, "a number of seconds above 0")
 linger_arg = _bounded(float, 0, None, "a number of seconds (0 or more)")
 
 
-def add_link_options(p: argparse.ArgumentParser) -> None:
+def add_link_options(p: argparse.ArgumentParser, addr_required: bool = True) -> None:
     g = p.add_argument_group("the TUN device and the stack")
-    g.add_argument("--addr", required=True,
+    g.add_argument("--addr", required=addr_required,
                    help="the stack's address with prefix, e.g. 10.77.0.2/24 (no prefix: /24 "
                         "for IPv4, /64 for IPv6)")
     g.add_argument("--peer", help="the kernel side's address (default: the prefix's first other one)")
@@ -107,6 +110,35 @@ def add_link_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--trace", action="store_true", help="print the per-segment trace on stderr")
     g.add_argument("--control", metavar="PATH", help="control socket (default /run/tcpstack/DEV.sock)")
     p.set_defaults(offload=True)
+
+
+def add_overlay_options(p: argparse.ArgumentParser) -> None:
+    """`up`'s overlay options (tcpstack.overlay.config parses them and --config FILE)."""
+    p.set_defaults(mtu=None, offload=None)   # unset: --config FILE or the default
+    g = p.add_argument_group("the overlay node (docs/overlay.md)")
+    g.add_argument("--config", metavar="FILE",
+                   help="TOML node config (its keys: address, device, mtu, routes, socks5, "
+                        "forwards, exposes, key, peers...); options given here override it")
+    g.add_argument("--socks5", metavar="[BIND:]PORT",
+                   help="SOCKS5 proxy (RFC 1928) on a kernel address (default 127.0.0.1)")
+    g.add_argument("--socks5-user", action="append", metavar="USER:PASSWORD",
+                   help="require RFC 1929 username/password (repeatable)")
+    g.add_argument("--socks5-users", metavar="FILE", help="USER:PASSWORD lines, as --socks5-user")
+    g.add_argument("--forward", action="append", metavar="[BIND:]PORT:HOST:HPORT",
+                   help="as ssh -L: kernel clients of BIND:PORT are carried over the stack to "
+                        "HOST:HPORT (repeatable)")
+    g.add_argument("--expose", action="append", metavar="PORT:TARGET_HOST:TARGET_PORT",
+                   help="as ssh -R: the stack listens on PORT and hands each connection to the "
+                        "kernel service TARGET_HOST:TARGET_PORT (repeatable)")
+    g.add_argument("--require-encryption", action="store_true", default=None,
+                   help="refuse peers that do not negotiate tcpcrypt")
+    g.add_argument("--connect-timeout", type=seconds_arg, metavar="SEC",
+                   help="connects through the stack give up after SEC (default 30)")
+    g.add_argument("--key", metavar="FILE",
+                   help="membership: this node's identity key (tcpstack keygen); with --peers, "
+                        "only members connect (docs/membership.md)")
+    g.add_argument("--peers", metavar="FILE",
+                   help="membership: the peers file (SIGHUP re-reads it)")
 
 
 def err(msg: str) -> None:
@@ -806,23 +838,49 @@ def _http_handler(host: Host) -> Any:
 
 
 async def cmd_up(args: argparse.Namespace) -> int:
-    async with Host(args) as host:
+    """The host's overlay node: the stack, its own services (echo, discard, http) and the
+    overlay's (SOCKS5, forwards, exposes: tcpstack.overlay.node), until a signal."""
+    from tcpstack.overlay.config import OverlayError, merge
+    from tcpstack.overlay.node import Node, membership_security
+    try:
+        cfg = merge(args)                   # --config FILE under the command line
+        security = membership_security(cfg, args)
+    except OverlayError as e:
+        raise CliError(str(e), e.status) from None
+    host = Host(args)
+    if security is not None:
+        host._security = lambda: security   # type: ignore[method-assign]
+    async with host:
         opts = host.conn_options()
         servers = []
         for port, cb in ((args.echo, _echo), (args.discard, _discard),
                          (args.http, _http_handler(host))):
             if port:
                 servers.append(await host.stack.start_server(cb, None, port, **opts))
+        node = Node(host.stack, cfg, opts,
+                    members=security.members if security is not None else None)
+        try:
+            said = await node.start()
+        except OverlayError as e:
+            raise CliError(str(e), e.status) from None
+        if host.control is not None and said:   # (a node with overlay services)
+            host.control.sections["overlay"] = node.snapshot
         err(f"up: {host.describe()}"
             + "".join(f"; {name} on port {p}" for name, p in
-                      (("echo", args.echo), ("discard", args.discard), ("http", args.http)) if p))
+                      (("echo", args.echo), ("discard", args.discard), ("http", args.http)) if p)
+            + "".join(f"; {s}" for s in said))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        for s in servers:
-            s.close()
+        if node.members is not None:        # a member node: SIGHUP re-reads the peers file
+            loop.add_signal_handler(signal.SIGHUP, lambda: err(node.reload_members()))
+        try:
+            await stop.wait()
+        finally:
+            await node.close()
+            for s in servers:
+                s.close()
         err("down")
     return 0
 
@@ -921,7 +979,7 @@ def render_stats(snap: dict[str, Any]) -> str:
                     + (f" session {c['session_id']}" if c.get("session_id") else ""))
     st = snap["stack"]
     rows.append("stack: " + " ".join(f"{k}={v}" for k, v in st.items() if v))
-    return "\n".join(rows) + "\n"
+    return "\n".join(rows) + "\n" + (control.render_overlay(snap["overlay"]) if "overlay" in snap else "")
 
 
 async def cmd_stats(args: argparse.Namespace) -> int:
@@ -992,8 +1050,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0)
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("demo", help="show the stack working (TUN + kernel as root, in-memory otherwise)")
-    p = sub.add_parser("up", help="bring a TUN interface and a stack up and keep serving")
-    add_link_options(p)
+    p = sub.add_parser("up", help="bring the host's overlay node up (a TUN interface, a stack, "
+                       "SOCKS5/forwards/exposes) and keep serving")
+    add_link_options(p, addr_required=False)
+    add_overlay_options(p)
     p.add_argument("--echo", type=port_arg, metavar="PORT", help="serve echo on PORT")
     p.add_argument("--discard", type=port_arg, metavar="PORT", help="serve discard on PORT")
     p.add_argument("--http", type=port_arg, metavar="PORT", help="serve HTTP on PORT (GET /N: N bytes)")
@@ -1029,6 +1089,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", metavar="DIR", help="with --install: copy it into DIR instead")
     p = sub.add_parser("plot", help="time-sequence graph of a pcap; --sim: cwnd, rto... of "
                        "simulated transfers (SVG/PNG, needs matplotlib)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("run", help="run a Python program with its TCP on a userspace stack "
+                       "(tcpstack run --addr A/P -- PROG ARGS; see docs/run.md)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("decrypt", help="decrypt a capture's tcpcrypt connections with a key log",
                        add_help=False)

@@ -4,7 +4,9 @@ A client sends one request line and reads the answer:
 
     {"cmd": "stats"}   -> one JSON line: the stack's counters, its listeners and every
                           connection (state, cwnd, ssthresh, srtt, rto, retransmits, bytes,
-                          TEP, AEAD, session ID), then the server closes the socket;
+                          TEP, AEAD, session ID), and with an overlay node, its
+                          services and bridged connections under "overlay"
+                          (render_overlay), then the server closes the socket;
     {"cmd": "trace"}   -> text lines, one per segment and state transition
                           (tcpstack.tools.trace), until the client goes away.
 
@@ -64,9 +66,10 @@ def _name(table: str, ident: int | None) -> str | None:
         return f"{ident:#x}"
 
 
-def snapshot(stack: Any) -> dict[str, Any]:
+def snapshot(stack: Any, sections: dict[str, Callable[[], Any]] | None = None) -> dict[str, Any]:
     core = stack.core
-    return {
+    extra = {name: f() for name, f in (sections or {}).items()}
+    return {**extra,
         "addresses": stack.addresses,
         "stack": dataclasses.asdict(core.stats),
         "listeners": [f"{ipaddress.ip_address(l.addr) if l.addr else '*'}:{l.port}"
@@ -86,6 +89,8 @@ class ControlServer:
         self._trace_queues: set[asyncio.Queue[str]] = set()
         # called when the first trace client comes or the last one goes (`tracing` changed)
         self.on_tracing: Callable[[], None] | None = None
+        # more of the snapshot: name -> a function giving it (the overlay node: "overlay")
+        self.sections: dict[str, Callable[[], Any]] = {}
 
     async def start(self) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
@@ -119,7 +124,7 @@ class ControlServer:
             req = json.loads(line)
             cmd = req.get("cmd") if isinstance(req, dict) else None
             if cmd == "stats":
-                writer.write(json.dumps(snapshot(self.stack)).encode() + b"\n")
+                writer.write(json.dumps(snapshot(self.stack, self.sections)).encode() + b"\n")
                 await writer.drain()
             elif cmd == "trace":
                 q: asyncio.Queue[str] = asyncio.Queue()
@@ -173,3 +178,37 @@ async def request(path: str, cmd: str) -> tuple[asyncio.StreamReader, asyncio.St
     writer.write(json.dumps({"cmd": cmd}).encode() + b"\n")
     await writer.drain()
     return reader, writer
+
+
+def _cell(text: Any, width: int) -> str:
+    return f"{str(text):<{width}}"
+
+
+def render_overlay(section: dict[str, Any]) -> str:
+    """The overlay node's part of `tcpstack stats`: its services, then each bridged
+    connection on two lines, both of its sides:
+
+        Kind     Kernel side (peer > node)                Stack side (local > remote)          ...
+        socks5   127.0.0.1:50312 > 127.0.0.1:1080         10.231.5.2:40001 > 10.231.6.2:8080   ...
+                 to stack 123 B, to kernel 20971520 B, open 2.1 s, tcpcrypt session 3f..., peer -
+
+    `peer` is the verified identity of the overlay peer (get_extra_info("tcpcrypt_peer")),
+    "-" when there is none."""
+    rows = ["overlay: " + ("; ".join(section.get("services", [])) or "no services")]
+    tot = section.get("totals", {})
+    if tot:
+        rows.append("overlay: " + " ".join(f"{k}={v}" for k, v in tot.items()))
+    bridges = section.get("bridges", [])
+    if not bridges:
+        return "\n".join(rows) + "\n"
+    rows.append(f"{'Kind':<8} {'Kernel side (peer > node)':<45} {'Stack side (local > remote)':<45} "
+                f"{'to stack':>11} {'to kernel':>11}  state")
+    for b in bridges:
+        k, s = b["kernel"], b["stack"]
+        rows.append(f"{b['kind']:<8} {_cell(k['remote'] + ' > ' + k['local'], 45)} "
+                    f"{_cell(s['local'] + ' > ' + s['remote'], 45)} {b['bytes_to_stack']:>11} "
+                    f"{b['bytes_to_kernel']:>11}  {b['state']}")
+        crypt = f"tcpcrypt session {b['session_id']}" if b.get("session_id") else "plain"
+        rows.append(f"{'':8} {b['service']}, to {b['target']}, {b['age']:.1f} s, {crypt}, "
+                    f"peer {b.get('tcpcrypt_peer') or '-'}")
+    return "\n".join(rows) + "\n"
