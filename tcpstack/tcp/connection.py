@@ -336,6 +336,8 @@ class TCPConnection:
         # for the others): the earliest time the next data may leave, and its timer.
         self._pace_next = 0.0
         self._t_pace: float | None = None
+        self._pace_held = False      # data waited for the pacing time (a late wake-up may
+                                     # then catch up, PACING_CREDIT; after idle it may not)
         self._persisting = False
         self._persist_backoff = 0
         self._persist_unanswered = 0
@@ -1967,10 +1969,11 @@ class TCPConnection:
     def _pacing_budget(self, prate: float, now: float) -> int:
         """Bytes that may leave now: 0 before the next send time, else a quantum (about
         1 ms at the pacing rate, at least 2 segments, at most 64 KB: Linux
-        tcp_tso_autosize, sk_pacing_shift 10, min_tso_segs 2) plus what the rate
-        allowed since the send time if this wake-up is late, up to PACING_CREDIT (an event
-        loop's timers are coarse -- uvloop's are whole milliseconds --: without the credit
-        the rate achieved would fall below the pacing rate, and BBR's estimate with it)."""
+        tcp_tso_autosize, sk_pacing_shift 10, min_tso_segs 2) plus, when data was waiting
+        for the pacing time, what the rate allowed since then if this wake-up is late, up
+        to PACING_CREDIT (an event loop's timers are coarse -- uvloop's are whole
+        milliseconds --: without the credit the rate achieved would fall below the pacing
+        rate, and BBR's estimate with it)."""
         nxt = self._pace_next
         if now < nxt - 1e-9:
             return 0
@@ -1980,19 +1983,22 @@ class TCPConnection:
             q = room
         elif q > 65536:
             q = 65536
+        if not self._pace_held:
+            return int(q)
         late = now - nxt
         return int(q + (late if late < PACING_CREDIT else PACING_CREDIT) * prate)
 
     def _pace_sent(self, prate: float, nbytes: int, blocked: bool, now: float) -> None:
         """Advance the next send time by the bytes sent this tick (earliest departure
-        time, as Linux's tcp_wstamp_ns, from at most PACING_CREDIT in the past).  Arm the
-        pacing timer when data waits for it."""
+        time, as Linux's tcp_wstamp_ns: from now, or after a wait for the pacing time from
+        at most PACING_CREDIT in the past).  Arm the pacing timer when data waits for it."""
         if nbytes > 0:
             base = self._pace_next
-            floor = now - PACING_CREDIT
+            floor = now - PACING_CREDIT if self._pace_held else now
             if base < floor:
                 base = floor
             self._pace_next = base + nbytes / prate
+        self._pace_held = blocked
         if blocked:
             self._t_pace = self._pace_next if self._pace_next > now else now
 

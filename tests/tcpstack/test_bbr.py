@@ -306,9 +306,11 @@ RATE = 200e6
 
 
 def sim_transfer(cc: str, loss: float, nbytes: int = 3_000_000, seed: int = 1,
-                 delay: float = 0.0005) -> tuple[float, bool, Any]:
+                 delay: float = 0.0005,
+                 sent: list[tuple[float, int]] | None = None) -> tuple[float, bool, Any]:
     """bench/sim_loss.py's path: 200 Mbit/s each way behind 100 packets of queue, the
-    loss on both directions.  Returns (Mbit/s, data intact, sender's stats)."""
+    loss on both directions.  Returns (Mbit/s, data intact, sender's stats); ``sent``
+    collects (time, IP packet length) of every packet the sender sends."""
     data = random.Random(seed).randbytes(nbytes)
     received = bytearray()
 
@@ -335,6 +337,8 @@ def sim_transfer(cc: str, loss: float, nbytes: int = 3_000_000, seed: int = 1,
                               rng=random.Random(seed)))
     server = Receiver(StackCore(["10.0.0.2"], StackConfig(tcp=TCPConfig()),
                                 rng=random.Random(seed + 1)))
+    if sent is not None:
+        client.core.on_packet = lambda d, p, t: sent.append((t, len(p))) if d == "out" else None
     net = Network(seed=seed)
     na = net.add_host(client, [ipaddress.ip_address("10.0.0.1").packed], "sender")
     nb = net.add_host(server, [ipaddress.ip_address("10.0.0.2").packed], "receiver")
@@ -377,3 +381,25 @@ def test_sim_random_loss_keeps_most_of_the_rate(loss: float, floor: float) -> No
     assert mbps > floor * 200
     cubic = sorted(sim_transfer("cubic", loss, seed=seed)[0] for seed in (1, 2, 3))[1]
     assert mbps > 1.5 * cubic
+
+
+def test_sim_pacing_spreads_the_initial_window() -> None:
+    """On the simulator (50 ms RTT): BBR's initial window leaves in small bursts at
+    high_gain * IW / SRTT (about 0.8 MB/s: 2 segments per tick, draft 4.2.1), the stack's
+    timer wakes the connection for each; CUBIC without pacing sends it in one instant."""
+    def first_flight(cc: str) -> list[float]:
+        sent: list[tuple[float, int]] = []
+        sim_transfer(cc, 0.0, nbytes=200_000, delay=0.025, sent=sent)
+        data = [t for t, n in sent if n > 1000]
+        return [t for t in data if t < data[0] + 0.045]      # before the first ACK returns
+    cubic = first_flight("cubic")
+    assert len(cubic) == 10 and cubic[-1] == cubic[0]
+    bbr = first_flight("bbr")
+    assert len(bbr) >= 10
+    ticks: dict[float, int] = {}
+    for t in bbr:
+        ticks[t] = ticks.get(t, 0) + 1
+    assert max(ticks.values()) <= 2                            # a quantum: 2 segments
+    assert len(ticks) >= 5
+    # 10 segments (14.5 kB) at about 0.8 MB/s: some 15 ms
+    assert bbr[9] - bbr[0] > 0.010
