@@ -331,6 +331,15 @@ def _endpoints_and_now(target: Any, now: float | None) -> tuple[list[Any], float
     return list(eps), now
 
 
+def _host_port(addr: Any) -> str:
+    """(host, port) as host:port ([host]:port for IPv6), for log lines."""
+    try:
+        host, port = addr[0], addr[1]
+    except (TypeError, IndexError):
+        return str(addr)
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
 def _kick(target: Any, reset: list[Any]) -> None:
     kick = getattr(target, "kick", None)
     if reset and callable(kick):
@@ -390,7 +399,8 @@ def revoke(target: Any, members: Members | None = None, *, now: float | None = N
         if reason is None:
             continue
         t = now if now is not None else ep.core.now
-        log.warning("revoking connection %s -> %s: %s", ep.local, ep.remote, reason)
+        log.warning("revoking connection %s -> %s of %s: %s", _host_port(ep.local),
+                    _host_port(ep.remote), tr.peer.text(), reason)
         ep.abort(t, PeerAuthenticationError(f"membership revoked: {reason}", key=tr.peer))
         reset.append(ep)
     _kick(target, reset)

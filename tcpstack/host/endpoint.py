@@ -29,6 +29,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _hostport(addr: tuple[str, int]) -> str:
+    """host:port, [v6]:port, as logs name a connection's ends."""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class StreamTransform(Protocol):
     """A TEP's view of the byte stream (tcpcrypt.session.TcpcryptSession implements it)."""
 
@@ -398,7 +404,8 @@ class Endpoint:
         if isinstance(exc, ConnectionError):
             return
         self.core.stats.internal_errors += 1
-        log.error("internal error %s on %s -> %s", doing, self.local, self.remote,
+        log.error("internal error %s on %s -> %s", doing, _hostport(self.local),
+                  _hostport(self.remote),
                   exc_info=exc)
 
     def _data_after_close(self, now: float) -> None:
@@ -421,7 +428,8 @@ class Endpoint:
             self.events.append(Eof())
 
     def _fail(self, exc: BaseException, now: float) -> None:
-        log.warning("aborting connection %s -> %s: %s", self.local, self.remote, exc)
+        log.warning("aborting connection %s -> %s: %s", _hostport(self.local),
+                    _hostport(self.remote), exc)
         self.conn.abort(now)
         self.mark_closed(exc)
 
