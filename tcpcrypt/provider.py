@@ -121,9 +121,16 @@ class TcpcryptProvider:
         passive_role_bit = None if role_bit is None else int(role_bit)
         if active:
             offers = make_offers(cfg, self.cache, peer)
+            # RFC 8547 4.6 lets an active opener drop ENO from later SYN retransmissions (to
+            # pass middleboxes that drop unknown options).  Not when the connection cannot
+            # do without it: a SYN without ENO can only end in plain TCP, which encryption
+            # required (or mandatory application-aware mode) refuses anyway -- so three
+            # lost SYNs would fail a connection a fourth SYN with ENO would have made.
+            keep_eno = bool(options.get("require_encryption")) or mandatory_app_aware
             return ENONegotiator(offers, active=True, app_aware=app_aware,
                                  mandatory_app_aware=mandatory_app_aware,
-                                 passive_role_bit=passive_role_bit, validate=validate)
+                                 passive_role_bit=passive_role_bit, validate=validate,
+                                 **({"drop_after_syn_retransmits": None} if keep_eno else {}))
         fresh = [TEPOffer(t) for t in cfg.teps]
         return ENONegotiator(fresh, active=False, respond=make_responder(cfg, self.cache, peer),
                              app_aware=app_aware, mandatory_app_aware=mandatory_app_aware,

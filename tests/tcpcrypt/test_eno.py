@@ -616,3 +616,18 @@ def test_syn_data_rule() -> None:
     # 4.7: no TEP here defines SYN data: discard the data of any SYN with an ENO option.
     assert must_discard_syn_data((bytes([X]),)) is True
     assert must_discard_syn_data(()) is False
+
+
+@pytest.mark.parametrize("options,keeps", [({}, False), ({"require_encryption": True}, True),
+                                           ({"mandatory_app_aware": True}, True)])
+def test_provider_keeps_eno_in_every_syn_when_it_cannot_do_without(options, keeps) -> None:
+    """RFC 8547 4.6's first exception (drop ENO from later SYN retransmissions) only ever
+    leads to plain TCP: the provider keeps ENO in every SYN when encryption is required or
+    application-aware mode is mandatory (issue 14: three SYNs lost at 10% loss made a
+    fourth, ENO-less, SYN that could only fail), and drops it as before otherwise."""
+    from tcpcrypt.provider import TcpcryptProvider
+    a = TcpcryptProvider().negotiator(active=True, local=("10.0.0.1", 4000),
+                                      remote=("10.0.0.2", 80), options=options)
+    for attempt in range(1, 6):
+        a.on_syn_retransmit(attempt)
+    assert bool(syn(a)[1]) is keeps
