@@ -429,6 +429,36 @@ def test_a_module_a_console_script_and_a_path_script_are_found(tmp_path, monkeyp
     assert argv == [str(script), "4"]
 
 
+def test_the_interpreter_form_runs_the_script_module_or_code(tmp_path, capsys):
+    """`tcpstack run -- python3 app.py ARGS`, as users type it: the interpreter word is
+    taken off and the program runs here, switched (-m and -c too; -u is honoured)."""
+    from tcpstack.tools.run import resolve_program
+    script = tmp_path / "app.py"
+    script.write_text("import sys\nprint('ran', sys.argv[1:])\n")
+    for interp in ("python3", "python", sys.executable, "/usr/bin/python3.11"):
+        run, argv = resolve_program(["--", interp, str(script), "a", "b"])
+        assert argv == [str(script), "a", "b"]
+    run, argv = resolve_program(["python3", "-u", "-m", "json.tool", "--help"])
+    assert argv == ["json.tool", "--help"]
+    run, argv = resolve_program(["python3", "-c", "print('code ran')", "x"])
+    assert argv == ["-c", "x"]
+    run()
+    assert "code ran" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("cmd,msg", [
+    (["python3"], "no program given"),
+    (["python3", "-"], "no program given"),
+    (["python3", "-O", "app.py"], "takes only -m, -c and -u"),
+    (["python3", "-c"], "-c needs the code"),
+])
+def test_the_interpreter_form_says_what_it_cannot_do(cmd, msg):
+    from tcpstack.tools.cli import CliError
+    from tcpstack.tools.run import resolve_program
+    with pytest.raises(CliError, match=msg):
+        resolve_program(cmd)
+
+
 @pytest.mark.tun
 def test_the_programs_exit_status_and_argv_pass_through(netns, tmp_path):
     prog = tmp_path / "p.py"

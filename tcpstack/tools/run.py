@@ -26,6 +26,7 @@ import argparse
 import ipaddress
 import json
 import os
+import re
 import runpy
 import shutil
 import signal
@@ -243,6 +244,10 @@ def resolve_program(command: list[str]) -> tuple[Callable[[], Any], list[str]]:
     if not command:
         raise CliError("no program to run: tcpstack run [OPTIONS] -- COMMAND [ARGS...]", 2)
     head, rest = command[0], command[1:]
+    if _is_python(head):
+        # `tcpstack run -- python3 app.py ARGS` (or `python3 -m mod`, `python3 -c CODE`), as
+        # a user types it: the program runs in this interpreter, switched, as without it
+        return _interpreter_form(head, rest)
     if head == "-m":
         if not rest:
             raise CliError("-m needs a module name", 2)
@@ -283,6 +288,51 @@ def resolve_program(command: list[str]) -> tuple[Callable[[], Any], list[str]]:
         raise CliError(f"{path} is not a Python program (no python #! line): tcpstack run "
                        "switches Python programs only")
     return _script(path), [path] + rest
+
+
+_PYTHON_NAME = re.compile(r"python(\d+(\.\d+)?)?$")
+# interpreter options that change nothing the switch depends on: accepted and applied
+# (-u: unbuffered stdio) or without effect here (-B, -s, -E are about start-up, already done)
+_HARMLESS_FLAGS = {"-u", "-B", "-s", "-E"}
+
+
+def _is_python(head: str) -> bool:
+    """Is COMMAND's first word a Python interpreter (python, python3, python3.12, a path to
+    one, or this very interpreter)?"""
+    if _PYTHON_NAME.match(os.path.basename(head)):
+        return True
+    found = shutil.which(head) if os.sep not in head else head
+    return bool(found) and os.path.realpath(found) == os.path.realpath(sys.executable)
+
+
+def _interpreter_form(head: str, rest: list[str]) -> tuple[Callable[[], Any], list[str]]:
+    """`python3 [-u] (SCRIPT | -m MODULE | -c CODE) ARGS`: run as `tcpstack run` runs the
+    script, module or code, in this interpreter (its version is the one that counts)."""
+    rest = list(rest)
+    while rest and rest[0].startswith("-") and rest[0] not in ("-m", "-c", "-"):
+        flag = rest.pop(0)
+        if flag not in _HARMLESS_FLAGS:
+            raise CliError(f"{head} {flag}: tcpstack run runs the program in its own "
+                           "interpreter and takes only -m, -c and -u there; put other "
+                           "interpreter options in PYTHON* environment variables", 2)
+        if flag == "-u":
+            for stream in (sys.stdout, sys.stderr):
+                reconf = getattr(stream, "reconfigure", None)
+                if reconf is not None:
+                    reconf(line_buffering=True, write_through=True)
+    if not rest or rest[0] == "-":
+        raise CliError(f"{head}: no program given (a script, -m MODULE or -c CODE; an "
+                       "interactive interpreter or a script on stdin is not switched)", 2)
+    if rest[0] == "-c":
+        if len(rest) < 2:
+            raise CliError("-c needs the code to run", 2)
+        code = rest[1]
+
+        def run_code() -> Any:
+            import __main__
+            return exec(compile(code, "<string>", "exec"), vars(__main__))
+        return run_code, ["-c"] + rest[2:]
+    return resolve_program(rest)
 
 
 def _script(path: str) -> Callable[[], Any]:
