@@ -7,9 +7,10 @@ segment of the same connection in the same flush carries a strictly greater cumu
 (modulo 2**32), and by construction the newer window and SACK state, AND dropping it leaves no
 two consecutive ACKs sent further apart than `span` bytes (two full-sized segments of the
 peer's: the TCB's ack_span).  So a window update or hole-filling ACK followed closely by a
-newer ACK goes, while the ACK the TCB builds for every second full-sized segment stays, also
-when a batch read from the link at one instant is answered in one flush: one stretch ACK per
-batch, if lost, hid the whole batch from the sender (issue 14).  (A GRO super-packet is one
+newer ACK goes, while the ACKs the TCB builds at least two full-sized segments apart stay,
+also when a batch read from the link at one instant is answered in one flush (the TCB sends
+a few per batch, after 2, 4, 8 ... segments: one stretch ACK per batch, if lost, hid the
+whole batch from the sender, issue 14).  (A GRO super-packet is one
 arrival and gets one ACK from the TCB: nothing to coalesce.)  Only a strictly greater ACK
 number supersedes, so duplicate ACKs (equal ACK numbers, RFC 5681 3.2) and window updates with
 an unchanged ACK number are kept while the ACK number stands still.  Anything with data, SYN,

@@ -285,6 +285,8 @@ class TCPConnection:
         self._eof_deferred = False
         self._ack_now = False
         self._quickacks = 0          # in-order segments still to ACK at once (after a loss sign)
+        self._ack_burst_t = -1.0     # the instant of the last every-second-segment ACK ...
+        self._ack_burst_n = 0        # ... and how many were built at that instant (one batch)
         self._unacked_bytes = 0      # in-order octets received since our last ACK
 
         # --- RTT / RTO (RFC 6298) and congestion control ---
@@ -1653,11 +1655,24 @@ class TCPConnection:
             # sender, whose loss probe then sat out our delayed-ACK timer (issue 14: 50 ms
             # stalls at 3% loss).  A GRO super-packet (n above the full-sized segment: the
             # link merged it) is one arrival and gets one ACK, after the batch.
-            if not self.config.delayed_ack or self._unacked_bytes >= 2 * self._rcv_mss:
+            # Inside one batch (segments processed at the same instant) the spacing doubles
+            # after each such ACK -- 2, 4, 8 ... segments, the rest acknowledged when the
+            # batch is done -- so a long batch costs a few ACKs, not one per two segments
+            # (that halved the non-offloaded path's throughput), and a lost ACK still hides
+            # at most the last part of it: the others are cumulative.  Our reading of the
+            # SHOULD: within a batch no ACK is withheld in time, as with Linux's GRO.
+            span = 2 * self._rcv_mss
+            if not self.config.delayed_ack or self._unacked_bytes >= span:
                 if n > self._rcv_mss:
                     self._ack_now = True
                 else:
-                    self._out.append(self._build(self.snd_nxt, ACK, now=now))
+                    k = self._ack_burst_n if now == self._ack_burst_t else 0
+                    if self._unacked_bytes >= span << (k if k < 6 else 6):
+                        self._out.append(self._build(self.snd_nxt, ACK, now=now))
+                        self._ack_burst_t = now
+                        self._ack_burst_n = k + 1
+                    else:
+                        self._ack_now = True     # the rest: once the batch is processed
             elif self._t_delack is None:
                 self._t_delack = now + self.config.delayed_ack_timeout
 
