@@ -542,7 +542,15 @@ class RackRecovery(SackRecovery):
         tlp = self.tlp
         if tlp.may_probe(c._rtt.samples):
             is_retrans = False
+            start = c.snd_nxt
             sent = c._send_new_probe(now)
+            if sent and c.snd_nxt - start >= c.snd_mss:
+                # Two full segments of new data where there are (RFC 8985 7.3 says one):
+                # a receiver answers a second full-sized segment at once (RFC 5681 4.2),
+                # while a lone one waits for its delayed-ACK timer (40 ms on Linux and here,
+                # up to 200 ms elsewhere) -- that wait, after a probe whose flight had lost
+                # its last ACK, was a 50 ms stall per lost ACK at 3% loss (issue 14).
+                c._send_new_probe(now)
             if not sent:
                 r = self.rq.last_unsacked()
                 if r is not None:

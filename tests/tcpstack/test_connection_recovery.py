@@ -675,3 +675,32 @@ def test_no_probe_timer_in_recovery_while_a_probe_is_out():
     assert a.in_recovery and a._t_tlp is None and a._t_rtx is not None
     h.run(until=h.now + 0.1)                             # its answer is lost too
     assert a.stats.tlp_probes == 1 and a._t_tlp is None
+
+
+def test_a_probe_of_new_data_is_two_segments_so_its_ack_does_not_wait():
+    """Issue 14: every ACK of a flight lost, the sender's loss probe sends new data.  One
+    segment alone would sit out the receiver's delayed-ACK timer (40 ms here and on Linux,
+    up to 200 ms elsewhere) before its ACK freed the sender; two full segments are answered
+    at once (RFC 5681 4.2's every-second-segment rule), a departure from RFC 8985 7.3's one
+    segment that costs one segment of window."""
+    end_first = BASE + 10 * MSS
+
+    def hook(d, s):                        # every ACK of the first 10-segment flight is lost
+        if d == "b>a" and not s.payload and BASE < s.ack <= end_first:
+            return []
+        return None
+    h = Harness(TCPConfig(rto_min=1.0), TCPConfig(), hook=hook)
+    h.established()
+    h.clear_trace()
+    data = random.Random(7).randbytes(16 * MSS)
+    h.write("a", data)
+    h.run()
+    assert bytes(h.received["b"]) == data
+    sent = data_sent(h)
+    assert sent[:10] == [(0.03, i, True) for i in range(10)]
+    # the PTO (2 * SRTT) fires 40 ms after the flight: segments 10 and 11 as the probe
+    assert sent[10:12] == [(0.07, 10, True), (0.07, 11, True)]
+    # ... answered at once (0.07 + 20 ms round trip), so the rest follows at 0.09, not
+    # 40 ms later
+    assert [t for t, i, _ in sent[12:]] == [0.09] * 4
+    assert h.a.stats.tlp_probes == 1 and h.a.stats.timeouts == 0

@@ -67,8 +67,9 @@ def test_the_series_of_a_lossy_simulator_run_are_the_tcbs_values_after_each_ack(
 
 def test_timeouts_are_sampled_and_shown_as_rto_recovery_episodes():
     # (seed 4 served until recovery probes and quick ACKs changed the run: its two
-    # timeouts are now back to back, one episode; seed 11 has one, alone)
-    run = run_sim("cubic", loss=0.15, nbytes=200_000, seed=11)
+    # timeouts are now back to back, one episode; seed 11 until two-segment loss probes
+    # left it none; seed 13 has one, alone)
+    run = run_sim("cubic", loss=0.15, nbytes=200_000, seed=13)
     assert run.delivered
     st = run.stats
     rto_samples = [s for s in run.series.samples if s.event == "rto"]
