@@ -1,0 +1,44 @@
+"""A small aiohttp web application.
+
+    python aiohttp_server.py HOST PORT
+
+GET /bytes/N   N deterministic bytes
+GET /whoami    the client's address and the connection's tcpcrypt session ID, as JSON
+"""
+import asyncio
+import hashlib
+import sys
+
+from aiohttp import web
+
+
+def pattern(n: int) -> bytes:
+    block = b"".join(hashlib.sha256(b"%d" % i).digest() for i in range(2048))   # 64 KB
+    return (block * (n // len(block) + 1))[:n]
+
+
+async def data(request: web.Request) -> web.Response:
+    print("served", request.path, request.remote, flush=True)
+    return web.Response(body=pattern(int(request.match_info["n"])),
+                        content_type="application/octet-stream")
+
+
+async def whoami(request: web.Request) -> web.Response:
+    session_id = request.transport.get_extra_info("tcpcrypt_session_id")
+    print("served", request.path, request.remote, session_id.hex() if session_id else None, flush=True)
+    return web.json_response({"remote": request.remote,
+                              "session_id": session_id.hex() if session_id else None})
+
+
+async def main(host: str, port: int) -> None:
+    app = web.Application()
+    app.add_routes([web.get("/bytes/{n}", data), web.get("/whoami", whoami)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    print(f"listening on http://{host}:{port}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
