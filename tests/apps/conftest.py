@@ -92,7 +92,9 @@ def tmpdir_shared() -> Iterator[str]:
 
 
 def self_signed(path_cert: str, path_key: str, cn: str) -> None:
-    """A self-signed certificate (P-256) for a test server."""
+    """A self-signed certificate (P-256) for a test server at the IP address `cn` (also its
+    subjectAltName, so clients that verify can use the file as their CA)."""
+    import ipaddress
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -104,6 +106,9 @@ def self_signed(path_cert: str, path_key: str, cn: str) -> None:
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(cn))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
     with open(path_cert, "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))

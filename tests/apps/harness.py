@@ -187,12 +187,12 @@ def sha(n: int) -> str:
 MB = 1 << 20
 
 
-async def curl(ns: Any, url: str, timeout: float = 30) -> tuple[str, str]:
+async def curl(ns: Any, url: str, *args: str, timeout: float = 30) -> tuple[str, str]:
     """(sha256 of the body, the body if it is short) fetched by curl inside `ns` (the
     kernel's TCP)."""
     import hashlib
     p = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", ns.name, "curl", "-sS", "--fail", "--max-time", str(timeout), url,
+        "ip", "netns", "exec", ns.name, "curl", "-sS", "--fail", "--max-time", str(timeout), *args, url,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = await asyncio.wait_for(p.communicate(), timeout + 5)
     assert p.returncode == 0, f"curl {url}: {err.decode(errors='replace')}"

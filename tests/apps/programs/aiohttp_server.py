@@ -3,7 +3,7 @@
     python aiohttp_server.py HOST PORT
 
 GET /bytes/N   N deterministic bytes
-GET /whoami    the client's address and the connection's tcpcrypt session ID, as JSON
+GET /whoami    the client's address and the connection's session ID (if any), as JSON
 """
 import asyncio
 import hashlib

@@ -1,7 +1,8 @@
 """A FastAPI application, served by uvicorn.
 
     uvicorn fastapi_app:app --host HOST --port PORT     (the console script)
-    python fastapi_app.py HOST PORT                     (uvicorn from a program)
+    python fastapi_app.py HOST PORT [CERT KEY]          (uvicorn from a program; HTTPS with
+                                                        a certificate and key)
 """
 import asyncio
 import hashlib
@@ -25,5 +26,6 @@ async def client(request: Request) -> dict:
 
 
 if __name__ == "__main__":
-    config = uvicorn.Config(app, host=sys.argv[1], port=int(sys.argv[2]))
+    tls = dict(ssl_certfile=sys.argv[3], ssl_keyfile=sys.argv[4]) if len(sys.argv) > 4 else {}
+    config = uvicorn.Config(app, host=sys.argv[1], port=int(sys.argv[2]), **tls)
     asyncio.run(uvicorn.Server(config).serve())
