@@ -27,7 +27,7 @@ import pytest
 from tests.reaper import Procs
 from tun.topology import TwoHosts
 
-from .harness import MODES
+from .harness import MODES, Launch
 
 _n = itertools.count()
 
@@ -77,6 +77,37 @@ def host() -> Iterator[Host]:
 def two_hosts() -> Iterator[TwoHosts]:
     with TwoHosts(tuns=False) as net:
         yield net
+
+
+@pytest.fixture
+def client(mode: str, host: Host, tmpdir_shared: str) -> Launch:
+    """How the test's client program runs on `host`: on the kernel, or switched onto a stack
+    at host.stack whose routes include the kernel servers' address (host.server)."""
+    if mode == "kernel":
+        return Launch(mode, None, tmpdir_shared)
+    return Launch(mode, host.stack_net(), tmpdir_shared, routes=[f"{host.server}/32"])
+
+
+@dataclass
+class Pair:
+    """A server program in two_hosts' first namespace and a client in the second, both in
+    the test's mode: kernel (over the veth addresses) or each on its own stack."""
+    server: Launch
+    client: Launch
+    server_addr: str            # where the server listens
+    client_addr: str            # the address the server sees the client come from
+    kernel_side: str            # the server namespace kernel's address towards its server
+
+
+@pytest.fixture
+def pair(mode: str, two_hosts: TwoHosts, tmpdir_shared: str) -> Pair:
+    net = two_hosts
+    if mode == "kernel":
+        k = Launch(mode, None, tmpdir_shared)
+        return Pair(k, k, net.veth_addrs[0], net.veth_addrs[1], net.veth_addrs[0])
+    a, b = net.stack_addrs
+    return Pair(Launch(mode, f"{a}/24", tmpdir_shared), Launch(mode, f"{b}/24", tmpdir_shared),
+                a, b, net.kernel_addrs[0])
 
 
 @pytest.fixture

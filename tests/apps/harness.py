@@ -47,33 +47,53 @@ def one_line_copy(path: str, dest_dir: str) -> str:
     return out
 
 
-def env_for(mode: str, addr: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TCPCRYPT_")}
-    env["PYTHONPATH"] = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
-    env["PATH"] = BIN + os.pathsep + env.get("PATH", "/usr/bin:/bin")
-    env["PYTHONUNBUFFERED"] = "1"
-    if mode == "import":
-        assert addr is not None
-        env["TCPCRYPT_TUN"] = addr
-    return env
+@dataclass
+class Launch:
+    """How a test starts programs in one mode: `addr` is the stack's ADDR/PREFIX (None for
+    the kernel mode), `routes` the destinations outside its subnet sent over the stack
+    (`tcpstack run --route`, TCPCRYPT_ROUTE), `tmp` where the one-line copies go."""
+    mode: str
+    addr: str | None
+    tmp: str
+    routes: Sequence[str] = ()
 
+    def __post_init__(self) -> None:
+        assert self.mode in MODES, self.mode
+        assert (self.addr is None) == (self.mode == "kernel"), (self.mode, self.addr)
 
-def command(mode: str, argv: Sequence[str], *, addr: str | None, tmp: str,
-            oneline: Sequence[str] | None = None) -> list[str]:
-    """The command line that runs `argv` (a program: [python, script, args...] or a console
-    script: ["uvicorn", ...]) in `mode` with the stack at `addr` (ADDR/PREFIX).  For a
-    console script, `oneline` is the equivalent program form used in the import mode."""
-    argv = list(argv)
-    if mode == "kernel":
-        return argv
-    if mode == "run":
-        assert addr is not None
-        return [os.path.join(BIN, "tcpstack"), "run", "--addr", addr, "--", *argv]
-    if mode == "import":
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TCPCRYPT_")}
+        env["PYTHONPATH"] = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
+        env["PATH"] = BIN + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.mode == "import":
+            assert self.addr is not None
+            env["TCPCRYPT_TUN"] = self.addr
+            if self.routes:
+                env["TCPCRYPT_ROUTE"] = ",".join(self.routes)
+        return env
+
+    def cmd(self, argv: Sequence[str], *, oneline: Sequence[str] | None = None) -> list[str]:
+        """The command line that runs `argv` (a program: [python, script, args...], or a
+        console script: ["uvicorn", ...]) in this mode.  For a console script, `oneline`
+        is the equivalent program form the import mode runs."""
+        argv = list(argv)
+        if self.mode == "kernel":
+            return argv
+        if self.mode == "run":
+            assert self.addr is not None
+            routes = [a for r in self.routes for a in ("--route", r)]
+            return [os.path.join(BIN, "tcpstack"), "run", "--addr", self.addr, *routes, "--",
+                    *argv]
         form = list(oneline) if oneline is not None else argv
         assert form[0] == sys.executable, "the one-line switch needs a program file"
-        return [form[0], one_line_copy(form[1], tmp), *form[2:]]
-    raise ValueError(mode)
+        return [form[0], one_line_copy(form[1], self.tmp), *form[2:]]
+
+
+def kernel_env() -> dict[str, str]:
+    """The environment of a program that runs on the kernel (a peer, a server)."""
+    return Launch("kernel", None, "").env
 
 
 def py(name: str, *args: Any) -> list[str]:
@@ -146,18 +166,23 @@ class Server:
             await self._task
 
 
-async def start(procs: Procs, ns: Any, cmd: Sequence[str], env: dict[str, str]) -> Server:
-    proc = await procs.exec(*cmd, netns=ns, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+async def start(procs: Procs, ns: Any, launch: Launch, argv: Sequence[str], *,
+                oneline: Sequence[str] | None = None) -> Server:
+    """Start a long-running program (a server) inside `ns` as `launch` says."""
+    proc = await procs.exec(*launch.cmd(argv, oneline=oneline), netns=ns, env=launch.env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
     s = Server(proc)
     s.start_reading()
     return s
 
 
-async def run(procs: Procs, ns: Any, cmd: Sequence[str], env: dict[str, str],
+async def run(procs: Procs, ns: Any, launch: Launch, argv: Sequence[str], *,
               timeout: float = 30) -> dict[str, Any]:
-    """Run a client program to completion; its JSON result line (fails with its output)."""
-    p = await procs.exec(*cmd, netns=ns, env=env, stdin=subprocess.DEVNULL,
+    """Run a client program to completion inside `ns` as `launch` says; its JSON result
+    line (a failure shows its output)."""
+    cmd = launch.cmd(argv)
+    p = await procs.exec(*cmd, netns=ns, env=launch.env, stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(p.communicate(), timeout)

@@ -10,10 +10,8 @@ from . import harness
 pytestmark = [pytest.mark.apps, pytest.mark.tun]
 
 
-async def test_asyncpg_queries_over_tls(mode, host, postgres, procs, tmpdir_shared):
-    cmd = harness.command(mode, harness.py("asyncpg_query.py", postgres.dsn()),
-                          addr=host.stack_net(), tmp=tmpdir_shared)
-    out = await harness.run(procs, host.ns, cmd, harness.env_for(mode, host.stack_net()))
+async def test_asyncpg_queries_over_tls(client, host, postgres, procs):
+    out = await harness.run(procs, host.ns, client, harness.py("asyncpg_query.py", postgres.dsn()))
     assert out["rows"] == 100 and out["sum"] == sum(range(1000))
     assert out["ssl"] is True and out["tls_version"].startswith("TLSv1."), out
-    assert out["server_sees"] == (postgres.addr if mode == "kernel" else host.stack), out
+    assert out["server_sees"] == (postgres.addr if client.mode == "kernel" else host.stack), out

@@ -17,58 +17,43 @@ from .harness import MB, sha
 pytestmark = [pytest.mark.apps, pytest.mark.tun]
 
 
-def uvicorn_cmd(mode: str, addr: str, net: str | None, tmp: str,
-                tls: tuple[str, str] | None) -> list[str]:
-    console = ["uvicorn", "fastapi_app:app", "--app-dir", harness.PROGRAMS, "--host", addr,
-               "--port", "8000"]
-    program = harness.py("fastapi_app.py", addr, 8000)
-    if tls:
-        console += ["--ssl-certfile", tls[0], "--ssl-keyfile", tls[1]]
-        program += list(tls)
-    return harness.command(mode, console, addr=net, tmp=tmp, oneline=program)
-
-
 @pytest.mark.parametrize("scheme", ["http", "https"])
-async def test_uvicorn_fetched_by_curl_and_by_httpx_over_a_stack(scheme, mode, two_hosts, procs,
+async def test_uvicorn_fetched_by_curl_and_by_httpx_over_a_stack(scheme, pair, two_hosts, procs,
                                                                  tmpdir_shared):
-    net = two_hosts
-    if mode == "kernel":
-        srv, srv_net, cli_net = net.veth_addrs[0], None, None
-    else:
-        srv, srv_net, cli_net = net.stack_addrs[0], f"{net.stack_addrs[0]}/24", f"{net.stack_addrs[1]}/24"
-    tls = None
+    srv = pair.server_addr
+    console = ["uvicorn", "fastapi_app:app", "--app-dir", harness.PROGRAMS, "--host", srv,
+               "--port", "8000"]
+    program = harness.py("fastapi_app.py", srv, 8000)     # the import mode's form
     curl_args: list[str] = []
     httpx_args: list[str] = []
     if scheme == "https":
-        tls = (os.path.join(tmpdir_shared, "cert.pem"), os.path.join(tmpdir_shared, "key.pem"))
-        self_signed(*tls, srv)
-        curl_args = ["--cacert", tls[0]]
-        httpx_args = ["--cafile", tls[0]]
-    server = await harness.start(procs, net.ns[0], uvicorn_cmd(mode, srv, srv_net, tmpdir_shared, tls),
-                                 harness.env_for(mode, srv_net))
+        cert, key = os.path.join(tmpdir_shared, "cert.pem"), os.path.join(tmpdir_shared, "key.pem")
+        self_signed(cert, key, srv)
+        console += ["--ssl-certfile", cert, "--ssl-keyfile", key]
+        program += [cert, key]
+        curl_args = ["--cacert", cert]
+        httpx_args = ["--cafile", cert]
+    server = await harness.start(procs, two_hosts.ns[0], pair.server, console, oneline=program)
     try:
         await server.wait_line(r"Uvicorn running on ")
         base = f"{scheme}://{srv}:8000"
         # curl, the kernel's TCP in the server's namespace
-        digest, _ = await harness.curl(net.ns[0], f"{base}/bytes/{MB}", *curl_args)
+        digest, _ = await harness.curl(two_hosts.ns[0], f"{base}/bytes/{MB}", *curl_args)
         assert digest == sha(MB)
-        _, body = await harness.curl(net.ns[0], f"{base}/client", *curl_args)
-        kernel_side = net.veth_addrs[0] if mode == "kernel" else net.kernel_addrs[0]
-        assert json.loads(body) == {"client": kernel_side, "server": srv}
+        _, body = await harness.curl(two_hosts.ns[0], f"{base}/client", *curl_args)
+        assert json.loads(body) == {"client": pair.kernel_side, "server": srv}
         # httpx from the other namespace, on its own stack
-        cmd = harness.command(mode, harness.py("httpx_get.py", *httpx_args, f"{base}/bytes/{MB}",
-                                               f"{base}/bytes/{MB}", f"{base}/client"),
-                              addr=cli_net, tmp=tmpdir_shared)
-        out = await harness.run(procs, net.ns[1], cmd, harness.env_for(mode, cli_net))
+        out = await harness.run(procs, two_hosts.ns[1], pair.client,
+                                harness.py("httpx_get.py", *httpx_args, f"{base}/bytes/{MB}",
+                                           f"{base}/bytes/{MB}", f"{base}/client"))
     finally:
         await server.stop()
     r1, r2, who = out["responses"]
     assert r1["status"] == r2["status"] == who["status"] == 200
     assert r1["sha256"] == r2["sha256"] == sha(MB)
-    me = net.veth_addrs[1] if mode == "kernel" else net.stack_addrs[1]
-    assert who["json"] == {"client": me, "server": srv}
+    assert who["json"] == {"client": pair.client_addr, "server": srv}
     # anyio's view of the connection, through the transport's socket object
     assert who["server_addr"] == [srv, 8000]
-    assert who["client_addr"][0] == me
+    assert who["client_addr"][0] == pair.client_addr
     if scheme == "https":
         assert who["tls"] in ("TLSv1.2", "TLSv1.3"), who
