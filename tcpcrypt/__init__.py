@@ -9,6 +9,13 @@ plus asyncio-style entry points over a userspace stack.
 open_connection() and start_server() take asyncio's arguments (host, port, limit, ...),
 plus `stack=` (default: the one given to set_default_stack) and the tcpcrypt policies
 (encrypt, require_encryption, app_aware, resume, cache_secrets, passive_role_bit).
+
+The whole process, every event loop in it, switched onto a userspace stack (docs/run.md):
+
+    tcpcrypt.run(main(), addr="10.231.5.2/24")           # asyncio.run(), switched
+    asyncio.Runner(loop_factory=tcpcrypt.loop_factory(addr="10.231.5.2/24"))
+
+(tcpcrypt.switch; `from tcpcrypt import asyncio` alone switches from the environment).
 """
 from __future__ import annotations
 
@@ -27,12 +34,14 @@ __all__ = [
     "open_connection", "start_server", "set_default_stack",
     "TcpcryptConfig", "TcpcryptProvider", "SessionCache", "TEPS", "AEADS",
     "TcpcryptError", "ENOError", "TcpcryptProtocolError", "TcpcryptIntegrityError",
-    "EncryptionRequiredError",
+    "EncryptionRequiredError", "run", "loop_factory",
 ]
 
 __getattr__ = lazy(__name__, {
     "TcpcryptConfig": "tcpcrypt.suites", "TcpcryptProvider": "tcpcrypt.provider",
     "SessionCache": "tcpcrypt.resumption", "TEPS": "tcpcrypt.suites", "AEADS": "tcpcrypt.suites",
+    # the process-wide switch (tcpcrypt.switch: imported only when used)
+    "run": "tcpcrypt.switch", "loop_factory": "tcpcrypt.switch",
 })
 
 _default_stack: "Stack | None" = None

@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["plot"]:
         from tcpstack.tools.plot import main as plot_main
         return plot_main(argv[1:])
+    if argv[:1] == ["run"]:                      # a program, synchronously: its own loops
+        from tcpstack.tools.run import main as run_main
+        return run_main(argv[1:])
     if argv[:1] == ["decrypt"]:
         from tcpstack.tools.decrypt import main as decrypt_main
         return decrypt_main(argv[1:])

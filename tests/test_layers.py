@@ -14,7 +14,8 @@ inside functions do (they run).
           harness share), tcpstack.sansio
     5     tcpstack.aio (the asyncio edge)    0-5
     6     tun (links: TUN, memory, impaired) 0-6
-    7     tcpcrypt.asyncio, the package APIs 0-7
+    7     tcpcrypt.asyncio, tcpcrypt.switch, 0-7
+          the package APIs
     8     tcpstack.tools, tcpstack.__main__  0-8
 """
 from __future__ import annotations
@@ -32,7 +33,8 @@ def rank(module: str) -> int:
         return 0
     for prefix, r in (("tcpstack.wire", 1), ("tcpstack.tcp", 2), ("tcpstack.host", 3),
                       ("tcpstack.sim", 4), ("tcpstack.impairment", 4), ("tcpstack.sansio", 4), ("tcpstack.aio", 5), ("tcpstack.tools", 8),
-                      ("tcpstack.__main__", 8), ("tcpcrypt.asyncio", 7), ("tun", 6)):
+                      ("tcpstack.__main__", 8), ("tcpcrypt.asyncio", 7), ("tcpcrypt.switch", 7),
+                      ("tun", 6)):
         if module == prefix or module.startswith(prefix + "."):
             return r
     if module in ("tcpstack", "tcpcrypt"):     # the package __init__s: the public API

@@ -9,6 +9,7 @@
     tcpstack diagram FILE.pcap [--svg OUT.svg]            (a ladder diagram of a capture)
     tcpstack plot    FILE.pcap -o OUT.svg|png             (its time-sequence graph; --sim: cwnd...)
     tcpstack decrypt FILE.pcap --keylog KEYS -o PLAIN.pcap (tcpcrypt frames -> plaintext)
+    tcpstack run     --addr 10.77.0.2/24 -- PROG [ARGS]   (a Python program, its TCP on the stack)
 
 up/listen/connect/ping create a TUN device in the current network namespace: the kernel side
 gets --peer (default: the first other address of --addr's prefix) and the stack owns --addr;
@@ -1029,6 +1030,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", metavar="DIR", help="with --install: copy it into DIR instead")
     p = sub.add_parser("plot", help="time-sequence graph of a pcap; --sim: cwnd, rto... of "
                        "simulated transfers (SVG/PNG, needs matplotlib)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("run", help="run a Python program with its TCP on a userspace stack "
+                       "(tcpstack run --addr A/P -- PROG ARGS; see docs/run.md)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("decrypt", help="decrypt a capture's tcpcrypt connections with a key log",
                        add_help=False)
