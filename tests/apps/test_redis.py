@@ -2,6 +2,10 @@
 kernel, under `tcpstack run`, and with the one-line import."""
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+
 import pytest
 
 from . import harness
@@ -18,3 +22,21 @@ async def test_redis_set_get(client, host, redis_server, procs):
     # behind the TUN, can have).
     seen = out["server_sees"].rsplit(":", 1)[0]
     assert seen == (redis_server.addr if client.mode == "kernel" else host.stack), out
+
+
+@pytest.mark.xfail(strict=True, reason="h/switch: `tcpstack run -- python3 SCRIPT` is refused "
+                   "(\"python3 is not a Python program (no python #! line)\"; with the "
+                   "interpreter's full path runpy reads the ELF binary as a script: "
+                   "SyntaxError, null bytes); only `tcpstack run -- SCRIPT`, -m MODULE and "
+                   "console scripts are accepted")
+async def test_tcpstack_run_python_interpreter_form(host, redis_server, procs, tmpdir_shared):
+    """`tcpstack run -- python3 script.py ARGS`, as a user would type it."""
+    launch = harness.Launch("run", host.stack_net(), tmpdir_shared, routes=[f"{host.server}/32"])
+    cmd = [os.path.join(harness.BIN, "tcpstack"), "run", "--addr", host.stack_net(), "--route",
+           f"{host.server}/32", "--", "python3", harness.program("redis_setget.py"),
+           redis_server.addr, str(redis_server.port), "20"]
+    p = await procs.exec(*cmd, netns=host.ns, env=launch.env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(p.communicate(), 30)
+    assert p.returncode == 0, err.decode()
+    assert harness.last_json(out.decode())["server_sees"].startswith(host.stack + ":")
