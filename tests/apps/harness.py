@@ -84,8 +84,8 @@ class Launch:
         if self.mode == "run":
             assert self.addr is not None
             routes = [a for r in self.routes for a in ("--route", r)]
-            if argv[0] == sys.executable:      # `tcpstack run -- script.py ARGS`: the
-                argv = argv[1:]                # command is the script (or -m, or a console script)
+            if argv[0] == sys.executable:      # `tcpstack run -- script.py ARGS` (or -m
+                argv = argv[1:]                # MODULE ARGS): no interpreter before it
             return [os.path.join(BIN, "tcpstack"), "run", "--addr", self.addr, *routes, "--",
                     *argv]
         form = list(oneline) if oneline is not None else argv

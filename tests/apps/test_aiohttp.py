@@ -4,6 +4,8 @@ kernels routing between them), where both ends must report the same tcpcrypt ses
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import pytest
 
@@ -72,3 +74,29 @@ async def test_aiohttp_client_and_server_on_two_stacks(pair, two_hosts, procs):
         assert sid and len(sid) >= 64, out
         assert who["json"]["session_id"] == served.group(2) == sid
         assert data["session_id"] == sid                      # one kept-alive connection
+
+
+@pytest.mark.parametrize("mode", ["kernel", "run"])
+async def test_aiohttp_web_module_runner(mode, host, procs, tmpdir_shared):
+    """`python -m aiohttp.web ... module:init_func` (aiohttp's own runner, web.run_app):
+    under the switch as `tcpstack run -- -m aiohttp.web ...` (no file of the user's to edit,
+    so no one-line variant)."""
+    addr = host.server if mode == "kernel" else host.stack
+    launch = Launch(mode, None if mode == "kernel" else host.stack_net(), tmpdir_shared)
+    env = dict(launch.env)
+    env["PYTHONPATH"] = harness.PROGRAMS + os.pathsep + env["PYTHONPATH"]
+    cmd = launch.cmd([harness.sys.executable, "-m", "aiohttp.web", "-H", addr, "-P", "8080",
+                      "aiohttp_server:init_app"])
+    proc = await procs.exec(*cmd, netns=host.ns, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = harness.Server(proc)
+    server.start_reading()
+    try:
+        await server.wait_line(r"Running on http://")
+        digest, _ = await harness.curl(host.ns, f"http://{addr}:8080/bytes/{MB}")
+        _, body = await harness.curl(host.ns, f"http://{addr}:8080/whoami")
+    finally:
+        await server.stop()
+    assert digest == sha(MB)
+    me = host.server if mode == "kernel" else host.kernel_tun
+    assert json.loads(body) == {"remote": me, "session_id": None}

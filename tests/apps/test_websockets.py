@@ -6,11 +6,27 @@ from __future__ import annotations
 import pytest
 
 from . import harness
+from .conftest import Pair
+from .harness import Launch
 
 pytestmark = [pytest.mark.apps, pytest.mark.tun]
 
 
 async def test_websockets_echo_between_two_stacks(pair, two_hosts, procs):
+    await echo_between(pair, two_hosts, procs)
+
+
+async def test_websockets_server_under_tcpstack_run_client_with_the_import(two_hosts, procs,
+                                                                         tmpdir_shared):
+    """The two switches meet: the server under `tcpstack run`, the client switched by its
+    one-line import."""
+    a, b = two_hosts.stack_addrs
+    await echo_between(Pair(Launch("run", f"{a}/24", tmpdir_shared),
+                            Launch("import", f"{b}/24", tmpdir_shared),
+                            a, b, two_hosts.kernel_addrs[0]), two_hosts, procs)
+
+
+async def echo_between(pair: Pair, two_hosts, procs) -> None:
     server = await harness.start(procs, two_hosts.ns[0], pair.server,
                                  harness.py("websockets_server.py", pair.server_addr, 8765))
     try:

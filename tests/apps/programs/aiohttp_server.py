@@ -1,6 +1,7 @@
 """A small aiohttp web application.
 
     python aiohttp_server.py HOST PORT
+    python -m aiohttp.web -H HOST -P PORT aiohttp_server:init_app     (aiohttp's own runner)
 
 GET /bytes/N   N deterministic bytes
 GET /whoami    the client's address and the connection's session ID (if any), as JSON
@@ -30,10 +31,14 @@ async def whoami(request: web.Request) -> web.Response:
                               "session_id": session_id.hex() if session_id else None})
 
 
-async def main(host: str, port: int) -> None:
+def init_app(argv: list = None) -> web.Application:
     app = web.Application()
     app.add_routes([web.get("/bytes/{n}", data), web.get("/whoami", whoami)])
-    runner = web.AppRunner(app)
+    return app
+
+
+async def main(host: str, port: int) -> None:
+    runner = web.AppRunner(init_app())
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     print(f"listening on http://{host}:{port}", flush=True)
