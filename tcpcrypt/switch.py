@@ -175,6 +175,11 @@ def _switch(stack: "Stack | Callable[[_asyncio.AbstractEventLoop], Stack] | None
     if isinstance(stack, Stack):
         made = stack
         addresses: list[str] = [addr] if addr else made.addresses
+        routes = list(routes)
+        if addr is None and not routes:
+            # A stack the program made knows no prefix of its own (its addresses are bare):
+            # the program asked for this stack, so every destination but loopback uses it.
+            routes = ["all"]
 
         def own(loop: _asyncio.AbstractEventLoop) -> "Stack":
             if loop is not made.loop or made._closed:
@@ -206,8 +211,9 @@ def loop_factory(*, stack: "Stack | Callable[[_asyncio.AbstractEventLoop], Stack
         with asyncio.Runner(loop_factory=tcpcrypt.loop_factory(addr="10.231.5.2/24")) as r:
             r.run(main())
 
-    stack: a Stack already made (its loop is the one the factory returns), or a callable
-    making one for a loop (then addr= says its address/prefix).  Else addr= brings a TUN
+    stack: a Stack already made (its loop is the one the factory returns; without addr=
+    or routes=, every destination but loopback goes over it), or a callable making one for
+    a loop (then addr= says its address/prefix).  Else addr= brings a TUN
     device up (as TCPCRYPT_TUN does; dev=, peer=, mtu=, plain=).  routes: destinations
     sent over the stack besides its own subnet (prefixes, or "all").  base: the loop to
     make (default asyncio.new_event_loop; uvloop.new_event_loop works too)."""
@@ -232,9 +238,13 @@ def run(main: Coroutine[Any, Any, _T], *,
     """asyncio.run(main) with the process switched onto a userspace stack for the run
     (loop_factory's arguments); the TUN device it brought up is removed at the end."""
     previous = _loop.process_switch()
-    factory = loop_factory(stack=stack, addr=addr, routes=routes, dev=dev, peer=peer,
-                           plain=plain, require_encryption=require_encryption, mtu=mtu,
-                           base=base)
+    try:
+        factory = loop_factory(stack=stack, addr=addr, routes=routes, dev=dev, peer=peer,
+                               plain=plain, require_encryption=require_encryption, mtu=mtu,
+                               base=base)
+    except BaseException:
+        main.close()        # never awaited: no "coroutine was never awaited" warning
+        raise
     sw = _loop.process_switch()
     try:
         with _asyncio.Runner(debug=debug, loop_factory=factory) as runner:

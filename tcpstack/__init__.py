@@ -22,12 +22,13 @@ from tcpstack.errors import (ConnectionAbortedLocallyError, ConnectionRefusedByP
                              HostUnreachableError, ParseError, TcpStackError)
 
 __all__ = [
-    "Stack", "Server", "Link", "StackConfig", "TCPConfig",
+    "Stack", "Server", "Link", "StackSocket", "StackStreamWriter", "StackConfig", "TCPConfig",
     "TcpStackError", "ParseError", "ConnectionTimeoutError", "ConnectionResetByPeerError",
     "ConnectionRefusedByPeerError", "ConnectionAbortedLocallyError", "HostUnreachableError",
 ]
 
 __getattr__ = lazy(__name__, {
     "Stack": "tcpstack.aio.streams", "Server": "tcpstack.aio.streams", "Link": "tcpstack.aio.streams",
+    "StackSocket": "tcpstack.aio.socket", "StackStreamWriter": "tcpstack.aio.streams",
     "StackConfig": "tcpstack.host.stack", "TCPConfig": "tcpstack.tcp.config",
 })

@@ -399,3 +399,259 @@ def test_the_explicit_forms_say_what_is_missing():
         tcpcrypt.loop_factory(stack=Pair())
     with pytest.raises(ValueError, match="contradict"):
         tcpcrypt.loop_factory(addr="10.9.0.2/24", plain=True, require_encryption=True)
+
+
+# --- TLS, stack sockets, servers on several hosts ------------------------------------------------
+
+def _tls_contexts(tmp_path: Any) -> tuple[Any, Any]:
+    """A self-signed certificate for B's address: (server context, client context)."""
+    import datetime
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "b.example")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("b.example"), x509.IPAddress(ipaddress.ip_address(B))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(certfile, keyfile)
+    client = ssl.create_default_context(cafile=str(certfile))
+    return server, client
+
+
+async def _tls_echo_on_b(p: Pair, server_ctx: Any, port: int = 8443) -> Any:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.read(100))
+        await writer.drain()
+        writer.close()
+    loop = asyncio.get_running_loop()
+    switch.switch_for(loop).stack_for(loop)     # type: ignore[union-attr]
+    return await p.b.start_server(echo, B, port, ssl=server_ctx)
+
+
+async def test_tls_over_the_stack_keeps_the_name_for_the_certificate(pair, tmp_path, monkeypatch):
+    server_ctx, client_ctx = _tls_contexts(tmp_path)
+    await _tls_echo_on_b(pair, server_ctx)
+    loop = asyncio.get_running_loop()
+
+    async def getaddrinfo(host: str, port: Any, **kw: Any) -> list[Any]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (B, port))]
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+    # by name: the certificate is checked against "b.example", not the address
+    reader, writer = await asyncio.open_connection("b.example", 8443, ssl=client_ctx)
+    assert writer.get_extra_info("ssl_object").server_hostname == "b.example"
+    writer.write(b"over TLS")
+    assert await reader.read(100) == b"over TLS"
+    writer.close()
+
+
+async def test_aiohttp_https_is_handed_over_and_upgraded_on_the_stack(pair, tmp_path):
+    """aiohttp: sock_connect, then create_connection(sock=..., ssl=..., server_hostname=...):
+    the switch takes the stack connection and runs TLS on it (loop.start_tls)."""
+    aiohttp = pytest.importorskip("aiohttp")
+    from aiohttp import web
+    server_ctx, client_ctx = _tls_contexts(tmp_path)
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="secret")
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    loop = asyncio.get_running_loop()
+    switch.switch_for(loop).stack_for(loop)     # type: ignore[union-attr]
+    server = await pair.b.create_server(runner.server, B, 8443, ssl=server_ctx)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"https://{B}:8443/", ssl=client_ctx) as resp:
+                assert await resp.text() == "secret"
+        assert switch.switch_for(loop).adopted == 1  # type: ignore[union-attr]
+    finally:
+        server.close()
+        await runner.cleanup()
+
+
+async def test_a_stack_socket_goes_to_its_own_stack_through_the_loop(pair):
+    loop = asyncio.get_running_loop()
+    await echo_on_b(pair)
+    sock = pair.a.socket()
+    await loop.sock_connect(sock, (B, 7))
+    transport, proto = await loop.create_connection(EchoClient, sock=sock)
+    transport.write(b"stack")
+    assert await asyncio.wait_for(proto.done, 5) == b"stack"
+    transport.close()
+
+
+async def test_a_server_on_both_the_stack_and_the_kernel_is_refused(pair):
+    with pytest.raises(ValueError, match="make one server for each"):
+        await asyncio.start_server(lambda r, w: None, [A, "127.0.0.1"], 9000)
+    server = await asyncio.start_server(lambda r, w: None, ["127.0.0.1"], 0)
+    assert server.sockets                       # the kernel's
+    server.close()
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_starttls_on_stack_transports_on_either_loop(pair, tmp_path, loop_kind):
+    """StreamWriter.start_tls() -> loop.start_tls(): uvloop's own refuses transports it did
+    not make; the switch hands the stack's to Stack.start_tls on both loops."""
+    server_ctx, client_ctx = _tls_contexts(tmp_path)
+
+    async def main() -> bytes:
+        loop = asyncio.get_running_loop()
+        switch.switch_for(loop).stack_for(loop)     # type: ignore[union-attr]
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            assert await reader.readline() == b"STARTTLS\n"
+            writer.write(b"OK\n")
+            await writer.drain()
+            await writer.start_tls(server_ctx)
+            writer.write(await reader.readexactly(5))
+            await writer.drain()
+            writer.close()
+        server = await pair.b.start_server(handle, B, 8444)
+        reader, writer = await asyncio.open_connection(B, 8444)
+        writer.write(b"STARTTLS\n")
+        assert await reader.readline() == b"OK\n"
+        await writer.start_tls(client_ctx, server_hostname="b.example")
+        assert writer.get_extra_info("ssl_object") is not None
+        writer.write(b"tls!!")
+        data = await reader.readexactly(5)
+        writer.close()
+        server.close()
+        return data
+    if loop_kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        assert uvloop.run(main()) == b"tls!!"
+    else:
+        assert asyncio.run(main()) == b"tls!!"
+
+
+def test_tcpcrypt_run_without_a_stack_raises_and_closes_the_coroutine(recwarn):
+    async def main() -> None:
+        pass
+    with pytest.raises(ValueError, match="no userspace stack"):
+        tcpcrypt.run(main())
+    gc.collect()
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
+async def test_what_arrives_before_the_hand_over_is_replayed_to_a_buffered_protocol(pair):
+    """A server that speaks first (a banner) between sock_connect() and
+    create_connection(sock=...): the bytes wait, and reach the protocol that takes over,
+    through get_buffer()/buffer_updated() for a BufferedProtocol."""
+    loop = asyncio.get_running_loop()
+    switch.switch_for(loop).stack_for(loop)     # type: ignore[union-attr]
+
+    async def banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 hello\r\n")
+        await writer.drain()
+        writer.close()
+    server = await pair.b.start_server(banner, B, 25)
+
+    class Buffered(asyncio.BufferedProtocol):
+        def __init__(self) -> None:
+            self.buf = bytearray(4)             # small: the replay goes in pieces
+            self.got = bytearray()
+            self.eof = loop.create_future()
+
+        def get_buffer(self, sizehint: int) -> memoryview:
+            return memoryview(self.buf)
+
+        def buffer_updated(self, nbytes: int) -> None:
+            self.got += self.buf[:nbytes]
+
+        def eof_received(self) -> bool:
+            self.eof.set_result(bytes(self.got))
+            return False
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    await loop.sock_connect(sock, (B, 25))
+    await asyncio.sleep(0.05)                   # the banner and the FIN arrive meanwhile
+    transport, proto = await loop.create_connection(Buffered, sock=sock)
+    assert await asyncio.wait_for(proto.eof, 5) == b"220 hello\r\n"
+    server.close()
+
+
+def test_tcpcrypt_run_with_a_stack_the_program_made():
+    """stack=<a Stack>: its loop is the one the run uses."""
+    loop = asyncio.new_event_loop()
+    la, lb = MemoryLink.pair()
+    a = Stack(la, [A], loop=loop)
+    b = Stack(lb, [B], loop=loop)
+
+    async def main() -> bytes:
+        assert asyncio.get_running_loop() is loop
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(await reader.read(100))
+            writer.close()
+        await b.start_server(echo, B, 7)
+        reader, writer = await asyncio.open_connection(B, 7)   # the stdlib's: switched
+        writer.write(b"made!")
+        data = await reader.read(100)
+        assert writer.get_extra_info("tcpcrypt_session_id")
+        writer.close()
+        return data
+    old = switch.process_switch()
+    try:
+        assert tcpcrypt.run(main(), stack=a) == b"made!"
+        assert a._closed and loop.is_closed()
+    finally:
+        lb.close()
+        b.close()
+    assert switch.process_switch() is old
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"TCPCRYPT_TUN": "10.231.5.300/24"}, "TCPCRYPT_TUN=10.231.5.300/24: not an address"),
+    ({"TCPCRYPT_TUN": "10.231.5.1/24"}, "the stack's address is the kernel side's"),
+    ({"TCPCRYPT_TUN": "10.231.5.2/24", "TCPCRYPT_ROUTE": "10.9.9.9/8"}, "route '10.9.9.9/8'"),
+    ({"TCPCRYPT_TUN": "10.231.5.2/24", "TCPCRYPT_PLAIN": "1",
+      "TCPCRYPT_REQUIRE_ENCRYPTION": "1"}, "contradict"),
+])
+def test_a_bad_environment_fails_the_import_with_one_clear_error(env, message):
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TCPCRYPT_")}
+    r = subprocess.run([sys.executable, "-c", "from tcpcrypt import asyncio"],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(base, PYTHONPATH=root, **env))
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines()[-1].startswith("RuntimeError: ")
+    assert message in r.stderr.strip().splitlines()[-1], r.stderr
+
+
+def test_the_routing_of_the_environment():
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TCPCRYPT_")}
+    code = ("from tcpcrypt import asyncio\nfrom tcpstack.aio import loop\n"
+            "sw = loop.process_switch()\n"
+            "print(sw.routed('10.231.5.9'), sw.routed('10.231.6.9'), sw.routed('10.7.0.1'), "
+            "sw.routed('10.8.0.1'), sw.require_encryption, sw.stack)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env=dict(base, PYTHONPATH=root, TCPCRYPT_TUN="10.231.5.2/24",
+                                TCPCRYPT_ROUTE="10.231.6.0/24, 10.7.0.0/16",
+                                TCPCRYPT_REQUIRE_ENCRYPTION="1"))
+    # nothing brought up at import: the device comes with the first routed connection
+    assert r.stdout.split() == ["True", "True", "True", "False", "True", "None"], r.stderr

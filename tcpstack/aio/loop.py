@@ -15,7 +15,9 @@ alone would miss the loops such factories make.  Patched, per loop:
     sock_connect        a kernel TCP socket to a routed destination: the stack connects
                         instead, and the connection waits, recorded against the socket
                         (weakly), for create_connection(sock=...) to take it: what aiohttp
-                        (aiohappyeyeballs) does.  The kernel socket is closed then.
+                        (aiohappyeyeballs, RFC 8305 happy eyeballs) does.  The kernel
+                        socket is closed then; a losing attempt's socket, once collected,
+                        resets its stack connection.
     close               a loop owning a stack lingers for its unacknowledged data (at most
                         Switch.linger seconds), then closes the stack (not the device)
 
@@ -280,7 +282,7 @@ def switched_loop_factory(switch: Switch,
 async def _stack_connect(stack: "Stack", switch: Switch, protocol_factory: Callable[[], Any],
                          host: str, port: int, kw: dict[str, Any]) -> tuple[Any, Any]:
     kw = dict(kw, **switch.options())
-    return await stack.create_connection(protocol_factory, host, port, **kw)  # type: ignore[attr-defined,no-any-return]
+    return await stack.create_connection(protocol_factory, host, port, **kw)
 
 
 async def _stack_serve(stack: "Stack", switch: Switch, protocol_factory: Callable[[], Any],
@@ -288,15 +290,22 @@ async def _stack_serve(stack: "Stack", switch: Switch, protocol_factory: Callabl
     kw = dict(kw, **switch.options())
     if isinstance(host, str) and host in _WILDCARDS:
         host = None
-    return await stack.create_server(protocol_factory, host, port, **kw)  # type: ignore[attr-defined]
+    return await stack.create_server(protocol_factory, host, port, **kw)
+
+
+def _stack_of_socket(sock: Any) -> "Stack | None":
+    """The stack of a socket of the stack (tcpstack.aio.socket.StackSocket: Stack.socket(),
+    get_extra_info("socket")), or None for anything else (a kernel socket)."""
+    if sock is None or isinstance(sock, socket.socket):
+        return None
+    from tcpstack.aio.streams import Stack
+    stack = getattr(sock, "_stack", None)
+    return stack if isinstance(stack, Stack) else None
 
 
 def _is_stack_transport(transport: Any) -> bool:
     from tcpstack.aio.streams import _StreamTransport
-    if isinstance(transport, _StreamTransport):
-        return True
-    # TLS on a stack transport (what Stack.start_tls returns) names its stack
-    return getattr(transport, "_tcpstack_stack", None) is not None
+    return isinstance(transport, _StreamTransport)
 
 
 # --- sock_connect -> create_connection(sock=...) ------------------------------------------------
@@ -399,11 +408,24 @@ async def _adopt(loop: asyncio.AbstractEventLoop, pending: _Pending, sock: socke
                               "closed before the TLS handshake")
     if sslctx is True:
         sslctx = _ssl.create_default_context()
-    tls = await loop.start_tls(transport, protocol, sslctx, server_side=False,
-                               server_hostname=server_hostname,
-                               ssl_handshake_timeout=kw.get("ssl_handshake_timeout"),
-                               ssl_shutdown_timeout=kw.get("ssl_shutdown_timeout"))
-    return tls, protocol
+    # As asyncio's create_connection(ssl=...) does on a fresh transport: SSLProtocol between
+    # the transport and the application's protocol, whose connection_made() comes once the
+    # handshake is done.  Nothing the application writes leaves before that.
+    from asyncio import sslproto
+    waiter = loop.create_future()
+    make: Any = sslproto.SSLProtocol
+    sslp = make(loop, protocol, sslctx, waiter, False, server_hostname,
+                ssl_handshake_timeout=kw.get("ssl_handshake_timeout"),
+                ssl_shutdown_timeout=kw.get("ssl_shutdown_timeout"))
+    transport.set_protocol(sslp)
+    sslp.connection_made(transport)
+    transport.resume_reading()
+    try:
+        await waiter
+    except BaseException:
+        transport.close()
+        raise
+    return sslp._app_transport, protocol
 
 
 # --- the patches ---------------------------------------------------------------------------------
@@ -416,12 +438,15 @@ def _make_create_connection(orig: Any) -> Any:
     @functools.wraps(orig)
     async def create_connection(self: Any, protocol_factory: Callable[[], Any],
                                 host: Any = None, port: Any = None, **kw: Any) -> Any:
+        sock = kw.get("sock")
+        own = _stack_of_socket(sock)
+        if own is not None:                  # a socket of a stack: that stack's, always
+            return await own.create_connection(protocol_factory, host, port, **kw)
         sw = switch_for(self)
         if sw is None:
             return await orig(self, protocol_factory, host, port, **kw)
-        sock = kw.get("sock")
         if sock is not None:
-            pending = _pending.pop(sock, None)
+            pending = _pending.pop(sock, None) if isinstance(sock, socket.socket) else None
             if pending is None:            # a kernel socket: the kernel's connection
                 return await orig(self, protocol_factory, host, port, **kw)
             if host is not None or port is not None:
@@ -443,14 +468,17 @@ def _make_create_server(orig: Any) -> Any:
     @functools.wraps(orig)
     async def create_server(self: Any, protocol_factory: Callable[[], Any], host: Any = None,
                             port: Any = None, **kw: Any) -> Any:
+        stack_sock = _stack_of_socket(kw.get("sock"))
+        if stack_sock is not None:
+            return await stack_sock.create_server(protocol_factory, host, port, **kw)
         sw = switch_for(self)
         if sw is None or kw.get("sock") is not None:
             return await orig(self, protocol_factory, host, port, **kw)
         if isinstance(host, (list, tuple)):
-            own = [sw.is_own(h) for h in host]
-            if not any(own):
+            mine = [sw.is_own(h) for h in host]
+            if not any(mine):
                 return await orig(self, protocol_factory, host, port, **kw)
-            if not all(own):
+            if not all(mine):
                 raise ValueError(f"create_server(host={host!r}): some of these are the userspace "
                                  "stack's and some the kernel's; make one server for each")
             host = None if any(h is None or h in _WILDCARDS for h in host) else (
@@ -468,14 +496,16 @@ def _make_start_tls(orig: Any) -> Any:
                         **kw: Any) -> Any:
         if not _is_stack_transport(transport):
             return await orig(self, transport, protocol, sslcontext, **kw)
-        stack = getattr(transport, "_tcpstack_stack", None) or transport._stack
-        return await stack.start_tls(transport, protocol, sslcontext, **kw)
+        return await transport._stack.start_tls(transport, protocol, sslcontext, **kw)
     return start_tls
 
 
 def _make_sock_connect(orig: Any) -> Any:
     @functools.wraps(orig)
     async def sock_connect(self: Any, sock: socket.socket, address: Any) -> Any:
+        own = _stack_of_socket(sock)
+        if own is not None:
+            return await own.sock_connect(sock, address)  # type: ignore[arg-type]
         sw = switch_for(self)
         if (sw is None or sock.family not in (socket.AF_INET, socket.AF_INET6)
                 or sock.type != socket.SOCK_STREAM or not isinstance(address, tuple)

@@ -1620,6 +1620,25 @@ class TCPConnection:
         """The receive buffer now: the most the window may offer (auto-tuned or fixed)."""
         return self._rcv_buf
 
+    def reconfigure(self, now: float, **changes: object) -> None:
+        """Change TCPConfig fields of this live connection (the socket options of the
+        asyncio edge: TCP_NODELAY, SO_KEEPALIVE, TCP_KEEPIDLE, SO_RCVBUF, ...).  The TCB
+        gets a config of its own (configs are shared between connections), and what was
+        fixed from the old one follows: the keepalive timer (RFC 9293 3.8.4) is armed,
+        re-armed with the new idle time, or stopped; a new recv_buffer fixes the receive
+        buffer (auto-tuning off, as SO_RCVBUF does on Linux) -- the window scale sent in
+        the SYN stays (RFC 7323 2.2), so a larger buffer is advertised within it."""
+        from dataclasses import replace
+        self.config = cfg = replace(self.config, **changes)  # type: ignore[arg-type]
+        if {"keepalive", "keepalive_idle"} & changes.keys():
+            if cfg.keepalive and self.state in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_2):
+                self._t_keepalive = now + cfg.keepalive_idle
+            elif not cfg.keepalive:
+                self._t_keepalive = None
+        if "recv_buffer" in changes:
+            self._rcv_buf = cfg.recv_buffer
+            self._tuner = None
+
     def _deliver(self, data: bytes | memoryview) -> None:
         # A view of an immutable packet (bytes) is handed on as it is: the copy into bytes is
         # made once, where the application takes the data (tcpstack/aio/reader.py joins views

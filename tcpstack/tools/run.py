@@ -37,7 +37,7 @@ from tcpstack.tools.cli import (CliError, Parser, check_dev_name, check_free, ch
                                 mtu_arg, parse_addr, parse_peer)
 
 USAGE = ("tcpstack run [--addr ADDR/PREFIX] [--route PREFIX|all ...] [--plain] "
-         "[--require-encryption] [--dev NAME] -- COMMAND [ARGS...]")
+         "[--require-encryption] [--dev NAME] [--keylog FILE] -- COMMAND [ARGS...]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--require-encryption", action="store_true",
                    help="connections and listeners refuse peers without tcpcrypt "
                         "(EncryptionRequiredError), never plaintext")
+    p.add_argument("--keylog", metavar="FILE",
+                   help="append each tcpcrypt session's keys to FILE (mode 0600) for "
+                        "`tcpstack decrypt` (default: $TCPCRYPT_KEYLOGFILE, else none)")
     p.add_argument("--linger", type=float, default=5.0,
                    help="when a loop closes, wait this long for its sent data to be "
                         "acknowledged (seconds)")
@@ -93,6 +96,15 @@ def make_switch(args: argparse.Namespace) -> Any:
     from tcpstack.aio.loop import Routes, Switch
     if args.plain and args.require_encryption:
         raise CliError("--plain and --require-encryption contradict each other", 2)
+    if args.plain and args.keylog:
+        raise CliError("--keylog with --plain: there are no tcpcrypt keys to log", 2)
+    keylog = None
+    if args.keylog:
+        from tcpcrypt.keylog import KeyLogFile, KeyLogWriter
+        try:
+            keylog = KeyLogWriter(KeyLogFile(args.keylog))
+        except OSError as e:
+            raise CliError(f"--keylog {args.keylog}: {e.strerror or e}") from None
     check_dev_name(args.dev)
     try:
         routes = Routes.parse(args.route)
@@ -124,7 +136,7 @@ def make_switch(args: argparse.Namespace) -> Any:
                 raise CliError(f"--dev {args.dev}: its subnet {k.network} has no free address")
             iface = ipaddress.ip_interface(f"{ip}/{k.network.prefixlen}")
         stacks = TunStacks(iface, dev=args.dev, attach=True, offload=args.offload,
-                           plain=args.plain)
+                           plain=args.plain, keylog=keylog)
     else:
         if not args.addr:
             raise CliError("no stack configured: give --addr ADDR/PREFIX (a new TUN device, "
@@ -139,9 +151,27 @@ def make_switch(args: argparse.Namespace) -> Any:
         check_host()
         check_free(args.dev, iface, peer)
         stacks = TunStacks(iface, peer=str(peer), dev=args.dev, mtu=args.mtu,
-                           offload=args.offload, plain=args.plain)
+                           offload=args.offload, plain=args.plain, keylog=keylog)
     return Switch(stacks, [iface], routes, require_encryption=args.require_encryption,
                   linger=args.linger)
+
+
+def open_device(stacks: Any) -> None:
+    """The TUN device, before the program starts: a failure is one line here rather than a
+    traceback from inside the program's first connection."""
+    try:
+        stacks.device()
+    except OSError as e:
+        what = f"--dev {stacks.dev_name}" if stacks.attach else "a TUN device"
+        why = e.strerror or str(e)
+        if stacks.attach and not os.access("/dev/net/tun", os.R_OK | os.W_OK):
+            why = ("/dev/net/tun is not readable and writable for uid "
+                   f"{os.getuid()} (distributions make it mode 666; here it is "
+                   f"{os.stat('/dev/net/tun').st_mode & 0o777:o})")
+        elif stacks.attach:
+            why += (f" (is {stacks.dev_name} a TUN device owned by uid {os.getuid()}? as root: "
+                    f"ip tuntap add dev {stacks.dev_name} mode tun user {os.getuid()})")
+        raise CliError(f"cannot open {what}: {why}") from None
 
 
 def resolve_program(command: list[str]) -> tuple[Callable[[], Any], list[str]]:
@@ -169,7 +199,9 @@ def resolve_program(command: list[str]) -> tuple[Callable[[], Any], list[str]]:
         return run_module, [mod] + rest[1:]
     if os.sep in head or head.endswith(".py") or os.path.isfile(head):
         if not os.path.isfile(head):
-            raise CliError(f"{head}: no such file")
+            raise CliError(f"{head}: no such file (or a directory on its way is unreadable)")
+        if not os.access(head, os.R_OK):
+            raise CliError(f"{head}: not readable for uid {os.getuid()}")
         return _script(head), [head] + rest
     from importlib.metadata import entry_points
     eps = entry_points(group="console_scripts", name=head)
@@ -208,8 +240,20 @@ def _exit_status(code: Any) -> int:
     return 1
 
 
-def main(argv: list[str]) -> int:
+def _log_to_stderr(verbose: int) -> None:
+    """-v: the stack's own loggers on stderr.  The root logger is the program's: a
+    logging.basicConfig() here would make the program's own a no-op."""
     import logging
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in ("tcpstack", "tcpcrypt", "tun"):
+        lg = logging.getLogger(name)
+        lg.addHandler(handler)
+        lg.setLevel(logging.WARNING - 10 * verbose)
+        lg.propagate = False
+
+
+def main(argv: list[str]) -> int:
     parser = build_parser()
     if "--" in argv:                            # options -- the program's own arguments
         i = argv.index("--")
@@ -219,11 +263,12 @@ def main(argv: list[str]) -> int:
         args.command = argv[i + 1:]
     else:
         args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING - 10 * args.verbose,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.verbose:
+        _log_to_stderr(args.verbose)
     try:
         switch = make_switch(args)
         target, prog_argv = resolve_program(args.command)
+        open_device(switch.stack_factory)
     except CliError as e:
         err(f"run: {e}")
         return e.status

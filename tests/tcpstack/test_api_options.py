@@ -1,9 +1,10 @@
 """No option is ever silently dropped (issue 11): the public API refuses, before a single
 packet leaves, what it cannot honour.
 
-- `ssl=` (TLS) raises: the stack has no TLS on its streams yet, and plaintext where TLS was
-  asked for is the one thing that must never happen.  asyncio's TLS-only arguments without
-  ssl= raise as asyncio's do.
+- `ssl=` (TLS) is honoured (tests/tcpstack/test_aio_tls.py): what leaves is a TLS handshake,
+  and when the peer does not speak TLS the call raises; plaintext where TLS was asked for is
+  the one thing that must never happen.  asyncio's TLS-only arguments without ssl= raise as
+  asyncio's do.
 - A misspelled keyword (`requir_encryption=True`) raises TypeError, as asyncio does.
 - Asking for encryption a stack cannot give (no security provider, or encrypt=False)
   raises ValueError.
@@ -56,22 +57,37 @@ async def nothing_happened(la, accepted):
     assert accepted == []
 
 
+async def plain_recorder(sb):
+    """A plain TCP server on B that records what it receives, then closes."""
+    got = []
+
+    async def handle(reader, writer):
+        got.append(await reader.read(65536))
+        writer.close()
+    return await sb.start_server(handle, B, 7), got
+
+
 @pytest.mark.parametrize("ssl", [True, ssl_mod.create_default_context()])
-async def test_open_connection_with_ssl_raises_and_sends_nothing(ssl):
+async def test_open_connection_with_ssl_sends_a_tls_handshake_and_raises_against_plain_tcp(ssl):
+    """ssl= used to raise before sending anything; now TLS is run: the peer (plain TCP) gets
+    a TLS ClientHello, never application bytes, and the call raises when the peer is not a
+    TLS server."""
     sa, sb, la = pair()
-    server, accepted = await served(sb)
-    with pytest.raises(ValueError, match=r"ssl=.*TLS.*not available.*refusing rather than sending plaintext"):
-        await sa.open_connection(B, 7, ssl=ssl)
+    server, got = await plain_recorder(sb)
+    with pytest.raises(OSError):
+        await sa.open_connection(B, 7, ssl=ssl, server_hostname="b.test",
+                                 ssl_handshake_timeout=5)
     tcpcrypt.set_default_stack(sa)
     try:
-        with pytest.raises(ValueError, match="TLS"):
-            await tcpcrypt.open_connection(B, 7, ssl=ssl)
-        with pytest.raises(ValueError, match="TLS"):
+        with pytest.raises(OSError):
+            await tcpcrypt.open_connection(B, 7, ssl=ssl, server_hostname="b.test")
+        with pytest.raises(OSError):
             await tasyncio.open_connection(B, 7, ssl=ssl, server_hostname="x")
     finally:
         tcpcrypt.set_default_stack(None)
-    await nothing_happened(la, accepted)
-    assert sa.connections() == []
+    assert len(got) == 3
+    for record in got:
+        assert record[:1] == b"\x16" and record[5:6] == b"\x01"   # handshake: ClientHello
     server.close()
 
 
@@ -99,10 +115,10 @@ async def test_tls_only_arguments_without_ssl_raise_as_asyncio_does():
     server.close()
 
 
-async def test_start_server_with_ssl_raises_and_listens_on_nothing():
+async def test_start_server_with_bad_ssl_or_reuse_port_raises_and_listens_on_nothing():
     sa, sb, la = pair()
-    with pytest.raises(ValueError, match="TLS"):
-        await sb.start_server(lambda r, w: None, B, 443, ssl=ssl_mod.create_default_context())
+    with pytest.raises(TypeError, match="SSLContext"):      # as asyncio's create_server
+        await sb.start_server(lambda r, w: None, B, 443, ssl=True)
     with pytest.raises(ValueError, match="reuse_port"):
         await sb.start_server(lambda r, w: None, B, 443, reuse_port=True)
     assert sb.core._listeners == {}
@@ -173,10 +189,10 @@ async def test_encryption_that_cannot_happen_raises():
 
 
 @pytest.mark.tun
-async def test_a_kernel_listener_receives_nothing_when_tls_is_refused():
+async def test_a_kernel_listener_never_receives_plaintext_when_tls_is_asked():
     """The scenario of the issue: a kernel listener used to receive `my secret password`
-    in clear from open_connection(..., ssl=ctx).  Now the call raises and the listener sees
-    no connection at all."""
+    in clear from open_connection(..., ssl=ctx).  Now TLS runs: the plain kernel listener
+    receives a TLS ClientHello and nothing else, and the call raises when it closes."""
     from tun.netns import enter_netns
     from tun.topology import KernelSide
     with KernelSide() as k:
@@ -185,17 +201,23 @@ async def test_a_kernel_listener_receives_nothing_when_tls_is_refused():
             lsock = socket.socket()
         try:
             lsock.bind((k.kernel_addr, 4433))
-            lsock.listen(1)
+            lsock.listen(2)
+            lsock.setblocking(False)
             ctx = ssl_mod.create_default_context()
+            loop = asyncio.get_running_loop()
             for opener in (stack.open_connection, tasyncio.open_connection):
-                with pytest.raises(ValueError, match="TLS"):
-                    reader, writer = await opener(k.kernel_addr, 4433, ssl=ctx, stack=stack) \
-                        if opener is tasyncio.open_connection else \
-                        await opener(k.kernel_addr, 4433, ssl=ctx)
+                async def client():
+                    kw = {"stack": stack} if opener is tasyncio.open_connection else {}
+                    reader, writer = await opener(k.kernel_addr, 4433, ssl=ctx, **kw)
                     writer.write(b"my secret password")       # never reached
-            await asyncio.sleep(0.3)
-            assert select.select([lsock], [], [], 0)[0] == [], "the kernel got a connection"
-            assert stack.connections() == []
+                task = asyncio.ensure_future(client())
+                conn, _ = await asyncio.wait_for(loop.sock_accept(lsock), 10)
+                data = await asyncio.wait_for(loop.sock_recv(conn, 65536), 10)
+                assert data[:1] == b"\x16" and data[5:6] == b"\x01"   # a ClientHello
+                conn.close()
+                with pytest.raises(OSError):
+                    await asyncio.wait_for(task, 10)
+                assert b"secret" not in data
         finally:
             lsock.close()
             stack.close()
