@@ -106,7 +106,8 @@ def pair(mode: str, two_hosts: TwoHosts, tmpdir_shared: str) -> Pair:
         k = Launch(mode, None, tmpdir_shared)
         return Pair(k, k, net.veth_addrs[0], net.veth_addrs[1], net.veth_addrs[0])
     a, b = net.stack_addrs
-    return Pair(Launch(mode, f"{a}/24", tmpdir_shared), Launch(mode, f"{b}/24", tmpdir_shared),
+    return Pair(Launch(mode, f"{a}/24", tmpdir_shared),
+                Launch(mode, f"{b}/24", tmpdir_shared, routes=[f"{a}/32"]),   # the other stack
                 a, b, net.kernel_addrs[0])
 
 

@@ -22,7 +22,7 @@ async def test_websockets_server_under_tcpstack_run_client_with_the_import(two_h
     one-line import."""
     a, b = two_hosts.stack_addrs
     await echo_between(Pair(Launch("run", f"{a}/24", tmpdir_shared),
-                            Launch("import", f"{b}/24", tmpdir_shared),
+                            Launch("import", f"{b}/24", tmpdir_shared, routes=[f"{a}/32"]),
                             a, b, two_hosts.kernel_addrs[0]), two_hosts, procs)
 
 
