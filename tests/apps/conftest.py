@@ -17,6 +17,7 @@ import datetime
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -151,9 +152,9 @@ def self_signed(path_cert: str, path_key: str, cn: str) -> None:
 
 
 async def serve(procs: Procs, ns: Any, cmd: list[str], addr: str, port: int, log: str,
-                what: str, timeout: float = 20.0) -> AsyncIterator[None]:
+                what: str, timeout: float = 20.0, stop: int = signal.SIGTERM) -> AsyncIterator[None]:
     """Start a server inside `ns` (output to the file `log`), wait until it listens on
-    addr:port, yield, then end it (SIGTERM, SIGKILL after 5 s) on the test's own loop."""
+    addr:port, yield, then end it (`stop`, SIGKILL after 5 s) on the test's own loop."""
     import asyncio
     with open(log, "wb") as out:
         proc = await procs.exec(*cmd, netns=ns, stdin=subprocess.DEVNULL, stdout=out,
@@ -175,7 +176,7 @@ async def serve(procs: Procs, ns: Any, cmd: list[str], addr: str, port: int, log
         yield
     finally:
         if proc.returncode is None:
-            proc.terminate()
+            proc.send_signal(stop)
             try:
                 await asyncio.wait_for(proc.wait(), 5)
             except asyncio.TimeoutError:
@@ -204,7 +205,7 @@ async def postgres(host: Host, procs: Procs, tmpdir_shared: str) -> AsyncIterato
     bin_ = _pg_bin()
     if bin_ is None:
         pytest.skip("PostgreSQL not installed (Debian: postgresql; see .ci/run)")
-    need("runuser")
+    need("setpriv")
     data = os.path.join(tmpdir_shared, "pg")
     os.mkdir(data, 0o700)
     shutil.chown(data, "postgres", "postgres")
@@ -212,7 +213,8 @@ async def postgres(host: Host, procs: Procs, tmpdir_shared: str) -> AsyncIterato
     with open(pw, "w") as f:
         f.write("s3cret\n")
     os.chmod(pw, 0o644)
-    r = subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(bin_, "initdb"),
+    as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
+    r = subprocess.run([*as_postgres, os.path.join(bin_, "initdb"),
                         "-D", data, "-U", "app", "--auth=scram-sha-256", f"--pwfile={pw}",
                         "--no-sync", "-E", "UTF8", "--locale=C"],
                        capture_output=True, text=True, timeout=60)
@@ -224,11 +226,12 @@ async def postgres(host: Host, procs: Procs, tmpdir_shared: str) -> AsyncIterato
     shutil.chown(cert, "postgres")
     shutil.chown(key, "postgres")
     port = 5432
-    cmd = ["runuser", "-u", "postgres", "--", os.path.join(bin_, "postgres"), "-D", data,
+    cmd = [*as_postgres, os.path.join(bin_, "postgres"), "-D", data,
            "-k", data, "-c", f"listen_addresses={host.server}", "-c", f"port={port}",
            "-c", "ssl=on", "-c", "fsync=off"]
     async for _ in serve(procs, host.ns, cmd, host.server, port,
-                         os.path.join(tmpdir_shared, "postgres.log"), "postgres"):
+                         os.path.join(tmpdir_shared, "postgres.log"), "postgres",
+                         stop=signal.SIGINT):       # PostgreSQL's fast shutdown
         yield Postgres(host.server, port, "app", "s3cret", "postgres")
 
 
