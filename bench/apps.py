@@ -40,11 +40,13 @@ MB = 1 << 20
 
 # --- the client: a plain asyncio program (run unmodified on the kernel or under the switch) --
 
-async def http_bulk(url: str, seconds: float) -> dict[str, float]:
+async def http_bulk(url: str, seconds: float) -> dict[str, Any]:
     import aiohttp
     n = 0
     async with aiohttp.ClientSession() as session:
         async with session.get(url) as r:               # warm-up: connect, slow start
+            assert r.connection is not None
+            sid = r.connection.transport.get_extra_info("tcpcrypt_session_id")
             await r.read()
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < seconds:
@@ -53,7 +55,7 @@ async def http_bulk(url: str, seconds: float) -> dict[str, float]:
             assert len(body) == MB, len(body)
             n += 1
         dt = time.perf_counter() - t0
-    return {"MB/s": n * MB / dt / 1e6, "requests/s": n / dt}
+    return {"MB/s": n * MB / dt / 1e6, "requests/s": n / dt, "tcpcrypt": sid is not None}
 
 
 async def http_small(url: str, seconds: float, concurrency: int = 16) -> dict[str, float]:
@@ -123,8 +125,10 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _tcpstack_run(addr: str) -> list[str]:
-    return [os.path.join(os.path.dirname(sys.executable), "tcpstack"), "run", "--addr", addr, "--"]
+def _tcpstack_run(addr: str, *routes: str) -> list[str]:
+    """`tcpstack run --addr ADDR [--route R ...] --` (the script follows: no interpreter)."""
+    return ([os.path.join(os.path.dirname(sys.executable), "tcpstack"), "run", "--addr", addr]
+            + [a for r in routes for a in ("--route", r)] + ["--"])
 
 
 def _wait_listen(ns: Any, addr: str, port: int, proc: subprocess.Popen[Any], what: str) -> None:
@@ -153,7 +157,8 @@ def _wait_line(proc: subprocess.Popen[Any], log: str, prefix: str, what: str) ->
 
 def _client(ns: Any, seconds: float, http: str | None, redis: str | None,
             switch: list[str]) -> dict[str, Any]:
-    cmd = switch + [sys.executable, os.path.abspath(__file__), "client", "--seconds", str(seconds)]
+    cmd = switch + ([] if switch else [sys.executable])
+    cmd += [os.path.abspath(__file__), "client", "--seconds", str(seconds)]
     cmd += (["--http", http] if http else []) + (["--redis", redis] if redis else [])
     r = ns.run(cmd, timeout=seconds * 8 + 60, env=_env())
     if r.returncode != 0:
@@ -190,7 +195,7 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 print("redis-server not installed: redis rows skipped", file=sys.stderr)
             http = f"http://{va}:8080"
-            for name, switch in (("kernel", []), ("stack", _tcpstack_run(cli_stack))):
+            for name, switch in (("kernel", []), ("stack", _tcpstack_run(cli_stack, f"{va}/32"))):
                 if name in args.cases:
                     print(f"running: {name} ...", file=sys.stderr, flush=True)
                     results[name] = _client(cli_ns, args.seconds, http, redis, switch)
@@ -201,13 +206,13 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
             log = os.path.join(tmp, "web2.log")
             with open(log, "wb") as out:
                 web2 = srv_ns.popen(_tcpstack_run(f"{srv_addr}/24")
-                                    + [sys.executable, SERVER_PROGRAM, srv_addr, "8081"],
+                                    + [SERVER_PROGRAM, srv_addr, "8081"],
                                     env=_env(), stdout=out, stderr=subprocess.STDOUT)
             procs.append(web2)
             _wait_line(web2, log, "listening on", "the aiohttp server under tcpstack run")
             print("running: stack<->stack ...", file=sys.stderr, flush=True)
             results["stack<->stack"] = _client(cli_ns, args.seconds, f"http://{srv_addr}:8081",
-                                               None, _tcpstack_run(cli_stack))
+                                               None, _tcpstack_run(cli_stack, f"{srv_addr}/32"))
         finally:
             for p in procs:
                 p.terminate()
@@ -227,6 +232,8 @@ ROWS = (("http 1MB GET", "MB/s"), ("http 1MB GET", "requests/s"), ("http small G
 def table(results: dict[str, dict[str, Any]]) -> str:
     cols = list(results)
     lines = [f"{'case':32}" + "".join(f"{c:>16}" for c in cols) + f"{'stack/kernel':>14}"]
+    enc = ["tcpcrypt" if results[c].get("http 1MB GET", {}).get("tcpcrypt") else "plain" for c in cols]
+    lines.append(f"{'(HTTP connection)':32}" + "".join(f"{e:>16}" for e in enc))
     for group, unit in ROWS:
         vals = [results[c].get(group, {}).get(unit) for c in cols]
         cells = "".join(f"{v:>16,.1f}" if v is not None else f"{'-':>16}" for v in vals)
