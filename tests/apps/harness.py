@@ -56,6 +56,7 @@ class Launch:
     addr: str | None
     tmp: str
     routes: Sequence[str] = ()
+    require_encryption: bool = False     # --require-encryption / TCPCRYPT_REQUIRE_ENCRYPTION
 
     def __post_init__(self) -> None:
         assert self.mode in MODES, self.mode
@@ -72,6 +73,8 @@ class Launch:
             env["TCPCRYPT_TUN"] = self.addr
             if self.routes:
                 env["TCPCRYPT_ROUTE"] = ",".join(self.routes)
+            if self.require_encryption:
+                env["TCPCRYPT_REQUIRE_ENCRYPTION"] = "1"
         return env
 
     def cmd(self, argv: Sequence[str], *, oneline: Sequence[str] | None = None) -> list[str]:
@@ -84,6 +87,8 @@ class Launch:
         if self.mode == "run":
             assert self.addr is not None
             routes = [a for r in self.routes for a in ("--route", r)]
+            if self.require_encryption:
+                routes.append("--require-encryption")
             if argv[0] == sys.executable:      # `tcpstack run -- script.py ARGS` (or -m
                 argv = argv[1:]                # MODULE ARGS): no interpreter before it
             return [os.path.join(BIN, "tcpstack"), "run", "--addr", self.addr, *routes, "--",

@@ -40,3 +40,23 @@ async def test_tcpstack_run_python_interpreter_form(host, redis_server, procs, t
     out, err = await asyncio.wait_for(p.communicate(), 30)
     assert p.returncode == 0, err.decode()
     assert harness.last_json(out.decode())["server_sees"].startswith(host.stack + ":")
+
+
+@pytest.mark.parametrize("mode", ["run", "import"])
+async def test_require_encryption_refuses_the_plain_kernel_server(mode, host, redis_server, procs,
+                                                                  tmpdir_shared):
+    """Asked for encryption, the switch refuses a peer without TCP-ENO (redis-server on the
+    kernel) and the program fails: not one command reaches the server in plaintext."""
+    launch = harness.Launch(mode, host.stack_net(), tmpdir_shared, routes=[f"{host.server}/32"],
+                            require_encryption=True)
+    p = await procs.exec(*launch.cmd(harness.py("redis_setget.py", redis_server.addr,
+                                                redis_server.port, 5)),
+                         netns=host.ns, env=launch.env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(p.communicate(), 30)
+    assert p.returncode != 0, out.decode()
+    assert "did not negotiate encryption" in err.decode(), err.decode()[-3000:]
+    stats = await procs.run("redis-cli", "-h", redis_server.addr, "-p", str(redis_server.port),
+                            "INFO", "stats", netns=host.ns)
+    processed = int(stats.stdout.split("total_commands_processed:")[1].split()[0])
+    assert processed == 0, stats.stdout     # redis-cli's own INFO is counted after the reply
