@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from . import harness
+from .conftest import self_signed
 from .harness import MB, Launch, sha
 
 pytestmark = [pytest.mark.apps, pytest.mark.tun]
@@ -52,20 +53,34 @@ async def test_aiohttp_server_fetched_by_curl_from_the_kernel(client, host, proc
     assert json.loads(body) == {"remote": me, "session_id": None}
 
 
-async def test_aiohttp_client_and_server_on_two_stacks(pair, two_hosts, procs):
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_aiohttp_client_and_server_on_two_stacks(scheme, pair, two_hosts, procs,
+                                                       tmpdir_shared):
+    """Over HTTPS too: aiohttp's server with an ssl_context (create_server(ssl=)) and its
+    client verifying the certificate (create_connection(ssl=, sock=) after
+    aiohappyeyeballs' own connect): TLS inside tcpcrypt."""
+    server_args: list[str] = []
+    client_args: list[str] = []
+    if scheme == "https":
+        cert, key = os.path.join(tmpdir_shared, "cert.pem"), os.path.join(tmpdir_shared, "key.pem")
+        self_signed(cert, key, pair.server_addr)
+        server_args, client_args = [cert, key], ["--cafile", cert]
     server = await harness.start(procs, two_hosts.ns[0], pair.server,
-                                 harness.py("aiohttp_server.py", pair.server_addr, 8080))
+                                 harness.py("aiohttp_server.py", pair.server_addr, 8080, *server_args))
     try:
         await server.wait_line(r"^listening on ")
-        base = f"http://{pair.server_addr}:8080"
+        base = f"{scheme}://{pair.server_addr}:8080"
         out = await harness.run(procs, two_hosts.ns[1], pair.client,
-                                harness.py("aiohttp_get.py", f"{base}/bytes/{MB}", f"{base}/whoami"))
+                                harness.py("aiohttp_get.py", *client_args, f"{base}/bytes/{MB}",
+                                           f"{base}/whoami"))
         served = await server.wait_line(r"^served /whoami (\S+) (\S+)")
     finally:
         await server.stop()
     data, who = out["responses"]
     assert data["sha256"] == sha(MB)
     assert who["json"]["remote"] == pair.client_addr == served.group(1)
+    if scheme == "https":
+        assert who["tls"] in ("TLSv1.2", "TLSv1.3"), who
     if pair.client.mode == "kernel":
         assert who["session_id"] is None and who["json"]["session_id"] is None
     else:

@@ -1,6 +1,6 @@
 """A small aiohttp web application.
 
-    python aiohttp_server.py HOST PORT
+    python aiohttp_server.py HOST PORT [CERT KEY]                     (HTTPS with these)
     python -m aiohttp.web -H HOST -P PORT aiohttp_server:init_app     (aiohttp's own runner)
 
 GET /bytes/N   N deterministic bytes
@@ -8,6 +8,7 @@ GET /whoami    the client's address and the connection's session ID (if any), as
 """
 import asyncio
 import hashlib
+import ssl
 import sys
 
 from aiohttp import web
@@ -37,13 +38,17 @@ def init_app(argv: list = None) -> web.Application:
     return app
 
 
-async def main(host: str, port: int) -> None:
+async def main(host: str, port: int, cert: str = None, key: str = None) -> None:
+    context = None
+    if cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
     runner = web.AppRunner(init_app())
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    print(f"listening on http://{host}:{port}", flush=True)
+    await web.TCPSite(runner, host, port, ssl_context=context).start()
+    print(f"listening on {'https' if cert else 'http'}://{host}:{port}", flush=True)
     await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), *sys.argv[3:5]))
