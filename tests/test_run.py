@@ -272,7 +272,9 @@ def test_uvicorn_under_tcpstack_run_is_reachable_over_the_stack(netns, procs, tm
     n = subnet_index()
     (tmp_path / "asgiapp.py").write_text(ASGI_APP)
     # uvicorn's console script, its loop="auto" (uvloop, from its own factory)
-    p = procs.popen([*TCPSTACK, "run", "--addr", f"10.231.{n}.2/24", "--", "uvicorn",
+    ctl = str(tmp_path / "run.sock")
+    p = procs.popen([*TCPSTACK, "run", "--addr", f"10.231.{n}.2/24", "--control", ctl,
+                     "--", "uvicorn",
                      "asgiapp:app", "--app-dir", str(tmp_path), "--host", "0.0.0.0",
                      "--port", "8000"], netns=netns.name, env=ENV, text=True,
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -287,6 +289,13 @@ def test_uvicorn_under_tcpstack_run_is_reachable_over_the_stack(netns, procs, tm
     # the kernel (curl) reached the app at the stack's address, through the TUN device
     assert got[0] == (f"hello from uvicorn on uvloop; client 10.231.{n}.1:"
                       + got[0].rsplit(":", 1)[1]), got[0]
+    # `tcpstack stats` looks into the program's stack: uvicorn's listener is there, and the
+    # curl connections came in through the TUN device
+    st = netns.run([*TCPSTACK, "stats", "--control", ctl, "--json"], env=ENV)
+    assert st.returncode == 0, st.stderr
+    snap = json.loads(st.stdout)
+    assert snap["addresses"] == [f"10.231.{n}.2"] and snap["listeners"] == ["*:8000"], snap
+    assert snap["stack"]["connections_accepted"] >= 1 and snap["stack"]["packets_in"] >= 3
     # nothing on the kernel's own sockets: the wildcard listens on the stack only
     ss = netns.run(["ss", "-Htln", "sport = :8000"]).stdout
     assert ss.strip() == "", ss
@@ -294,8 +303,10 @@ def test_uvicorn_under_tcpstack_run_is_reachable_over_the_stack(netns, procs, tm
     out, _ = p.communicate(timeout=30)
     assert "Uvicorn running on http://0.0.0.0:8000" in out, out
     # uvicorn's graceful exit, passed through: 0, or (uvicorn >= 0.29) the SIGTERM it caught
-    # raised again once shut down, as uvicorn run directly ends
-    assert p.returncode in (0, -signal.SIGTERM), out
+    # raised again once shut down, which `tcpstack run` turns into exit(128 + SIGTERM) after
+    # removing what it made (the control socket)
+    assert p.returncode in (0, 128 + signal.SIGTERM), out
+    assert not os.path.exists(ctl)
 
 
 @pytest.mark.tun
@@ -383,9 +394,9 @@ def test_no_stack_configured_is_one_line(tmp_path):
     (["--addr", "10.231.9.2/24", "--", "-m", "no_such_module_xyz"], 1, r"no module named"),
     (["--addr", "10.231.9.2/24", "--", "ls"], 1, r"is not a Python program"),
     (["--addr", "10.231.9.2/24"], 2, r"no program to run"),
-    (["--addr", "10.231.9.2/24", "--route", "10.1.1.1/8", "--", "x.py"], 2,
+    (["--addr", "10.231.9.2/24", "--route", "10.1.1.1/8", "--", "-m", "json.tool"], 2,
      r"--route: route '10.1.1.1/8'"),
-    (["--addr", "10.231.9.2/24", "--plain", "--require-encryption", "--", "x.py"], 2,
+    (["--addr", "10.231.9.2/24", "--plain", "--require-encryption", "--", "-m", "json.tool"], 2,
      r"contradict"),
 ])
 def test_mistakes_are_one_line(args, status, pattern):
@@ -455,12 +466,15 @@ def test_each_asyncio_run_gets_the_stack_on_the_same_device(netns, procs, tmp_pa
                 env=ENV)
     wait_for(lambda: netns.run(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8000"]
                                ).returncode == 0, 30, "the kernel server")
-    p = procs.popen([*TCPSTACK, "run", "--addr", f"10.231.{n}.2/24", "--", str(prog)],
-                    netns=netns.name, env=ENV, text=True, stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE)
+    p = procs.popen([*TCPSTACK, "run", "--addr", f"10.231.{n}.2/24", "--trace", "--",
+                     str(prog)], netns=netns.name, env=ENV, text=True,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, out + err
     assert out.split() == [f"10.231.{n}.2"] * 3, out + err
+    # --trace: each loop's stack traced, three SYNs out to the kernel server
+    syns = [l for l in err.splitlines() if " out " in l and f"> 10.231.{n}.1:8000 [S] " in l]
+    assert len(syns) == 3, err
 
 
 @pytest.mark.tun
@@ -491,3 +505,26 @@ def test_tcpcrypt_run_with_addr_brings_a_device_up_and_removes_it(netns, procs, 
     r = netns.run([sys.executable, str(prog)], env=ENV, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.split("\n")[:2] == [f"10.231.{n}.2", "no tun"], r.stdout + r.stderr
+
+
+@pytest.mark.tun
+def test_sigterm_ends_the_program_and_removes_what_run_made(netns, procs, tmp_path):
+    from tests.conftest import subnet_index
+    prog = tmp_path / "sleeper.py"
+    prog.write_text("import asyncio\n"
+                    "async def main():\n"
+                    "    await asyncio.start_server(lambda r, w: None, None, 7070)  # the stack's\n"
+                    "    print('ready', flush=True)\n"
+                    "    await asyncio.sleep(60)\n"
+                    "asyncio.run(main())\n")
+    ctl = tmp_path / "run.sock"
+    p = procs.popen([*TCPSTACK, "run", "--addr", f"10.231.{subnet_index()}.2/24",
+                     "--control", str(ctl), "--", str(prog)], netns=netns.name, env=ENV,
+                    text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout.readline() == "ready\n"
+    wait_for(ctl.exists, 10, "the control socket")
+    p.terminate()
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert not ctl.exists()
+    assert netns.run(["ip", "-o", "link", "show", "type", "tun"]).stdout.strip() == ""

@@ -11,7 +11,8 @@ alone would miss the loops such factories make.  Patched, per loop:
                         sock_connect() connected over the stack: that stack connection
     create_server       host None / "" / 0.0.0.0 / :: or one of the stack's addresses: a
                         listener on the stack (only there: see docs/run.md)
-    start_tls           a transport of the stack: TLS on top of it (Stack.start_tls)
+    start_tls           a transport of the stack, or TLS over one (streams.stack_of): TLS
+                        on top of it (Stack.start_tls; uvloop's own refuses such transports)
     sock_connect        a kernel TCP socket to a routed destination: the stack connects
                         instead, and the connection waits, recorded against the socket
                         (weakly), for create_connection(sock=...) to take it: what aiohttp
@@ -115,11 +116,14 @@ class Switch:
     routed are their subnets and `routes` (Routes, or prefixes/"all" as text).
     require_encryption: every connection and listener of the switch refuses peers that do
     not negotiate tcpcrypt (EncryptionRequiredError), never plaintext.  linger: at loop
-    close, seconds to wait for unacknowledged data (the stack dies with its loop)."""
+    close, seconds to wait for unacknowledged data (the stack dies with its loop).
+    on_stack(stack), if given, is called on each stack brought up, on its loop, and may
+    return a function called before that stack closes (a control socket, say)."""
 
     def __init__(self, stack_factory: StackFactory, addresses: Iterable[str | IPInterface],
                  routes: "Routes | Iterable[str]" = (), *, require_encryption: bool = False,
-                 linger: float = 5.0) -> None:
+                 linger: float = 5.0,
+                 on_stack: "Callable[[Stack], Callable[[], None] | None] | None" = None) -> None:
         self.stack_factory = stack_factory
         self.addresses: list[IPInterface] = [ipaddress.ip_interface(a) for a in addresses]
         if not self.addresses:
@@ -133,6 +137,8 @@ class Switch:
         # connections sock_connect() made over the stack and create_connection(sock=)
         # took (aiohttp's way): a count, for tests and curiosity
         self.adopted = 0
+        self.on_stack = on_stack
+        self._on_close: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._stack: Stack | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -189,12 +195,23 @@ class Switch:
                         "the userspace stack is in use by another running event loop (another "
                         "thread?): one stack serves one running loop at a time")
                 self._drop()
-            self._stack = self.stack_factory(loop)
+            stack = self._stack = self.stack_factory(loop)
             self._loop = loop
-            log.debug("stack %s up on loop %r", self._stack.addresses, loop)
-            return self._stack
+            log.debug("stack %s up on loop %r", stack.addresses, loop)
+            if self.on_stack is not None:
+                self._on_close = self.on_stack(stack)
+            return stack
+
+    def _closing(self) -> None:
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            try:
+                on_close()
+            except Exception as e:
+                log.debug("on_stack's closing function: %r", e)
 
     def _drop(self) -> None:
+        self._closing()
         stack, self._stack, self._loop = self._stack, None, None
         if stack is not None and not stack._closed:
             try:
@@ -213,6 +230,7 @@ class Switch:
             async def finish() -> None:
                 if self.linger > 0:
                     await stack.linger(self.linger)
+                self._closing()
                 stack.close()
                 await asyncio.sleep(0)
             try:
@@ -301,11 +319,6 @@ def _stack_of_socket(sock: Any) -> "Stack | None":
     from tcpstack.aio.streams import Stack
     stack = getattr(sock, "_stack", None)
     return stack if isinstance(stack, Stack) else None
-
-
-def _is_stack_transport(transport: Any) -> bool:
-    from tcpstack.aio.streams import _StreamTransport
-    return isinstance(transport, _StreamTransport)
 
 
 # --- sock_connect -> create_connection(sock=...) ------------------------------------------------
@@ -494,9 +507,11 @@ def _make_start_tls(orig: Any) -> Any:
     @functools.wraps(orig)
     async def start_tls(self: Any, transport: Any, protocol: Any, sslcontext: Any,
                         **kw: Any) -> Any:
-        if not _is_stack_transport(transport):
+        from tcpstack.aio.streams import stack_of
+        stack = stack_of(transport)         # the stack's transports, and TLS over them
+        if stack is None:
             return await orig(self, transport, protocol, sslcontext, **kw)
-        return await transport._stack.start_tls(transport, protocol, sslcontext, **kw)
+        return await stack.start_tls(transport, protocol, sslcontext, **kw)
     return start_tls
 
 

@@ -1,7 +1,7 @@
 """`tcpstack run`: run an unmodified Python program with its TCP on a userspace stack.
 
     tcpstack run --addr 10.77.0.2/24 [--route 10.78.0.0/24 ...] [--plain]
-                 [--require-encryption] [--dev NAME] -- COMMAND [ARGS...]
+                 [--require-encryption] [--dev NAME] [--keylog FILE] -- COMMAND [ARGS...]
 
 COMMAND is a script path, `-m MODULE`, or a console-script name (an entry point of an
 installed distribution, e.g. `uvicorn app:app`; else a Python script found on PATH).  It
@@ -28,13 +28,14 @@ import json
 import os
 import runpy
 import shutil
+import signal
 import subprocess
 import sys
 import traceback
 from typing import Any, Callable
 
 from tcpstack.tools.cli import (CliError, Parser, check_dev_name, check_free, check_host, err,
-                                mtu_arg, parse_addr, parse_peer)
+                                linger_arg, mtu_arg, parse_addr, parse_peer)
 
 USAGE = ("tcpstack run [--addr ADDR/PREFIX] [--route PREFIX|all ...] [--plain] "
          "[--require-encryption] [--dev NAME] [--keylog FILE] -- COMMAND [ARGS...]")
@@ -63,7 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keylog", metavar="FILE",
                    help="append each tcpcrypt session's keys to FILE (mode 0600) for "
                         "`tcpstack decrypt` (default: $TCPCRYPT_KEYLOGFILE, else none)")
-    p.add_argument("--linger", type=float, default=5.0,
+    p.add_argument("--control", metavar="PATH",
+                   help="control socket for `tcpstack stats` / `tcpstack trace` (default as "
+                        "root: /run/tcpstack/DEV.sock; unprivileged: none unless given)")
+    p.add_argument("--trace", action="store_true", help="print the per-segment trace on stderr")
+    p.add_argument("--linger", type=linger_arg, default=5.0,
                    help="when a loop closes, wait this long for its sent data to be "
                         "acknowledged (seconds)")
     p.add_argument("-v", "--verbose", action="count", default=0)
@@ -90,8 +95,8 @@ def _device_addresses(dev: str) -> list[Any]:
 
 
 def make_switch(args: argparse.Namespace) -> Any:
-    """The Switch the options describe (nothing is created yet: the TUN device comes up
-    when the program first needs the stack).  A mistake is one CliError."""
+    """The Switch the options describe (checked, nothing brought up yet: open_device() does
+    that; the key log file is opened).  A mistake is one CliError."""
     from tcpcrypt.switch import TunStacks
     from tcpstack.aio.loop import Routes, Switch
     if args.plain and args.require_encryption:
@@ -153,14 +158,71 @@ def make_switch(args: argparse.Namespace) -> Any:
         stacks = TunStacks(iface, peer=str(peer), dev=args.dev, mtu=args.mtu,
                            offload=args.offload, plain=args.plain, keylog=keylog)
     return Switch(stacks, [iface], routes, require_encryption=args.require_encryption,
-                  linger=args.linger)
+                  linger=args.linger, on_stack=Observer(args.control, args.trace))
 
 
-def open_device(stacks: Any) -> None:
+class Observer:
+    """For each stack the switch brings up (one per event loop): its control socket
+    (`tcpstack stats`, `tcpstack trace`) and --trace, as the other commands' Host has."""
+
+    def __init__(self, path: str | None, trace: bool) -> None:
+        self.path = path
+        self.trace = trace
+        self._said = False
+
+    def __call__(self, stack: Any) -> Any:
+        from tcpstack.tools.control import ControlServer
+        from tcpstack.tools.trace import Tracer
+        from tcpstack.wire.virtio_net import VIRTIO_NET_HDR_F_NEEDS_CSUM, VNET_HDR_LEN
+        if self.path is None and not self.trace:
+            return None
+        ctl = ControlServer(stack, self.path) if self.path else None
+
+        def sink(line: str) -> None:
+            if self.trace:
+                print(line, file=sys.stderr, flush=True)
+            if ctl is not None:
+                ctl.trace_line(line)
+        tracer = Tracer(None, sink)
+        core = stack.core
+
+        def on_packet(direction: str, packet: bytes, now: float) -> None:
+            if packet[0] == VIRTIO_NET_HDR_F_NEEDS_CSUM:   # a TSO frame: its vnet header first
+                packet = packet[VNET_HDR_LEN:]
+            tracer.packet(direction, packet, now)
+
+        def update() -> None:
+            # packet hooks cost time on every packet: only while someone looks
+            tracing = self.trace or bool(ctl is not None and ctl.tracing)
+            core.on_service = tracer.on_service if tracing else None
+            tracer.watch_states(core, tracing)
+            core.on_packet = on_packet if tracing else None
+        update()
+        if ctl is None:
+            return None
+        ctl.on_tracing = update
+
+        async def start() -> None:
+            try:
+                await ctl.start()
+            except OSError as e:
+                if not self._said:               # once, not for every loop
+                    self._said = True
+                    err(f"run: control socket {self.path}: {e.strerror or e} (tcpstack stats "
+                        "cannot look into this program; --control PATH to choose another)")
+        task = stack.loop.create_task(start())
+
+        def close() -> None:
+            task.cancel()
+            ctl.close()
+        return close
+
+
+def open_device(stacks: Any) -> Any:
     """The TUN device, before the program starts: a failure is one line here rather than a
     traceback from inside the program's first connection."""
     try:
-        stacks.device()
+        return stacks.device()
     except OSError as e:
         what = f"--dev {stacks.dev_name}" if stacks.attach else "a TUN device"
         why = e.strerror or str(e)
@@ -230,6 +292,10 @@ def _script(path: str) -> Callable[[], Any]:
     return run_script
 
 
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _exit_status(code: Any) -> int:
     """SystemExit's code as the interpreter turns it into an exit status."""
     if code is None:
@@ -266,9 +332,17 @@ def main(argv: list[str]) -> int:
     if args.verbose:
         _log_to_stderr(args.verbose)
     try:
-        switch = make_switch(args)
         target, prog_argv = resolve_program(args.command)
-        open_device(switch.stack_factory)
+        switch = make_switch(args)
+        dev = open_device(switch.stack_factory)
+        if args.control is None and os.geteuid() == 0:   # as the other commands: by device
+            from tcpstack.tools.control import default_path
+            switch.on_stack.path = default_path(dev.name)
+        if args.verbose:
+            err(f"run: stack {switch.addresses[0]} on {dev.name}, routed: "
+                f"{', '.join(map(str, switch.routes.prefixes))}"
+                + (" and all" if switch.routes.everything else "")
+                + f"; control {switch.on_stack.path or '-'}")
     except CliError as e:
         err(f"run: {e}")
         return e.status
@@ -277,6 +351,13 @@ def main(argv: list[str]) -> int:
     switch_mod.set_process_switch(switch)
     saved_argv = sys.argv
     sys.argv = prog_argv
+    # SIGTERM / SIGHUP, where they still have their default action (death, with nothing
+    # cleaned up: the control socket would stay), end the program as an exception does,
+    # with the status a shell reports for the signal; a program's own handlers replace these.
+    saved_handlers = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            saved_handlers[sig] = signal.signal(sig, _exit_on_signal)
     try:
         try:
             result = target()
@@ -291,6 +372,8 @@ def main(argv: list[str]) -> int:
         return _exit_status(result) if not isinstance(result, dict) else 0
     finally:
         sys.argv = saved_argv
+        for sig, handler in saved_handlers.items():
+            signal.signal(sig, handler)
         switch.close()
         switch.stack_factory.close()
         sys.stdout.flush()
