@@ -241,17 +241,23 @@ async def postgres(host: Host, procs: Procs, tmpdir_shared: str) -> AsyncIterato
 class Redis:
     addr: str
     port: int
+    tls_port: int            # the same server over TLS (its certificate: cafile)
+    cafile: str
 
 
 @pytest.fixture
 async def redis_server(host: Host, procs: Procs, tmpdir_shared: str) -> AsyncIterator[Redis]:
     need("redis-server")
-    port = 6379
+    port, tls_port = 6379, 6380
+    cert, key = os.path.join(tmpdir_shared, "redis.crt"), os.path.join(tmpdir_shared, "redis.key")
+    self_signed(cert, key, host.server)
     cmd = ["redis-server", "--bind", host.server, "--port", str(port), "--dir", tmpdir_shared,
-           "--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no"]
+           "--save", "", "--appendonly", "no", "--protected-mode", "no", "--daemonize", "no",
+           "--tls-port", str(tls_port), "--tls-cert-file", cert, "--tls-key-file", key,
+           "--tls-ca-cert-file", cert, "--tls-auth-clients", "no"]
     async for _ in serve(procs, host.ns, cmd, host.server, port,
                          os.path.join(tmpdir_shared, "redis.log"), "redis-server"):
-        yield Redis(host.server, port)
+        yield Redis(host.server, port, tls_port, cert)
 
 
 # --- OpenSSH ----------------------------------------------------------------------------------

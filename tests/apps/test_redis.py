@@ -1,5 +1,5 @@
-"""redis-py's asyncio client (redis.asyncio), unmodified, against a real redis-server: on the
-kernel, under `tcpstack run`, and with the one-line import."""
+"""redis-py's asyncio client (redis.asyncio), unmodified, against a real redis-server (plain
+and TLS): on the kernel, under `tcpstack run`, and with the one-line import."""
 from __future__ import annotations
 
 import asyncio
@@ -13,9 +13,13 @@ from . import harness
 pytestmark = [pytest.mark.apps, pytest.mark.tun]
 
 
-async def test_redis_set_get(client, host, redis_server, procs):
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+async def test_redis_set_get(tls, client, host, redis_server, procs):
+    """Over TLS too: redis-py's ssl=True is asyncio.open_connection(ssl=...), a TLS
+    transport made by create_connection over the stack, the certificate verified."""
+    args = [redis_server.tls_port, 200, redis_server.cafile] if tls else [redis_server.port, 200]
     out = await harness.run(procs, host.ns, client,
-                            harness.py("redis_setget.py", redis_server.addr, redis_server.port, 200))
+                            harness.py("redis_setget.py", redis_server.addr, *args))
     assert out["keys"] == 200 and out["counter"] == 2
     assert out["set_sha256"] == out["get_sha256"]
     # Who the server saw: the kernel's own address, or the stack's (which only the stack,

@@ -1,6 +1,6 @@
 """SET and GET keys with redis-py's asyncio client, then ask the server who we are.
 
-    python redis_setget.py HOST PORT [N]
+    python redis_setget.py HOST PORT [N] [CAFILE]      (with CAFILE: over TLS, verified)
 """
 import asyncio
 import hashlib
@@ -10,8 +10,9 @@ import sys
 import redis.asyncio as redis
 
 
-async def main(host: str, port: int, n: int) -> None:
-    r = redis.Redis(host=host, port=port)
+async def main(host: str, port: int, n: int, cafile: str = None) -> None:
+    tls = dict(ssl=True, ssl_ca_certs=cafile, ssl_check_hostname=True) if cafile else {}
+    r = redis.Redis(host=host, port=port, **tls)
     h_set, h_get = hashlib.sha256(), hashlib.sha256()
     for i in range(n):
         value = hashlib.sha256(b"%d" % i).hexdigest().encode() * 64   # 4 KB
@@ -29,4 +30,5 @@ async def main(host: str, port: int, n: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 200))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 200,
+                     *sys.argv[4:5]))
