@@ -28,11 +28,6 @@ async def test_redis_set_get(tls, client, host, redis_server, procs):
     assert seen == (redis_server.addr if client.mode == "kernel" else host.stack), out
 
 
-@pytest.mark.xfail(strict=True, reason="h/switch: `tcpstack run -- python3 SCRIPT` is refused "
-                   "(\"python3 is not a Python program (no python #! line)\"; with the "
-                   "interpreter's full path runpy reads the ELF binary as a script: "
-                   "SyntaxError, null bytes); only `tcpstack run -- SCRIPT`, -m MODULE and "
-                   "console scripts are accepted")
 async def test_tcpstack_run_python_interpreter_form(host, redis_server, procs, tmpdir_shared):
     """`tcpstack run -- python3 script.py ARGS`, as a user would type it."""
     launch = harness.Launch("run", host.stack_net(), tmpdir_shared, routes=[f"{host.server}/32"])
