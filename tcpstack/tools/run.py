@@ -302,7 +302,7 @@ def _is_python(head: str) -> bool:
     if _PYTHON_NAME.match(os.path.basename(head)):
         return True
     found = shutil.which(head) if os.sep not in head else head
-    return bool(found) and os.path.realpath(found) == os.path.realpath(sys.executable)
+    return found is not None and os.path.realpath(found) == os.path.realpath(sys.executable)
 
 
 def _interpreter_form(head: str, rest: list[str]) -> tuple[Callable[[], Any], list[str]]:
