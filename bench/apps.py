@@ -14,6 +14,18 @@ client), run in the second namespace three ways:
   stack<->stack the aiohttp server also under `tcpstack run` in the first namespace: both ends
                 userspace stacks, tcpcrypt negotiated (HTTP only; redis-server is the kernel's)
 
+and then the other way round, the application as the server (`server` in --cases): the same
+aiohttp application in the first namespace on the kernel's TCP, and under `tcpstack run` (its
+defaults: a TUN with IFF_VNET_HDR, checksum and TSO offloads), each hit from the second
+namespace's kernel by ApacheBench and curl:
+
+  ab -k -n N -c 8     requests/s, 8 kept-alive connections (GET /whoami: a small JSON body)
+  ab -n N -c 8        requests/s, one connection per request, 8 at a time
+  curl 100 MB         MB/s of one 100 MiB body (the best of two)
+
+with the stack's figure over the kernel's beside each (issue 16's goals: at least 0.7 kept
+alive, 0.5 per connection, 0.5 bulk).
+
 Figures (higher is better):
   http 1MB GET      MB/s of 1 MiB bodies fetched one after another on one kept-alive connection
   http small GET    requests/s of 100-byte bodies, 16 concurrent connections
@@ -26,6 +38,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -166,6 +179,59 @@ def _client(ns: Any, seconds: float, http: str | None, redis: str | None,
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def _ab(ns: Any, url: str, n: int, keep_alive: bool) -> float:
+    """ab's requests/s for `ab [-k] -n N -c 8 URL` from `ns`; every request must succeed."""
+    cmd = ["ab", "-q", "-s", "30"] + (["-k"] if keep_alive else []) + ["-n", str(n), "-c", "8", url]
+    r = ns.run(cmd, timeout=300)
+    out = r.stdout
+    failed = re.search(r"^Failed requests:\s+(\d+)", out, re.M)
+    rate = re.search(r"^Requests per second:\s+([\d.]+)", out, re.M)
+    if r.returncode != 0 or not failed or failed.group(1) != "0" or "Non-2xx" in out or not rate:
+        raise SystemExit(f"bench/apps.py: {' '.join(cmd)} failed:\n{out}\n{r.stderr}")
+    return float(rate.group(1))
+
+
+def _curl_mbs(ns: Any, url: str, size: int) -> float:
+    """MB/s of one download of `size` bytes by curl from `ns` (the best of two)."""
+    best = 0.0
+    for _ in range(2):
+        r = ns.run(["curl", "-sS", "--fail", "-o", "/dev/null", "-w", "%{size_download} %{time_total}",
+                    url], timeout=300)
+        got = r.stdout.split()
+        if r.returncode != 0 or len(got) != 2 or int(got[0]) != size:
+            raise SystemExit(f"bench/apps.py: curl {url} failed ({got}):\n{r.stderr}")
+        best = max(best, size / float(got[1]) / 1e6)
+    return best
+
+
+def serve_side(args: argparse.Namespace, srv_ns: Any, cli_ns: Any, kernel_url: str, stack_url: str,
+               ) -> dict[str, dict[str, float]]:
+    """The aiohttp application as the server, on the kernel and on the stack, under ab/curl."""
+    out: dict[str, dict[str, float]] = {}
+    for name, base in (("kernel", kernel_url), ("stack", stack_url)):
+        print(f"running: server side, {name} ...", file=sys.stderr, flush=True)
+        # /whoami: a small JSON body the application makes cheaply (/bytes/N hashes its
+        # 64 KB pattern block anew for each request, which would set the pace on both sides)
+        out[name] = {"ab -k": _ab(cli_ns, f"{base}/whoami", args.requests, True),
+                     "ab": _ab(cli_ns, f"{base}/whoami", args.requests, False),
+                     "curl 100 MB": _curl_mbs(cli_ns, f"{base}/bytes/{100 * MB}", 100 * MB)}
+    return out
+
+
+SERVER_ROWS = (("ab -k", "ab -k -n N -c 8, requests/s", 0.7), ("ab", "ab -n N -c 8, requests/s", 0.5),
+               ("curl 100 MB", "curl 100 MB, MB/s", 0.5))
+
+
+def server_table(res: dict[str, dict[str, float]], n: int) -> str:
+    lines = [f"server side (the aiohttp app; ab/curl on the kernel), N = {n}",
+             f"{'':32}{'kernel':>12}{'stack':>12}{'stack/kernel':>14}{'goal':>8}"]
+    for key, label, goal in SERVER_ROWS:
+        k, s = res["kernel"][key], res["stack"][key]
+        lines.append(f"{label:32}{k:>12,.1f}{s:>12,.1f}{s / k:>14.2f}{goal:>8.1f}"
+                     + ("" if s / k >= goal else "  (missed)"))
+    return "\n".join(lines)
+
+
 def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, ROOT)
     from tun.topology import TwoHosts
@@ -199,9 +265,9 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
                 if name in args.cases:
                     print(f"running: {name} ...", file=sys.stderr, flush=True)
                     results[name] = _client(cli_ns, args.seconds, http, redis, switch)
-            if "stack<->stack" not in args.cases:
+            if not args.cases & {"stack<->stack", "server"}:
                 return results
-            # both ends on stacks: the server under the switch too, tcpcrypt between them
+            # the server under the switch too (tcpstack run's defaults: offloads on)
             srv_addr = net.stack_addrs[0]
             log = os.path.join(tmp, "web2.log")
             with open(log, "wb") as out:
@@ -210,9 +276,12 @@ def orchestrate(args: argparse.Namespace) -> dict[str, Any]:
                                     env=_env(), stdout=out, stderr=subprocess.STDOUT)
             procs.append(web2)
             _wait_line(web2, log, "listening on", "the aiohttp server under tcpstack run")
-            print("running: stack<->stack ...", file=sys.stderr, flush=True)
-            results["stack<->stack"] = _client(cli_ns, args.seconds, f"http://{srv_addr}:8081",
-                                               None, _tcpstack_run(cli_stack, f"{srv_addr}/32"))
+            if "stack<->stack" in args.cases:   # both ends on stacks: tcpcrypt between them
+                print("running: stack<->stack ...", file=sys.stderr, flush=True)
+                results["stack<->stack"] = _client(cli_ns, args.seconds, f"http://{srv_addr}:8081",
+                                                   None, _tcpstack_run(cli_stack, f"{srv_addr}/32"))
+            if "server" in args.cases:
+                results["server"] = serve_side(args, srv_ns, cli_ns, http, f"http://{srv_addr}:8081")
         finally:
             for p in procs:
                 p.terminate()
@@ -235,6 +304,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     enc = ["tcpcrypt" if results[c].get("http 1MB GET", {}).get("tcpcrypt") else "plain" for c in cols]
     lines.append(f"{'(HTTP connection)':32}" + "".join(f"{e:>16}" for e in enc))
     for group, unit in ROWS:
+        if not cols:
+            break
         vals = [results[c].get(group, {}).get(unit) for c in cols]
         cells = "".join(f"{v:>16,.1f}" if v is not None else f"{'-':>16}" for v in vals)
         k, s = results.get("kernel", {}).get(group, {}).get(unit), results.get("stack", {}).get(group, {}).get(unit)
@@ -248,22 +319,32 @@ def main() -> None:
     ap.add_argument("part", nargs="?", choices=("client",), help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=3.0, help="per measurement (default 3)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    ap.add_argument("--cases", default="kernel,stack,stack<->stack",
-                    help="comma-separated subset of kernel,stack,stack<->stack (default: all)")
+    ap.add_argument("--cases", default="kernel,stack,stack<->stack,server",
+                    help="comma-separated subset of kernel,stack,stack<->stack,server (default: all)")
+    ap.add_argument("--requests", type=int, default=3000, metavar="N",
+                    help="ab's -n for the server side (default 3000)")
     ap.add_argument("--http", help=argparse.SUPPRESS)
     ap.add_argument("--redis", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.seconds <= 0:
         ap.error("--seconds must be positive")
     args.cases = set(args.cases.split(","))
-    if not args.cases <= {"kernel", "stack", "stack<->stack"}:
-        ap.error(f"--cases: unknown {', '.join(sorted(args.cases - {'kernel', 'stack', 'stack<->stack'}))}")
+    known = {"kernel", "stack", "stack<->stack", "server"}
+    if not args.cases <= known:
+        ap.error(f"--cases: unknown {', '.join(sorted(args.cases - known))}")
+    if args.requests < 8:  # ab: -n below -c is refused
+        ap.error("--requests must be at least 8 (ab -c 8)")
     if args.part == "client":
         asyncio.run(client(args))
         return
     t0 = time.perf_counter()
     results = orchestrate(args)
-    print(table(results))
+    server = results.pop("server", None)
+    if results:
+        print(table(results))
+    if server is not None:
+        print(server_table(server, args.requests))
+        results["server"] = server
     print(f"total {time.perf_counter() - t0:.1f} s, python {sys.version.split()[0]}")
     if args.json:
         with open(args.json, "w") as f:

@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PROGRAMS = os.path.join(ROOT, "tests", "apps", "programs")
 BIN = os.path.dirname(sys.executable)             # the venv's scripts: tcpstack, uvicorn
 MODES = ("kernel", "run", "import")
+LOOPS = ("asyncio", "uvloop")          # tests/apps/loopwrap.py
 ONE_LINE = "from tcpcrypt import asyncio"
 
 
@@ -57,10 +58,13 @@ class Launch:
     tmp: str
     routes: Sequence[str] = ()
     require_encryption: bool = False     # --require-encryption / TCPCRYPT_REQUIRE_ENCRYPTION
+    loop: str | None = None              # "asyncio" / "uvloop": run the program through
+                                         # tests/apps/loopwrap.py on that loop (None: as it is)
 
     def __post_init__(self) -> None:
         assert self.mode in MODES, self.mode
         assert (self.addr is None) == (self.mode == "kernel"), (self.mode, self.addr)
+        assert self.loop in (None, *LOOPS), self.loop
 
     @property
     def env(self) -> dict[str, str]:
@@ -82,20 +86,32 @@ class Launch:
         console script: ["uvicorn", ...]) in this mode.  For a console script, `oneline`
         is the equivalent program form the import mode runs."""
         argv = list(argv)
-        if self.mode == "kernel":
+        if self.mode == "import":
+            form = list(oneline) if oneline is not None else argv
+            assert form[0] == sys.executable, "the one-line switch needs a program file"
+            argv = [form[0], one_line_copy(form[1], self.tmp), *form[2:]]
+        if self.loop is not None:
+            assert argv[0] == sys.executable, "a loop is chosen for a program file only"
+            argv = [argv[0], "-m", "tests.apps.loopwrap", self.loop, *argv[1:]]
+        if self.mode != "run":
             return argv
-        if self.mode == "run":
-            assert self.addr is not None
-            routes = [a for r in self.routes for a in ("--route", r)]
-            if self.require_encryption:
-                routes.append("--require-encryption")
-            if argv[0] == sys.executable:      # `tcpstack run -- script.py ARGS` (or -m
-                argv = argv[1:]                # MODULE ARGS): no interpreter before it
-            return [os.path.join(BIN, "tcpstack"), "run", "--addr", self.addr, *routes, "--",
-                    *argv]
-        form = list(oneline) if oneline is not None else argv
-        assert form[0] == sys.executable, "the one-line switch needs a program file"
-        return [form[0], one_line_copy(form[1], self.tmp), *form[2:]]
+        assert self.addr is not None
+        routes = [a for r in self.routes for a in ("--route", r)]
+        if self.require_encryption:
+            routes.append("--require-encryption")
+        if argv[0] == sys.executable:      # `tcpstack run -- script.py ARGS` (or -m
+            argv = argv[1:]                # MODULE ARGS): no interpreter before it
+        return [os.path.join(BIN, "tcpstack"), "run", "--addr", self.addr, *routes, "--",
+                *argv]
+
+    @property
+    def loop_line(self) -> str | None:
+        """The line tests/apps/loopwrap.py prints for the loop this launch chose: the class
+        the program's loop must have (asyncio's selector loop, or uvloop's Loop)."""
+        if self.loop is None:
+            return None
+        cls = "uvloop.Loop" if self.loop == "uvloop" else "asyncio.unix_events._UnixSelectorEventLoop"
+        return f"loopwrap: new loop {cls}"
 
 
 def kernel_env() -> dict[str, str]:
@@ -201,6 +217,10 @@ async def run(procs: Procs, ns: Any, launch: Launch, argv: Sequence[str], *,
     text = out.decode(errors="replace")
     assert p.returncode == 0, (f"{cmd} exited {p.returncode}:\n{text[-3000:]}\n"
                                f"{err.decode(errors='replace')[-4000:]}")
+    if launch.loop_line is not None:      # the program really ran on the loop chosen
+        lines = [x for x in err.decode(errors="replace").splitlines()
+                 if x.startswith("loopwrap: new loop ")]
+        assert lines and set(lines) == {launch.loop_line}, (cmd, lines)
     return last_json(text)
 
 

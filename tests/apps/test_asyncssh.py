@@ -2,6 +2,8 @@
 stdin, its output checked."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from . import harness
@@ -9,8 +11,9 @@ from . import harness
 pytestmark = [pytest.mark.apps, pytest.mark.tun]
 
 
-async def test_asyncssh_runs_a_command(client, host, sshd, procs):
-    out = await harness.run(procs, host.ns, client,
+@pytest.mark.parametrize("loop", harness.LOOPS)
+async def test_asyncssh_runs_a_command(loop, client, host, sshd, procs):
+    out = await harness.run(procs, host.ns, replace(client, loop=loop),
                             harness.py("asyncssh_exec.py", sshd.addr, sshd.port, sshd.user,
                                        sshd.key, sshd.known_hosts))
     assert out["exit_status"] == 0

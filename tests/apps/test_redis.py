@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+from dataclasses import replace
 
 import pytest
 
@@ -13,12 +14,13 @@ from . import harness
 pytestmark = [pytest.mark.apps, pytest.mark.tun]
 
 
+@pytest.mark.parametrize("loop", harness.LOOPS)
 @pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
-async def test_redis_set_get(tls, client, host, redis_server, procs):
+async def test_redis_set_get(tls, loop, client, host, redis_server, procs):
     """Over TLS too: redis-py's ssl=True is asyncio.open_connection(ssl=...), a TLS
     transport made by create_connection over the stack, the certificate verified."""
     args = [redis_server.tls_port, 200, redis_server.cafile] if tls else [redis_server.port, 200]
-    out = await harness.run(procs, host.ns, client,
+    out = await harness.run(procs, host.ns, replace(client, loop=loop),
                             harness.py("redis_setget.py", redis_server.addr, *args))
     assert out["keys"] == 200 and out["counter"] == 2
     assert out["set_sha256"] == out["get_sha256"]

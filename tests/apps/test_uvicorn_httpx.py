@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import pytest
 
@@ -17,12 +18,19 @@ from .harness import MB, sha
 pytestmark = [pytest.mark.apps, pytest.mark.tun]
 
 
+@pytest.mark.parametrize("loop", harness.LOOPS)
 @pytest.mark.parametrize("scheme", ["http", "https"])
-async def test_uvicorn_fetched_by_curl_and_by_httpx_over_a_stack(scheme, pair, two_hosts, procs,
-                                                                 tmpdir_shared):
+async def test_uvicorn_fetched_by_curl_and_by_httpx_over_a_stack(scheme, loop, pair, two_hosts,
+                                                                 procs, tmpdir_shared):
+    """On each loop: uvicorn's console script makes its own (`--loop asyncio|uvloop`, its
+    loop factory, no policy asked); the program form (asyncio.run(Server.serve())) and the
+    httpx client get theirs from tests/apps/loopwrap.py, which checks the class."""
     srv = pair.server_addr
     console = ["uvicorn", "fastapi_app:app", "--app-dir", harness.PROGRAMS, "--host", srv,
-               "--port", "8000"]
+               "--port", "8000", "--loop", loop]
+    pair = replace(pair, client=replace(pair.client, loop=loop))
+    if pair.server.mode == "import":
+        pair = replace(pair, server=replace(pair.server, loop=loop))
     program = harness.py("fastapi_app.py", srv, 8000)     # the import mode's form
     curl_args: list[str] = []
     httpx_args: list[str] = []
@@ -36,6 +44,8 @@ async def test_uvicorn_fetched_by_curl_and_by_httpx_over_a_stack(scheme, pair, t
     server = await harness.start(procs, two_hosts.ns[0], pair.server, console, oneline=program)
     try:
         await server.wait_line(r"Uvicorn running on ")
+        if pair.server.loop_line is not None:
+            assert pair.server.loop_line in server.lines, server.output[-2000:]
         base = f"{scheme}://{srv}:8000"
         # curl, the kernel's TCP in the server's namespace
         digest, _ = await harness.curl(two_hosts.ns[0], f"{base}/bytes/{MB}", *curl_args)

@@ -3,6 +3,8 @@ stack in its own namespace: messages up to 1 MB echo back intact, and both ends 
 same tcpcrypt session ID."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from . import harness
@@ -12,8 +14,11 @@ from .harness import Launch
 pytestmark = [pytest.mark.apps, pytest.mark.tun]
 
 
-async def test_websockets_echo_between_two_stacks(pair, two_hosts, procs):
-    await echo_between(pair, two_hosts, procs)
+@pytest.mark.parametrize("loop", harness.LOOPS)
+async def test_websockets_echo_between_two_stacks(loop, pair, two_hosts, procs):
+    """Both ends on the same kind of loop (asyncio's, or uvloop's)."""
+    await echo_between(replace(pair, server=replace(pair.server, loop=loop),
+                               client=replace(pair.client, loop=loop)), two_hosts, procs)
 
 
 async def test_websockets_server_under_tcpstack_run_client_with_the_import(two_hosts, procs,
@@ -31,6 +36,8 @@ async def echo_between(pair: Pair, two_hosts, procs) -> None:
                                  harness.py("websockets_server.py", pair.server_addr, 8765))
     try:
         await server.wait_line(r"^listening on ")
+        if pair.server.loop_line is not None:
+            assert pair.server.loop_line in server.lines, server.output[-2000:]
         out = await harness.run(procs, two_hosts.ns[1], pair.client,
                                 harness.py("websockets_client.py", f"ws://{pair.server_addr}:8765", 30))
         seen = await server.wait_line(r"^client (\S+) (\S+)")
