@@ -240,13 +240,18 @@ class StackSocket:
         if ep is not None:
             if ep.closed:
                 raise OSError(errno.EBADF, "setsockopt() on a closed connection")
+            cfg = ep.conn.config
+            if all(getattr(cfg, k) == v for k, v in changes.items()):
+                return                            # as it is already (no copy, no service)
             now = self._stack.loop.time()
             ep.conn.reconfigure(now, **changes)
             ep.options.update(changes)
-            # service the TCB now: the keepalive timer is rescheduled, and with TCP_NODELAY
-            # what Nagle held goes out (as Linux pushes pending data on TCP_NODELAY)
-            self._stack.core.app_input(ep, now)
-            self._stack.kick()
+            # service the TCB now when it matters: the keepalive timer is rescheduled, and
+            # with TCP_NODELAY what Nagle held goes out (as Linux pushes pending data on
+            # TCP_NODELAY); with nothing unsent, the next write or timer is soon enough
+            if field != "nodelay" or ep.conn.send_buffer_used:
+                self._stack.core.app_input(ep, now)
+                self._stack.kick()
             return
         opts = self._listener.options if self._listener is not None else self._options
         opts.update(changes)
