@@ -147,7 +147,11 @@ class ControlServer:
         finally:
             try:
                 writer.close()
-            except (OSError, RuntimeError):     # (the loop may already be closing)
+                # ... and the close's outcome is taken, so a reset the client caused is not
+                # left in the stream's "closed" future for asyncio to report as an
+                # unretrieved exception when it is collected (seen on Python 3.13)
+                await writer.wait_closed()
+            except (OSError, RuntimeError, asyncio.CancelledError):  # (the loop may be closing)
                 pass
 
     def close(self) -> None:
