@@ -253,16 +253,7 @@ class Bridge:
                 if not t.done():
                     t.cancel()
             await asyncio.gather(*(pumps | watch), return_exceptions=True)
-            if failed is not None:
-                self.state = "reset"
-                self.error = f"{type(failed).__name__}: {failed}"
-                log.info("%s bridge %s: %s: aborting both sides", self.kind, self.id, self.error)
-                abort_kernel(kw)
-                sw.transport.abort()
-            else:
-                self.state = "closed"
-                kw.close()
-                sw.close()
+            self._end(failed)
 
 
 async def _take_buffered(r: asyncio.StreamReader) -> bytes:
