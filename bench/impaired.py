@@ -1,7 +1,7 @@
 """The kernel's TCP beside the stack on a real impaired path, in one run (issue 14 item 1).
 
     sudo python bench/impaired.py [--quick] [--rows bneck,loss1,...] [--mb N] [--json out.json]
-                                  [--kernel-cc cubic,default] [--stack-cc cubic]
+                                  [--kernel-cc cubic,default] [--stack-cc cubic] [--repeat N]
 
 Topology (tun.topology.RoutedHosts): host A and host B, each a network namespace with a TUN
 device for a userspace Stack, joined through a router namespace by two veth pairs; MTU 1500
@@ -26,6 +26,12 @@ over kernel MB/s in the same run; RTOs are the senders' retransmission timeouts 
 the two directions: the kernel's TcpExtTCPTimeouts delta in the sender's namespace, the
 stack's connection stats ("timeouts").  --stack-cc sets the stack connections' congestion
 control (TCPConfig.congestion_control: cubic, newreno, bbr), --kernel-cc the kernel's.
+
+--repeat N runs every row N times, round-robin (all rows, then all rows again), and the table
+gives per cell the median MB/s of the runs that finished, the median and mean RTOs per
+transfer pair, and how many runs hung.  Single runs of the lossy rows swing several-fold on
+both sides (one RTO with backoff more or less decides a 10 MB transfer), so the medians are
+the figures to compare.
 """
 from __future__ import annotations
 
@@ -472,6 +478,57 @@ def fmt(r: dict[str, Any], kernel: dict[str, Any] | None = None) -> list[str]:
     return cells
 
 
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs of one cell (same row, same side) -> medians, for --repeat."""
+    import statistics
+    ok = [r for r in runs if r["status"] == "ok"]
+    out: dict[str, Any] = {"runs": len(runs), "ok": len(ok),
+                           "hung": sum(r["status"] == "hung" for r in runs),
+                           "failed": sum(r["status"] == "FAILED" for r in runs)}
+    out["status"] = "FAILED" if out["failed"] else ("ok" if ok else "hung")
+    if ok:
+        out["MB/s"] = statistics.median(r["MB/s"] for r in ok)
+        out["rtos"] = statistics.median(r["rtos"] for r in ok)
+        out["rtos_mean"] = statistics.mean(r["rtos"] for r in ok)
+        out["rtos_all"] = [r["rtos"] for r in ok]
+        out["MB/s_all"] = [round(r["MB/s"], 2) for r in ok]
+    return out
+
+
+def fmt_summary(r: dict[str, Any], kernel: dict[str, Any] | None = None) -> list[str]:
+    hung = f", {r['hung']}/{r['runs']} over {CAP_S:.0f} s" if r["hung"] else ""
+    if r["status"] == "FAILED":
+        return ["FAILED"] + (["-"] if kernel is not None else []) + ["-"]
+    if not r["ok"]:
+        return [f"over {CAP_S:.0f} s"] + (["-"] if kernel is not None else []) + ["-"]
+    cells = [f"{r['MB/s']:.1f}{hung}"]
+    if kernel is not None:
+        cells.append(f"{r['MB/s'] / kernel['MB/s']:.2f}" if kernel.get("ok") else "-")
+    cells.append(f"{r['rtos']:g} ({r['rtos_mean']:.1f})")
+    return cells
+
+
+def table_repeat(summary: list[dict[str, Any]], mb: float, kernel_ccs: list[str],
+                 n: int) -> str:
+    ref = kernel_ccs[0]
+    head = ["path (router, both directions)", f"kernel ({ref}) MB/s", "kernel RTOs",
+            f"stack ({STACK_CC}) plain MB/s", "ratio", "RTOs", "stack tcpcrypt MB/s", "ratio",
+            "RTOs"]
+    for cc in kernel_ccs[1:]:
+        head += [f"kernel ({cc}) MB/s", "RTOs"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|---|" + "---:|" * (len(head) - 1)]
+    for r in summary:
+        k = r["kernel"]
+        cells = [r["label"]] + fmt_summary(k) + fmt_summary(r["plain"], k) + \
+            fmt_summary(r["tcpcrypt"], k)
+        for cc in kernel_ccs[1:]:
+            cells += fmt_summary(r[f"kernel/{cc}"])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + (f"\n\n(medians of {n} runs per cell, {mb:g} MB each way; RTOs: "
+                               "median (mean) per transfer pair; MTU 1500, no offloads)")
+
+
 def table(results: list[dict[str, Any]], mb: float, kernel_ccs: list[str]) -> str:
     ref = kernel_ccs[0]
     head = ["path (router, both directions)", f"kernel ({ref}) MB/s", "kernel RTOs",
@@ -506,7 +563,11 @@ def main() -> None:
     ap.add_argument("--stack-cc", default="cubic", metavar="CC",
                     help="the stack connections' congestion control (TCPConfig."
                          "congestion_control: cubic, newreno, bbr; default cubic)")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run every row N times, round-robin, and report medians (default 1)")
     args = ap.parse_args()
+    if args.repeat < 1:
+        sys.exit("--repeat: must be at least 1")
     from tcpstack.tcp.congestion import ALGORITHMS
     if args.stack_cc.lower() not in ALGORITHMS:
         sys.exit(f"--stack-cc: unknown congestion control {args.stack_cc!r} "
@@ -552,7 +613,8 @@ def main() -> None:
     t0 = time.perf_counter()
     with RoutedHosts() as net:
         router = Router(net)
-        for i, row in enumerate(rows):
+        for i, row in enumerate([r for _ in range(args.repeat) for r in rows]):
+            # ports move on with every run: no TIME-WAIT or late segment of an earlier run
             r = run_row(net, router, row, data, sha, 40000 + 10 * i, kernel_ccs)
             results.append(r)
             brief = "  ".join(
@@ -561,13 +623,22 @@ def main() -> None:
                 for k in ("kernel", *(f"kernel/{cc}" for cc in kernel_ccs[1:]), "plain", "tcpcrypt"))
             print(f"{row.label:48} {brief}  router={r['router']}", flush=True)
     print()
-    print(table(results, mb, kernel_ccs))
+    summary: list[dict[str, Any]] = []
+    if args.repeat > 1:
+        cells = ("kernel", *(f"kernel/{cc}" for cc in kernel_ccs[1:]), "plain", "tcpcrypt")
+        for row in rows:
+            mine = [r for r in results if r["row"] == row.key]
+            summary.append({"row": row.key, "label": row.label,
+                            **{c: summarize([r[c] for r in mine]) for c in cells}})
+        print(table_repeat(summary, mb, kernel_ccs, args.repeat))
+    else:
+        print(table(results, mb, kernel_ccs))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s, loop={args.loop}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"mb_each_way": mb, "loop": args.loop, "python": sys.version.split()[0],
-                       "kernel_cc": kernel_ccs, "stack_cc": STACK_CC,
-                       "results": results}, f, indent=1)
+                       "kernel_cc": kernel_ccs, "stack_cc": STACK_CC, "repeat": args.repeat,
+                       "results": results, "summary": summary}, f, indent=1)
 
 
 if __name__ == "__main__":
