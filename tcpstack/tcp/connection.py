@@ -1310,6 +1310,9 @@ class TCPConnection:
                 dsack = (s0, e0)
                 del blocks[0]
                 st.dsacks_in += 1
+                if rate is not None:
+                    # a spurious retransmission is delivered (tcpstack/tcp/rate.py on_dsack)
+                    rate.on_dsack(e0 - s0, st.retransmitted_bytes, self.max_snd_wnd)
             new_ranges = []                   # (sack_ok: the connection keeps records)
             newly_sacked = self._sb.update(blocks, snd_una, self.snd_nxt, new_ranges)
         flight = self.snd_nxt - snd_una

@@ -20,6 +20,16 @@ delivery_rate = delivered / interval.  A sample whose interval is shorter than m
 discarded (Linux: "Normally we expect interval_us >= min-rtt"; such samples come from
 ACKs of segments sent before the flight's first send time, e.g. retransmissions).
 
+A D-SACK counts as delivery (Linux tcp_dsack_seen, "A spurious retransmission is
+delivered"): the D-SACKed bytes are added to ``delivered`` and to the ACK's
+``acked_sacked`` (:meth:`on_dsack`), unless the D-SACKed total would exceed what the sender
+ever retransmitted (Linux: "Skip the DSACK if dup segs weren't retransmitted by sender").
+Without it a path that reorders beyond RACK's window (RFC 8985 6.2: at most SRTT) has every
+late segment retransmitted, the copies take link capacity the samples never show, and a
+rate-based sender (BBR) paces at its goodput, which then falls by the share of spurious
+copies: on the simulator with 20 % of packets 10 ms late, BBR's estimate sat near 160 of the
+path's 200 Mbit/s.
+
 Application-limited marking (draft 3.4, :meth:`check_app_limited`): when the application
 writes while nothing unsent is queued, the flight is below cwnd and no lost segment waits
 for retransmission, the sending is application-limited until what is now in flight is
@@ -78,7 +88,8 @@ class RateSampler:
     """The connection's side of delivery-rate estimation (see the module docstring)."""
 
     __slots__ = ("delivered", "delivered_time", "first_sent_time", "app_limited", "rs",
-                 "_lost_mark", "samples", "min_rtt", "_min_rtt_at", "delivery_rate")
+                 "_lost_mark", "samples", "min_rtt", "_min_rtt_at", "delivery_rate",
+                 "dsack_bytes")
 
     def __init__(self, now: float = 0.0) -> None:
         self.delivered = 0            # C.delivered (bytes)
@@ -91,6 +102,7 @@ class RateSampler:
         self.delivery_rate = 0.0      # the latest valid sample's rate (statistics)
         self.min_rtt = float("inf")   # windowed minimum of the samples' rtt (Linux tcp_min_rtt)
         self._min_rtt_at = now
+        self.dsack_bytes = 0          # bytes reported by D-SACKs so far (Linux dsack_dups)
 
     # ------------------------------------------------------------------ send side
 
@@ -145,6 +157,21 @@ class RateSampler:
             rs.rtt = -1.0 if retrans else now - r.xmit_ts
             # The next flight's first send time: this segment's (draft 3.3).
             self.first_sent_time = r.xmit_ts
+
+    def on_dsack(self, nbytes: int, retransmitted: int, max_window: int) -> bool:
+        """A D-SACK of ``nbytes`` on this ACK: a spurious retransmission is delivered (Linux
+        tcp_dsack_seen), so the copy's bytes count as delivered for the rate sample and the
+        ACK's acked_sacked.  Not counted: a block larger than the largest window the peer
+        offered ("dubious"), or one that takes the D-SACKed total past ``retransmitted``
+        (the bytes the sender ever retransmitted).  True when counted."""
+        if nbytes <= 0 or nbytes > max_window:
+            return False
+        self.dsack_bytes += nbytes
+        if self.dsack_bytes > retransmitted:
+            return False
+        self.delivered += nbytes
+        self.rs.acked_sacked += nbytes
+        return True
 
     def mark_used(self, r: "SentSegment") -> None:
         """A SACKed record stays in the queue until cumulatively acknowledged: its send

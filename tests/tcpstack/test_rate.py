@@ -2,6 +2,8 @@
 Linux tcp_rate.c) on the sender's per-segment records, from hand-built ACK sequences."""
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tcpstack.tcp.config import TCPConfig
@@ -190,3 +192,57 @@ def test_tcb_rate_samples_on_a_transfer(sack: bool) -> None:
     assert a._rate.delivered == len(data) and a._rate.samples > 10
     st = a.stats
     assert st.congestion_control == "bbr" and st.pacing_rate > 0 and st.delivery_rate > 0
+
+
+def test_a_dsack_counts_as_delivered_up_to_what_was_retransmitted() -> None:
+    """Linux tcp_dsack_seen: "A spurious retransmission is delivered" -- the D-SACKed
+    bytes join C.delivered and the ACK's acked_sacked; a D-SACK beyond every byte ever
+    retransmitted (the network duplicated a packet) or larger than the largest window
+    ("dubious") is not counted."""
+    q, r = queue()
+    for i in range(4):
+        send(q, i, i * 0.001)
+    r.begin_ack(q.lost_bytes)
+    q.ack(2 * SEG, 0.010, None)
+    assert r.on_dsack(SEG, retransmitted=SEG, max_window=64 * SEG)
+    q.end_ack(0.010)
+    rs = r.gen(0.010, q.lost_bytes, 0, 0)
+    assert r.delivered == 3 * SEG and rs.acked_sacked == 3 * SEG
+    assert rs.delivered == 3 * SEG and rs.delivery_rate == pytest.approx(3 * SEG / 0.010)
+    # The second D-SACK would take the total past the one segment retransmitted.
+    r.begin_ack(q.lost_bytes)
+    assert not r.on_dsack(SEG, retransmitted=SEG, max_window=64 * SEG)
+    assert r.delivered == 3 * SEG and r.rs.acked_sacked == 0
+    # Once more bytes were retransmitted the next D-SACK counts again (the total is
+    # compared, as Linux compares dsack_dups with total_retrans).
+    assert r.on_dsack(SEG, retransmitted=3 * SEG, max_window=64 * SEG)
+    assert r.delivered == 4 * SEG
+    # Dubious: a block larger than any window the peer offered; empty blocks.
+    assert not r.on_dsack(65 * SEG, retransmitted=10**9, max_window=64 * SEG)
+    assert not r.on_dsack(0, retransmitted=10**9, max_window=64 * SEG)
+    assert r.delivered == 4 * SEG
+
+
+def test_tcb_counts_a_dsacked_probe_as_delivered() -> None:
+    """Through the TCB: the ACK of a flight is held 300 ms, the tail loss probe's copy of
+    the last segment is reported by D-SACK, and C.delivered ends at every byte plus the
+    copy: the path carried both (what keeps a rate-based sender's estimate at the path's
+    rate when reordering makes it retransmit spuriously)."""
+    mss = 1448
+    base = 1001
+    held: dict[str, int] = {}
+
+    def extra(d: str, s: Any) -> float:
+        if d == "b>a" and s.ack == (base + 10 * mss) & 0xFFFFFFFF and not held:
+            held["x"] = 1
+            return 0.3
+        return 0.0
+    h = Harness(TCPConfig(congestion_control="bbr", rto_min=1.0), TCPConfig(),
+                extra_delay=extra)
+    h.established()
+    h.write("a", bytes(10 * mss))
+    h.run()
+    a = h.a
+    assert a.stats.tlp_probes == 1 and a.stats.dsacks_in == 1 and a.stats.timeouts == 0
+    assert a._rate is not None
+    assert a._rate.delivered == 11 * mss and a._rate.dsack_bytes == mss
