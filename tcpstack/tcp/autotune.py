@@ -3,7 +3,8 @@ tcp_rcv_space_adjust / tcp_rcv_rtt_measure).
 
 Once per receiver RTT the tuner looks at the bytes the application took in that RTT; the
 receive buffer (the window's ceiling, RFC 9293 3.8.6) follows twice that plus room for 16
-segments of cwnd growth, up to config.recv_buffer_max.  It follows consumption, not
+segments of cwnd growth, scaled up by twice the growth since the RTT before (a sender in
+slow start), up to config.recv_buffer_max.  It follows consumption, not
 arrival: a slow reader keeps a small window.  The buffer never shrinks, so the advertised
 right edge never moves left (RFC 7323 2.4).
 
@@ -72,6 +73,11 @@ class ReceiveBufferTuner:
         copied = taken - self.seq
         if copied > self.space:
             want = 2 * copied + 16 * rcv_mss
+            # A sender in slow start doubles its window every RTT, and the window this
+            # ACK opens is for the next RTT: grow by twice the measured growth (Linux
+            # tcp_rcv_space_adjust, "Accommodate for sender rate increase"), so a doubling
+            # sender sees about six times what arrived in the last RTT, not twice.
+            want += 2 * (want * (copied - self.space) // self.space)
             if want > rcv_buf:
                 rcv_buf = want if want < cap else cap
             self.space = copied

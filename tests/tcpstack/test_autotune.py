@@ -221,3 +221,26 @@ def test_sender_sws_avoidance_waits_for_a_useful_window_or_the_override_timer():
         out = [s for s in a.segments_to_send(h.now) if s.payload]
     assert out and len(out[0].payload) == 500
     assert abs((h.now - t0) - a.config.sws_override) < 0.011
+
+
+def test_a_sender_in_slow_start_is_not_held_back_by_the_window():
+    """The tuner anticipates a doubling sender (Linux tcp_rcv_space_adjust, "Accommodate
+    for sender rate increase"): the buffer after an RTT in which twice the bytes of the RTT
+    before were taken is (2 x taken + 16 MSS) x 3, not 2 x taken + 16 MSS; a steady reader
+    (no growth) gets the plain rule."""
+    from tcpstack.tcp.autotune import ReceiveBufferTuner
+
+    class Rtt:
+        srtt = 0.05
+    mss = 1448
+    t = ReceiveBufferTuner()
+    assert t.adjust(0, 128 << 10, mss, Rtt(), 6 << 20, 1.0) == 128 << 10
+    assert t.space == 10 * mss
+    # one RTT later 20 segments were taken: twice the 10 of the initial space
+    buf = t.adjust(20 * mss, 128 << 10, mss, Rtt(), 6 << 20, 1.1)
+    assert buf == (2 * 20 * mss + 16 * mss) * 3
+    # the next RTT, 20 segments again: no growth, nothing to anticipate, no shrinking
+    assert t.adjust(40 * mss, buf, mss, Rtt(), 6 << 20, 1.2) == buf
+    # 80 segments in the next: (2 x 80 + 16) MSS x (1 + 2 x 3), capped at the maximum
+    assert t.adjust(120 * mss, buf, mss, Rtt(), 6 << 20, 1.3) == (2 * 80 + 16) * mss * 7
+    assert t.adjust(10**6 + 120 * mss, buf, mss, Rtt(), 6 << 20, 1.4) == 6 << 20
