@@ -17,7 +17,13 @@ if TYPE_CHECKING:
 @dataclass
 class TCPConfig:
     mss: int = 1460                  # MSS we advertise (stack derives it from MTU)
-    send_buffer: int = 1 << 20       # bytes the app may queue unsent+unacked
+    # Send buffer: bytes the app may queue, unsent + unacknowledged.  It starts at
+    # send_buffer and, with sndbuf_autotune, grows to twice the congestion window, up to
+    # send_buffer_max (Linux tcp_sndbuf_expand, tcp_wmem max 4 MB); sndbuf_autotune=False
+    # fixes it (like SO_SNDBUF).
+    send_buffer: int = 1 << 20
+    send_buffer_max: int = 4 << 20
+    sndbuf_autotune: bool = True
     # Receive buffer: the window starts at recv_buffer and, with rcvbuf_autotune, grows
     # toward recv_buffer_max as the application consumes faster (dynamic right-sizing, like
     # Linux tcp_rmem 128 KB / 6 MB); rcvbuf_autotune=False fixes it (like SO_RCVBUF).

@@ -248,6 +248,12 @@ class TCPConnection:
             ReceiveBufferTuner() if config.rcvbuf_autotune
             and config.recv_buffer_max > config.recv_buffer else None)
         self._rcv_wscale_offer = self.wscale_for(config) if config.window_scaling else None
+        # Send buffer (what the application may queue, unacknowledged + unsent): starts at
+        # config.send_buffer and, with sndbuf_autotune, follows twice the congestion window
+        # up to send_buffer_max (Linux tcp_sndbuf_expand, tcp_wmem max 4 MB), so a window
+        # larger than the initial buffer is never starved by it; a SO_SNDBUF fixes it.
+        self._snd_limit = config.send_buffer
+        self._snd_auto = config.sndbuf_autotune and config.send_buffer_max > config.send_buffer
 
         # --- negotiated options ---
         self.peer_mss = DEFAULT_PEER_MSS
@@ -428,7 +434,7 @@ class TCPConnection:
     def send_buffer_free(self) -> int:
         if self._write_shut or self.state not in _APP_SEND_STATES:
             return 0
-        free = self.config.send_buffer - len(self._sndbuf)
+        free = self._snd_limit - len(self._sndbuf)
         return free if free > 0 else 0
 
     @property
@@ -536,7 +542,7 @@ class TCPConnection:
             rate.check_app_limited(self._buf_seq + len(self._sndbuf) - self.snd_nxt,
                                    self.snd_mss, self._pipe(), self.cc.cwnd,
                                    rq.pending_lost if rq is not None else 0)
-        free = self.config.send_buffer - len(self._sndbuf)
+        free = self._snd_limit - len(self._sndbuf)
         if n > free:
             n = free if free > 0 else 0
             if n == 0:
@@ -1374,6 +1380,11 @@ class TCPConnection:
                     rec.on_recovery_exit(self)
             if self._rxt_nxt < ack:
                 self._rxt_nxt = ack
+            if self._snd_auto and 2 * self.cc.cwnd > self._snd_limit:
+                # send-buffer auto-tuning (see __init__): room for one window in flight
+                # and one more queued behind it
+                cap = self.config.send_buffer_max
+                self._snd_limit = 2 * self.cc.cwnd if 2 * self.cc.cwnd < cap else cap
             # RFC 6298 rules (5.2) / (5.3).
             if self.snd_una >= self.snd_nxt:
                 self._t_rtx = self._t_tlp = self._t_rack = None
@@ -1715,7 +1726,8 @@ class TCPConnection:
         fixed from the old one follows: the keepalive timer (RFC 9293 3.8.4) is armed,
         re-armed with the new idle time, or stopped; a new recv_buffer fixes the receive
         buffer (auto-tuning off, as SO_RCVBUF does on Linux) -- the window scale sent in
-        the SYN stays (RFC 7323 2.2), so a larger buffer is advertised within it."""
+        the SYN stays (RFC 7323 2.2), so a larger buffer is advertised within it; a new
+        send_buffer fixes the send buffer the same way (SO_SNDBUF)."""
         from dataclasses import replace
         self.config = cfg = replace(self.config, **changes)  # type: ignore[arg-type]
         if {"keepalive", "keepalive_idle"} & changes.keys():
@@ -1726,6 +1738,11 @@ class TCPConnection:
         if "recv_buffer" in changes:
             self._rcv_buf = cfg.recv_buffer
             self._tuner = None
+        if "send_buffer" in changes:
+            # a new send_buffer fixes the send buffer (auto-tuning off, as SO_SNDBUF on
+            # Linux); what is already queued beyond it stays and drains
+            self._snd_limit = cfg.send_buffer
+            self._snd_auto = False
 
     def _deliver(self, data: bytes | memoryview) -> None:
         # A view of an immutable packet (bytes) is handed on as it is: the copy into bytes is

@@ -186,12 +186,62 @@ def test_pause_reading_buffers_and_resume_delivers():
 
 
 def test_send_buffer_limits_accepted_bytes():
-    h = _established(cfg_a=TCPConfig(send_buffer=10000))
+    # a fixed send buffer (sndbuf_autotune=False, what SO_SNDBUF sets)
+    h = _established(cfg_a=TCPConfig(send_buffer=10000, sndbuf_autotune=False))
     assert h.a.send(b"x" * 25000) == 10000
     assert h.a.send_buffer_free == 0 and h.a.send_buffer_used == 10000
     h.flush("a")
     h.run()
     assert h.a.send_buffer_free == 10000 and h.a.send_buffer_used == 0
+
+
+def test_send_buffer_grows_to_twice_the_window_up_to_its_maximum():
+    """Send-buffer auto-tuning (Linux tcp_sndbuf_expand): the buffer starts at send_buffer
+    and follows 2 x cwnd as ACKs come, never past send_buffer_max, never shrinking; a
+    SO_SNDBUF-style reconfigure fixes it."""
+    h = _established(cfg_a=TCPConfig(send_buffer=10000, send_buffer_max=100_000))
+    assert h.a.send(b"x" * 25000) == 10000
+    h.flush("a")
+    h.run()
+    cwnd = h.a.cc.cwnd
+    assert 2 * cwnd > 10000
+    assert h.a.send_buffer_free == min(2 * cwnd, 100_000)
+    # A long transfer: cwnd grows past half the maximum; the buffer stops at it.
+    data = b"y" * 400_000
+    sent = 0
+    while sent < len(data):
+        sent += h.a.send(data[sent:])
+        h.flush("a")
+        h.run()
+        assert h.a.send_buffer_free + h.a.send_buffer_used <= 100_000
+    assert bytes(h.received["b"]).endswith(data) and h.a.cc.cwnd > 50_000
+    assert h.a.send_buffer_free == 100_000
+    # SO_SNDBUF: fixed from now on, whatever cwnd does.
+    h.a.reconfigure(h.now, send_buffer=20000)
+    assert h.a.send_buffer_free == 20000
+    h.a.send(b"z" * 20000)
+    h.flush("a")
+    h.run()
+    assert h.a.send_buffer_free == 20000
+
+
+def test_the_send_buffer_is_never_what_limits_a_long_fat_path(monkeypatch):
+    """50 ms round trip, 200 Mbit/s and a deep queue (a BDP of 1.25 MB, above the initial
+    1 MB send buffer): on the simulator the window is never short of queued data for lack
+    of buffer -- the transfer is as fast as with a buffer fixed at 4 MB from the start, and
+    faster than with the initial 1 MB fixed."""
+    from bench import sim_loss
+    monkeypatch.setitem(sim_loss.SCENARIOS, "fat", (
+        "50 ms, deep queue", lambda: sim_loss._path(delay=0.025, queue_bytes=4 << 20)))
+    for cc in ("cubic", "bbr"):
+        auto = sim_loss.run("fat", 10_000_000, 1, tcp=TCPConfig(congestion_control=cc))
+        fixed = sim_loss.run("fat", 10_000_000, 1, tcp=TCPConfig(
+            congestion_control=cc, send_buffer=4 << 20, sndbuf_autotune=False))
+        small = sim_loss.run("fat", 10_000_000, 1, tcp=TCPConfig(
+            congestion_control=cc, send_buffer=1 << 20, sndbuf_autotune=False))
+        assert auto.ok and fixed.ok and small.ok
+        assert auto.seconds <= fixed.seconds * 1.01, cc
+        assert small.seconds > auto.seconds * 1.05, cc
 
 
 def test_path_mtu_lowers_segment_size():
