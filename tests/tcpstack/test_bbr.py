@@ -361,25 +361,38 @@ def sim_transfer(cc: str, loss: float, nbytes: int = 3_000_000, seed: int = 1,
 
 
 def test_sim_clean_path_reaches_the_bottleneck() -> None:
+    """STARTUP may overflow the 100-packet queue once, as Linux's BBR v1 does on this
+    path (its cwnd target adds three 1 ms send bursts at 2.89 x BtlBw to 2.89 BDP: about
+    190 packets against 19 of BDP + 100 of queue; the kernel's BBR retransmits hundreds of
+    segments per 10 MB on bench/impaired.py's bottleneck row).  Until the receive window
+    grew as Linux's does (autotune.py) it held the flight below that and hid the overshoot.
+    After STARTUP nothing is lost: a transfer three times longer loses no more."""
     mbps, ok, st = sim_transfer("bbr", 0.0)
     assert ok
     assert mbps > 0.9 * 200                                   # 193 Mbit/s of goodput max
     assert st.congestion_control == "bbr"
-    assert st.retransmits == 0                                # no queue overflow
+    assert st.timeouts == 0 and st.recoveries <= 1            # one overshoot at most
+    assert st.retransmits <= 20
     assert 0.9 * 25e6 < st.pacing_rate < 1.3 * 25e6           # paces at about BtlBw
+    _, ok3, st3 = sim_transfer("bbr", 0.0, nbytes=9_000_000)
+    assert ok3 and st3.retransmits == st.retransmits and st3.recoveries == st.recoveries
 
 
 @pytest.mark.parametrize("loss,floor", [(0.03, 0.85), (0.10, 0.70)])
 def test_sim_random_loss_keeps_most_of_the_rate(loss: float, floor: float) -> None:
     """BBR v1 does not treat random loss as congestion: at 3 % loss it keeps most of the
     bottleneck (CUBIC: about a third), at 10 % still most of it (CUBIC: a few %).  The
-    median of three seeds (a tail loss costs one seed a 200 ms RTO: loss recovery, not
-    BBR)."""
-    runs = [sim_transfer("bbr", loss, seed=seed) for seed in (1, 2, 3)]
+    median of five seeds: a retransmission lost at the very tail of a transfer, during
+    recovery, costs a seed a 200 ms RTO (loss recovery, not BBR: RFC 8985 7.2 sends no
+    probe in recovery, and nothing sent later can show the loss).  At 10 % loss, with the
+    receive window that grows as Linux's (autotune.py), seeds 1 and 2 of 12 meet it, as
+    seed 9 did before; CUBIC has 14 RTOs over the same 12 seeds."""
+    seeds = (1, 2, 3, 4, 5)
+    runs = [sim_transfer("bbr", loss, seed=seed) for seed in seeds]
     assert all(ok for _, ok, _ in runs)
-    mbps = sorted(m for m, _, _ in runs)[1]
+    mbps = sorted(m for m, _, _ in runs)[2]
     assert mbps > floor * 200
-    cubic = sorted(sim_transfer("cubic", loss, seed=seed)[0] for seed in (1, 2, 3))[1]
+    cubic = sorted(sim_transfer("cubic", loss, seed=seed)[0] for seed in seeds)[2]
     assert mbps > 1.5 * cubic
 
 

@@ -47,7 +47,10 @@ def test_tuner_grows_the_buffer_after_what_the_application_took_per_rtt():
     assert t.adjust(0, 100_000, 1000, rtt, 1 << 20, now=1.0) == 100_000   # starts measuring
     assert t.space == 10_000
     assert t.adjust(50_000, 100_000, 1000, rtt, 1 << 20, now=1.05) == 100_000  # < 1 RTT
-    assert t.adjust(80_000, 100_000, 1000, rtt, 1 << 20, now=1.1) == 2 * 80_000 + 16 * 1000
+    # 2 x taken + 16 MSS, grown by twice the growth over the last RTT's 10 000 (x 7):
+    # a sender in slow start (Linux tcp_rcv_space_adjust)
+    want = 2 * 80_000 + 16 * 1000
+    assert t.adjust(80_000, 100_000, 1000, rtt, 1 << 30, now=1.1) == want + 2 * (want * 7)
     assert t.space == 80_000 and t.seq == 80_000
     # a slow reader: less taken than the last RTT, no change; never shrinks
     assert t.adjust(90_000, 176_000, 1000, rtt, 1 << 20, now=1.2) == 176_000
@@ -61,7 +64,7 @@ def test_tuner_waits_for_an_rtt_estimate():
     t.adjust(0, 100_000, 1000, rtt, 1 << 20, now=1.0)
     assert t.adjust(500_000, 100_000, 1000, rtt, 1 << 20, now=9.0) == 100_000
     rtt.srtt = 0.5                                      # the sender-side estimate stands in
-    assert t.adjust(500_000, 100_000, 1000, rtt, 1 << 20, now=9.0) == 1_016_000
+    assert t.adjust(500_000, 100_000, 1000, rtt, 1 << 30, now=9.0) == 1_016_000 * (1 + 2 * 49)
 
 
 # --- undo (RFC 3522 Eifel, RFC 3708 D-SACK)
