@@ -24,7 +24,10 @@ capped at 120 s (reported as "hung", not waited on).  MB/s is the two directions
 their two durations (connect until the receiver has seen EOF and said so); ratio = stack MB/s
 over kernel MB/s in the same run; RTOs are the senders' retransmission timeouts summed over
 the two directions: the kernel's TcpExtTCPTimeouts delta in the sender's namespace, the
-stack's connection stats ("timeouts").  --stack-cc sets the stack connections' congestion
+stack's connection stats ("timeouts").  cpu= (per row and mode, in the progress lines and
+the JSON's cpu_busiest): the busier stack process's CPU time over a transfer's duration,
+the largest of the four (two hosts, two directions); near 100 % the stack was CPU-bound,
+not waiting on the path.  --stack-cc sets the stack connections' congestion
 control (TCPConfig.congestion_control: cubic, newreno, bbr), --kernel-cc the kernel's.
 
 --repeat N runs every row N times, round-robin (all rows, then all rows again), and the table
@@ -311,12 +314,14 @@ def stack_host_b(net: Any, data: bytes,
                    stack_config(), security=provider())
 
         async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            c0 = time.process_time()
             h = hashlib.sha256()
             got = 0
             while b := await reader.read(1 << 20):
                 got += len(b)
                 h.update(b)
-            writer.write(json.dumps({"bytes": got, "sha256": h.hexdigest()}).encode() + b"\n")
+            writer.write(json.dumps({"bytes": got, "sha256": h.hexdigest(),
+                                     "cpu": time.process_time() - c0}).encode() + b"\n")
             writer.write_eof()
             with contextlib.suppress(Exception):
                 await reader.read()
@@ -324,11 +329,13 @@ def stack_host_b(net: Any, data: bytes,
 
         async def source(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             try:
+                c0 = time.process_time()
                 await send_data(writer, data)
                 await reader.read()
+                cpu = time.process_time() - c0
                 s = writer.get_extra_info("tcp_stats") or {}
                 rep = {"rtos": s.get("timeouts"), "retrans": s.get("retransmits"),
-                       "sender": sender_stats(s)}
+                       "sender": sender_stats(s), "cpu": cpu}
             except Exception as e:  # noqa: BLE001 - reported, the parent decides
                 rep = {"error": repr(e)}
             ctl.sendall(json.dumps(rep).encode() + b"\n")
@@ -378,6 +385,7 @@ async def stack_pair(net: Any, ctl: CtlLines, port: int, data: bytes, sha: str,
             async def one() -> dict[str, Any]:
                 nonlocal w
                 t0 = time.perf_counter()
+                c0 = time.process_time()
                 r, w = await st.open_connection(net.stack_addrs[1],
                                                 base + (direction == "b->a"),
                                                 encrypt=enc, require_encryption=enc)
@@ -385,8 +393,10 @@ async def stack_pair(net: Any, ctl: CtlLines, port: int, data: bytes, sha: str,
                     await send_data(w, data)
                     got = json.loads(await r.readline())
                     el = time.perf_counter() - t0
+                    cpu_a = time.process_time() - c0
                     s = w.get_extra_info("tcp_stats") or {}
                     return {"seconds": el, "rtos": s.get("timeouts"),
+                            "cpu_a": cpu_a, "cpu_b": got.get("cpu"),
                             "retrans": s.get("retransmits"), "bytes": got["bytes"],
                             "sender": sender_stats(s),
                             "ok": got["bytes"] == n and got["sha256"] == sha}
@@ -396,9 +406,11 @@ async def stack_pair(net: Any, ctl: CtlLines, port: int, data: bytes, sha: str,
                     got_n += len(b)
                     h.update(b)
                 el = time.perf_counter() - t0
+                cpu_a = time.process_time() - c0
                 w.write_eof()
                 rep = json.loads(await ctl.readline())
                 return {"seconds": el, "rtos": rep.get("rtos"), "retrans": rep.get("retrans"),
+                        "cpu_a": cpu_a, "cpu_b": rep.get("cpu"),
                         "sender": rep.get("sender"),
                         "bytes": got_n, "ok": got_n == n and h.hexdigest() == sha,
                         **({"error": rep["error"]} if "error" in rep else {})}
@@ -436,6 +448,12 @@ def combine(a: dict[str, Any], b: dict[str, Any], n: int) -> dict[str, Any]:
         r["retrans"] = (a.get("retrans") or 0) + (b.get("retrans") or 0)
         if "cc" in a:
             r["cc"] = a["cc"]
+        busy = [x[k] / x["seconds"] for x in (a, b) for k in ("cpu_a", "cpu_b")
+                if x.get(k) is not None and x["seconds"] > 0]
+        if busy:
+            # the busier of the two stack processes, as a share of one core: near 100 %
+            # the stack is CPU-bound, not waiting on the path
+            r["cpu_busiest"] = max(busy)
     return r
 
 
@@ -471,7 +489,8 @@ def run_row(net: Any, router: Router, row: Row, data: bytes, sha: str,
 def fmt(r: dict[str, Any], kernel: dict[str, Any] | None = None) -> list[str]:
     if r["status"] != "ok":
         return [f"over {CAP_S:.0f} s" if r["status"] == "hung" else r["status"]] + (["-"] if kernel is not None else []) + ["-"]
-    cells = [f"{r['MB/s']:.1f}"]
+    cpu = f" ({r['cpu_busiest']:.0%} cpu)" if "cpu_busiest" in r else ""
+    cells = [f"{r['MB/s']:.1f}{cpu}"]
     if kernel is not None:
         cells.append(f"{r['MB/s'] / kernel['MB/s']:.2f}" if kernel.get("status") == "ok" else "-")
     cells.append(str(r["rtos"]))
@@ -492,6 +511,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         out["rtos_mean"] = statistics.mean(r["rtos"] for r in ok)
         out["rtos_all"] = [r["rtos"] for r in ok]
         out["MB/s_all"] = [round(r["MB/s"], 2) for r in ok]
+        busy = [r["cpu_busiest"] for r in ok if "cpu_busiest" in r]
+        if busy:
+            out["cpu_busiest"] = statistics.median(busy)
     return out
 
 
@@ -501,7 +523,8 @@ def fmt_summary(r: dict[str, Any], kernel: dict[str, Any] | None = None) -> list
         return ["FAILED"] + (["-"] if kernel is not None else []) + ["-"]
     if not r["ok"]:
         return [f"over {CAP_S:.0f} s"] + (["-"] if kernel is not None else []) + ["-"]
-    cells = [f"{r['MB/s']:.1f}{hung}"]
+    cpu = f" ({r['cpu_busiest']:.0%} cpu)" if "cpu_busiest" in r else ""
+    cells = [f"{r['MB/s']:.1f}{cpu}{hung}"]
     if kernel is not None:
         cells.append(f"{r['MB/s'] / kernel['MB/s']:.2f}" if kernel.get("ok") else "-")
     cells.append(f"{r['rtos']:g} ({r['rtos_mean']:.1f})")
@@ -618,7 +641,9 @@ def main() -> None:
             r = run_row(net, router, row, data, sha, 40000 + 10 * i, kernel_ccs)
             results.append(r)
             brief = "  ".join(
-                f"{k} {r[k]['MB/s']:.1f} MB/s rtos={r[k]['rtos']}" if r[k]["status"] == "ok"
+                f"{k} {r[k]['MB/s']:.1f} MB/s rtos={r[k]['rtos']}"
+                + (f" cpu={r[k]['cpu_busiest']:.0%}" if "cpu_busiest" in r[k] else "")
+                if r[k]["status"] == "ok"
                 else f"{k} {r[k]['status']}"
                 for k in ("kernel", *(f"kernel/{cc}" for cc in kernel_ccs[1:]), "plain", "tcpcrypt"))
             print(f"{row.label:48} {brief}  router={r['router']}", flush=True)
