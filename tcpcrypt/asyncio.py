@@ -26,6 +26,8 @@ its own in the current network namespace:
                                     only the stack's own subnet); "all": every destination
                                     but loopback
     TCPCRYPT_REQUIRE_ENCRYPTION=1   refuse peers without tcpcrypt (EncryptionRequiredError)
+    TCPCRYPT_CC=bbr                 the connections' congestion control (cubic, the default;
+                                    newreno; bbr)
 
 The TUN device is removed when the process exits.  Without either, this module's
 open_connection()/start_server() raise RuntimeError saying how to provide a stack, and the

@@ -43,12 +43,20 @@ class TunStacks:
     by its owner (`ip tuntap add dev NAME mode tun user USER` + address + up, once as root):
     then nothing needs privileges.  Offloads (IFF_VNET_HDR, checksum/TSO, GRO) when the
     kernel takes them.  plain: no tcpcrypt.  keylog: a tcpcrypt.keylog writer (default:
-    $TCPCRYPT_KEYLOGFILE)."""
+    $TCPCRYPT_KEYLOGFILE).  congestion_control: the connections' algorithm ("cubic", the
+    default; "newreno"; "bbr"), checked here."""
 
     def __init__(self, addr: str | IPInterface, *, peer: str | None = None,
                  dev: str | None = None, attach: bool = False, mtu: int = 1500,
-                 offload: bool = True, plain: bool = False, keylog: Any = None) -> None:
+                 offload: bool = True, plain: bool = False, keylog: Any = None,
+                 congestion_control: str | None = None) -> None:
         self.iface: IPInterface = ipaddress.ip_interface(addr)
+        self.config: Any = None
+        if congestion_control:
+            from tcpstack.host.stack import StackConfig
+            from tcpstack.tcp.config import TCPConfig
+            # (TCPConfig raises ValueError for an algorithm the stack does not have)
+            self.config = StackConfig(tcp=TCPConfig(congestion_control=congestion_control))
         if attach and not dev:
             raise ValueError("TunStacks(attach=True) needs the device's name (dev=)")
         if peer is None and not attach:
@@ -122,7 +130,7 @@ class TunStacks:
         dev = self.device()
         # the device outlives each loop's stack: close_device=False
         return Stack(async_link(dev, loop, close_device=False), [str(self.iface.ip)],
-                     security=self.security(), loop=loop)
+                     self.config, security=self.security(), loop=loop)
 
     def close(self) -> None:
         """Remove the device (a persistent one, attach=True, is only let go)."""
@@ -155,9 +163,13 @@ def env_switch() -> "_loop.Switch | None":
         raise RuntimeError("TCPCRYPT_PLAIN and TCPCRYPT_REQUIRE_ENCRYPTION contradict each other")
     try:
         routes = _loop.Routes.parse(re.split(r"[,\s]+", os.environ.get("TCPCRYPT_ROUTE", "")))
-        stacks = TunStacks(iface, peer=peer, mtu=mtu, plain=plain)
     except ValueError as e:
-        raise RuntimeError(f"TCPCRYPT_ROUTE/TCPCRYPT_TUN: {e}") from None
+        raise RuntimeError(f"TCPCRYPT_ROUTE: {e}") from None
+    try:
+        stacks = TunStacks(iface, peer=peer, mtu=mtu, plain=plain,
+                           congestion_control=os.environ.get("TCPCRYPT_CC") or None)
+    except ValueError as e:
+        raise RuntimeError(f"TCPCRYPT_TUN/TCPCRYPT_CC: {e}") from None
     return _loop.Switch(stacks, [iface], routes, require_encryption=require)
 
 

@@ -86,6 +86,10 @@ USAGE = [
     (["up", "--addr", "10.231.0.2/24", "--dev", "no/slash"], r"not a valid interface name"),
     (["up", "--addr", "10.231.0.2/24", "--echo", "99999"], r"99999 is not a port number"),
     (["up", "--addr", "fd00:231::2/64", "--mtu", "1000"], r"IPv6 needs at least 1280"),
+    (["up", "--addr", "10.231.0.2/24", "--congestion-control", "vegas"],
+     r"'vegas': not one the stack has \(bbr, cubic, newreno, reno\)"),
+    (["connect", "10.231.0.1", "80", "--addr", "10.231.0.2/24", "--cc", "westwood"],
+     r"'westwood': not one the stack has"),
     (["up"], r"--addr"),
     (["connect", "10.231.0.1", "70000", "--addr", "10.231.0.2/24"], r"70000 is not a port number"),
     (["listen", "0", "--addr", "10.231.0.2/24"], r"0 is not a port number"),
@@ -333,6 +337,19 @@ def test_offloads_are_on_by_default_and_off_with_no_offload(netns, tmp_path, pro
         assert p.returncode == 0, err
         assert f", {want})" in err.splitlines()[0], err
         assert bool(flags & 0x4000) == (want == "offloads on")   # IFF_VNET_HDR
+
+
+@pytest.mark.tun
+def test_up_says_which_congestion_control_its_connections_run(netns, tmp_path, procs):
+    n = subnet()
+    for flag, want in (([], "cubic"), (["--congestion-control", "bbr"], "bbr"),
+                       (["--cc", "NewReno"], "newreno")):
+        ctl = str(tmp_path / f"c{want}.sock")
+        p = _popen(netns, ["up", "--addr", f"10.231.{n}.2/24", "--control", ctl] + flag, procs)
+        wait_for(lambda: os.path.exists(ctl), what="the control socket")
+        _, err = _stop(p)
+        assert p.returncode == 0, err
+        assert f"), {want}, control " in err.splitlines()[0], err
 
 
 @pytest.mark.tun

@@ -91,3 +91,28 @@ def test_paths_in_the_file_are_relative_to_it(tmp_path, monkeypatch):
     cfg = merge(a)
     assert cfg.socks5_users == {b"alice": b"secret"}
     assert a.control == str(tmp_path / "etc" / "node.sock") and a.pcap == "/var/tmp/x.pcap"
+
+
+def test_congestion_control_from_the_file_or_the_command_line(tmp_path):
+    """`congestion_control` in the file (--congestion-control on the command line wins);
+    an algorithm the stack does not have is one error naming file and line."""
+    from tcpstack.tools.cli import stack_config
+    conf = tmp_path / "node.toml"
+    conf.write_text('address = "10.231.5.2/24"\ncongestion_control = "BBR"\n')
+    a = _args("--config", str(conf))
+    merge(a)
+    assert a.congestion_control == "bbr"
+    assert stack_config(a).tcp.congestion_control == "bbr"
+    a = _args("--config", str(conf), "--cc", "newreno")
+    merge(a)
+    assert a.congestion_control == "newreno"
+    a = _args("--addr", "10.231.5.2/24")
+    merge(a)
+    assert a.congestion_control is None and stack_config(a) is None     # cubic, the default
+    conf.write_text('address = "10.231.5.2/24"\n\ncongestion_control = "vegas"\n')
+    with pytest.raises(OverlayError, match=r"node\.toml:3: congestion_control = 'vegas': not one "
+                                           r"the stack has \(bbr, cubic, newreno, reno\)"):
+        merge(_args("--config", str(conf)))
+    conf.write_text('address = "10.231.5.2/24"\ncongestion_control = 1\n')
+    with pytest.raises(OverlayError, match=r"congestion_control"):
+        merge(_args("--config", str(conf)))

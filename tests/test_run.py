@@ -398,6 +398,8 @@ def test_no_stack_configured_is_one_line(tmp_path):
      r"--route: route '10.1.1.1/8'"),
     (["--addr", "10.231.9.2/24", "--plain", "--require-encryption", "--", "-m", "json.tool"], 2,
      r"contradict"),
+    (["--addr", "10.231.9.2/24", "--congestion-control", "vegas", "--", "-m", "json.tool"], 2,
+     r"'vegas': not one the stack has \(bbr, cubic, newreno, reno\)"),
 ])
 def test_mistakes_are_one_line(args, status, pattern):
     r = subprocess.run([*TCPSTACK, "run", *args], capture_output=True, text=True, env=ENV,
@@ -470,6 +472,46 @@ def test_the_programs_exit_status_and_argv_pass_through(netns, tmp_path):
     assert r.stdout.strip() == repr([str(prog), "7", "x"])
     # the device it brought up is gone with it
     assert netns.run(["ip", "-o", "link", "show", "type", "tun"]).stdout.strip() == ""
+
+
+CC_PROGRAM = """
+import asyncio, socket, sys, threading
+kernel = sys.argv[1]
+srv = socket.socket()
+srv.bind((kernel, 0))
+srv.listen()
+def serve():
+    c, _ = srv.accept()
+    while c.recv(65536):
+        pass
+    c.close()
+threading.Thread(target=serve, daemon=True).start()
+async def main():
+    r, w = await asyncio.open_connection(kernel, srv.getsockname()[1])
+    w.write(bytes(200_000))
+    await w.drain()
+    s = w.get_extra_info("tcp_stats")
+    print(s["congestion_control"], s["pacing_rate"] > 0, w.get_extra_info("sockname")[0])
+    w.close()
+    await w.wait_closed()
+asyncio.run(main())
+"""
+
+
+@pytest.mark.tun
+@pytest.mark.parametrize("cc,paced", [("bbr", True), (None, False)])
+def test_the_congestion_control_option_reaches_the_connections(netns, tmp_path, cc, paced):
+    """`tcpstack run --congestion-control bbr`: the program's connections over the stack
+    run BBR (paced); without the option, CUBIC, the default (not paced)."""
+    prog = tmp_path / "p.py"
+    prog.write_text(CC_PROGRAM)
+    from tests.conftest import subnet_index
+    n = subnet_index()
+    r = netns.run([*TCPSTACK, "run", "--addr", f"10.231.{n}.2/24",
+                   *(["--congestion-control", cc] if cc else []), "--",
+                   str(prog), f"10.231.{n}.1"], env=ENV, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [cc or "cubic", str(paced), f"10.231.{n}.2"], r.stdout
 
 
 @pytest.mark.tun

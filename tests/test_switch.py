@@ -624,6 +624,8 @@ def test_tcpcrypt_run_with_a_stack_the_program_made():
     ({"TCPCRYPT_TUN": "10.231.5.2/24", "TCPCRYPT_ROUTE": "10.9.9.9/8"}, "route '10.9.9.9/8'"),
     ({"TCPCRYPT_TUN": "10.231.5.2/24", "TCPCRYPT_PLAIN": "1",
       "TCPCRYPT_REQUIRE_ENCRYPTION": "1"}, "contradict"),
+    ({"TCPCRYPT_TUN": "10.231.5.2/24", "TCPCRYPT_CC": "vegas"},
+     "TCPCRYPT_TUN/TCPCRYPT_CC: congestion_control='vegas': not one the stack has"),
 ])
 def test_a_bad_environment_fails_the_import_with_one_clear_error(env, message):
     import os
@@ -655,3 +657,10 @@ def test_the_routing_of_the_environment():
                                 TCPCRYPT_REQUIRE_ENCRYPTION="1"))
     # nothing brought up at import: the device comes with the first routed connection
     assert r.stdout.split() == ["True", "True", "True", "False", "True", "None"], r.stderr
+    # TCPCRYPT_CC: the stacks the switch makes run that congestion control
+    code = ("from tcpcrypt import asyncio\nfrom tcpstack.aio import loop\n"
+            "print(loop.process_switch().stack_factory.config.tcp.congestion_control)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env=dict(base, PYTHONPATH=root, TCPCRYPT_TUN="10.231.5.2/24",
+                                TCPCRYPT_CC="bbr"))
+    assert r.stdout.split() == ["bbr"], r.stderr

@@ -199,6 +199,7 @@ KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "address": (str, "--addr"), "peer": (str, "--peer"), "device": (str, "--dev"),
     "mtu": (int, "--mtu"), "routes": (list, "--route"), "offload": (bool, "--no-offload"),
     "plain": (bool, "--plain"), "require_encryption": (bool, "--require-encryption"),
+    "congestion_control": (str, "--congestion-control"),
     "pcap": (str, "--pcap"), "keylog": (str, "--keylog"), "control": (str, "--control"),
     "socks5": ((str, int), "--socks5"), "socks5_users": (list, "--socks5-user"),
     "socks5_users_file": (str, "--socks5-users"),
@@ -285,7 +286,8 @@ def merge(args: Any) -> NodeConfig:
                       ("pcap", "pcap"), ("keylog", "keylog"), ("control", "control"),
                       ("echo", "echo"), ("discard", "discard"), ("http", "http"),
                       ("key", "key"), ("peers", "peers"),
-                      ("connect_timeout", "connect_timeout")):
+                      ("connect_timeout", "connect_timeout"),
+                      ("congestion_control", "congestion_control")):
         if getattr(args, dest, None) is None and key in data:
             setattr(args, dest, data[key])
     if not getattr(args, "route", None):
@@ -304,6 +306,13 @@ def merge(args: Any) -> NodeConfig:
         v = getattr(args, key, None)
         if key in data and v == data[key] and v is not None and not lo <= v <= hi:
             raise OverlayError(f"{where(key)} = {v}: not in {lo}-{hi}", 2)
+    cc = getattr(args, "congestion_control", None)
+    if "congestion_control" in data and cc == data["congestion_control"]:
+        from tcpstack.tcp.congestion import ALGORITHMS
+        if cc.lower() not in ALGORITHMS:
+            raise OverlayError(f"{where('congestion_control')} = {cc!r}: not one the stack "
+                               f"has ({', '.join(sorted(ALGORITHMS))})", 2)
+        args.congestion_control = cc.lower()
     if getattr(args, "connect_timeout", None) is None:
         args.connect_timeout = 30.0
     if args.connect_timeout <= 0:

@@ -51,7 +51,7 @@ class TCPConfig:
     keepalive_idle: float = 7200.0
     keepalive_interval: float = 75.0
     keepalive_count: int = 9
-    congestion_control: str = "cubic"   # falls back to "newreno" if "cubic" is not registered
+    congestion_control: str = "cubic"   # "cubic" (as stock Linux), "newreno" ("reno"), "bbr"
     max_ooo_segments: int = 1024     # bound on out-of-order queue entries (bytes bounded by recv window)
     # --- additions beyond the team contract ---
     challenge_ack_limit: int = 10    # RFC 5961 7: at most this many challenge ACKs ...
@@ -80,3 +80,12 @@ class TCPConfig:
     # retransmission timeout (cwnd, ssthresh, pipe, srtt, rto, recovery; tcpstack.tools.plot
     # installs one); None: nobody is watching.
     sample_observer: "SampleObserver | None" = None
+
+    def __post_init__(self) -> None:
+        # An algorithm the stack does not have is the caller's error, said at once (it was
+        # once a silent NewReno).
+        from tcpstack.tcp.congestion import ALGORITHMS
+        if not isinstance(self.congestion_control, str) or \
+                self.congestion_control.lower() not in ALGORITHMS:
+            raise ValueError(f"congestion_control={self.congestion_control!r}: not one the "
+                             f"stack has ({', '.join(sorted(ALGORITHMS))})")

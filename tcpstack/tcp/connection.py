@@ -372,10 +372,8 @@ class TCPConnection:
         return shift
 
     def _make_cc(self, mss: int, now: float) -> CongestionControl:
-        try:
-            return make_congestion_control(self.config.congestion_control, mss, now)
-        except ValueError:
-            return make_congestion_control("newreno", mss, now)
+        # (TCPConfig checked the name)
+        return make_congestion_control(self.config.congestion_control, mss, now)
 
     def _ts(self, now: float) -> int:
         """RFC 7323 5.4 / 7.1: 1 ms timestamp clock with a per-connection offset."""

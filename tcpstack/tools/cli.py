@@ -87,6 +87,25 @@ seconds_arg = _bounded(float, 0.001, None, "a number of seconds above 0")
 linger_arg = _bounded(float, 0, None, "a number of seconds (0 or more)")
 
 
+def cc_arg(v: str) -> str:
+    """--congestion-control: an algorithm the stack has."""
+    from tcpstack.tcp.congestion import ALGORITHMS
+    if v.lower() not in ALGORITHMS:
+        raise argparse.ArgumentTypeError(
+            f"{v!r}: not one the stack has ({', '.join(sorted(ALGORITHMS))})")
+    return v.lower()
+
+
+def stack_config(args: argparse.Namespace) -> Any:
+    """The StackConfig the link options ask for (None: the defaults)."""
+    cc = getattr(args, "congestion_control", None)
+    if not cc:
+        return None
+    from tcpstack.host.stack import StackConfig
+    from tcpstack.tcp.config import TCPConfig
+    return StackConfig(tcp=TCPConfig(congestion_control=cc))
+
+
 def add_link_options(p: argparse.ArgumentParser, addr_required: bool = True) -> None:
     g = p.add_argument_group("the TUN device and the stack")
     g.add_argument("--addr", required=addr_required,
@@ -103,6 +122,9 @@ def add_link_options(p: argparse.ArgumentParser, addr_required: bool = True) -> 
     g.add_argument("--offload", dest="offload", action="store_true",
                    help=argparse.SUPPRESS)          # the default now; kept for old scripts
     g.add_argument("--plain", action="store_true", help="no TCP-ENO/tcpcrypt: plain TCP only")
+    g.add_argument("--congestion-control", "--cc", type=cc_arg, metavar="ALG",
+                   help="the connections' congestion control: cubic (the default, as stock "
+                        "Linux), newreno or bbr (BBR v1: for paths with random loss)")
     g.add_argument("--pcap", metavar="FILE", help="capture every packet sent and received")
     g.add_argument("--keylog", metavar="FILE",
                    help="append each tcpcrypt session's keys to FILE (mode 0600) for "
@@ -379,7 +401,8 @@ class Host:
             raise CliError(f"cannot bring the TUN device up: {e.strerror or e}") from None
         try:
             loop = asyncio.get_running_loop()
-            self.stack = Stack(async_link(self.dev), [self.addr], security=self._security())
+            self.stack = Stack(async_link(self.dev), [self.addr], stack_config(a),
+                               security=self._security())
             if a.pcap:
                 self._pcap = PcapWriter(a.pcap, clock_offset=time.time() - loop.time())
             path = a.control or control.default_path(self.dev.name)
@@ -461,8 +484,9 @@ class Host:
             off = "offloads on"
         else:
             off = "offloads off" + (" (--no-offload)" if not self.args.offload else "")
+        cc = self.stack.core.config.tcp.congestion_control if self.stack is not None else "cubic"
         return (f"stack {self.addr} on {self.dev.name} (kernel side {self.peer}/{self.prefixlen}, "
-                f"MTU {self.args.mtu}, {off}), "
+                f"MTU {self.args.mtu}, {off}), {cc}, "
                 f"control {self.control.path if self.control else '-'}")
 
     def conn_options(self) -> dict[str, Any]:

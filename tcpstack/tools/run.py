@@ -35,11 +35,12 @@ import sys
 import traceback
 from typing import Any, Callable
 
-from tcpstack.tools.cli import (CliError, Parser, check_dev_name, check_free, check_host, err,
-                                linger_arg, mtu_arg, parse_addr, parse_peer)
+from tcpstack.tools.cli import (CliError, Parser, cc_arg, check_dev_name, check_free,
+                                check_host, err, linger_arg, mtu_arg, parse_addr, parse_peer)
 
 USAGE = ("tcpstack run [--addr ADDR/PREFIX] [--route PREFIX|all ...] [--plain] "
-         "[--require-encryption] [--dev NAME] [--keylog FILE] -- COMMAND [ARGS...]")
+         "[--require-encryption] [--dev NAME] [--keylog FILE] [--congestion-control ALG] "
+         "-- COMMAND [ARGS...]")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keylog", metavar="FILE",
                    help="append each tcpcrypt session's keys to FILE (mode 0600) for "
                         "`tcpstack decrypt` (default: $TCPCRYPT_KEYLOGFILE, else none)")
+    p.add_argument("--congestion-control", "--cc", type=cc_arg, metavar="ALG",
+                   help="the connections' congestion control: cubic (the default, as stock "
+                        "Linux), newreno or bbr (BBR v1: for paths with random loss)")
     p.add_argument("--control", metavar="PATH",
                    help="control socket for `tcpstack stats` / `tcpstack trace` (default as "
                         "root: /run/tcpstack/DEV.sock; unprivileged: none unless given)")
@@ -142,7 +146,8 @@ def make_switch(args: argparse.Namespace) -> Any:
                 raise CliError(f"--dev {args.dev}: its subnet {k.network} has no free address")
             iface = ipaddress.ip_interface(f"{ip}/{k.network.prefixlen}")
         stacks = TunStacks(iface, dev=args.dev, attach=True, offload=args.offload,
-                           plain=args.plain, keylog=keylog)
+                           plain=args.plain, keylog=keylog,
+                           congestion_control=args.congestion_control)
     else:
         if not args.addr:
             raise CliError("no stack configured: give --addr ADDR/PREFIX (a new TUN device, "
@@ -157,7 +162,8 @@ def make_switch(args: argparse.Namespace) -> Any:
         check_host()
         check_free(args.dev, iface, peer)
         stacks = TunStacks(iface, peer=str(peer), dev=args.dev, mtu=args.mtu,
-                           offload=args.offload, plain=args.plain, keylog=keylog)
+                           offload=args.offload, plain=args.plain, keylog=keylog,
+                           congestion_control=args.congestion_control)
     return Switch(stacks, [iface], routes, require_encryption=args.require_encryption,
                   linger=args.linger, on_stack=Observer(args.control, args.trace))
 

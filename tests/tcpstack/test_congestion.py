@@ -519,3 +519,14 @@ def test_hystart_rtt_threshold_floor():
     assert cc.hs_phase == Cubic.HS_SLOW_START
     _acks(cc, 1, 0.0241)
     assert cc.hs_phase == Cubic.HS_CSS and cc.cwnd == 28000
+
+
+def test_an_unknown_algorithm_is_an_error_not_a_silent_newreno() -> None:
+    from tcpstack.tcp.config import TCPConfig
+    with pytest.raises(ValueError, match=r"congestion_control='vegas': not one the stack has "
+                                         r"\(bbr, cubic, newreno, reno\)"):
+        TCPConfig(congestion_control="vegas")
+    assert TCPConfig(congestion_control="BBR").congestion_control == "BBR"   # any case
+    from dataclasses import replace
+    with pytest.raises(ValueError):
+        replace(TCPConfig(), congestion_control="nope")
