@@ -531,8 +531,9 @@ def fmt_summary(r: dict[str, Any], kernel: dict[str, Any] | None = None) -> list
     return cells
 
 
-def table_repeat(summary: list[dict[str, Any]], mb: float, kernel_ccs: list[str],
-                 n: int) -> str:
+def table(rows: list[dict[str, Any]], mb: float, kernel_ccs: list[str], n: int = 1) -> str:
+    """The markdown table: one row per result (n == 1) or per row's summary (--repeat n)."""
+    cell = fmt if n == 1 else fmt_summary
     ref = kernel_ccs[0]
     head = ["path (router, both directions)", f"kernel ({ref}) MB/s", "kernel RTOs",
             f"stack ({STACK_CC}) plain MB/s", "ratio", "RTOs", "stack tcpcrypt MB/s", "ratio",
@@ -541,33 +542,16 @@ def table_repeat(summary: list[dict[str, Any]], mb: float, kernel_ccs: list[str]
         head += [f"kernel ({cc}) MB/s", "RTOs"]
     lines = ["| " + " | ".join(head) + " |",
              "|---|" + "---:|" * (len(head) - 1)]
-    for r in summary:
+    for r in rows:
         k = r["kernel"]
-        cells = [r["label"]] + fmt_summary(k) + fmt_summary(r["plain"], k) + \
-            fmt_summary(r["tcpcrypt"], k)
+        cells = [r["label"]] + cell(k) + cell(r["plain"], k) + cell(r["tcpcrypt"], k)
         for cc in kernel_ccs[1:]:
-            cells += fmt_summary(r[f"kernel/{cc}"])
+            cells += cell(r[f"kernel/{cc}"])
         lines.append("| " + " | ".join(cells) + " |")
+    if n == 1:
+        return "\n".join(lines) + f"\n\n({mb:g} MB each way per cell, MTU 1500, no offloads)"
     return "\n".join(lines) + (f"\n\n(medians of {n} runs per cell, {mb:g} MB each way; RTOs: "
                                "median (mean) per transfer pair; MTU 1500, no offloads)")
-
-
-def table(results: list[dict[str, Any]], mb: float, kernel_ccs: list[str]) -> str:
-    ref = kernel_ccs[0]
-    head = ["path (router, both directions)", f"kernel ({ref}) MB/s", "kernel RTOs",
-            f"stack ({STACK_CC}) plain MB/s", "ratio", "RTOs", "stack tcpcrypt MB/s", "ratio",
-            "RTOs"]
-    for cc in kernel_ccs[1:]:
-        head += [f"kernel ({cc}) MB/s", "RTOs"]
-    lines = ["| " + " | ".join(head) + " |",
-             "|---|" + "---:|" * (len(head) - 1)]
-    for r in results:
-        k = r["kernel"]
-        cells = [r["label"]] + fmt(k) + fmt(r["plain"], k) + fmt(r["tcpcrypt"], k)
-        for cc in kernel_ccs[1:]:
-            cells += fmt(r[f"kernel/{cc}"])
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + f"\n\n({mb:g} MB each way per cell, MTU 1500, no offloads)"
 
 
 def main() -> None:
@@ -655,7 +639,7 @@ def main() -> None:
             mine = [r for r in results if r["row"] == row.key]
             summary.append({"row": row.key, "label": row.label,
                             **{c: summarize([r[c] for r in mine]) for c in cells}})
-        print(table_repeat(summary, mb, kernel_ccs, args.repeat))
+        print(table(summary, mb, kernel_ccs, args.repeat))
     else:
         print(table(results, mb, kernel_ccs))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s, loop={args.loop}")
