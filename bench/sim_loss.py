@@ -49,6 +49,8 @@ SCENARIOS: dict[str, tuple[str, Callable[[], Impairment]]] = {
                                                             queue_bytes=None)),
     # 10 of every 1000 packets, in bursts of 10 on average: P(bad) = p/(p+r) = 1%
     "burst": ("bursts 10/1000", lambda: _path(burst_loss=GilbertElliott(p=0.1 / 99, r=0.1))),
+    # impaired.py's burst row exactly: the last 10 of every 1000 packets, by count
+    "burst-count": ("bursts 10/1000 by count", lambda: _path(burst_every=(1000, 10))),
     "rtt50": ("50 ms RTT", lambda: _path(delay=0.025)),
     "rtt50-1pct": ("50 ms RTT + 1% loss", lambda: _path(delay=0.025, loss=0.01)),
     "reorder": ("20% reorder +10 ms", lambda: _path(reorder=0.20, reorder_delay=0.010)),
@@ -57,9 +59,11 @@ SCENARIOS: dict[str, tuple[str, Callable[[], Impairment]]] = {
     "idle-burst": ("app-limited + bursts", lambda: _path(
         burst_loss=GilbertElliott(p=0.1 / 99, r=0.1))),
     "idle-3pct": ("app-limited + 3% loss", lambda: _path(loss=0.03)),
+    "idle-burst-count": ("app-limited + bursts by count", lambda: _path(burst_every=(1000, 10))),
 }
 # Scenarios whose sender is application-limited: (bytes per write, seconds between writes).
-APP_LIMITED = {"idle-burst": (4 * 1448, 0.005), "idle-3pct": (4 * 1448, 0.005)}
+APP_LIMITED = {"idle-burst": (4 * 1448, 0.005), "idle-3pct": (4 * 1448, 0.005),
+               "idle-burst-count": (4 * 1448, 0.005)}
 
 
 @dataclass

@@ -14,7 +14,8 @@ drop-tail queue, the Gilbert-Elliott state, the last arrival time) and a ``rando
    drop-tail FIFO of ``queue_bytes``; a packet that does not fit is dropped;
 2. the wire (:meth:`Impairer.decide`), its random draws always in this order, each only
    when its probability is not zero:
-     burst loss (Gilbert-Elliott: the state moves, then the packet may be lost),
+     counted bursts (``burst_every``: no draw, a packet count), burst loss
+     (Gilbert-Elliott: the state moves, then the packet may be lost),
      random loss, duplication (a second copy), then for each copy: corruption (the bit to
      flip), jitter, reordering.
    The arrival of a copy is its departure + ``delay`` +- uniform ``jitter`` (never before
@@ -76,6 +77,11 @@ class Impairment:
     queue_bytes: int | None = 1_500_000  # drop-tail limit on bytes queued or in transmission
     loss: float = 0.0                  # independent loss probability per packet
     burst_loss: GilbertElliott | None = None
+    # Counted bursts, as nft's `numgen inc mod EVERY >= EVERY - BURST drop` on a router
+    # (bench/impaired.py's burst row): (EVERY, BURST) drops the last BURST of every EVERY
+    # packets that leave the queue; the count starts at a random phase (one draw when the
+    # Impairer is made), as the real counter has seen other traffic before a transfer.
+    burst_every: tuple[int, int] | None = None
     duplicate: float = 0.0             # probability a second copy is delivered
     corrupt: float = 0.0               # probability (per copy) one random bit is flipped
     reorder: float = 0.0               # probability (per copy) a packet is reordered ...
@@ -91,12 +97,18 @@ class Impairment:
             raise ImpairmentError(f"rate_bps must be positive or None, got {self.rate_bps!r}")
         if self.queue_bytes is not None and self.queue_bytes < 0:
             raise ImpairmentError(f"queue_bytes cannot be negative, got {self.queue_bytes!r}")
+        if self.burst_every is not None:
+            every, burst = self.burst_every
+            if not (isinstance(every, int) and isinstance(burst, int) and 0 <= burst <= every
+                    and every > 0):
+                raise ImpairmentError(f"burst_every must be (EVERY, BURST) with 0 <= BURST <= "
+                                      f"EVERY, got {self.burst_every!r}")
 
     @property
     def passthrough(self) -> bool:
         """True if packets go through untouched and at once."""
         return not (self.delay or self.jitter or self.rate_bps or self.loss or self.burst_loss
-                    or self.duplicate or self.corrupt or self.reorder)
+                    or (self.burst_every and self.burst_every[1]) or self.duplicate or self.corrupt or self.reorder)
 
 
 class Shaper:
@@ -142,7 +154,7 @@ class Impairer:
     state the model keeps between packets.  Drivers call :meth:`admit` then :meth:`decide`
     for each packet and deliver the copies it returns at their arrival times."""
 
-    __slots__ = ("impairment", "rng", "shaper", "ge_bad", "last_arrival")
+    __slots__ = ("impairment", "rng", "shaper", "ge_bad", "last_arrival", "count")
 
     def __init__(self, impairment: Impairment, rng: random.Random) -> None:
         self.impairment = impairment
@@ -151,6 +163,8 @@ class Impairer:
                        if impairment.rate_bps else None)
         self.ge_bad = False                     # Gilbert-Elliott state
         self.last_arrival = 0.0                 # for FIFO jitter
+        # burst_every's packet counter, from a random phase
+        self.count = rng.randrange(impairment.burst_every[0]) if impairment.burst_every else 0
 
     def admit(self, now: float, size: int) -> float | None:
         """Queue and rate: the packet's departure time onto the wire, or None if the
@@ -164,6 +178,12 @@ class Impairer:
         ``bit`` is the bit to flip (:func:`flip_bit`) or -1."""
         imp = self.impairment
         rng = self.rng
+        counted = imp.burst_every
+        if counted is not None:
+            n = self.count
+            self.count = n + 1
+            if n % counted[0] >= counted[0] - counted[1]:
+                return []
         ge = imp.burst_loss
         if ge is not None:
             if self.ge_bad:

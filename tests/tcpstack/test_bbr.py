@@ -416,3 +416,22 @@ def test_sim_pacing_spreads_the_initial_window() -> None:
     assert len(ticks) >= 5
     # 10 segments (14.5 kB) at about 0.8 MB/s: some 15 ms
     assert bbr[9] - bbr[0] > 0.010
+
+
+def test_an_app_limited_flow_under_counted_bursts_never_times_out() -> None:
+    """bench/impaired.py's burst row on an application-limited flow (4 segments every 5 ms),
+    in the simulator (sim_loss.py idle-burst-count: nft's count, the last 10 of every 1000
+    packets, each direction).  When the ACK direction's window lands on the flow, every ACK
+    of a few flights is lost; a sender whose cwnd holds fewer segments than those flights
+    stalls, sends its one loss probe (RFC 8985 7.3), and then can only time out: each RTO
+    elicits one ACK, which moves the count on by one, with the timer doubling each time
+    (RFC 6298 5.5) -- up to 10 RTOs for one window.  CUBIC, app-limited, cannot grow its
+    cwnd (RFC 9438 5.8) and meets it on every seed; BBR's cwnd comes from its model (the
+    flights' delivery rate times its gain, plus three send bursts: about 100 segments
+    here), not from losses, so its flow never stalls."""
+    from bench.sim_loss import run
+    for seed in (1, 2, 3):
+        r = run("idle-burst-count", 2_000_000, seed, cc="bbr")
+        assert r.ok and r.stats.timeouts == 0, seed
+    assert sum(run("idle-burst-count", 2_000_000, s, cc="cubic").stats.timeouts
+               for s in (1, 2, 3)) > 0                   # the scenario bites

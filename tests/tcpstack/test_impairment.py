@@ -66,6 +66,25 @@ def test_default_is_a_perfect_wire():
     assert not Impairment(reorder=0.1).passthrough
 
 
+@pytest.mark.parametrize("bad", [(0, 0), (10, 11), (10, -1), (10.0, 1)])
+def test_counted_bursts_are_checked(bad):
+    with pytest.raises(ImpairmentError, match="burst_every"):
+        Impairment(burst_every=bad)
+
+
+def test_counted_bursts_drop_the_last_of_every_n_packets_from_a_random_phase():
+    """burst_every=(EVERY, BURST), nft's `numgen inc mod EVERY >= EVERY - BURST drop`: the
+    same BURST packets in a row of every EVERY, whatever their size or time; the count
+    starts at a phase drawn from the Impairer's random source."""
+    imp = Impairment(burst_every=(20, 3))
+    assert not imp.passthrough and Impairment(burst_every=(20, 0)).passthrough
+    core = Impairer(imp, random.Random(7))
+    phase = random.Random(7).randrange(20)
+    lost = [i for i in range(100) if core.decide(1500 if i % 2 else 40, i * 0.001) == []]
+    want = [i for i in range(100) if (phase + i) % 20 >= 17]
+    assert lost == want and len(lost) == 15
+
+
 def test_netem_style_reorder_skips_the_delay():
     core = Impairer(Impairment(delay=0.030, reorder=1.0, reorder_delay=None), random.Random(1))
     assert core.decide(100, 1.0) == [(1.0, -1, True)]
