@@ -829,11 +829,14 @@ class TCPConnection:
         st.segs_out += 1
         if payload:
             st.bytes_out += len(payload)
-        if payload:
             self._last_send = now
+        if syn or eno:
+            return TCPSegment(self.local_port, self.remote_port, seq & MASK, ack, flags, window,
+                              payload, mss=mss, wscale=wscale, sack_permitted=sackok,
+                              sack_blocks=sack, tsval=tsval, tsecr=tsecr, eno=eno)
+        # (the per-segment path: the SYN-only options keep their defaults)
         return TCPSegment(self.local_port, self.remote_port, seq & MASK, ack, flags, window,
-                          payload, mss=mss, wscale=wscale, sack_permitted=sackok,
-                          sack_blocks=sack, tsval=tsval, tsecr=tsecr, eno=eno)
+                          payload, sack_blocks=sack, tsval=tsval, tsecr=tsecr)
 
     def _emit_syn(self, now: float) -> None:
         flags = SYN | ACK if self.state is SYN_RECEIVED else SYN

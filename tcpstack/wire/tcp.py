@@ -284,7 +284,9 @@ def parse_tcp(data: bytes | bytearray | memoryview, src: bytes, dst: bytes, *,
         raise ParseError(f"TCP data offset {hlen // 4} is below the minimum of 5")
     if hlen > n:
         raise ParseError(f"TCP data offset {hlen // 4} runs past the segment ({n} bytes)")
-    if verify_checksum and ones_sum(mv, pseudo_header_sum(src, dst, IPPROTO_TCP, n)) != 0:
+    # (pseudo_header_sum inline: the addresses' words, protocol and TCP length, RFC 9293 3.1)
+    if verify_checksum and ones_sum(mv, (_from_bytes(src, "big") + _from_bytes(dst, "big")
+                                         + IPPROTO_TCP + n) % 0xFFFF) != 0:
         raise ParseError("bad TCP checksum")
     seg = TCPSegment(sport, dport, seq, ack, off_flags & 0xFF, window, mv[hlen:], urg_ptr=urg)
     if hlen > 20:
