@@ -35,6 +35,7 @@ IPPROTO_TCP = 6
 ENO_KIND = 69                          # the TCP-ENO option (RFC 8547 11, table 2); tcpcrypt.eno's
 
 _TS_BYTES = b"\x01\x01\x08\x0a"
+_SACK_NOPS = b"\x01\x01\x05"          # NOP NOP kind=5 (SACK, RFC 2018 3)
 # "NOP NOP kind=5 len" of a SACK option with n blocks (RFC 2018 3), by n
 _SACK_HEAD = tuple(bytes((1, 1, 5, 2 + 8 * n)) for n in range(5))
 
@@ -302,7 +303,7 @@ def _parse_options(seg: TCPSegment, opts: memoryview) -> None:
         return
     # Fast path: "NOP NOP TS" then "NOP NOP SACK" with 1-3 blocks exactly filling the
     # options (the ACKs of a lossy path, as _options writes them); parsed as below.
-    if n >= 24 and opts[15] == n - 14 and opts[12:15] == b"\x01\x01\x05" \
+    if n >= 24 and opts[15] == n - 14 and opts[12:15] == _SACK_NOPS \
             and opts[:4] == _TS_BYTES and not (n - 16) % 8:
         seg.tsval, seg.tsecr = struct.unpack_from("!II", opts, 4)
         seg.sack_blocks = tuple(_SACK_EDGE.unpack_from(opts, j) for j in range(16, n, 8))
