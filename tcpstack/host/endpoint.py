@@ -322,7 +322,8 @@ class Endpoint:
             elif isinstance(ev, ConnectionTerminated):
                 self.mark_closed(ev.error)
         if not self._closed and conn.send_buffer_free:
-            self._flush(now)
+            if self._pending or (self._eof_requested and not self._fin_queued):
+                self._flush(now)                # (else it has nothing to do)
             low = self.write_low_water
             if low is not None and self._pending_len <= low:
                 self.write_low_water = None

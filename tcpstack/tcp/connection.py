@@ -833,11 +833,14 @@ class TCPConnection:
         st.segs_out += 1
         if payload:
             st.bytes_out += len(payload)
-        if payload:
             self._last_send = now
+        if syn or eno:
+            return TCPSegment(self.local_port, self.remote_port, seq & MASK, ack, flags, window,
+                              payload, mss=mss, wscale=wscale, sack_permitted=sackok,
+                              sack_blocks=sack, tsval=tsval, tsecr=tsecr, eno=eno)
+        # (the per-segment path: the SYN-only options keep their defaults)
         return TCPSegment(self.local_port, self.remote_port, seq & MASK, ack, flags, window,
-                          payload, mss=mss, wscale=wscale, sack_permitted=sackok,
-                          sack_blocks=sack, tsval=tsval, tsecr=tsecr, eno=eno)
+                          payload, sack_blocks=sack, tsval=tsval, tsecr=tsecr)
 
     def _emit_syn(self, now: float) -> None:
         flags = SYN | ACK if self.state is SYN_RECEIVED else SYN
@@ -1855,9 +1858,20 @@ class TCPConnection:
 
     def _send_data(self, out: list[TCPSegment], now: float) -> None:
         cfg = self.config
+        snd_una = self.snd_una
+        if (self.snd_nxt == snd_una and self._buf_seq + len(self._sndbuf) <= snd_una
+                and not (self._fin_queued and snd_una <= self._fin_seq)
+                and not self._in_recovery and not self.cc.pacing_rate and not cfg.pacing):
+            # Nothing in flight, nothing to send, no pacing (a receive-only connection's
+            # every segment): what the full pass below comes to.
+            self._stall_since = now
+            self._recovery.retransmit(self, out, now)     # (finds nothing deemed lost)
+            self._sws_force = False
+            self._t_rtx = self._t_rack = self._t_tlp = None
+            self._tlp_rearm = False
+            return
         st = self._stats
         sent_any = False
-        snd_una = self.snd_una
         if self.snd_nxt == snd_una and now - self._last_send > self._rtt.rto \
                 and self.state is not SYN_RECEIVED:
             # RFC 5681 4.1: restart window after an idle period longer than the RTO.

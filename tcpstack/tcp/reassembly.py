@@ -58,6 +58,19 @@ class ReassemblyQueue:
         starts = self._starts
         # Blocks that overlap or touch [start, end).
         i = bisect_left(starts, start)
+        if i and blocks[i - 1].end == start and (i == len(blocks) or starts[i] > end):
+            # The common case of a lossy path: the next segment after a block, touching
+            # nothing else.  The block grows in place (the general merge below would copy
+            # its whole chunk list: quadratic in the segments held behind a hole).
+            if self.nchunks >= self.max_chunks and not force:
+                return 0
+            blk = blocks[i - 1]
+            blk.chunks.append(bytes(data))
+            blk.end = end
+            self.nchunks += 1
+            self.nbytes += end - start
+            self._touch(blk, ())
+            return end - start
         if i > 0 and blocks[i - 1].end >= start:
             i -= 1
         j = bisect_right(starts, end)

@@ -451,6 +451,14 @@ class RackRecovery(SackRecovery):
                     dsack: tuple[int, int] | None, now: float) -> None:
         # SackRecovery.on_ack_done with RACK's hooks written out (once per ACK: calls count)
         rq = self.rq
+        if prior_una == c.snd_nxt and not new_ranges and dsack is None \
+                and self.tlp.end is None and rq.head == len(rq.segs):
+            # Nothing was in flight (a receive-only connection's every ACK): no record to
+            # (S)ACK or deem lost, no probe to settle, no DSACK round to start (one ended at
+            # or below SND.UNA counts as none, 6.2 step 4); RACK_detect_loss() would only
+            # find the reordering timer unneeded (6.2 step 5).
+            c._t_rack = None
+            return
         if new_ranges:
             new_ranges.sort()
             rq.sack(new_ranges, now)

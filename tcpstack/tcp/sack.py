@@ -51,6 +51,8 @@ class SackScoreboard:
             if e <= s:
                 continue
             i = bisect_left(ends, s)          # first block ending at/after s
+            if i < len(ends) and starts[i] <= s and e <= ends[i]:
+                continue                      # already held (the older blocks of an ACK)
             j = bisect_right(starts, e)       # blocks starting after e are untouched
             if i == j:
                 starts.insert(i, s)

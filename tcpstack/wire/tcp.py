@@ -10,8 +10,8 @@ Build layout follows Linux so middleboxes see familiar shapes and sizes are pred
   non-SYN: NOP NOP TS (12) | ENO... | NOP NOP SACK (4 + 8n)
   each ENO option is padded with NOPs to a multiple of 4.
 
-Hot path: build_ip_tcp() writes the whole IPv4/IPv6 packet into one bytearray with
-pack_into and computes both checksums; parse_tcp() returns the payload as a memoryview.
+Hot path: build_ip_tcp() sums both checksums from the header fields and the payload, packs
+the headers and joins them with the payload (one copy); parse_tcp() returns the payload as a memoryview.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from tcpstack.wire.virtio_net import (VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HD
 from tcpstack.wire.virtio_net import HDR as _VNET
 
 _HDR = struct.Struct("!HHIIHHHH")
+_from_bytes = int.from_bytes
 _TS = struct.Struct("!BBBBII")         # NOP NOP kind=8 len=10 tsval tsecr
 _MSS = struct.Struct("!BBH")
 _SACK_EDGE = struct.Struct("!II")
@@ -34,6 +35,9 @@ IPPROTO_TCP = 6
 ENO_KIND = 69                          # the TCP-ENO option (RFC 8547 11, table 2); tcpcrypt.eno's
 
 _TS_BYTES = b"\x01\x01\x08\x0a"
+_SACK_NOPS = b"\x01\x01\x05"          # NOP NOP kind=5 (SACK, RFC 2018 3)
+# "NOP NOP kind=5 len" of a SACK option with n blocks (RFC 2018 3), by n
+_SACK_HEAD = tuple(bytes((1, 1, 5, 2 + 8 * n)) for n in range(5))
 
 
 class OptionSpaceError(TcpStackError, ValueError):
@@ -97,9 +101,17 @@ def options_length(seg: TCPSegment) -> int:
 
 def _options(seg: TCPSegment) -> bytes:
     """Encode the segment's options (padded to a multiple of 4)."""
-    if seg.mss is None and seg.tsval is None and not seg.eno and not seg.sack_blocks \
-            and seg.wscale is None and not seg.sack_permitted and not seg.unknown_options:
-        return b""
+    tsval = seg.tsval
+    if seg.mss is None and seg.wscale is None and not seg.sack_permitted and not seg.eno \
+            and not seg.unknown_options:
+        # Fast path (every non-SYN segment): "NOP NOP TS", then "NOP NOP SACK" if any --
+        # the same bytes as the general encoding below, without its list of parts.
+        blocks = seg.sack_blocks
+        if not blocks:
+            return b"" if tsval is None else _TS.pack(1, 1, 8, 10, tsval, seg.tsecr)
+        if tsval is not None and len(blocks) <= 3:
+            return _TS.pack(1, 1, 8, 10, tsval, seg.tsecr) + _SACK_HEAD[len(blocks)] + \
+                b"".join([_SACK_EDGE.pack(l, r) for l, r in blocks])
     parts = []
     if seg.mss is not None:
         parts.append(_MSS.pack(2, 4, seg.mss))
@@ -170,23 +182,38 @@ def build_ip_tcp(seg: TCPSegment, src: bytes, dst: bytes, *, ttl: int = 64, iden
     if seg.gso_size and len(seg.payload) > seg.gso_size:
         return build_gso_frame(seg, src, dst, ttl=ttl, ident=ident, tos=tos, flow_label=flow_label)
     opts = _options(seg)
-    tcp_len = 20 + len(opts) + len(seg.payload)
+    payload = seg.payload
+    if type(payload) is Gather:         # a TSO segment that fits one segment after all
+        payload = bytes(payload)
+    thl = 20 + len(opts)
+    tcp_len = thl + len(payload)
+    off_flags = ((thl >> 2) << 12) | seg.flags
+    sport, dport, sseq, sack, window, urg = (seg.src_port, seg.dst_port, seg.seq, seg.ack,
+                                             seg.window, seg.urg_ptr)
+    # The TCP checksum (RFC 9293 3.1) summed by parts, mod 0xFFFF as in checksum.ones_sum:
+    # a 32-bit field is congruent to the sum of its two 16-bit words (2**16 == 1), the
+    # address words likewise; the options are a multiple of 4 bytes, so the payload starts
+    # at an even offset and its own (zero-padded) sum adds like the rest.  A zero sum
+    # becomes 0x0000, never 0xFFFF, as internet_checksum does (the header is never all zero).
+    addr = _from_bytes(src, "big") + _from_bytes(dst, "big")
+    s = (sport + dport + sseq + sack + off_flags + window + urg + addr + IPPROTO_TCP + tcp_len
+         + (_from_bytes(opts, "big") if opts else 0)
+         + (ones_sum(payload) if payload else 0)) % 0xFFFF
+    csum = ~s & 0xFFFF if s else 0
+    tcp_hdr = _HDR.pack(sport, dport, sseq, sack, off_flags, window, csum, urg)
     if len(src) == 4:
-        iph = 20
-        buf = bytearray(iph + tcp_len)
-        V4_HDR.pack_into(buf, 0, 0x45, tos, iph + tcp_len, ident, 0x4000, ttl, IPPROTO_TCP, 0, src, dst)
-        c = internet_checksum(memoryview(buf)[:20])
-        buf[10] = c >> 8
-        buf[11] = c & 0xFF
+        # RFC 791 3.1 header checksum, by fields: version/IHL/TOS, total length, ident,
+        # DF, TTL/protocol, the addresses (the checksum field itself counts as 0).
+        total = 20 + tcp_len
+        h = ((0x4500 | tos) + total + ident + 0x4000 + ((ttl << 8) | IPPROTO_TCP)
+             + addr) % 0xFFFF
+        ip_hdr = V4_HDR.pack(0x45, tos, total, ident, 0x4000, ttl, IPPROTO_TCP,
+                             ~h & 0xFFFF if h else 0, src, dst)
     else:
-        iph = 40
-        buf = bytearray(iph + tcp_len)
-        V6_HDR.pack_into(buf, 0, (6 << 28) | (tos << 20) | flow_label, tcp_len, IPPROTO_TCP, ttl, src, dst)
-    _write_tcp(buf, iph, seg, opts)
-    c = internet_checksum(memoryview(buf)[iph:], pseudo_header_sum(src, dst, IPPROTO_TCP, tcp_len))
-    buf[iph + 16] = c >> 8
-    buf[iph + 17] = c & 0xFF
-    return bytes(buf)
+        ip_hdr = V6_HDR.pack((6 << 28) | (tos << 20) | flow_label, tcp_len, IPPROTO_TCP, ttl,
+                             src, dst)
+    # One copy of the payload, into the packet.
+    return b"".join((ip_hdr, tcp_hdr, opts, payload)) if payload else ip_hdr + tcp_hdr + opts
 
 
 
@@ -258,7 +285,9 @@ def parse_tcp(data: bytes | bytearray | memoryview, src: bytes, dst: bytes, *,
         raise ParseError(f"TCP data offset {hlen // 4} is below the minimum of 5")
     if hlen > n:
         raise ParseError(f"TCP data offset {hlen // 4} runs past the segment ({n} bytes)")
-    if verify_checksum and ones_sum(mv, pseudo_header_sum(src, dst, IPPROTO_TCP, n)) != 0:
+    # (pseudo_header_sum inline: the addresses' words, protocol and TCP length, RFC 9293 3.1)
+    if verify_checksum and ones_sum(mv, (_from_bytes(src, "big") + _from_bytes(dst, "big")
+                                         + IPPROTO_TCP + n) % 0xFFFF) != 0:
         raise ParseError("bad TCP checksum")
     seg = TCPSegment(sport, dport, seq, ack, off_flags & 0xFF, window, mv[hlen:], urg_ptr=urg)
     if hlen > 20:
@@ -268,10 +297,18 @@ def parse_tcp(data: bytes | bytearray | memoryview, src: bytes, dst: bytes, *,
 
 def _parse_options(seg: TCPSegment, opts: memoryview) -> None:
     # Fast path: the common "NOP NOP TS" alone (every data segment with timestamps).
-    if len(opts) == 12 and opts[:4] == _TS_BYTES:
+    n = len(opts)
+    if n == 12 and opts[:4] == _TS_BYTES:
         seg.tsval, seg.tsecr = struct.unpack_from("!II", opts, 4)
         return
-    i, n = 0, len(opts)
+    # Fast path: "NOP NOP TS" then "NOP NOP SACK" with 1-3 blocks exactly filling the
+    # options (the ACKs of a lossy path, as _options writes them); parsed as below.
+    if n >= 24 and opts[15] == n - 14 and opts[12:15] == _SACK_NOPS \
+            and opts[:4] == _TS_BYTES and not (n - 16) % 8:
+        seg.tsval, seg.tsecr = struct.unpack_from("!II", opts, 4)
+        seg.sack_blocks = tuple(_SACK_EDGE.unpack_from(opts, j) for j in range(16, n, 8))
+        return
+    i = 0
     eno: list[bytes] = []
     unknown: list[tuple[int, bytes]] = []
     while i < n:

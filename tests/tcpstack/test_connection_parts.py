@@ -121,3 +121,40 @@ def test_seqnum_helpers():
     assert unwrap((1 << 32) - 10, 5 + (1 << 32)) == (1 << 32) - 10
     assert seq_lt(0xFFFFFFF0, 5) and not seq_lt(5, 0xFFFFFFF0)
     assert seq_diff(5, 0xFFFFFFF0) == 21
+
+
+def test_reassembly_block_grows_in_place_behind_a_hole():
+    """Segments following a block (the usual arrivals behind a loss) extend it, one chunk
+    each, most recent first for SACK; the entry bound still refuses them unless forced."""
+    q = ReassemblyQueue(max_chunks=4)
+    assert q.add(1000, b"a" * 10) == 10
+    assert q.add(2000, b"z" * 10) == 10
+    for k in range(1, 3):
+        assert q.add(1000 + 10 * k, bytes([97 + k]) * 10) == 10
+    assert q.blocks() == [(1000, 1030), (2000, 2010)]
+    assert q.sack_blocks(4) == [(1000, 1030), (2000, 2010)]
+    assert (q.nchunks, q.nbytes) == (4, 40)
+    assert q.add(1030, b"d" * 10) == 0                   # the bound: 4 chunks held
+    assert q.add(1030, b"d" * 10, force=True) == 10
+    assert q.add(1040, b"e" * 10) == 0
+    chunks, nxt = q.pop_ready(990)
+    assert (chunks, nxt) == ([], 990)
+    assert q.add(990, b"0" * 10, force=True) == 10
+    chunks, nxt = q.pop_ready(990)
+    assert b"".join(chunks) == b"0" * 10 + b"a" * 10 + b"b" * 10 + b"c" * 10 + b"d" * 10
+    assert nxt == 1040 and q.blocks() == [(2000, 2010)] and (q.nchunks, q.nbytes) == (1, 10)
+
+
+def test_scoreboard_blocks_already_held_add_nothing():
+    sb = SackScoreboard()
+    una, nxt = BASE, BASE + 10_000
+    new: list[tuple[int, int]] = []
+    assert sb.update([(BASE + 100, BASE + 300), (BASE + 500, BASE + 600)], una, nxt, new) == 300
+    assert new == [(BASE + 100, BASE + 300), (BASE + 500, BASE + 600)]
+    new.clear()
+    # The usual ACK during recovery: the first block grew, the others are repeats.
+    assert sb.update([(BASE + 100, BASE + 400), (BASE + 500, BASE + 600),
+                      (BASE + 150, BASE + 250)], una, nxt, new) == 100
+    assert new == [(BASE + 300, BASE + 400)]
+    assert sb.blocks() == [(BASE + 100, BASE + 400), (BASE + 500, BASE + 600)]
+    assert sb.sacked == 400

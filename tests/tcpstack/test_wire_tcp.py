@@ -248,3 +248,30 @@ def test_random_bytes_only_parse_error(data: bytes) -> None:
 def test_flags_and_fin() -> None:
     seg = TCPSegment(1, 2, 3, 4, FIN | ACK | 0x80 | 0x40, 9)
     assert parse_tcp(build_tcp(seg, A4, B4), A4, B4).flags == FIN | ACK | 0xC0
+
+
+@settings(max_examples=300)
+@given(st.integers(0, 3), st.booleans(), st.binary(max_size=1500), st.booleans(),
+       st.integers(0, 65535), st.integers(0, 255))
+def test_per_segment_layouts(nblocks: int, ts: bool, payload: bytes, v6: bool, ident: int,
+                             tos: int) -> None:
+    """The options of every non-SYN segment ("NOP NOP TS", then "NOP NOP SACK") and the
+    packet around them, which build_ip_tcp and _parse_options take shortcuts for: the same
+    bytes as build_tcp's layout, both checksums valid, parsed back whole."""
+    src, dst = (A6, B6) if v6 else (A4, B4)
+    blocks = tuple((0xFFFFFF00 + 7 * i, 0x10 + 9 * i) for i in range(nblocks))
+    seg = TCPSegment(40000, 443, 0xFFFFFFF0, 12345, ACK | PSH, 0xFFFF, payload,
+                     sack_blocks=blocks)
+    if ts:
+        seg.tsval, seg.tsecr = 0xFFFFFFFF, 1
+    raw = build_tcp(seg, src, dst)
+    assert raw[20:20 + 12 * ts + (4 + 8 * nblocks if nblocks else 0)] == (
+        (b"\x01\x01\x08\x0a" + b"\xff\xff\xff\xff\x00\x00\x00\x01" if ts else b"")
+        + (bytes((1, 1, 5, 2 + 8 * nblocks)) if nblocks else b"")
+        + b"".join(struct.pack("!II", l, r) for l, r in blocks))
+    pkt = build_ip_tcp(seg, src, dst, ident=ident, tos=tos)
+    h, pl = parse_ip(pkt)                  # (verifies the IPv4 header checksum)
+    assert bytes(pl) == raw
+    assert ref_checksum((pseudo6 if v6 else pseudo4)(src, dst, len(raw)) + raw) == 0
+    got = parse_tcp(pl, h.src, h.dst)
+    assert got == seg and got.sack_blocks == blocks
