@@ -425,7 +425,7 @@ def test_an_app_limited_flow_under_counted_bursts_never_times_out() -> None:
     of a few flights is lost; a sender whose cwnd holds fewer segments than those flights
     stalls, sends its one loss probe (RFC 8985 7.3), and then can only time out: each RTO
     elicits one ACK, which moves the count on by one, with the timer doubling each time
-    (RFC 6298 5.5) -- up to 10 RTOs for one window.  CUBIC, app-limited, cannot grow its
+    (RFC 6298 rule (5.5)) -- up to 10 RTOs for one window.  CUBIC, app-limited, cannot grow its
     cwnd (RFC 9438 5.8) and meets it on every seed; BBR's cwnd comes from its model (the
     flights' delivery rate times its gain, plus three send bursts: about 100 segments
     here), not from losses, so its flow never stalls."""
