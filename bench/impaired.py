@@ -206,7 +206,8 @@ class Router:
 # --- the kernel's TCP ------------------------------------------------------------------------
 
 # send: connect, send n seeded bytes, half-close, wait for the receiver's close; prints the
-# seconds, TcpExtTCPTimeouts before/after in this namespace and tcpi_total_retrans.
+# seconds, TcpExtTCPTimeouts before/after in this namespace, tcpi_total_retrans and the
+# sender's last srtt/rttvar/cwnd/ssthresh (bytes) from TCP_INFO.
 # recv: listen, print "ready", take one connection, read to EOF, print bytes and SHA-256.
 KERNEL_PROG = r"""
 import hashlib, json, random, socket, struct, sys, time
@@ -234,8 +235,15 @@ if mode == "send":
     while s.recv(65536): pass
     el = time.perf_counter() - t0
     info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    # struct tcp_info: tcpi_rtt (us) at 68, tcpi_snd_ssthresh 76, tcpi_snd_cwnd 80 (segments),
+    # tcpi_snd_mss 16, tcpi_total_retrans 100 -- the same fields as the stack's sender stats
+    rtt, rttvar, ssthresh, cwnd = struct.unpack_from("IIII", info, 68)
+    mss = struct.unpack_from("I", info, 16)[0]
     print(json.dumps({"seconds": el, "rtos": timeouts() - t_before, "cc": used,
-                      "retrans": struct.unpack_from("I", info, 100)[0]}), flush=True)
+                      "retrans": struct.unpack_from("I", info, 100)[0],
+                      "sender": {"srtt": rtt / 1e6, "rttvar": rttvar / 1e6,
+                                 "cwnd": cwnd * mss, "ssthresh": ssthresh * mss}}),
+          flush=True)
 else:
     l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     l.bind((host, port)); l.listen(1); print("ready", flush=True)
@@ -267,7 +275,7 @@ async def kernel_transfer(net: Any, src: int, port: int, n: int, sha: str,
         got = json.loads(await asyncio.wait_for(rcv.stdout.readline(), 10))
         r = json.loads(out)
         return {"seconds": r["seconds"], "rtos": r["rtos"], "retrans": r["retrans"], "cc": r["cc"],
-                "ok": got["bytes"] == n and got["sha256"] == sha,
+                "sender": r.get("sender"), "ok": got["bytes"] == n and got["sha256"] == sha,
                 "bytes": got["bytes"]}
     except asyncio.TimeoutError:
         return {"hung": True, "ok": False}
@@ -514,6 +522,11 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         busy = [r["cpu_busiest"] for r in ok if "cpu_busiest" in r]
         if busy:
             out["cpu_busiest"] = statistics.median(busy)
+        # the senders' smoothed RTT at the end of each transfer (kernel: TCP_INFO)
+        rtts = [d["sender"]["srtt"] for r in ok for d in (r["a->b"], r["b->a"])
+                if (d.get("sender") or {}).get("srtt")]
+        if rtts:
+            out["srtt_ms_median"] = 1e3 * statistics.median(rtts)
     return out
 
 
