@@ -588,12 +588,12 @@ def main() -> None:
     args = ap.parse_args()
     if args.repeat < 1:
         sys.exit("--repeat: must be at least 1")
-    from tcpstack.tcp.congestion import ALGORITHMS
-    if args.stack_cc.lower() not in ALGORITHMS:
-        sys.exit(f"--stack-cc: unknown congestion control {args.stack_cc!r} "
-                 f"(known: {', '.join(sorted(ALGORITHMS))})")
+    from tcpstack.tcp.congestion import algorithm_name
     global STACK_CC
-    STACK_CC = args.stack_cc.lower()
+    try:
+        STACK_CC = algorithm_name(args.stack_cc)
+    except ValueError as e:
+        sys.exit(f"--stack-cc: {e}")
     if os.geteuid() != 0:
         sys.exit("impaired.py needs root (namespaces, TUN, tc, iptables, nft, NFQUEUE)")
     rows = ROWS

@@ -308,11 +308,11 @@ def merge(args: Any) -> NodeConfig:
             raise OverlayError(f"{where(key)} = {v}: not in {lo}-{hi}", 2)
     cc = getattr(args, "congestion_control", None)
     if "congestion_control" in data and cc == data["congestion_control"]:
-        from tcpstack.tcp.congestion import ALGORITHMS
-        if cc.lower() not in ALGORITHMS:
-            raise OverlayError(f"{where('congestion_control')} = {cc!r}: not one the stack "
-                               f"has ({', '.join(sorted(ALGORITHMS))})", 2)
-        args.congestion_control = cc.lower()
+        from tcpstack.tcp.congestion import algorithm_name
+        try:
+            args.congestion_control = algorithm_name(cc)
+        except ValueError as bad:
+            raise OverlayError(f"{where('congestion_control')} = {bad}", 2) from None
     if getattr(args, "connect_timeout", None) is None:
         args.connect_timeout = 30.0
     if args.connect_timeout <= 0:

@@ -84,8 +84,8 @@ class TCPConfig:
     def __post_init__(self) -> None:
         # An algorithm the stack does not have is the caller's error, said at once (it was
         # once a silent NewReno).
-        from tcpstack.tcp.congestion import ALGORITHMS
-        if not isinstance(self.congestion_control, str) or \
-                self.congestion_control.lower() not in ALGORITHMS:
-            raise ValueError(f"congestion_control={self.congestion_control!r}: not one the "
-                             f"stack has ({', '.join(sorted(ALGORITHMS))})")
+        from tcpstack.tcp.congestion import algorithm_name
+        try:
+            algorithm_name(self.congestion_control)
+        except ValueError as e:
+            raise ValueError(f"congestion_control={e}") from None

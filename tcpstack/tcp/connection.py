@@ -1381,11 +1381,12 @@ class TCPConnection:
                     rec.on_recovery_exit(self)
             if self._rxt_nxt < ack:
                 self._rxt_nxt = ack
-            if self._snd_auto and 2 * self.cc.cwnd > self._snd_limit:
+            if self._snd_auto:
                 # send-buffer auto-tuning (see __init__): room for one window in flight
                 # and one more queued behind it
-                cap = self.config.send_buffer_max
-                self._snd_limit = 2 * self.cc.cwnd if 2 * self.cc.cwnd < cap else cap
+                want = 2 * self.cc.cwnd
+                if want > self._snd_limit:
+                    self._snd_limit = min(want, self.config.send_buffer_max)
             # RFC 6298 rules (5.2) / (5.3).
             if self.snd_una >= self.snd_nxt:
                 self._t_rtx = self._t_tlp = self._t_rack = None

@@ -312,6 +312,16 @@ class SendQueue:
             if f & RTX:
                 self.retrans_out -= nbytes
 
+    def _leave_pipe(self, f: int, nbytes: int) -> None:
+        """A record not SACKed before (flags ``f``) is delivered, cumulatively or by SACK:
+        its bytes leave the lost/retransmitted counts, and a lost one no longer waits."""
+        if f & LOST:
+            self.lost_out -= nbytes
+            if not f & RTX:
+                self._pending -= 1
+        if f & RTX:
+            self.retrans_out -= nbytes
+
     def ack(self, ack: int, now: float, tsecr: int | None) -> None:
         """The cumulative ACK moved to ``ack``: drop the records below it."""
         segs = self.segs
@@ -323,16 +333,11 @@ class SendQueue:
             if r.end <= ack:
                 f = r.flags
                 nb = r.end - r.start
-                if f & SACKED:              # (_drop_counts, inline: once per record)
+                if f & SACKED:
                     self.sacked_out -= nb
                     self.segs_sacked -= 1
                 else:
-                    if f & LOST:
-                        self.lost_out -= nb
-                        if not f & RTX:
-                            self._pending -= 1
-                    if f & RTX:
-                        self.retrans_out -= nb
+                    self._leave_pipe(f, nb)
                     self._delivered(r, now, tsecr)
                     if rate is not None:
                         rate.on_delivered(r, nb, now, bool(f & EVER))
@@ -345,8 +350,7 @@ class SendQueue:
                 # Partially acknowledged (the peer's segmentation differs from ours).
                 self._drop_counts(r, ack - r.start)
                 if rate is not None and not r.flags & SACKED:
-                    rate.delivered += ack - r.start
-                    rate.rs.acked_sacked += ack - r.start
+                    rate.add_delivered(ack - r.start)
                 r.start = ack
             break
         self.head = i
@@ -376,12 +380,7 @@ class SendQueue:
                     self.split(r, e, i)
                 f = r.flags
                 nb = r.end - r.start
-                if f & LOST:
-                    self.lost_out -= nb
-                    if not f & RTX:
-                        self._pending -= 1
-                if f & RTX:
-                    self.retrans_out -= nb
+                self._leave_pipe(f, nb)
                 if f & LINKED:
                     self._unlink(r)
                 # No TSecr test for SACKed segments: a receiver echoes TS.Recent, which

@@ -169,9 +169,16 @@ class RateSampler:
         self.dsack_bytes += nbytes
         if self.dsack_bytes > retransmitted:
             return False
+        self.add_delivered(nbytes)
+        return True
+
+    def add_delivered(self, nbytes: int) -> None:
+        """Bytes delivered on this ACK that no record's send state describes (a D-SACKed
+        copy, the acknowledged head of a record split by the peer's segmentation): they
+        count toward C.delivered and the ACK's acked_sacked, not toward the sample's
+        choice of send state."""
         self.delivered += nbytes
         self.rs.acked_sacked += nbytes
-        return True
 
     def mark_used(self, r: "SentSegment") -> None:
         """A SACKed record stays in the queue until cumulatively acknowledged: its send

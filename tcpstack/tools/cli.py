@@ -89,11 +89,11 @@ linger_arg = _bounded(float, 0, None, "a number of seconds (0 or more)")
 
 def cc_arg(v: str) -> str:
     """--congestion-control: an algorithm the stack has."""
-    from tcpstack.tcp.congestion import ALGORITHMS
-    if v.lower() not in ALGORITHMS:
-        raise argparse.ArgumentTypeError(
-            f"{v!r}: not one the stack has ({', '.join(sorted(ALGORITHMS))})")
-    return v.lower()
+    from tcpstack.tcp.congestion import algorithm_name
+    try:
+        return algorithm_name(v)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def stack_config(args: argparse.Namespace) -> Any:

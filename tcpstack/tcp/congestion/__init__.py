@@ -53,13 +53,22 @@ from tcpstack.tcp.congestion.bbr import BBR
 from tcpstack.tcp.congestion.cubic import Cubic
 from tcpstack.tcp.congestion.newreno import NewReno
 
-__all__ = ["CongestionControl", "NewReno", "Cubic", "BBR", "ALGORITHMS",
+__all__ = ["CongestionControl", "NewReno", "Cubic", "BBR", "ALGORITHMS", "algorithm_name",
            "make_congestion_control", "INFINITE_SSTHRESH", "default_initial_window",
            "CA_OPEN", "CA_RECOVERY", "CA_LOSS"]
 
 
 ALGORITHMS: dict[str, Callable[..., CongestionControl]] = {
     "newreno": NewReno, "reno": NewReno, "cubic": Cubic, "bbr": BBR}
+
+
+def algorithm_name(name: object) -> str:
+    """The name of an algorithm the stack has, lower-cased (the one check every way of
+    choosing one goes through: TCPConfig, the command line, the overlay config);
+    ValueError "'vegas': not one the stack has (bbr, cubic, newreno, reno)" otherwise."""
+    if isinstance(name, str) and name.lower() in ALGORITHMS:
+        return name.lower()
+    raise ValueError(f"{name!r}: not one the stack has ({', '.join(sorted(ALGORITHMS))})")
 
 
 def make_congestion_control(name: str, mss: int, now: float) -> CongestionControl:
